@@ -1,0 +1,58 @@
+//! `cohort diff A B`: files, then DICOM changes by patient, study and series.
+use std::process::ExitCode;
+
+use cohort::store::Mode;
+
+use super::{json, out, CliResult, Env};
+
+/// Added, removed and modified paths between two revisions; DICOM changes grouped by patient,
+/// study and series, with changed attributes and whether pixel data changed.
+#[derive(clap::Args)]
+pub struct Args {
+    a: String,
+    #[arg(default_value = "HEAD")]
+    b: String,
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(env: &Env, a: Args) -> CliResult {
+    let repo = env.repo(Mode::Read)?;
+    let d = repo.diff(&a.a, &a.b)?;
+    if a.json {
+        json(&d);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut s = format!("{} added, {} removed, {} modified\n", d.added, d.removed, d.modified);
+    for c in &d.files {
+        s.push_str(&format!("{} {}\n", super::status::letter(c.status), c.path));
+    }
+    let show = |v: &Option<String>| match v {
+        Some(x) => format!("{x:?}"),
+        None => "(absent)".into(),
+    };
+    for p in &d.dicom {
+        s.push_str(&format!("\nPatient {}\n", p.patient_id));
+        for st in &p.studies {
+            s.push_str(&format!("  Study {}\n", st.study_uid));
+            for se in &st.series {
+                s.push_str(&format!("    Series {}\n", se.series_uid));
+                for i in &se.instances {
+                    s.push_str(&format!("      {} {}", super::status::letter(i.status), i.path));
+                    if let Some(px) = i.pixel_changed {
+                        s.push_str(if px { "  [pixel data changed]" } else { "  [pixel data unchanged]" });
+                    }
+                    s.push('\n');
+                    for at in &i.attributes {
+                        s.push_str(&format!("          {} {}: {} -> {}\n", at.tag, at.path, show(&at.old), show(&at.new)));
+                    }
+                    if let Some(e) = &i.attributes_error {
+                        s.push_str(&format!("          (attributes not compared: {e})\n"));
+                    }
+                }
+            }
+        }
+    }
+    out(&s);
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,180 @@
+//! The command line: one file per command group; this file parses, builds the context from
+//! the environment (the only place that reads it), and turns errors into messages and exit
+//! codes.
+//!
+//! Exit codes: 0 success; 1 the command ran and found problems (fsck, phi-scan, split check);
+//! 2 an error (bad input, bad arguments, store trouble).
+
+mod checkout;
+mod commit;
+mod diff;
+mod init;
+mod log;
+mod ls;
+mod maint;
+mod op;
+mod progress;
+mod refs;
+mod status;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use cohort::repo::{Context, Repo};
+use cohort::store::{Mode, Store};
+
+/// Version control and provenance for medical-imaging (DICOM) datasets.
+#[derive(Parser)]
+#[command(name = "cohort", version, about, long_about = None)]
+pub struct Cli {
+    /// Run as if started in this folder.
+    #[arg(short = 'C', global = true, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// No progress bars.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Init(init::Args),
+    Commit(commit::Args),
+    Status(status::Args),
+    Log(log::LogArgs),
+    Show(log::ShowArgs),
+    Ls(ls::Args),
+    Diff(diff::Args),
+    Checkout(checkout::CheckoutArgs),
+    Export(checkout::ExportArgs),
+    Branch(refs::BranchArgs),
+    Tag(refs::TagArgs),
+    Fsck(maint::FsckArgs),
+    Gc(maint::GcArgs),
+    Du(maint::DuArgs),
+    Reindex(maint::ReindexArgs),
+    /// The operation log: every change of refs.
+    #[command(subcommand)]
+    Op(op::OpCommand),
+}
+
+/// An error for the user: a message, optional hints, and the exit code.
+pub struct CliError {
+    pub message: String,
+    pub code: u8,
+}
+
+impl<E: std::error::Error> From<E> for CliError {
+    fn from(e: E) -> Self {
+        let mut message = e.to_string();
+        let mut src = e.source();
+        while let Some(s) = src {
+            let t = s.to_string();
+            if !message.contains(&t) {
+                message.push_str(&format!(": {t}"));
+            }
+            src = s.source();
+        }
+        CliError { message, code: 2 }
+    }
+}
+
+pub type CliResult = Result<ExitCode, CliError>;
+
+/// Where the command runs, and who runs it.
+pub struct Env {
+    pub cwd: PathBuf,
+    pub quiet: bool,
+    pub ctx: Context,
+}
+
+impl Env {
+    pub fn progress(&self) -> progress::Bars {
+        progress::Bars::new(self.quiet)
+    }
+
+    /// Open the store of the working folder containing `cwd`.
+    pub fn repo(&self, mode: Mode) -> Result<Repo, CliError> {
+        let root = Store::discover(&self.cwd)?;
+        Ok(Repo::open(&root, mode, self.ctx.clone())?)
+    }
+}
+
+fn context() -> Context {
+    let user = std::env::var("COHORT_USER")
+        .or_else(|_| std::env::var("USER"))
+        .unwrap_or_else(|_| "unknown".into());
+    // COHORT_TIME pins the clock (RFC 3339 or microseconds), for reproducible tests and demos.
+    let time_us = std::env::var("COHORT_TIME").ok().and_then(|t| {
+        t.parse::<i64>()
+            .ok()
+            .or_else(|| chrono::DateTime::parse_from_rfc3339(&t).ok().map(|d| d.timestamp_micros()))
+    });
+    Context { user, time_us, command: std::env::args().collect() }
+}
+
+/// Print to stdout; a closed pipe (`| head`) is not an error.
+pub fn out(s: &str) {
+    let mut o = std::io::stdout().lock();
+    if o.write_all(s.as_bytes()).and_then(|_| o.flush()).is_err() {
+        std::process::exit(0);
+    }
+}
+
+pub fn json<T: serde::Serialize>(v: &T) {
+    out(&(serde_json::to_string_pretty(v).expect("serializable") + "\n"));
+}
+
+pub fn human_bytes(n: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < units.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", units[u]) }
+}
+
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    let cwd = match &cli.dir {
+        Some(d) => d.clone(),
+        None => std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
+    };
+    let cwd = std::fs::canonicalize(&cwd).unwrap_or(cwd);
+    let env = Env { cwd, quiet: cli.quiet, ctx: context() };
+    let r = match cli.command {
+        Command::Init(a) => init::run(&env, a),
+        Command::Commit(a) => commit::run(&env, a),
+        Command::Status(a) => status::run(&env, a),
+        Command::Log(a) => log::run_log(&env, a),
+        Command::Show(a) => log::run_show(&env, a),
+        Command::Ls(a) => ls::run(&env, a),
+        Command::Diff(a) => diff::run(&env, a),
+        Command::Checkout(a) => checkout::run_checkout(&env, a),
+        Command::Export(a) => checkout::run_export(&env, a),
+        Command::Branch(a) => refs::run_branch(&env, a),
+        Command::Tag(a) => refs::run_tag(&env, a),
+        Command::Fsck(a) => maint::run_fsck(&env, a),
+        Command::Gc(a) => maint::run_gc(&env, a),
+        Command::Du(a) => maint::run_du(&env, a),
+        Command::Reindex(a) => maint::run_reindex(&env, a),
+        Command::Op(c) => op::run(&env, c),
+    };
+    match r {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {}", e.message);
+            ExitCode::from(e.code)
+        }
+    }
+}
+
+/// Resolve a path argument against the command's folder.
+pub fn abs(env: &Env, p: &Path) -> PathBuf {
+    if p.is_absolute() { p.to_path_buf() } else { env.cwd.join(p) }
+}

@@ -1,0 +1,265 @@
+//! Differences between two trees, and the DICOM view of them.
+//!
+//! Tree diff walks both Merkle trees together and skips every pair of subtrees with the same
+//! id, so its cost follows the number of changes, not the size of the dataset. The DICOM view
+//! groups changed instances by patient, study and series and, for a modified instance, lists the
+//! attributes that changed and whether its pixel data did.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Serialize;
+
+use crate::dicom::{self, AttributeChange};
+use crate::id::ObjectId;
+use crate::object::{EntryKind, InstanceInfo, Tree, TreeEntry};
+use crate::store::{Store, StoreError};
+
+/// Where trees come from: the store, plus trees built in memory (a working-tree snapshot).
+pub struct TreeSource<'a> {
+    pub store: &'a Store,
+    pub extra: Option<&'a HashMap<ObjectId, Tree>>,
+}
+
+impl TreeSource<'_> {
+    pub fn tree(&self, id: &ObjectId) -> Result<Tree, StoreError> {
+        if let Some(t) = self.extra.and_then(|m| m.get(id)) {
+            return Ok(t.clone());
+        }
+        self.store.read_tree(id)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Added,
+    Removed,
+    Modified,
+}
+
+/// One changed file (never a folder: folder changes are listed file by file).
+#[derive(Debug, Clone, Serialize)]
+pub struct Change {
+    pub path: String,
+    pub status: Status,
+    pub old: Option<EntryRef>,
+    pub new: Option<EntryRef>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EntryRef {
+    pub kind: EntryKind,
+    pub id: ObjectId,
+    pub size: u64,
+}
+
+impl From<&TreeEntry> for EntryRef {
+    fn from(e: &TreeEntry) -> Self {
+        EntryRef { kind: e.kind, id: e.id, size: e.size }
+    }
+}
+
+fn join(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() { name.to_string() } else { format!("{prefix}/{name}") }
+}
+
+/// Every file below a tree, as (path, entry).
+pub fn list_files(src: &TreeSource, id: &ObjectId, prefix: &str, out: &mut Vec<(String, TreeEntry)>) -> Result<(), StoreError> {
+    let t = src.tree(id)?;
+    for e in t.entries {
+        let p = join(prefix, &e.name);
+        if e.kind == EntryKind::Tree {
+            list_files(src, &e.id, &p, out)?;
+        } else {
+            out.push((p, e));
+        }
+    }
+    Ok(())
+}
+
+fn side(src: &TreeSource, e: &TreeEntry, path: &str, status: Status, out: &mut Vec<Change>) -> Result<(), StoreError> {
+    if e.kind == EntryKind::Tree {
+        let mut files = Vec::new();
+        list_files(src, &e.id, path, &mut files)?;
+        for (p, f) in files {
+            let r = Some(EntryRef::from(&f));
+            out.push(match status {
+                Status::Added => Change { path: p, status, old: None, new: r },
+                _ => Change { path: p, status, old: r, new: None },
+            });
+        }
+    } else {
+        let r = Some(EntryRef::from(e));
+        out.push(match status {
+            Status::Added => Change { path: path.to_string(), status, old: None, new: r },
+            _ => Change { path: path.to_string(), status, old: r, new: None },
+        });
+    }
+    Ok(())
+}
+
+/// File-level changes from tree `a` to tree `b` (either may be absent: empty).
+pub fn diff_trees(src: &TreeSource, a: Option<ObjectId>, b: Option<ObjectId>) -> Result<Vec<Change>, StoreError> {
+    let mut out = Vec::new();
+    diff_rec(src, a, b, "", &mut out)?;
+    Ok(out)
+}
+
+fn diff_rec(src: &TreeSource, a: Option<ObjectId>, b: Option<ObjectId>, prefix: &str, out: &mut Vec<Change>) -> Result<(), StoreError> {
+    if a == b {
+        return Ok(());
+    }
+    let ta = match a { Some(id) => src.tree(&id)?, None => Tree::default() };
+    let tb = match b { Some(id) => src.tree(&id)?, None => Tree::default() };
+    let (mut i, mut j) = (0, 0);
+    while i < ta.entries.len() || j < tb.entries.len() {
+        let ea = ta.entries.get(i);
+        let eb = tb.entries.get(j);
+        let ord = match (ea, eb) {
+            (Some(x), Some(y)) => x.name.as_bytes().cmp(y.name.as_bytes()),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            _ => std::cmp::Ordering::Greater,
+        };
+        match ord {
+            std::cmp::Ordering::Less => {
+                let x = ea.expect("left entry");
+                side(src, x, &join(prefix, &x.name), Status::Removed, out)?;
+                i += 1;
+            }
+            std::cmp::Ordering::Greater => {
+                let y = eb.expect("right entry");
+                side(src, y, &join(prefix, &y.name), Status::Added, out)?;
+                j += 1;
+            }
+            std::cmp::Ordering::Equal => {
+                let (x, y) = (ea.expect("left"), eb.expect("right"));
+                let p = join(prefix, &x.name);
+                if x.id != y.id || x.kind != y.kind {
+                    match (x.kind == EntryKind::Tree, y.kind == EntryKind::Tree) {
+                        (true, true) => diff_rec(src, Some(x.id), Some(y.id), &p, out)?,
+                        (false, false) => out.push(Change {
+                            path: p,
+                            status: Status::Modified,
+                            old: Some(x.into()),
+                            new: Some(y.into()),
+                        }),
+                        _ => {
+                            side(src, x, &p, Status::Removed, out)?;
+                            side(src, y, &p, Status::Added, out)?;
+                        }
+                    }
+                }
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A changed DICOM instance.
+#[derive(Debug, Clone, Serialize)]
+pub struct InstanceChange {
+    pub path: String,
+    pub status: Status,
+    pub sop_instance_uid: Option<String>,
+    pub modality: Option<String>,
+    /// For a modified instance: did the pixel data change?
+    pub pixel_changed: Option<bool>,
+    /// For a modified instance: attributes that changed (values shortened).
+    pub attributes: Vec<AttributeChange>,
+    /// Set when the attribute diff could not be computed.
+    pub attributes_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SeriesChanges {
+    pub series_uid: String,
+    pub instances: Vec<InstanceChange>,
+}
+#[derive(Debug, Clone, Serialize)]
+pub struct StudyChanges {
+    pub study_uid: String,
+    pub series: Vec<SeriesChanges>,
+}
+#[derive(Debug, Clone, Serialize)]
+pub struct PatientChanges {
+    pub patient_id: String,
+    pub studies: Vec<StudyChanges>,
+}
+
+/// The full answer of `cohort diff`.
+#[derive(Debug, Clone, Serialize)]
+pub struct DiffReport {
+    pub from: Option<ObjectId>,
+    pub to: ObjectId,
+    pub added: usize,
+    pub removed: usize,
+    pub modified: usize,
+    pub files: Vec<Change>,
+    pub dicom: Vec<PatientChanges>,
+}
+
+const UNKNOWN: &str = "(unknown)";
+
+/// Group DICOM changes by patient / study / series, with attribute diffs for modified instances.
+pub fn dicom_view(store: &Store, changes: &[Change]) -> Result<Vec<PatientChanges>, StoreError> {
+    type Key = (String, String, String);
+    let mut groups: BTreeMap<Key, Vec<InstanceChange>> = BTreeMap::new();
+    let info_of = |r: &Option<EntryRef>| -> Result<Option<(InstanceInfo, crate::object::DicomFile)>, StoreError> {
+        match r {
+            Some(e) if e.kind == EntryKind::Dicom => {
+                let d = store.read_dicom(&e.id)?;
+                Ok(Some((d.info.clone(), d)))
+            }
+            _ => Ok(None),
+        }
+    };
+    for c in changes {
+        let old = info_of(&c.old)?;
+        let new = info_of(&c.new)?;
+        let Some((info, _)) = new.as_ref().or(old.as_ref()) else { continue };
+        let key = (
+            info.patient_id.clone().unwrap_or_else(|| UNKNOWN.into()),
+            info.study_uid.clone().unwrap_or_else(|| UNKNOWN.into()),
+            info.series_uid.clone().unwrap_or_else(|| UNKNOWN.into()),
+        );
+        let mut ic = InstanceChange {
+            path: c.path.clone(),
+            status: c.status,
+            sop_instance_uid: info.sop_instance_uid.clone(),
+            modality: info.modality.clone(),
+            pixel_changed: None,
+            attributes: vec![],
+            attributes_error: None,
+        };
+        if let (Some((_, a)), Some((_, b))) = (&old, &new) {
+            ic.pixel_changed = Some(a.pixel != b.pixel);
+            if a.header != b.header {
+                let ha = store.read(&a.header)?;
+                let hb = store.read(&b.header)?;
+                match dicom::diff_headers(&ha, &hb) {
+                    Ok(v) => ic.attributes = v,
+                    Err(e) => ic.attributes_error = Some(e.to_string()),
+                }
+            }
+        } else if c.status == Status::Modified {
+            // A file that became DICOM, or stopped being DICOM.
+            ic.attributes_error = Some("one side is not stored as DICOM".into());
+        }
+        groups.entry(key).or_default().push(ic);
+    }
+    let mut patients: Vec<PatientChanges> = Vec::new();
+    for ((p, st, se), inst) in groups {
+        if patients.last().map(|x| &x.patient_id) != Some(&p) {
+            patients.push(PatientChanges { patient_id: p.clone(), studies: vec![] });
+        }
+        let pat = patients.last_mut().expect("just pushed");
+        if pat.studies.last().map(|x| &x.study_uid) != Some(&st) {
+            pat.studies.push(StudyChanges { study_uid: st.clone(), series: vec![] });
+        }
+        let study = pat.studies.last_mut().expect("just pushed");
+        study.series.push(SeriesChanges { series_uid: se, instances: inst });
+    }
+    Ok(patients)
+}

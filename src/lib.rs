@@ -1,0 +1,22 @@
+//! cohort: version control and provenance for medical-imaging datasets.
+//!
+//! A library with a thin CLI on top (`src/main.rs`, `src/cli/`). The library never prints and
+//! never reads the environment: callers pass a [`repo::Context`] and a [`progress::Progress`].
+//! See `docs/architecture.md` for the module map and `docs/format.md` for every on-disk format.
+
+pub mod dicom;
+pub mod diff;
+pub mod export;
+pub mod fsutil;
+pub mod id;
+pub mod index;
+pub mod maint;
+pub mod object;
+pub mod pack;
+pub mod progress;
+pub mod repo;
+pub mod store;
+pub mod worktree;
+
+pub use id::ObjectId;
+pub use repo::{Context, Repo, RepoError};

@@ -1,0 +1,656 @@
+//! A working folder with its store: the operations behind the CLI commands.
+//!
+//! Each method returns data; nothing here prints. Every change of refs goes through
+//! [`Repo::publish`], which records an operation and then brings the index up to date.
+
+use std::collections::{BTreeMap, BinaryHeap, HashSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::diff::{self, Change, DiffReport, Status, TreeSource};
+use crate::export::{self, ExportError, ExportSummary, LinkMode};
+use crate::id::ObjectId;
+use crate::index::UidKind;
+use crate::object::{Activity, ActivityRef, Agent, Commit, CommitNote, EntryKind, Head, InstanceInfo, Operation, View};
+use crate::progress::Progress;
+use crate::store::{Mode, ObjectWriter, OpMeta, Store, StoreError, STORE_DIR};
+use crate::worktree::{self, WorktreeError};
+
+pub const TOOL: &str = "cohort";
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Errors of repository operations.
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Worktree(#[from] WorktreeError),
+    #[error(transparent)]
+    Index(#[from] crate::index::IndexError),
+    #[error(transparent)]
+    Export(#[from] ExportError),
+    #[error("unknown revision {0:?}")]
+    UnknownRevision(String),
+    #[error("revision {rev:?} is ambiguous: {count} commits start with it")]
+    AmbiguousRevision { rev: String, count: usize },
+    #[error("revision {rev:?}: {reason}")]
+    BadRevision { rev: String, reason: String },
+    #[error("HEAD has no commits yet (branch {0:?} is unborn)")]
+    UnbornHead(String),
+    #[error("nothing to commit: the working tree is the same as HEAD")]
+    NothingToCommit,
+    #[error("the working tree has {count} uncommitted change(s) (e.g. {example}); commit them or use --force to discard them")]
+    Dirty { count: usize, example: String },
+    #[error("invalid {what} name {name:?}: use letters, digits, '.', '_', '-' and '/', not starting with '-' or '.'")]
+    BadRefName { what: &'static str, name: String },
+    #[error("{what} {name:?} already exists")]
+    RefExists { what: &'static str, name: String },
+    #[error("no {what} named {name:?}")]
+    NoSuchRef { what: &'static str, name: String },
+    #[error("cannot delete branch {0:?}: HEAD is on it")]
+    DeleteCurrentBranch(String),
+    #[error("nothing to undo: the first operation of a store cannot be undone")]
+    NothingToUndo,
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+/// Who runs the command and when; supplied by the caller (the library reads no environment).
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub user: String,
+    /// Fixed time (microseconds since the epoch, UTC) for reproducible tests; None = the clock.
+    pub time_us: Option<i64>,
+    pub command: Vec<String>,
+}
+
+impl Context {
+    pub fn now_us(&self) -> i64 {
+        self.time_us.unwrap_or_else(|| chrono::Utc::now().timestamp_micros())
+    }
+}
+
+pub struct Repo {
+    pub root: PathBuf,
+    pub store: Store,
+    pub ctx: Context,
+}
+
+/// What to commit and how to record it.
+#[derive(Debug, Clone, Default)]
+pub struct CommitOptions {
+    pub message: String,
+    pub author: Option<String>,
+    /// Activity kind; "commit" when empty.
+    pub kind: String,
+    pub parameters: BTreeMap<String, String>,
+    pub inputs: Vec<ActivityRef>,
+    pub allow_empty: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CommitSummary {
+    pub id: ObjectId,
+    pub tree: ObjectId,
+    pub parent: Option<ObjectId>,
+    pub branch: Option<String>,
+    pub files: u64,
+    pub files_read: u64,
+    pub bytes_read: u64,
+    pub logical_bytes: u64,
+    pub new_objects: u64,
+    pub pack_bytes: u64,
+    pub added: usize,
+    pub removed: usize,
+    pub modified: usize,
+    pub dicom_instances: usize,
+    pub notes: Vec<CommitNote>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusReport {
+    pub head: Option<ObjectId>,
+    pub branch: Option<String>,
+    pub clean: bool,
+    pub changes: Vec<Change>,
+    pub notes: Vec<CommitNote>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LogEntry {
+    pub id: ObjectId,
+    pub parents: Vec<ObjectId>,
+    pub author: String,
+    pub time: String,
+    pub message: String,
+    pub kind: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LsEntry {
+    pub path: String,
+    pub kind: EntryKind,
+    pub size: u64,
+    pub id: ObjectId,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dicom: Option<InstanceInfo>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RefList {
+    pub current: Option<String>,
+    pub refs: BTreeMap<String, ObjectId>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct OpEntry {
+    pub id: ObjectId,
+    pub time: String,
+    pub user: String,
+    pub description: String,
+    pub command: Vec<String>,
+    pub head: String,
+}
+
+pub fn format_time(us: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(us)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_else(|| us.to_string())
+}
+
+fn valid_ref_name(n: &str) -> bool {
+    !n.is_empty()
+        && n != "HEAD"
+        && !n.starts_with(['-', '.', '/'])
+        && !n.ends_with(['/', '.'])
+        && !n.contains("..")
+        && !n.contains("//")
+        && !n.contains('~')
+        && n.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'))
+}
+
+impl Repo {
+    /// Create a store in `root/.cohort`.
+    pub fn init(root: &Path, ctx: Context) -> Result<Repo, RepoError> {
+        let dir = root.join(STORE_DIR);
+        let store = Store::init(&dir, &ctx.user, ctx.now_us(), ctx.command.clone())?;
+        let r = Repo { root: root.to_path_buf(), store, ctx };
+        let (op, _) = r.store.current_op()?;
+        r.store.index().set_applied_op(op)?;
+        r.store.index().flush()?;
+        Ok(r)
+    }
+
+    /// Open the store of the working folder `root` (found with [`Store::discover`]).
+    pub fn open(root: &Path, mode: Mode, ctx: Context) -> Result<Repo, RepoError> {
+        let store = Store::open(&root.join(STORE_DIR), mode)?;
+        let r = Repo { root: root.to_path_buf(), store, ctx };
+        if mode == Mode::Write {
+            // After a crash between publishing an operation and indexing it, catch up.
+            let head = r.store.op_head()?;
+            if r.store.index().applied_op()? != Some(head) {
+                r.reindex(false)?;
+            }
+        }
+        Ok(r)
+    }
+
+    fn meta(&self, description: String) -> OpMeta {
+        OpMeta { user: self.ctx.user.clone(), time_us: self.ctx.now_us(), command: self.ctx.command.clone(), description }
+    }
+
+    /// Record a new view, then index the given new commits.
+    fn publish(&self, w: ObjectWriter, description: String, view: View, new_commits: &[(ObjectId, Option<&worktree::Snapshot>)]) -> Result<ObjectId, RepoError> {
+        let op = self.store.publish(w, self.meta(description), view)?;
+        for (c, snap) in new_commits {
+            self.index_commit(*c, *snap)?;
+        }
+        self.store.index().set_applied_op(op)?;
+        self.store.index().flush()?;
+        Ok(op)
+    }
+
+    /// Add a commit's new entries to the lookup indexes.
+    fn index_commit(&self, id: ObjectId, snap: Option<&worktree::Snapshot>) -> Result<(), RepoError> {
+        let c = self.store.read_commit(&id)?;
+        let parent_tree = match c.parents.first() {
+            Some(p) => Some(self.store.read_commit(p)?.tree),
+            None => None,
+        };
+        let src = TreeSource { store: &self.store, extra: snap.map(|s| &s.trees) };
+        let changes = diff::diff_trees(&src, parent_tree, Some(c.tree))?;
+        let mut intro = Vec::new();
+        let mut uids = Vec::new();
+        for ch in &changes {
+            let Some(n) = &ch.new else { continue };
+            intro.push((n.id, id, ch.path.clone()));
+            if n.kind == EntryKind::Dicom {
+                let info = match snap.and_then(|s| s.instances.get(&n.id)) {
+                    Some(i) => i.clone(),
+                    None => self.store.read_dicom(&n.id)?.info,
+                };
+                let mut add = |k: UidKind, v: &Option<String>| {
+                    if let Some(v) = v {
+                        uids.push((k, v.clone(), n.id));
+                    }
+                };
+                add(UidKind::Patient, &info.patient_id);
+                add(UidKind::Study, &info.study_uid);
+                add(UidKind::Series, &info.series_uid);
+                add(UidKind::Instance, &info.sop_instance_uid);
+            }
+        }
+        let idx = self.store.index();
+        idx.add_introduced(&intro)?;
+        idx.add_uids(&uids)?;
+        Ok(())
+    }
+
+    /// The commit HEAD points at, and the branch it is on.
+    pub fn head(&self) -> Result<(Option<ObjectId>, Option<String>), RepoError> {
+        let v = self.store.view()?;
+        Ok(match v.head {
+            Head::Branch(b) => (v.branches.get(&b).copied(), Some(b)),
+            Head::Detached(id) => (Some(id), None),
+        })
+    }
+
+    /// Resolve a revision: `HEAD`, a branch, a tag, a commit id or unique prefix (4+ hex
+    /// digits), each optionally followed by `~N` or `^` (first parent, N times).
+    pub fn resolve(&self, rev: &str) -> Result<ObjectId, RepoError> {
+        let cut = rev.find(['~', '^']).unwrap_or(rev.len());
+        let (base, mut suffix) = rev.split_at(cut);
+        let mut id = self.resolve_base(base, rev)?;
+        while !suffix.is_empty() {
+            let (n, rest) = if let Some(s) = suffix.strip_prefix('^') {
+                (1usize, s)
+            } else {
+                let s = &suffix[1..];
+                let end = s.find(['~', '^']).unwrap_or(s.len());
+                let n = if end == 0 { 1 } else {
+                    s[..end].parse().map_err(|_| RepoError::BadRevision { rev: rev.into(), reason: format!("{:?} is not a number", &s[..end]) })?
+                };
+                (n, &s[end..])
+            };
+            for _ in 0..n {
+                let c = self.store.read_commit(&id)?;
+                id = *c.parents.first().ok_or_else(|| RepoError::BadRevision {
+                    rev: rev.into(),
+                    reason: format!("commit {} has no parent", id.short()),
+                })?;
+            }
+            suffix = rest;
+        }
+        Ok(id)
+    }
+
+    fn resolve_base(&self, base: &str, rev: &str) -> Result<ObjectId, RepoError> {
+        let v = self.store.view()?;
+        if base == "HEAD" || base == "@" {
+            return match v.head {
+                Head::Branch(b) => v.branches.get(&b).copied().ok_or(RepoError::UnbornHead(b)),
+                Head::Detached(id) => Ok(id),
+            };
+        }
+        if let Some(id) = v.branches.get(base).or_else(|| v.tags.get(base)) {
+            return Ok(*id);
+        }
+        if base.len() >= 4 && base.len() <= 64 && base.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let lower = base.to_ascii_lowercase();
+            let commits: Vec<ObjectId> = self
+                .store
+                .find_prefix(&lower)
+                .into_iter()
+                .filter(|id| self.store.read_commit(id).is_ok())
+                .collect();
+            return match commits.len() {
+                1 => Ok(commits[0]),
+                0 => Err(RepoError::UnknownRevision(rev.into())),
+                n => Err(RepoError::AmbiguousRevision { rev: rev.into(), count: n }),
+            };
+        }
+        Err(RepoError::UnknownRevision(rev.into()))
+    }
+
+    /// Snapshot the working tree and commit it on HEAD.
+    pub fn commit(&self, opts: &CommitOptions, progress: &dyn Progress) -> Result<CommitSummary, RepoError> {
+        let started = chrono::Utc::now().timestamp_micros();
+        let (parent, branch) = self.head()?;
+        let parent_tree = match parent {
+            Some(p) => Some(self.store.read_commit(&p)?.tree),
+            None => None,
+        };
+        let cache = self.store.index().load_stat()?;
+        let writer = Mutex::new(self.store.writer()?);
+        let snap = worktree::snapshot(&self.root, &self.store, &cache, Some(&writer), progress)?;
+        // Files were hashed either way: keep what we learned even if nothing is committed.
+        self.store.index().update_stat(&snap.stat_set, &snap.stat_remove)?;
+        if parent_tree == Some(snap.root) && !opts.allow_empty {
+            self.store.index().flush()?;
+            return Err(RepoError::NothingToCommit);
+        }
+        let mut w = writer.into_inner().expect("writer lock");
+        let src = TreeSource { store: &self.store, extra: Some(&snap.trees) };
+        let changes = diff::diff_trees(&src, parent_tree, Some(snap.root))?;
+        let user = opts.author.clone().unwrap_or_else(|| self.ctx.user.clone());
+        let mut inputs = opts.inputs.clone();
+        if let Some(p) = parent {
+            inputs.insert(0, ActivityRef { role: "parent".into(), value: p.hex() });
+        }
+        let commit = Commit {
+            tree: snap.root,
+            parents: parent.into_iter().collect(),
+            author: user.clone(),
+            time_us: self.ctx.time_us.unwrap_or(started),
+            message: opts.message.clone(),
+            activity: Activity {
+                kind: if opts.kind.is_empty() { "commit".into() } else { opts.kind.clone() },
+                agent: Agent { user, tool: TOOL.into(), tool_version: VERSION.into() },
+                parameters: opts.parameters.clone(),
+                inputs,
+                outputs: vec![ActivityRef { role: "tree".into(), value: snap.root.hex() }],
+                started_us: self.ctx.time_us.unwrap_or(started),
+                ended_us: self.ctx.time_us.unwrap_or_else(|| chrono::Utc::now().timestamp_micros()),
+            },
+            notes: snap.notes.clone(),
+        };
+        let id = w.put(&commit)?;
+        let (new_objects, pack_bytes) = (w.len() as u64, w.bytes());
+        let mut view = self.store.view()?;
+        match &view.head {
+            Head::Branch(b) => {
+                view.branches.insert(b.clone(), id);
+            }
+            Head::Detached(_) => view.head = Head::Detached(id),
+        }
+        let first_line = opts.message.lines().next().unwrap_or("").to_string();
+        self.publish(w, format!("commit {}: {}", id.short(), first_line), view, &[(id, Some(&snap))])?;
+        let count = |s: Status| changes.iter().filter(|c| c.status == s).count();
+        Ok(CommitSummary {
+            id,
+            tree: snap.root,
+            parent,
+            branch,
+            files: snap.files,
+            files_read: snap.files_read,
+            bytes_read: snap.bytes_read,
+            logical_bytes: snap.size,
+            new_objects,
+            pack_bytes,
+            added: count(Status::Added),
+            removed: count(Status::Removed),
+            modified: count(Status::Modified),
+            dicom_instances: snap.instances.len(),
+            notes: snap.notes,
+        })
+    }
+
+    /// Compare the working tree with HEAD (refreshing the stat cache on the way).
+    pub fn status(&self, progress: &dyn Progress) -> Result<(StatusReport, worktree::Snapshot), RepoError> {
+        let (head, branch) = self.head()?;
+        let head_tree = match head {
+            Some(h) => Some(self.store.read_commit(&h)?.tree),
+            None => None,
+        };
+        let cache = self.store.index().load_stat()?;
+        let snap = worktree::snapshot(&self.root, &self.store, &cache, None, progress)?;
+        if !snap.stat_set.is_empty() || !snap.stat_remove.is_empty() {
+            self.store.index().update_stat(&snap.stat_set, &snap.stat_remove)?;
+            self.store.index().flush()?;
+        }
+        let changes = if head_tree == Some(snap.root) {
+            vec![]
+        } else {
+            let src = TreeSource { store: &self.store, extra: Some(&snap.trees) };
+            diff::diff_trees(&src, head_tree, Some(snap.root))?
+        };
+        let rep = StatusReport { head, branch, clean: changes.is_empty(), changes, notes: snap.notes.clone() };
+        Ok((rep, snap))
+    }
+
+    /// Commits reachable from `rev`, newest first.
+    pub fn log(&self, rev: &str, limit: Option<usize>) -> Result<Vec<LogEntry>, RepoError> {
+        let start = self.resolve(rev)?;
+        let mut heap = BinaryHeap::new();
+        let mut seen = HashSet::new();
+        let mut commits = std::collections::HashMap::new();
+        commits.insert(start, self.store.read_commit(&start)?);
+        heap.push((commits[&start].time_us, start));
+        seen.insert(start);
+        let mut out = Vec::new();
+        while let Some((_, id)) = heap.pop() {
+            let c = commits.remove(&id).expect("queued commits are loaded");
+            if limit.is_some_and(|l| out.len() >= l) {
+                break;
+            }
+            for p in &c.parents {
+                if seen.insert(*p) {
+                    let pc = self.store.read_commit(p)?;
+                    heap.push((pc.time_us, *p));
+                    commits.insert(*p, pc);
+                }
+            }
+            out.push(LogEntry {
+                id,
+                parents: c.parents.clone(),
+                author: c.author.clone(),
+                time: format_time(c.time_us),
+                message: c.message.clone(),
+                kind: c.activity.kind.clone(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Every file of a revision, with DICOM identifiers.
+    pub fn ls(&self, rev: &str) -> Result<Vec<LsEntry>, RepoError> {
+        let c = self.store.read_commit(&self.resolve(rev)?)?;
+        let src = TreeSource { store: &self.store, extra: None };
+        let mut files = Vec::new();
+        diff::list_files(&src, &c.tree, "", &mut files)?;
+        let out: Result<Vec<LsEntry>, StoreError> = files
+            .into_par_iter()
+            .map(|(path, e)| {
+                let dicom = if e.kind == EntryKind::Dicom { Some(self.store.read_dicom(&e.id)?.info) } else { None };
+                Ok(LsEntry { path, kind: e.kind, size: e.size, id: e.id, dicom })
+            })
+            .collect();
+        Ok(out?)
+    }
+
+    /// Differences between two revisions, with the DICOM view.
+    pub fn diff(&self, a: &str, b: &str) -> Result<DiffReport, RepoError> {
+        let (ia, ib) = (self.resolve(a)?, self.resolve(b)?);
+        let (ta, tb) = (self.store.read_commit(&ia)?.tree, self.store.read_commit(&ib)?.tree);
+        let src = TreeSource { store: &self.store, extra: None };
+        let files = diff::diff_trees(&src, Some(ta), Some(tb))?;
+        let dicom = diff::dicom_view(&self.store, &files)?;
+        let count = |s: Status| files.iter().filter(|c| c.status == s).count();
+        Ok(DiffReport { from: Some(ia), to: ib, added: count(Status::Added), removed: count(Status::Removed), modified: count(Status::Modified), files, dicom })
+    }
+
+    /// Set the working tree to `rev`. Refuses to lose uncommitted changes unless `force`.
+    pub fn checkout(&self, rev: &str, force: bool, progress: &dyn Progress) -> Result<ObjectId, RepoError> {
+        let target = self.resolve(rev)?;
+        let target_tree = self.store.read_commit(&target)?.tree;
+        let (st, snap) = self.status(progress)?;
+        if !st.clean && !force {
+            return Err(RepoError::Dirty { count: st.changes.len(), example: st.changes[0].path.clone() });
+        }
+        let src = TreeSource { store: &self.store, extra: Some(&snap.trees) };
+        let changes = diff::diff_trees(&src, Some(snap.root), Some(target_tree))?;
+        let mut to_write = Vec::new();
+        let mut touched = Vec::new();
+        for c in &changes {
+            let p = self.root.join(&c.path);
+            if c.old.is_some() {
+                remove_path(&p)?;
+                prune_empty_parents(&self.root, &p);
+            }
+            touched.push(c.path.clone());
+            if let Some(n) = &c.new {
+                let name = c.path.rsplit('/').next().unwrap_or(&c.path).to_string();
+                to_write.push((c.path.clone(), crate::object::TreeEntry { name, kind: n.kind, id: n.id, size: n.size }));
+            }
+        }
+        // A path that was a folder and becomes a file (or the reverse) is cleared first.
+        for (p, _) in &to_write {
+            let mut cur = self.root.clone();
+            for comp in p.split('/') {
+                cur.push(comp);
+                if let Ok(m) = fs::symlink_metadata(&cur) {
+                    let last = cur == self.root.join(p);
+                    if (last && m.is_dir()) || (!last && !m.is_dir()) {
+                        remove_path(&cur)?;
+                    }
+                }
+            }
+        }
+        export::write_files(&self.store, &self.root, &to_write, LinkMode::Copy, progress)?;
+        self.store.index().update_stat(&[], &touched)?;
+        let mut view = self.store.view()?;
+        view.head = if view.branches.contains_key(rev) { Head::Branch(rev.to_string()) } else { Head::Detached(target) };
+        self.publish(self.store.writer()?, format!("checkout {rev} ({})", target.short()), view, &[])?;
+        Ok(target)
+    }
+
+    /// Export a revision's files into a new folder.
+    pub fn export(&self, rev: &str, out: &Path, mode: LinkMode, progress: &dyn Progress) -> Result<ExportSummary, RepoError> {
+        let c = self.store.read_commit(&self.resolve(rev)?)?;
+        Ok(export::export_tree(&self.store, c.tree, out, mode, progress)?)
+    }
+
+    pub fn branches(&self) -> Result<RefList, RepoError> {
+        let v = self.store.view()?;
+        let current = match v.head { Head::Branch(b) => Some(b), Head::Detached(_) => None };
+        Ok(RefList { current, refs: v.branches })
+    }
+
+    pub fn tags(&self) -> Result<RefList, RepoError> {
+        Ok(RefList { current: None, refs: self.store.view()?.tags })
+    }
+
+    pub fn create_ref(&self, tag: bool, name: &str, rev: &str) -> Result<ObjectId, RepoError> {
+        let what = if tag { "tag" } else { "branch" };
+        if !valid_ref_name(name) {
+            return Err(RepoError::BadRefName { what, name: name.into() });
+        }
+        let id = self.resolve(rev)?;
+        let mut view = self.store.view()?;
+        let map = if tag { &mut view.tags } else { &mut view.branches };
+        if map.contains_key(name) {
+            return Err(RepoError::RefExists { what, name: name.into() });
+        }
+        map.insert(name.to_string(), id);
+        self.publish(self.store.writer()?, format!("create {what} {name} at {}", id.short()), view, &[])?;
+        Ok(id)
+    }
+
+    pub fn delete_ref(&self, tag: bool, name: &str) -> Result<ObjectId, RepoError> {
+        let what = if tag { "tag" } else { "branch" };
+        let mut view = self.store.view()?;
+        if !tag && view.head == Head::Branch(name.to_string()) {
+            return Err(RepoError::DeleteCurrentBranch(name.into()));
+        }
+        let map = if tag { &mut view.tags } else { &mut view.branches };
+        let id = map.remove(name).ok_or_else(|| RepoError::NoSuchRef { what, name: name.into() })?;
+        self.publish(self.store.writer()?, format!("delete {what} {name} (was {})", id.short()), view, &[])?;
+        Ok(id)
+    }
+
+    /// The operation log, newest first.
+    pub fn op_log(&self, limit: Option<usize>) -> Result<Vec<OpEntry>, RepoError> {
+        let mut out = Vec::new();
+        let mut cur = Some(self.store.op_head()?);
+        while let Some(id) = cur {
+            if limit.is_some_and(|l| out.len() >= l) {
+                break;
+            }
+            let op: Operation = self.store.read_op(&id)?;
+            out.push(OpEntry {
+                id,
+                time: format_time(op.time_us),
+                user: op.user.clone(),
+                description: op.description.clone(),
+                command: op.command.clone(),
+                head: match &op.view.head {
+                    Head::Branch(b) => match op.view.branches.get(b) {
+                        Some(c) => format!("{b} {}", c.short()),
+                        None => format!("{b} (unborn)"),
+                    },
+                    Head::Detached(c) => format!("detached {}", c.short()),
+                },
+            });
+            cur = op.parents.first().copied();
+        }
+        Ok(out)
+    }
+
+    /// Undo the last operation: record a new operation whose view is the one before it.
+    pub fn op_undo(&self) -> Result<OpEntry, RepoError> {
+        let (id, op) = self.store.current_op()?;
+        let parent = *op.parents.first().ok_or(RepoError::NothingToUndo)?;
+        let prev = self.store.read_op(&parent)?;
+        self.publish(self.store.writer()?, format!("undo operation {}: {}", id.short(), op.description), prev.view, &[])?;
+        Ok(self.op_log(Some(1))?.remove(0))
+    }
+
+    /// Rebuild the lookup indexes from the objects (and, with `stat`, drop the stat cache too).
+    pub fn reindex(&self, stat: bool) -> Result<usize, RepoError> {
+        let idx = self.store.index();
+        idx.clear_lookups()?;
+        if stat {
+            idx.clear_stat()?;
+        }
+        let mut seen = HashSet::new();
+        let mut stack: Vec<ObjectId> = self.ref_roots()?;
+        while let Some(c) = stack.pop() {
+            if !seen.insert(c) {
+                continue;
+            }
+            let commit = self.store.read_commit(&c)?;
+            stack.extend(commit.parents.iter().copied());
+            self.index_commit(c, None)?;
+        }
+        idx.set_applied_op(self.store.op_head()?)?;
+        idx.flush()?;
+        Ok(seen.len())
+    }
+
+    /// Commits named by the current view (HEAD, branches, tags).
+    pub fn ref_roots(&self) -> Result<Vec<ObjectId>, RepoError> {
+        let v = self.store.view()?;
+        let mut roots: Vec<ObjectId> = v.branches.values().chain(v.tags.values()).copied().collect();
+        if let Head::Detached(id) = v.head {
+            roots.push(id);
+        }
+        roots.sort();
+        roots.dedup();
+        Ok(roots)
+    }
+}
+
+fn remove_path(p: &Path) -> Result<(), RepoError> {
+    let r = match fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(p),
+        Ok(_) => fs::remove_file(p),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    };
+    r.map_err(|source| RepoError::Io { path: p.to_path_buf(), source })
+}
+
+fn prune_empty_parents(root: &Path, p: &Path) {
+    let mut cur = p.parent();
+    while let Some(d) = cur {
+        if d == root || fs::remove_dir(d).is_err() {
+            break;
+        }
+        cur = d.parent();
+    }
+}

@@ -1,0 +1,377 @@
+//! Snapshotting the working tree into a Merkle tree of objects.
+//!
+//! One walk serves both `status` (hash only) and `commit` (hash, compress, write). Files whose
+//! stat matches the stat cache are not read at all; the others are read, split into DICOM
+//! header and pixel data where they are DICOM, hashed and (when writing) compressed, in
+//! parallel on all cores. Trees are then built bottom-up, so an unchanged folder hashes to the
+//! same id as before and every diff below can skip it.
+
+use std::collections::HashMap;
+use std::fs::{self, Metadata};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rayon::prelude::*;
+
+use crate::dicom::{self, Analysis};
+use crate::id::ObjectId;
+use crate::index::StatEntry;
+use crate::object::{valid_name, CommitNote, DicomFile, EntryKind, InstanceInfo, Structured, Tree, TreeEntry};
+use crate::pack::{self, Hint};
+use crate::progress::{Progress, Unit};
+use crate::store::{ObjectWriter, Store, StoreError, STORE_DIR};
+
+/// Errors reading the working tree.
+#[derive(Debug, thiserror::Error)]
+pub enum WorktreeError {
+    #[error("{path}: cannot read: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: file name is not valid UTF-8; rename it to commit it")]
+    NonUtf8Name { path: PathBuf },
+    #[error("{path}: file name {name:?} cannot be stored (it would not be one safe path component)")]
+    BadName { path: PathBuf, name: String },
+    #[error("{path}: the file changed while it was being read; run the command again")]
+    Changed { path: PathBuf },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A stat cache entry is trusted only if it was recorded this long after the file's mtime, so a
+/// file rewritten within the same timestamp tick is never mistaken for unchanged.
+const RACY_MARGIN_NS: i64 = 1_500_000_000;
+
+enum Node {
+    File { abs: PathBuf, rel: String, meta: Metadata },
+    Dir { entries: Vec<(String, Node)> },
+}
+
+/// A file, link or DICOM instance, hashed.
+#[derive(Debug, Clone)]
+struct Hashed {
+    kind: EntryKind,
+    id: ObjectId,
+    size: u64,
+    stat: Option<StatEntry>,
+    note: Option<String>,
+    info: Option<InstanceInfo>,
+    from_cache: bool,
+}
+
+/// The result of a snapshot.
+pub struct Snapshot {
+    pub root: ObjectId,
+    pub size: u64,
+    /// Every tree of the snapshot, by id (the new ones are not in the store in hash-only mode).
+    pub trees: HashMap<ObjectId, Tree>,
+    /// Files stored whole that looked like DICOM, and other things worth telling.
+    pub notes: Vec<CommitNote>,
+    /// DICOM instances read in this snapshot (not those taken from the stat cache).
+    pub instances: HashMap<ObjectId, InstanceInfo>,
+    pub stat_set: Vec<(String, StatEntry)>,
+    pub stat_remove: Vec<String>,
+    pub files: u64,
+    pub files_read: u64,
+    pub bytes_read: u64,
+}
+
+fn stat_of(meta: &Metadata, kind: EntryKind, id: ObjectId) -> StatEntry {
+    StatEntry {
+        size: meta.len(),
+        mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+        ctime_ns: meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
+        ino: meta.ino(),
+        mode: meta.mode(),
+        kind,
+        id,
+    }
+}
+
+fn stat_matches(c: &StatEntry, meta: &Metadata) -> bool {
+    let s = stat_of(meta, c.kind, c.id);
+    c.size == s.size && c.mtime_ns == s.mtime_ns && c.ctime_ns == s.ctime_ns && c.ino == s.ino && c.mode == s.mode
+}
+
+fn walk(abs: &Path, rel: &str, notes: &mut Vec<CommitNote>) -> Result<Vec<(String, Node)>, WorktreeError> {
+    let rd = fs::read_dir(abs).map_err(|source| WorktreeError::Read { path: abs.to_path_buf(), source })?;
+    let mut out = Vec::new();
+    for e in rd {
+        let e = e.map_err(|source| WorktreeError::Read { path: abs.to_path_buf(), source })?;
+        let path = e.path();
+        let name = match e.file_name().to_str() {
+            Some(n) => n.to_string(),
+            None => return Err(WorktreeError::NonUtf8Name { path }),
+        };
+        if rel.is_empty() && name == STORE_DIR {
+            continue;
+        }
+        if !valid_name(&name) {
+            return Err(WorktreeError::BadName { path, name });
+        }
+        let child_rel = if rel.is_empty() { name.clone() } else { format!("{rel}/{name}") };
+        let meta = fs::symlink_metadata(&path).map_err(|source| WorktreeError::Read { path: path.clone(), source })?;
+        let ft = meta.file_type();
+        if ft.is_dir() {
+            let entries = walk(&path, &child_rel, notes)?;
+            // Like git, folders are recorded through their files: an empty folder is not.
+            if !entries.is_empty() {
+                out.push((name, Node::Dir { entries }));
+            }
+        } else if ft.is_file() || ft.is_symlink() {
+            out.push((name, Node::File { abs: path, rel: child_rel, meta }));
+        } else {
+            notes.push(CommitNote { path: child_rel, note: "skipped: not a regular file, folder or symbolic link (fifo, socket or device)".into() });
+        }
+    }
+    out.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    Ok(out)
+}
+
+fn collect_jobs<'a>(entries: &'a [(String, Node)], out: &mut Vec<(&'a Path, &'a str, &'a Metadata)>) {
+    for (_, n) in entries {
+        match n {
+            Node::File { abs, rel, meta, .. } => out.push((abs, rel, meta)),
+            Node::Dir { entries } => collect_jobs(entries, out),
+        }
+    }
+}
+
+fn looks_like_dicom(rel: &str, bytes: &[u8]) -> bool {
+    let lower = rel.to_ascii_lowercase();
+    lower.ends_with(".dcm") || lower.ends_with(".dicom") || (bytes.len() >= 132 && &bytes[128..132] == b"DICM")
+}
+
+/// Writes objects into the pack, shared by worker threads.
+struct Sink<'a> {
+    store: &'a Store,
+    writer: Option<&'a Mutex<ObjectWriter>>,
+}
+
+impl Sink<'_> {
+    fn put(&self, id: ObjectId, bytes: &[u8], hint: Hint) -> Result<(), StoreError> {
+        let Some(w) = self.writer else { return Ok(()) };
+        if self.store.contains(&id) || w.lock().expect("writer lock").contains(&id) {
+            return Ok(());
+        }
+        let enc = pack::encode(id, bytes, hint);
+        w.lock().expect("writer lock").add_encoded(&enc)
+    }
+}
+
+fn info_from(s: &dicom::DicomSummary) -> InstanceInfo {
+    InstanceInfo {
+        patient_id: s.patient_id.clone(),
+        patient_name: s.patient_name.clone(),
+        study_uid: s.study_uid.clone(),
+        series_uid: s.series_uid.clone(),
+        sop_instance_uid: s.sop_instance_uid.clone(),
+        sop_class_uid: s.sop_class_uid.clone(),
+        modality: s.modality.clone(),
+        transfer_syntax: s.transfer_syntax.clone(),
+        rows: s.rows,
+        columns: s.columns,
+        number_of_frames: s.number_of_frames,
+        instance_number: s.instance_number,
+    }
+}
+
+/// Split file bytes into objects (DICOM parts and record, or one blob) and hand them to `sink`.
+/// Returns the entry kind, id, and for DICOM the instance info.
+pub(crate) fn store_file_bytes(
+    bytes: &[u8],
+    rel: &str,
+    executable: bool,
+    store: &Store,
+    writer: Option<&Mutex<ObjectWriter>>,
+) -> Result<(EntryKind, ObjectId, Option<InstanceInfo>, Option<String>), StoreError> {
+    let sink = Sink { store, writer };
+    match dicom::analyze(bytes) {
+        Analysis::Dicom(layout) => {
+            let info = info_from(&layout.summary);
+            let rec = match layout.pixel {
+                Some(px) => {
+                    let (es, vs, ve) = (px.element_start as usize, px.value_start as usize, px.value_end as usize);
+                    let header = &bytes[..es];
+                    let pixels = &bytes[vs..ve];
+                    let hint = if px.encapsulated {
+                        Hint::Incompressible
+                    } else if px.bits_allocated == Some(16) && !px.big_endian {
+                        Hint::Pixels16
+                    } else {
+                        Hint::Generic
+                    };
+                    let hid = ObjectId::of(header);
+                    let pid = ObjectId::of(pixels);
+                    sink.put(hid, header, Hint::Generic)?;
+                    sink.put(pid, pixels, hint)?;
+                    DicomFile {
+                        header: hid,
+                        pixel_element: bytes[es..vs].to_vec(),
+                        pixel: Some(pid),
+                        trailer: bytes[ve..].to_vec(),
+                        size: bytes.len() as u64,
+                        info: info.clone(),
+                    }
+                }
+                None => {
+                    let hid = ObjectId::of(bytes);
+                    sink.put(hid, bytes, Hint::Generic)?;
+                    DicomFile {
+                        header: hid,
+                        pixel_element: vec![],
+                        pixel: None,
+                        trailer: vec![],
+                        size: bytes.len() as u64,
+                        info: info.clone(),
+                    }
+                }
+            };
+            let rb = rec.to_bytes();
+            let rid = ObjectId::of(&rb);
+            sink.put(rid, &rb, Hint::Generic)?;
+            Ok((EntryKind::Dicom, rid, Some(info), None))
+        }
+        Analysis::NotDicom { reason } => {
+            let id = ObjectId::of(bytes);
+            sink.put(id, bytes, Hint::Generic)?;
+            let note = looks_like_dicom(rel, bytes).then(|| format!("stored whole, not as DICOM: {reason}"));
+            let kind = if executable { EntryKind::Executable } else { EntryKind::File };
+            Ok((kind, id, None, note))
+        }
+    }
+}
+
+fn hash_one(
+    abs: &Path,
+    rel: &str,
+    meta: &Metadata,
+    cache: &HashMap<String, StatEntry>,
+    store: &Store,
+    writer: Option<&Mutex<ObjectWriter>>,
+    now_ns: i64,
+) -> Result<Hashed, WorktreeError> {
+    let read_err = |source| WorktreeError::Read { path: abs.to_path_buf(), source };
+    if meta.file_type().is_symlink() {
+        let target = fs::read_link(abs).map_err(read_err)?;
+        let b = target.as_os_str().as_bytes();
+        let id = ObjectId::of(b);
+        Sink { store, writer }.put(id, b, Hint::Generic)?;
+        return Ok(Hashed { kind: EntryKind::Symlink, id, size: b.len() as u64, stat: None, note: None, info: None, from_cache: false });
+    }
+    if let Some(c) = cache.get(rel) {
+        if stat_matches(c, meta) && (writer.is_none() || store.contains(&c.id)) {
+            return Ok(Hashed { kind: c.kind, id: c.id, size: c.size, stat: None, note: None, info: None, from_cache: true });
+        }
+    }
+    let bytes = fs::read(abs).map_err(read_err)?;
+    if bytes.len() as u64 != meta.len() {
+        return Err(WorktreeError::Changed { path: abs.to_path_buf() });
+    }
+    let executable = meta.mode() & 0o111 != 0;
+    let (kind, id, info, note) = store_file_bytes(&bytes, rel, executable, store, writer)?;
+    let st = stat_of(meta, kind, id);
+    let racy = now_ns - st.mtime_ns < RACY_MARGIN_NS || now_ns - st.ctime_ns < RACY_MARGIN_NS;
+    Ok(Hashed { kind, id, size: bytes.len() as u64, stat: (!racy).then_some(st), note, info, from_cache: false })
+}
+
+/// Snapshot the working tree at `root`. With `writer`, every object not yet stored is written.
+pub fn snapshot(
+    root: &Path,
+    store: &Store,
+    cache: &HashMap<String, StatEntry>,
+    writer: Option<&Mutex<ObjectWriter>>,
+    progress: &dyn Progress,
+) -> Result<Snapshot, WorktreeError> {
+    let mut notes = Vec::new();
+    let tree = walk(root, "", &mut notes)?;
+    // Depth-first over sorted entries: build_tree consumes the results in this same order.
+    let mut jobs = Vec::new();
+    collect_jobs(&tree, &mut jobs);
+    let now_ns = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
+
+    progress.stage(if writer.is_some() { "committing" } else { "scanning" }, Some(jobs.len() as u64), Unit::Files);
+    let results: Vec<Hashed> = jobs
+        .par_iter()
+        .map(|(abs, rel, meta)| {
+            let r = hash_one(abs, rel, meta, cache, store, writer, now_ns);
+            progress.inc(1);
+            r
+        })
+        .collect::<Result<_, _>>()?;
+    progress.finish_stage();
+
+    let mut snap = Snapshot {
+        root: ObjectId::of(b""),
+        size: 0,
+        trees: HashMap::new(),
+        notes,
+        instances: HashMap::new(),
+        stat_set: Vec::new(),
+        stat_remove: Vec::new(),
+        files: results.len() as u64,
+        files_read: 0,
+        bytes_read: 0,
+    };
+    for ((_, rel, _), h) in jobs.iter().zip(&results) {
+        if let Some(n) = &h.note {
+            snap.notes.push(CommitNote { path: rel.to_string(), note: n.clone() });
+        }
+        if let Some(i) = &h.info {
+            snap.instances.insert(h.id, i.clone());
+        }
+        if !h.from_cache && h.kind != EntryKind::Symlink {
+            snap.files_read += 1;
+            snap.bytes_read += h.size;
+        }
+        match &h.stat {
+            Some(st) => snap.stat_set.push((rel.to_string(), st.clone())),
+            None if !h.from_cache && cache.contains_key(*rel) => snap.stat_remove.push(rel.to_string()),
+            None => {}
+        }
+    }
+    let live: std::collections::HashSet<&str> = jobs.iter().map(|(_, r, _)| *r).collect();
+    snap.stat_remove.extend(cache.keys().filter(|k| !live.contains(k.as_str())).cloned());
+
+    let mut wguard = writer.map(|w| w.lock().expect("writer lock"));
+    let mut cursor = results.iter();
+    let (root_id, size) = build_tree(&tree, &mut cursor, store, wguard.as_deref_mut(), &mut snap.trees)?;
+    snap.root = root_id;
+    snap.size = size;
+    snap.notes.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(snap)
+}
+
+fn build_tree(
+    entries: &[(String, Node)],
+    results: &mut std::slice::Iter<'_, Hashed>,
+    store: &Store,
+    mut writer: Option<&mut ObjectWriter>,
+    trees: &mut HashMap<ObjectId, Tree>,
+) -> Result<(ObjectId, u64), StoreError> {
+    let mut t = Tree { entries: Vec::with_capacity(entries.len()) };
+    let mut total = 0u64;
+    for (name, node) in entries {
+        let e = match node {
+            Node::File { .. } => {
+                let h = results.next().expect("one result per file, in walk order");
+                TreeEntry { name: name.clone(), kind: h.kind, id: h.id, size: h.size }
+            }
+            Node::Dir { entries } => {
+                let (id, size) = build_tree(entries, results, store, writer.as_deref_mut(), trees)?;
+                TreeEntry { name: name.clone(), kind: EntryKind::Tree, id, size }
+            }
+        };
+        total += e.size;
+        t.entries.push(e);
+    }
+    let bytes = t.to_bytes();
+    let id = ObjectId::of(&bytes);
+    if let Some(w) = writer {
+        if !store.contains(&id) && !w.contains(&id) {
+            w.add_encoded(&pack::encode(id, &bytes, Hint::Generic))?;
+        }
+    }
+    trees.insert(id, t);
+    Ok((id, total))
+}
