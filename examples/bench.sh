@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# Benchmark cohort against b3sum, cp -r and (if installed) dvc on synthetic CT corpora.
+#
+#   examples/bench.sh [WORKDIR]        (default /tmp/cohort-bench; needs ~5 GB free)
+#
+# Needs hyperfine and b3sum (Debian packages); dvc is optional (pip install dvc).
+# Corpora: 1 GB in 2,000 CT slices of 512x512 16-bit, and 20,000 small instances.
+# Every figure is the mean of hyperfine runs with a warm page cache; results go to
+# WORKDIR/results/*.json and a Markdown table on stdout (pasted into docs/benchmarks.md).
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+work=${1:-/tmp/cohort-bench}
+runs=${RUNS:-3}
+mkdir -p "$work/results"
+cd "$here"
+cargo build --release --quiet --example gen_corpus --bin cohort
+C="$here/target/release/cohort"
+G="$here/target/release/examples/gen_corpus"
+export COHORT_USER=bench
+res="$work/results"
+
+for tool in hyperfine b3sum; do
+  command -v $tool >/dev/null || { echo "missing $tool (apt-get install $tool)"; exit 1; }
+done
+
+bench_corpus() {
+  local name=$1 kind=$2 count=$3
+  local src="$work/$name"
+  if [ ! -f "$src/.complete" ]; then
+    rm -rf "$src"; "$G" "$src" "$kind" "$count"; touch "$src/.complete"
+  fi
+  local files bytes
+  files=$(find "$src" -type f -name '*.dcm' | wc -l)
+  bytes=$(du -sb --exclude=.cohort "$src" | cut -f1)
+  echo "## $name: $files files, $((bytes / 1000000)) MB" >&2
+
+  # Baselines.
+  hyperfine -N --runs "$runs" --export-json "$res/$name-b3sum.json" \
+    "bash -c 'find $src -name \"*.dcm\" -print0 | xargs -0 b3sum > /dev/null'" >&2
+  hyperfine --runs "$runs" --prepare "rm -rf $work/cp-out" --export-json "$res/$name-cp.json" \
+    "cp -r $src $work/cp-out" >&2
+
+  # cohort init + commit of a fresh copy (the working tree is the corpus itself).
+  hyperfine --runs "$runs" --prepare "rm -rf $src/.cohort" --export-json "$res/$name-commit.json" \
+    "cd $src && $C -q init >/dev/null && $C -q commit -m import >/dev/null" >&2
+  # Leave a committed store behind for the next steps.
+  rm -rf "$src/.cohort"; (cd "$src" && $C -q init >/dev/null && $C -q commit -m import >/dev/null)
+  sleep 2  # let the stat cache see every file as settled (racy-clean margin)
+  (cd "$src" && $C -q status >/dev/null)
+  hyperfine -N --warmup 1 --runs 10 --export-json "$res/$name-status-clean.json" "$C -C $src -q status" >&2
+
+  # One file changed.
+  local one
+  one=$(find "$src" -name '*.dcm' | sort | head -1)
+  cp "$one" "$work/one.bak"
+  printf 'x' | dd of="$one" bs=1 seek=200 conv=notrunc status=none
+  hyperfine -N --runs 10 --export-json "$res/$name-status-one.json" "$C -C $src -q status" >&2
+
+  # Ten files changed in a second commit; diff the two commits.
+  for f in $(find "$src" -name '*.dcm' | sort | head -10); do printf 'y' | dd of="$f" bs=1 seek=210 conv=notrunc status=none; done
+  (cd "$src" && $C -q commit -m ten >/dev/null)
+  hyperfine -N --warmup 1 --runs 10 --export-json "$res/$name-diff.json" "$C -C $src diff HEAD~1 HEAD" >&2
+  (cd "$src" && $C -q checkout --force HEAD~1 >/dev/null && $C -q checkout main > /dev/null) || true
+
+  # Export: copy, and hardlink (cold cache first run, then warm).
+  hyperfine --runs "$runs" --prepare "rm -rf $work/exp" --export-json "$res/$name-export-copy.json" \
+    "$C -C $src -q export HEAD $work/exp" >&2
+  hyperfine --runs "$runs" --prepare "rm -rf $work/exp $src/.cohort/cache && mkdir $src/.cohort/cache" \
+    --export-json "$res/$name-export-hardlink-cold.json" \
+    "$C -C $src -q export HEAD $work/exp --link hardlink" >&2
+  hyperfine --runs "$runs" --prepare "rm -rf $work/exp" --export-json "$res/$name-export-hardlink.json" \
+    "$C -C $src -q export HEAD $work/exp --link hardlink" >&2
+  rm -rf "$work/exp"
+  du -sb "$src/.cohort/packs" | cut -f1 > "$res/$name-packs-bytes.txt"
+  echo "$bytes" > "$res/$name-bytes.txt"
+
+  if command -v dvc >/dev/null; then
+    local dv="$work/dvc-$name"
+    hyperfine --runs "$runs" \
+      --prepare "rm -rf $dv && mkdir -p $dv && cp -r $src $dv/data && rm -rf $dv/data/.cohort && cd $dv && git init -q && dvc init -q" \
+      --export-json "$res/$name-dvc.json" "cd $dv && dvc add -q data" >&2
+    rm -rf "$dv"
+  fi
+  cp "$work/one.bak" "$one"
+}
+
+bench_corpus ct ct "${CT_COUNT:-2000}"
+bench_corpus small small "${SMALL_COUNT:-20000}"
+
+python3 - "$res" <<'PY'
+import json, os, sys
+res = sys.argv[1]
+def mean(name):
+    p = os.path.join(res, name + ".json")
+    if not os.path.exists(p): return None
+    return json.load(open(p))["results"][0]["mean"]
+rows = [("b3sum (hash only)", "b3sum"), ("cp -r", "cp"), ("dvc add", "dvc"), ("cohort init+commit", "commit"),
+        ("cohort status, no change", "status-clean"), ("cohort status, one file changed", "status-one"),
+        ("cohort diff, 10 files differ", "diff"), ("cohort export (copy)", "export-copy"),
+        ("cohort export --link hardlink, cold (fills the cache)", "export-hardlink-cold"),
+        ("cohort export --link hardlink, warm", "export-hardlink")]
+print("| operation | 1 GB, 2,000 CT slices | 20,000 small files |")
+print("|---|---|---|")
+for label, key in rows:
+    cells = []
+    for corpus in ("ct", "small"):
+        m = mean(f"{corpus}-{key}")
+        cells.append("n/a" if m is None else (f"{m*1000:.0f} ms" if m < 1 else f"{m:.2f} s"))
+    print(f"| {label} | {cells[0]} | {cells[1]} |")
+for corpus in ("ct", "small"):
+    try:
+        b = int(open(os.path.join(res, f"{corpus}-bytes.txt")).read()); p = int(open(os.path.join(res, f"{corpus}-packs-bytes.txt")).read())
+        print(f"\n{corpus}: dataset {b/1e6:.0f} MB, store {p/1e6:.0f} MB ({100*p/b:.0f}%)")
+    except OSError: pass
+PY

@@ -1,0 +1,153 @@
+//! Golden tests of the on-disk formats in docs/format.md: the exact bytes of each structured
+//! object and of a pack and its index are pinned by files under tests/data/format/, and those
+//! committed files must keep decoding. Regenerate (only for a deliberate format change, with a
+//! version bump) with COHORT_BLESS=1.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::PathBuf;
+
+use cohort::object::*;
+use cohort::pack::{encode, Hint, Pack, PackWriter};
+use cohort::ObjectId;
+
+fn data(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/format").join(name)
+}
+
+fn check(name: &str, bytes: &[u8]) {
+    let p = data(name);
+    if std::env::var_os("COHORT_BLESS").is_some() {
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(&p, bytes).unwrap();
+    }
+    let golden = fs::read(&p).unwrap_or_else(|e| panic!("{}: {e} (golden file missing)", p.display()));
+    assert_eq!(golden, bytes, "{name}: encoding differs from the committed golden file");
+}
+
+fn id(n: u8) -> ObjectId {
+    ObjectId([n; 32])
+}
+
+fn samples() -> (Tree, DicomFile, Commit, Operation) {
+    let tree = Tree {
+        entries: vec![
+            TreeEntry { name: "IM0001.dcm".into(), kind: EntryKind::Dicom, id: id(1), size: 525_000 },
+            TreeEntry { name: "labels.csv".into(), kind: EntryKind::File, id: id(2), size: 17 },
+            TreeEntry { name: "sub".into(), kind: EntryKind::Tree, id: id(3), size: 99 },
+        ],
+    };
+    let dicom = DicomFile {
+        header: id(4),
+        pixel_element: vec![0xe0, 0x7f, 0x10, 0x00, b'O', b'W', 0, 0, 0, 0, 8, 0],
+        pixel: Some(id(5)),
+        trailer: vec![],
+        size: 525_000,
+        info: InstanceInfo {
+            patient_id: Some("FAKE0001".into()),
+            study_uid: Some("2.25.1".into()),
+            modality: Some("CT".into()),
+            rows: Some(512),
+            ..Default::default()
+        },
+    };
+    let mut params = BTreeMap::new();
+    params.insert("profile".to_string(), "basic".to_string());
+    let commit = Commit {
+        tree: id(6),
+        parents: vec![id(7)],
+        author: "tester".into(),
+        time_us: 1_767_323_045_000_000,
+        message: "import".into(),
+        activity: Activity {
+            kind: "commit".into(),
+            agent: Agent { user: "tester".into(), tool: "cohort".into(), tool_version: "0.1.0".into() },
+            parameters: params,
+            inputs: vec![ActivityRef { role: "parent".into(), value: id(7).hex() }],
+            outputs: vec![],
+            started_us: 1,
+            ended_us: 2,
+        },
+        notes: vec![CommitNote { path: "x.dcm".into(), note: "stored whole".into() }],
+    };
+    let mut branches = BTreeMap::new();
+    branches.insert("main".to_string(), id(8));
+    let op = Operation {
+        parents: vec![id(9)],
+        time_us: 3,
+        user: "tester".into(),
+        command: vec!["cohort".into(), "commit".into()],
+        description: "commit".into(),
+        view: View { head: Head::Branch("main".into()), branches, tags: BTreeMap::new() },
+    };
+    (tree, dicom, commit, op)
+}
+
+#[test]
+fn structured_objects_keep_their_bytes() {
+    let (tree, dicom, commit, op) = samples();
+    check("tree.bin", &tree.to_bytes());
+    check("dicom.bin", &dicom.to_bytes());
+    check("commit.bin", &commit.to_bytes());
+    check("operation.bin", &op.to_bytes());
+    // And the committed files decode to the same values (backward compatibility).
+    let rd = |n: &str| fs::read(data(n)).unwrap();
+    assert_eq!(Tree::decode(id(0), &rd("tree.bin")).unwrap(), tree);
+    assert_eq!(DicomFile::from_bytes(id(0), &rd("dicom.bin")).unwrap(), dicom);
+    assert_eq!(Commit::from_bytes(id(0), &rd("commit.bin")).unwrap(), commit);
+    assert_eq!(Operation::from_bytes(id(0), &rd("operation.bin")).unwrap(), op);
+}
+
+#[test]
+fn documented_layout_of_a_tree() {
+    // The layout of docs/format.md, byte by byte, for a one-entry tree.
+    let t = Tree { entries: vec![TreeEntry { name: "a".into(), kind: EntryKind::Symlink, id: id(0xab), size: 5 }] };
+    let mut want = b"COHT".to_vec();
+    want.extend(1u16.to_le_bytes());
+    want.extend(1u64.to_le_bytes()); // entries
+    want.extend(1u64.to_le_bytes()); // name length
+    want.push(b'a');
+    want.extend(2u32.to_le_bytes()); // EntryKind::Symlink
+    want.extend([0xab; 32]);
+    want.extend(5u64.to_le_bytes());
+    assert_eq!(t.to_bytes(), want);
+}
+
+#[test]
+fn version_and_magic_are_checked() {
+    let (tree, ..) = samples();
+    let mut b = tree.to_bytes();
+    b[4] = 2; // version 2
+    let e = Tree::decode(id(0), &b).unwrap_err().to_string();
+    assert!(e.contains("version 2"), "{e}");
+    let e = Commit::from_bytes(id(0), &tree.to_bytes()).unwrap_err().to_string();
+    assert!(e.contains("expected a commit"), "{e}");
+    // Truncated bodies are corrupt, not a panic.
+    let full = tree.to_bytes();
+    for n in 0..full.len() {
+        assert!(Tree::decode(id(0), &full[..n]).is_err());
+    }
+}
+
+#[test]
+fn pack_and_index_keep_their_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let packs = dir.path().join("packs");
+    fs::create_dir(&packs).unwrap();
+    let mut w = PackWriter::create(&packs, dir.path()).unwrap();
+    // Small objects are stored raw (codec 0), so these bytes do not depend on zstd's version.
+    for o in [&b"alpha"[..], b"beta", b""] {
+        w.add(&encode(ObjectId::of(o), o, Hint::Generic)).unwrap();
+    }
+    let name = w.finish().unwrap().unwrap();
+    check("sample.pack", &fs::read(packs.join(format!("{name}.pack"))).unwrap());
+    check("sample.idx", &fs::read(packs.join(format!("{name}.idx"))).unwrap());
+    // The committed pack is readable by this version.
+    let gd = tempfile::tempdir().unwrap();
+    fs::copy(data("sample.pack"), gd.path().join("pack-x.pack")).unwrap();
+    fs::copy(data("sample.idx"), gd.path().join("pack-x.idx")).unwrap();
+    let p = Pack::open(gd.path(), "pack-x").unwrap();
+    p.verify_index().unwrap();
+    let id = ObjectId::of(b"beta");
+    assert_eq!(p.read(id, p.find(&id).unwrap()).unwrap(), b"beta");
+}
