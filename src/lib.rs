@@ -4,7 +4,11 @@
 //! never reads the environment: callers pass a [`repo::Context`] and a [`progress::Progress`].
 //! See `docs/architecture.md` for the module map and `docs/format.md` for every on-disk format.
 
+pub mod deid;
+pub mod deidrun;
 pub mod dicom;
+pub mod phiscan;
+pub mod treebuild;
 pub mod diff;
 pub mod export;
 pub mod fsutil;
@@ -20,3 +24,6 @@ pub mod worktree;
 
 pub use id::ObjectId;
 pub use repo::{Context, Repo, RepoError};
+
+/// Activity output roles whose value is an object id that the commit keeps alive (gc, fsck).
+pub const OBJECT_ROLES: &[&str] = &[deidrun::REPORT_ROLE];

@@ -57,6 +57,14 @@ fn reachable_as(store: &Store, roots: &[Edge], root_kind: u8, missing: &mut Vec<
                 b'c' => {
                     let c = store.read_commit(&id)?;
                     stack.push((c.tree, format!("tree of commit {}", id.short()), b't'));
+                    // Objects an activity produced besides the tree (reports, ...).
+                    for o in &c.activity.outputs {
+                        if crate::OBJECT_ROLES.contains(&o.role.as_str()) {
+                            if let Ok(oid) = o.value.parse() {
+                                stack.push((oid, format!("{} of commit {}", o.role, id.short()), b'b'));
+                            }
+                        }
+                    }
                     for p in c.parents {
                         stack.push((p, format!("parent of commit {}", id.short()), b'c'));
                     }
@@ -118,8 +126,10 @@ pub fn fsck(repo: &Repo, progress: &dyn Progress) -> Result<FsckReport, RepoErro
     let total: u64 = packs.iter().map(|p| p.len() as u64).sum();
     progress.stage("verifying", Some(total), Unit::Objects);
     for p in &packs {
-        if let Err(e) = p.verify_index() {
-            corrupt.push(Problem { id: ObjectId::of(b""), place: p.name.clone(), problem: e.to_string() });
+        for check in [p.verify_index(), p.verify_layout()] {
+            if let Err(e) = check {
+                corrupt.push(Problem { id: ObjectId::of(b""), place: p.name.clone(), problem: e.to_string() });
+            }
         }
         let entries: Vec<_> = p.entries().collect();
         let bad: Vec<Problem> = entries

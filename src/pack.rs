@@ -329,6 +329,40 @@ impl Pack {
         self.count == 0
     }
 
+    /// Check the pack's own structure against its index: magic and version, and that the
+    /// entries, each with a header repeating its id, codec and lengths, exactly tile the file.
+    /// (Object contents are checked by [`Pack::read`].)
+    pub fn verify_layout(&self) -> Result<(), PackError> {
+        let bad = |reason: String| PackError::CorruptIndex { path: self.pack_path.clone(), reason };
+        let mut head = [0u8; PACK_HEADER_LEN as usize];
+        self.file.read_exact_at(&mut head, 0).map_err(|e| PackError::Io { path: self.pack_path.clone(), source: e })?;
+        if &head[..8] != PACK_MAGIC || head[8..12] != PACK_VERSION.to_le_bytes() {
+            return Err(bad("bad pack magic or version".into()));
+        }
+        let mut entries: Vec<(ObjectId, Location)> = self.entries().collect();
+        entries.sort_by_key(|e| e.1.offset);
+        let mut pos = PACK_HEADER_LEN;
+        for (id, loc) in entries {
+            if loc.offset != pos + ENTRY_HEADER_LEN {
+                return Err(bad(format!("object {id} at offset {} but the previous entry ends at {pos}", loc.offset)));
+            }
+            let mut h = [0u8; ENTRY_HEADER_LEN as usize];
+            self.file.read_exact_at(&mut h, pos).map_err(|e| PackError::Io { path: self.pack_path.clone(), source: e })?;
+            let ok = h[..32] == id.0
+                && h[32] == loc.codec as u8
+                && h[33..41] == loc.raw_len.to_le_bytes()
+                && h[41..49] == loc.stored_len.to_le_bytes();
+            if !ok {
+                return Err(bad(format!("entry header of object {id} at offset {pos} does not match the index")));
+            }
+            pos = loc.offset + loc.stored_len;
+        }
+        if pos != self.file_len {
+            return Err(bad(format!("{} bytes after the last entry", self.file_len as i128 - pos as i128)));
+        }
+        Ok(())
+    }
+
     pub fn file_len(&self) -> u64 {
         self.file_len
     }

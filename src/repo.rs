@@ -215,6 +215,11 @@ impl Repo {
         Ok(op)
     }
 
+    /// Publish a view that adds one commit made from stored objects (deid, annotations, ...).
+    pub fn publish_commit(&self, w: ObjectWriter, description: String, view: View, commit: ObjectId) -> Result<ObjectId, RepoError> {
+        self.publish(w, description, view, &[(commit, None)])
+    }
+
     /// Add a commit's new entries to the lookup indexes.
     fn index_commit(&self, id: ObjectId, snap: Option<&worktree::Snapshot>) -> Result<(), RepoError> {
         let c = self.store.read_commit(&id)?;

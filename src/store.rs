@@ -226,6 +226,17 @@ impl Store {
         Ok(Operation::from_bytes(*id, &self.read(id)?)?)
     }
 
+    /// Copy an object, as stored (no recompression), into a writer of another store.
+    pub fn copy_object_to(&self, id: &ObjectId, w: &mut ObjectWriter) -> Result<(), StoreError> {
+        if w.contains(id) {
+            return Ok(());
+        }
+        let (p, loc) = self.locate(id).ok_or(PackError::Missing(*id))?;
+        // Verify before it enters the other store.
+        p.read(*id, loc)?;
+        w.copy_from(&p, *id, loc)
+    }
+
     /// Ids of stored objects starting with a hex prefix.
     pub fn find_prefix(&self, prefix: &str) -> Vec<ObjectId> {
         let mut out = Vec::new();

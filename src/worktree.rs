@@ -159,7 +159,7 @@ impl Sink<'_> {
     }
 }
 
-fn info_from(s: &dicom::DicomSummary) -> InstanceInfo {
+pub(crate) fn info_from(s: &dicom::DicomSummary) -> InstanceInfo {
     InstanceInfo {
         patient_id: s.patient_id.clone(),
         patient_name: s.patient_name.clone(),

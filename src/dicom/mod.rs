@@ -1,22 +1,565 @@
-//! TEMPORARY placeholder until the real module lands (same API).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct DicomError(String);
-pub enum Analysis { Dicom(DicomLayout), NotDicom { reason: String } }
-pub fn analyze(_bytes: &[u8]) -> Analysis { Analysis::NotDicom { reason: "placeholder".into() } }
+//! DICOM awareness for the store: splitting a DICOM file into
+//! header / pixel-element header / pixel value / trailer byte ranges
+//! ([`analyze`]), attribute-level header diffs and dumps ([`attrs`]), and a
+//! synthetic DICOM generator with fake patients for tests and benchmarks
+//! ([`synth`]).
+//!
+//! This file owns the public types, the error type, and the `analyze` entry
+//! point that glues the byte-level walker (`walk.rs`) to a validation pass with
+//! `dicom-object`. Nothing in this module prints or reads the environment.
+
+pub mod attrs;
+pub mod synth;
+mod walk;
+
+use std::io::{Cursor, Read};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use dicom_object::file::ReadPreamble;
+use dicom_object::{DefaultDicomObject, OpenFileOptions};
+
+pub use attrs::{diff_headers, dump_header, keyword_of, AttributeChange, AttributeRow};
+
+/// Result of [`analyze`]: either a byte-exact split of a DICOM file, or the
+/// reason why the file has to be stored whole.
 #[derive(Debug, Clone)]
-pub struct DicomLayout { pub pixel: Option<PixelSpan>, pub summary: DicomSummary }
+#[allow(clippy::large_enum_variant)] // one per analysed file; boxing buys nothing
+pub enum Analysis {
+    Dicom(DicomLayout),
+    NotDicom { reason: String },
+}
+
+/// Layout of a DICOM file that can be split at its top-level pixel data.
+#[derive(Debug, Clone)]
+pub struct DicomLayout {
+    /// None when the file has no top-level Pixel Data (SR, RT plan, ...):
+    /// then the whole file is "header".
+    pub pixel: Option<PixelSpan>,
+    pub summary: DicomSummary,
+}
+
+/// Byte offsets of the top-level pixel data element inside the analysed file.
 #[derive(Debug, Clone, Copy)]
-pub struct PixelSpan { pub element_start: u64, pub value_start: u64, pub value_end: u64, pub encapsulated: bool, pub bits_allocated: Option<u16>, pub big_endian: bool }
+pub struct PixelSpan {
+    /// `bytes[..element_start]` = header (a valid DICOM file without pixel data);
+    /// `bytes[element_start..value_start]` = the pixel element's tag/VR/length bytes;
+    /// `bytes[value_start..value_end]` = the pixel value (native pixels, or for
+    /// encapsulated data the whole item sequence including the sequence
+    /// delimitation item);
+    /// `bytes[value_end..]` = trailer (usually empty; e.g. trailing padding).
+    pub element_start: u64,
+    pub value_start: u64,
+    pub value_end: u64,
+    pub encapsulated: bool,
+    /// BitsAllocated, when known.
+    pub bits_allocated: Option<u16>,
+    pub big_endian: bool,
+}
+
+/// A few identifying top-level attributes, read by the byte-level walker.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DicomSummary {
-    pub patient_id: Option<String>, pub patient_name: Option<String>,
-    pub study_uid: Option<String>, pub series_uid: Option<String>,
-    pub sop_instance_uid: Option<String>, pub sop_class_uid: Option<String>,
-    pub modality: Option<String>, pub transfer_syntax: Option<String>,
-    pub rows: Option<u32>, pub columns: Option<u32>, pub number_of_frames: Option<u32>,
+    pub patient_id: Option<String>,
+    pub patient_name: Option<String>,
+    pub study_uid: Option<String>,
+    pub series_uid: Option<String>,
+    pub sop_instance_uid: Option<String>,
+    pub sop_class_uid: Option<String>,
+    pub modality: Option<String>,
+    pub transfer_syntax: Option<String>,
+    pub rows: Option<u32>,
+    pub columns: Option<u32>,
+    pub number_of_frames: Option<u32>,
     pub instance_number: Option<i64>,
 }
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct AttributeChange { pub tag: String, pub keyword: String, pub path: String, pub old: Option<String>, pub new: Option<String> }
-pub fn diff_headers(_old: &[u8], _new: &[u8]) -> Result<Vec<AttributeChange>, DicomError> { Ok(vec![]) }
+
+/// Errors of this module. `tag` is formatted as `(gggg,eeee)`, or `-` when no
+/// element is concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum DicomError {
+    /// A header or value length runs past the end of the input or of its container.
+    #[error("truncated at offset {offset} in element {tag}: {reason}")]
+    Truncated {
+        offset: u64,
+        tag: String,
+        reason: String,
+    },
+    /// Structurally invalid encoding (unexpected delimiter, nesting too deep, ...).
+    #[error("malformed at offset {offset} in element {tag}: {reason}")]
+    Malformed {
+        offset: u64,
+        tag: String,
+        reason: String,
+    },
+    /// A DICOM-ish file this module deliberately does not split.
+    #[error("{reason}")]
+    Unsupported { reason: String },
+    /// `dicom-object` rejected the bytes (or panicked on them).
+    #[error("dicom-object: {reason}")]
+    Parse { reason: String },
+}
+
+impl DicomError {
+    /// Add "inside element X at offset N" to the reason of a located error.
+    pub(crate) fn within(self, tag: (u16, u16), offset: usize) -> Self {
+        let ctx =
+            |reason: String| format!("{reason} (inside {} at offset {offset})", tag_string(tag));
+        match self {
+            DicomError::Truncated {
+                offset: o,
+                tag: t,
+                reason,
+            } => DicomError::Truncated {
+                offset: o,
+                tag: t,
+                reason: ctx(reason),
+            },
+            DicomError::Malformed {
+                offset: o,
+                tag: t,
+                reason,
+            } => DicomError::Malformed {
+                offset: o,
+                tag: t,
+                reason: ctx(reason),
+            },
+            other => other,
+        }
+    }
+}
+
+/// Format a tag as `(gggg,eeee)` with upper-case hex digits.
+pub(crate) fn tag_string(tag: (u16, u16)) -> String {
+    format!("({:04X},{:04X})", tag.0, tag.1)
+}
+
+/// Analyse a file: find its top-level pixel data with the byte-level walker,
+/// then check that the header part parses with `dicom-object`.
+///
+/// Never panics: the walker and `dicom-object` both run under
+/// `catch_unwind`. The walker bounds nesting depth (64), checks every length
+/// against the input before using it, and refuses the few encodings that
+/// `dicom-object` 0.10 would misread (UN of undefined length, binary values
+/// whose length is not a multiple of the value size, a wrong file meta group
+/// length), so that `dicom-object` never trusts a length beyond the input
+/// and no allocation is larger than the input.
+pub fn analyze(bytes: &[u8]) -> Analysis {
+    let result =
+        split_header(bytes).and_then(|(walked, header)| open_object(header).map(|_| walked));
+    match result {
+        Ok(walked) => Analysis::Dicom(DicomLayout {
+            pixel: walked.pixel,
+            summary: walked.summary,
+        }),
+        Err(e) => Analysis::NotDicom {
+            reason: e.to_string(),
+        },
+    }
+}
+
+/// Run the byte-level walker (under `catch_unwind`) and return its result
+/// with the header part of `bytes` (everything before the top-level pixel
+/// data). Once the walker accepted them, these bytes are safe to hand to
+/// `dicom-object` (see `walk::Walker::check_for_dicom_object`).
+fn split_header(bytes: &[u8]) -> Result<(walk::Walked, &[u8]), DicomError> {
+    let walked = catch_unwind(|| walk::walk(bytes)).map_err(|_| DicomError::Unsupported {
+        reason: "internal error: byte-level walker panicked".to_string(),
+    })??;
+    let header_end = walked
+        .pixel
+        .map_or(bytes.len(), |p| p.element_start as usize);
+    Ok((walked, &bytes[..header_end]))
+}
+
+/// Parse the header part of a DICOM file with `dicom-object`, after the
+/// walker checked it (so that hostile input cannot make it allocate more than
+/// the input size). Pixel data and anything after it are not read.
+pub(crate) fn open_header(bytes: &[u8]) -> Result<DefaultDicomObject, DicomError> {
+    open_object(split_header(bytes)?.1)
+}
+
+/// Parse a whole DICOM file (preamble auto-detected) with `dicom-object`,
+/// converting errors and panics into [`DicomError::Parse`]. Only call this
+/// on bytes the walker accepted (see [`split_header`]).
+///
+/// A file that starts directly with the file meta group (no preamble and no
+/// "DICM", as dcmtk writes and reads them) is given to `dicom-object` with a
+/// "DICM" prepended, since it insists on the magic code.
+fn open_object(bytes: &[u8]) -> Result<DefaultDicomObject, DicomError> {
+    let has_magic = bytes.starts_with(b"DICM") || bytes.get(128..132) == Some(&b"DICM"[..]);
+    let bare_meta = !has_magic && bytes.starts_with(&[0x02, 0x00]);
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        if bare_meta {
+            OpenFileOptions::new()
+                .read_preamble(ReadPreamble::Never)
+                .from_reader(Read::chain(&b"DICM"[..], Cursor::new(bytes)))
+        } else {
+            OpenFileOptions::new()
+                .read_preamble(ReadPreamble::Auto)
+                .from_reader(Cursor::new(bytes))
+        }
+    }));
+    match result {
+        Ok(Ok(obj)) => Ok(obj),
+        Ok(Err(e)) => Err(DicomError::Parse {
+            reason: e.to_string(),
+        }),
+        Err(_) => Err(DicomError::Parse {
+            reason: "parser panicked".to_string(),
+        }),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::synth::{synth_instance, truncate, SynthSpec, SynthSyntax};
+    use super::*;
+
+    /// Directory of the pydicom test files shipped with the crate.
+    pub(crate) const PYDICOM: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/pydicom");
+
+    pub(crate) const ALL_SYNTAXES: [SynthSyntax; 4] = [
+        SynthSyntax::ExplicitLE,
+        SynthSyntax::ImplicitLE,
+        SynthSyntax::ExplicitBE,
+        SynthSyntax::EncapsulatedJpegBaseline,
+    ];
+
+    /// A small synthetic spec (fast to generate and analyse).
+    pub(crate) fn small(syntax: SynthSyntax) -> SynthSpec {
+        let mut s = SynthSpec::ct(1, 0, 0, 2);
+        s.rows = 24;
+        s.columns = 32;
+        s.syntax = syntax;
+        s
+    }
+
+    /// Check that a layout's ranges are ordered and reassemble `bytes` exactly.
+    pub(crate) fn assert_reassembles(bytes: &[u8], layout: &DicomLayout) {
+        let Some(p) = layout.pixel else { return };
+        let (a, b, c) = (
+            p.element_start as usize,
+            p.value_start as usize,
+            p.value_end as usize,
+        );
+        assert!(
+            a < b && b <= c && c <= bytes.len(),
+            "bad span {p:?} for {} bytes",
+            bytes.len()
+        );
+        let mut joined = bytes[..a].to_vec();
+        joined.extend_from_slice(&bytes[a..b]);
+        joined.extend_from_slice(&bytes[b..c]);
+        joined.extend_from_slice(&bytes[c..]);
+        assert_eq!(joined, bytes);
+        // the element header is 8 or 12 bytes and starts with a pixel data tag
+        assert!(b - a == 8 || b - a == 12);
+        let tag = if p.big_endian {
+            [0x7F, 0xE0]
+        } else {
+            [0xE0, 0x7F]
+        };
+        assert_eq!(bytes[a..a + 2], tag);
+    }
+
+    fn layout(bytes: &[u8]) -> DicomLayout {
+        match analyze(bytes) {
+            Analysis::Dicom(l) => l,
+            Analysis::NotDicom { reason } => panic!("expected DICOM, got NotDicom: {reason}"),
+        }
+    }
+
+    fn header_of<'a>(bytes: &'a [u8], l: &DicomLayout) -> &'a [u8] {
+        &bytes[..l.pixel.map_or(bytes.len(), |p| p.element_start as usize)]
+    }
+
+    #[test]
+    fn synth_matrix_splits_exactly() {
+        let mut cases = 0;
+        for syntax in ALL_SYNTAXES {
+            for preamble in [true, false] {
+                for extras in [true, false] {
+                    for frames in [1u32, 3] {
+                        for bits in [16u16, 8] {
+                            let mut spec = small(syntax.clone());
+                            spec.preamble = preamble;
+                            spec.with_sequence = extras;
+                            spec.with_private = extras;
+                            spec.frames = frames;
+                            spec.bits_allocated = bits;
+                            let bytes = synth_instance(&spec);
+                            let l = layout(&bytes);
+                            assert_reassembles(&bytes, &l);
+                            let p = l.pixel.expect("synthetic files have pixel data");
+                            let enc = matches!(syntax, SynthSyntax::EncapsulatedJpegBaseline);
+                            assert_eq!(p.encapsulated, enc);
+                            assert_eq!(p.big_endian, matches!(syntax, SynthSyntax::ExplicitBE));
+                            assert_eq!(p.bits_allocated, Some(bits));
+                            assert_eq!(p.value_end as usize, bytes.len(), "no trailer expected");
+                            let value = &bytes[p.value_start as usize..p.value_end as usize];
+                            if enc {
+                                assert_eq!(value[..4], [0xFE, 0xFF, 0x00, 0xE0]);
+                                assert_eq!(
+                                    value[value.len() - 8..],
+                                    [0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0]
+                                );
+                            } else {
+                                assert_eq!(
+                                    value.len(),
+                                    24 * 32 * frames as usize * usize::from(bits / 8)
+                                );
+                            }
+                            let s = &l.summary;
+                            let want = DicomSummary {
+                                patient_id: Some(spec.patient_id.clone()),
+                                patient_name: Some(spec.patient_name.clone()),
+                                study_uid: Some(spec.study_uid.clone()),
+                                series_uid: Some(spec.series_uid.clone()),
+                                sop_instance_uid: Some(spec.sop_uid.clone()),
+                                sop_class_uid: Some("1.2.840.10008.5.1.4.1.1.2".to_string()),
+                                modality: Some(spec.modality.clone()),
+                                transfer_syntax: s.transfer_syntax.clone(),
+                                rows: Some(24),
+                                columns: Some(32),
+                                number_of_frames: (frames > 1).then_some(frames),
+                                instance_number: Some(spec.instance_number),
+                            };
+                            assert_eq!(s, &want);
+                            // the header alone is a valid DICOM file without pixel data
+                            let obj = open_header(header_of(&bytes, &l)).expect("header parses");
+                            assert!(obj.element(dicom_core::Tag(0x7FE0, 0x0010)).is_err());
+                            let name = obj
+                                .element(dicom_core::Tag(0x0010, 0x0010))
+                                .expect("PatientName")
+                                .to_str()
+                                .expect("text")
+                                .to_string();
+                            assert_eq!(name, spec.patient_name);
+                            cases += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(cases, 64);
+    }
+
+    #[test]
+    fn transfer_syntax_is_reported() {
+        let uids = [
+            "1.2.840.10008.1.2.1",
+            "1.2.840.10008.1.2",
+            "1.2.840.10008.1.2.2",
+            "1.2.840.10008.1.2.4.50",
+        ];
+        for (syntax, uid) in ALL_SYNTAXES.into_iter().zip(uids) {
+            let l = layout(&synth_instance(&small(syntax)));
+            assert_eq!(l.summary.transfer_syntax.as_deref(), Some(uid));
+        }
+    }
+
+    #[test]
+    fn truncated_files_are_not_dicom() {
+        for syntax in ALL_SYNTAXES {
+            let mut spec = small(syntax);
+            spec.frames = 2;
+            let bytes = synth_instance(&spec);
+            let p = layout(&bytes).pixel.expect("pixel");
+            for keep in 0..bytes.len() {
+                let cut = truncate(&bytes, keep);
+                match analyze(&cut) {
+                    Analysis::NotDicom { reason } => {
+                        if keep > p.value_start as usize {
+                            assert!(reason.contains("offset"), "{reason}");
+                        }
+                    }
+                    Analysis::Dicom(l) => {
+                        // only a cut at an element boundary before the pixel data can be valid
+                        assert!(keep <= p.element_start as usize, "cut at {keep} accepted");
+                        assert!(l.pixel.is_none());
+                        assert_reassembles(&cut, &l);
+                    }
+                }
+            }
+            // a cut inside the pixel value names the pixel data element
+            let keep = (p.value_start + p.value_end) as usize / 2;
+            match analyze(&truncate(&bytes, keep)) {
+                Analysis::NotDicom { reason } => {
+                    assert!(reason.contains("(7FE0,0010)"), "{reason}")
+                }
+                Analysis::Dicom(_) => panic!("truncated pixel data accepted"),
+            }
+        }
+    }
+
+    /// splitmix64 for the deterministic fuzz loops.
+    fn next(state: &mut u64) -> u64 {
+        *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = *state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn check_no_panic(bytes: &[u8]) {
+        if let Analysis::Dicom(l) = analyze(bytes) {
+            assert_reassembles(bytes, &l);
+            let _ = dump_header(header_of(bytes, &l));
+        }
+    }
+
+    #[test]
+    fn fuzz_garbage_never_panics() {
+        let mut rng = 42u64;
+        let valid = synth_instance(&small(SynthSyntax::ExplicitLE));
+        for case in 0..2000 {
+            let len = (next(&mut rng) % 700) as usize;
+            let mut bytes: Vec<u8> = (0..len).map(|_| next(&mut rng) as u8).collect();
+            // a third start with a real preamble + file meta, to get past the magic check
+            if case % 3 == 0 {
+                let keep = 132 + (next(&mut rng) % 200) as usize;
+                let mut v = valid[..keep].to_vec();
+                v.append(&mut bytes);
+                bytes = v;
+            }
+            // and some use mostly "interesting" bytes (0xFF lengths, item tags)
+            if case % 5 == 0 {
+                for b in bytes.iter_mut().skip(132) {
+                    *b = [0xFF, 0xFE, 0xE0, 0x00, 0xDD, 0x0D, b'S', b'Q'][(*b % 8) as usize];
+                }
+            }
+            check_no_panic(&bytes);
+        }
+    }
+
+    #[test]
+    fn fuzz_byte_flips_never_panic() {
+        let mut rng = 7u64;
+        let originals: Vec<Vec<u8>> = ALL_SYNTAXES
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let mut spec = small(s);
+                spec.rows = 8;
+                spec.columns = 8;
+                spec.frames = 2;
+                spec.preamble = i % 2 == 0;
+                synth_instance(&spec)
+            })
+            .collect();
+        for case in 0..3000 {
+            let mut bytes = originals[case % originals.len()].clone();
+            let flips = 1 + next(&mut rng) % 4;
+            for _ in 0..flips {
+                let at = (next(&mut rng) % bytes.len() as u64) as usize;
+                bytes[at] = match next(&mut rng) % 3 {
+                    0 => next(&mut rng) as u8,
+                    1 => 0xFF,
+                    _ => bytes[at] ^ 0x80,
+                };
+            }
+            check_no_panic(&bytes);
+        }
+    }
+
+    fn read(name: &str) -> Vec<u8> {
+        std::fs::read(format!("{PYDICOM}/{name}")).expect("pydicom test file present")
+    }
+
+    #[test]
+    fn pydicom_native_files() {
+        for (name, big) in [
+            ("CT_small.dcm", false),
+            ("MR_small_bigendian.dcm", true),
+            ("MR_small_implicit.dcm", false),
+        ] {
+            let bytes = read(name);
+            let l = layout(&bytes);
+            assert_reassembles(&bytes, &l);
+            let p = l.pixel.expect("pixel data");
+            assert!(!p.encapsulated);
+            assert_eq!(p.big_endian, big, "{name}");
+            assert_eq!(p.bits_allocated, Some(16));
+            let side = if name.starts_with("CT") { 128 } else { 64 };
+            assert_eq!(p.value_end - p.value_start, side * side * 2, "{name}");
+            assert_eq!(
+                (l.summary.rows, l.summary.columns),
+                (Some(side as u32), Some(side as u32))
+            );
+            let modality = if name.starts_with("CT") { "CT" } else { "MR" };
+            assert_eq!(l.summary.modality.as_deref(), Some(modality));
+            assert!(l.summary.patient_name.is_some() && l.summary.study_uid.is_some());
+            open_header(header_of(&bytes, &l)).expect("header parses");
+        }
+        let ct = layout(&read("CT_small.dcm")).summary;
+        assert_eq!(ct.patient_id.as_deref(), Some("1CT1"));
+        assert_eq!(ct.patient_name.as_deref(), Some("CompressedSamples^CT1"));
+        assert_eq!(ct.instance_number, Some(1));
+    }
+
+    #[test]
+    fn pydicom_encapsulated_files() {
+        for (name, frames) in [
+            ("JPEG2000.dcm", Some(1)),
+            ("SC_rgb_rle_2frame.dcm", Some(2)),
+        ] {
+            let bytes = read(name);
+            let l = layout(&bytes);
+            assert_reassembles(&bytes, &l);
+            let p = l.pixel.expect("pixel data");
+            assert!(p.encapsulated, "{name}");
+            let v = &bytes[p.value_start as usize..p.value_end as usize];
+            assert_eq!(v[v.len() - 8..], [0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0]);
+            assert_eq!(l.summary.number_of_frames, frames);
+        }
+    }
+
+    #[test]
+    fn pydicom_structural_files() {
+        // no pixel data: the whole file is header
+        let rtplan = read("rtplan.dcm");
+        let l = layout(&rtplan);
+        assert!(l.pixel.is_none());
+        assert_eq!(l.summary.modality.as_deref(), Some("RTPLAN"));
+        // nested private sequences (implicit VR)
+        let bytes = read("nested_priv_SQ.dcm");
+        let l = layout(&bytes);
+        assert_reassembles(&bytes, &l);
+        assert_eq!(l.pixel.map(|p| p.value_end - p.value_start), Some(2));
+    }
+
+    #[test]
+    fn pydicom_rejected_files() {
+        match analyze(&read("no_meta.dcm")) {
+            Analysis::NotDicom { reason } => assert!(reason.contains("file meta"), "{reason}"),
+            Analysis::Dicom(_) => panic!("no_meta.dcm has no file meta"),
+        }
+        match analyze(&read("MR_truncated.dcm")) {
+            Analysis::NotDicom { reason } => {
+                assert!(
+                    reason.contains("(7FE0,0010)") && reason.contains("offset"),
+                    "{reason}"
+                )
+            }
+            Analysis::Dicom(_) => panic!("MR_truncated.dcm is truncated"),
+        }
+        // The walker reads UN of undefined length (implicit VR LE content), but
+        // dicom-object would read that content as explicit VR: stored whole.
+        match analyze(&read("UN_sequence.dcm")) {
+            Analysis::NotDicom { reason } => {
+                assert!(
+                    reason.contains("(4453,100C)") && reason.contains("UN of undefined length"),
+                    "{reason}"
+                )
+            }
+            Analysis::Dicom(_) => panic!("dicom-object cannot read UN_sequence.dcm"),
+        }
+    }
+
+    #[test]
+    fn non_dicom_inputs() {
+        for bytes in [&b""[..], b"DICM", b"hello world", &[0u8; 300][..]] {
+            assert!(matches!(analyze(bytes), Analysis::NotDicom { .. }));
+        }
+    }
+}

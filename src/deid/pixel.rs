@@ -1,0 +1,248 @@
+//! Burned-in annotation: detection and rule-based blanking of native pixel data.
+//!
+//! An instance is *flagged* when Burned In Annotation (0028,0301) is YES, when its modality is
+//! one where text is commonly burned in ([`BURNED_IN_MODALITIES`]), or when its SOP class is a
+//! Secondary Capture class (`1.2.840.10008.5.1.4.1.1.7` and its multi-frame variants).
+//!
+//! With the clean-pixel-data option, the first [`PixelRule`] matching the instance (modality,
+//! manufacturer, model name, rows, columns; unset fields match anything) gives rectangles that
+//! are set to 0 in every frame of native pixel data. Encapsulated (compressed) pixel data is never
+//! decoded: an instance that a rule would touch is reported [`BurnedIn::NotCleaned`].
+
+use serde::{Deserialize, Serialize};
+
+use super::DeidError;
+
+/// Modalities where text (patient banner, measurements, operator notes) is commonly burned into
+/// the pixels: ultrasound, secondary capture, other, X-ray angiography, radio fluoroscopy,
+/// endoscopy, external-camera photography and general microscopy.
+pub const BURNED_IN_MODALITIES: [&str; 8] = ["US", "SC", "OT", "XA", "RF", "ES", "XC", "GM"];
+
+/// Root of the Secondary Capture Image Storage SOP classes (single and multi-frame).
+pub const SECONDARY_CAPTURE_SOP_CLASS_ROOT: &str = "1.2.840.10008.5.1.4.1.1.7";
+
+/// Burned-in annotation status of an instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "kebab-case")]
+pub enum BurnedIn {
+    /// Nothing suggests burned-in text.
+    NotFlagged,
+    /// Burned-in text is likely; pixels were not cleaned (option not chosen).
+    Flagged { reason: String },
+    /// A rule blanked regions of the pixel data.
+    Cleaned { rule: String },
+    /// Cleaning was required but could not be done (no rule, compressed pixels, ...).
+    NotCleaned { reason: String },
+}
+
+/// A rectangle in pixels: columns `x..x+width`, rows `y..y+height` (clipped to the image).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PixelRect {
+    pub x: u32,
+    pub y: u32,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// A burned-in text rule (format: `schema/deid/pixel-rules.schema.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PixelRule {
+    /// Unique name, recorded in the report of instances it applies to.
+    pub name: String,
+    /// Modality (0008,0060), compared case-insensitively.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modality: Option<String>,
+    /// Manufacturer (0008,0070), compared case-insensitively.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manufacturer: Option<String>,
+    /// Manufacturer's Model Name (0008,1090), compared case-insensitively.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Rows (0028,0010).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u32>,
+    /// Columns (0028,0011).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub columns: Option<u32>,
+    /// Regions to blank.
+    pub rectangles: Vec<PixelRect>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleDocument {
+    #[serde(default)]
+    #[allow(dead_code)]
+    description: Option<String>,
+    version: u32,
+    rules: Vec<PixelRule>,
+}
+
+/// Parse a pixel rule document: `{"version": 1, "rules": [...]}`.
+pub fn parse_pixel_rules(json: &str) -> Result<Vec<PixelRule>, DeidError> {
+    let doc: RuleDocument = serde_json::from_str(json).map_err(|e| DeidError::PixelRules {
+        reason: format!("invalid JSON: {e}"),
+    })?;
+    if doc.version != 1 {
+        return Err(DeidError::PixelRules {
+            reason: format!("version {} not supported (1 expected)", doc.version),
+        });
+    }
+    validate_rules(&doc.rules)?;
+    Ok(doc.rules)
+}
+
+pub(crate) fn validate_rules(rules: &[PixelRule]) -> Result<(), DeidError> {
+    let mut names = std::collections::HashSet::new();
+    for r in rules {
+        if r.name.trim().is_empty() {
+            return Err(DeidError::PixelRules {
+                reason: "a rule has an empty name".into(),
+            });
+        }
+        if !names.insert(r.name.as_str()) {
+            return Err(DeidError::PixelRules {
+                reason: format!("duplicate rule name {:?}", r.name),
+            });
+        }
+        if r.rectangles.is_empty() {
+            return Err(DeidError::PixelRules {
+                reason: format!("rule {:?} has no rectangles", r.name),
+            });
+        }
+        if r.rectangles.iter().any(|q| q.width == 0 || q.height == 0) {
+            return Err(DeidError::PixelRules {
+                reason: format!("rule {:?} has an empty rectangle", r.name),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The attributes of the original header that detection and rules look at.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct PixelFacts {
+    pub burned_in_annotation: Option<String>,
+    pub modality: Option<String>,
+    pub sop_class_uid: Option<String>,
+    pub manufacturer: Option<String>,
+    pub model: Option<String>,
+    pub rows: Option<u32>,
+    pub columns: Option<u32>,
+    pub samples_per_pixel: Option<u32>,
+    pub bits_allocated: Option<u32>,
+    pub planar_configuration: Option<u32>,
+    pub number_of_frames: Option<u32>,
+    pub photometric: Option<String>,
+}
+
+fn eq_ci(a: &Option<String>, b: &Option<String>) -> bool {
+    match (a, b) {
+        (None, _) => true,
+        (Some(want), Some(have)) => want.trim().eq_ignore_ascii_case(have.trim()),
+        (Some(_), None) => false,
+    }
+}
+
+impl PixelFacts {
+    /// Why the instance is flagged as likely to carry burned-in text, if it is.
+    pub(crate) fn flag_reason(&self) -> Option<String> {
+        if self.burned_in_annotation.as_deref().map(str::trim) == Some("YES") {
+            return Some("BurnedInAnnotation (0028,0301) is YES".into());
+        }
+        if let Some(m) = &self.modality {
+            let m = m.trim().to_ascii_uppercase();
+            if BURNED_IN_MODALITIES.contains(&m.as_str()) {
+                return Some(format!("modality {m} commonly carries burned-in text"));
+            }
+        }
+        if let Some(c) = &self.sop_class_uid {
+            let c = c.trim_end_matches(['\0', ' ']);
+            if c == SECONDARY_CAPTURE_SOP_CLASS_ROOT
+                || c.starts_with(&format!("{SECONDARY_CAPTURE_SOP_CLASS_ROOT}."))
+            {
+                return Some("secondary capture SOP class".into());
+            }
+        }
+        None
+    }
+
+    pub(crate) fn matches(&self, r: &PixelRule) -> bool {
+        eq_ci(&r.modality, &self.modality)
+            && eq_ci(&r.manufacturer, &self.manufacturer)
+            && eq_ci(&r.model, &self.model)
+            && r.rows.is_none_or(|v| self.rows == Some(v))
+            && r.columns.is_none_or(|v| self.columns == Some(v))
+    }
+
+    /// Blank the rule's rectangles in every frame of native pixel data.
+    pub(crate) fn blank(&self, pixels: &[u8], rule: &PixelRule) -> Result<Vec<u8>, String> {
+        let rows = self.rows.ok_or("Rows (0028,0010) missing")? as usize;
+        let cols = self.columns.ok_or("Columns (0028,0011) missing")? as usize;
+        let spp = self.samples_per_pixel.unwrap_or(1) as usize;
+        let bits = self
+            .bits_allocated
+            .ok_or("BitsAllocated (0028,0100) missing")?;
+        let frames = self.number_of_frames.unwrap_or(1).max(1) as usize;
+        let planar = self.planar_configuration.unwrap_or(0);
+        if let Some(p) = &self.photometric {
+            let p = p.trim();
+            if p.ends_with("_422") || p.ends_with("_420") {
+                return Err(format!(
+                    "photometric interpretation {p} (subsampled) not supported"
+                ));
+            }
+        }
+        let bps = match bits {
+            8 | 16 | 32 | 64 => (bits / 8) as usize,
+            other => return Err(format!("BitsAllocated {other} not supported")),
+        };
+        if rows == 0 || cols == 0 || spp == 0 {
+            return Err("empty image geometry".into());
+        }
+        let frame_len = rows
+            .checked_mul(cols)
+            .and_then(|v| v.checked_mul(spp))
+            .and_then(|v| v.checked_mul(bps))
+            .ok_or("image geometry overflows")?;
+        let needed = frame_len
+            .checked_mul(frames)
+            .ok_or("image geometry overflows")?;
+        if pixels.len() < needed {
+            return Err(format!(
+                "pixel data has {} bytes, geometry needs {needed}",
+                pixels.len()
+            ));
+        }
+        let mut out = pixels.to_vec();
+        for f in 0..frames {
+            let base = f * frame_len;
+            for r in &rule.rectangles {
+                let x0 = (r.x as usize).min(cols);
+                let x1 = (r.x as usize).saturating_add(r.width as usize).min(cols);
+                let y0 = (r.y as usize).min(rows);
+                let y1 = (r.y as usize).saturating_add(r.height as usize).min(rows);
+                if x0 >= x1 || y0 >= y1 {
+                    continue;
+                }
+                for y in y0..y1 {
+                    if spp == 1 || planar == 0 {
+                        let s = base + (y * cols + x0) * spp * bps;
+                        let e = base + (y * cols + x1) * spp * bps;
+                        out[s..e].fill(0);
+                    } else {
+                        for plane in 0..spp {
+                            let pb = base + plane * rows * cols * bps;
+                            let s = pb + (y * cols + x0) * bps;
+                            let e = pb + (y * cols + x1) * bps;
+                            out[s..e].fill(0);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
