@@ -7,6 +7,7 @@
 
 mod checkout;
 mod commit;
+mod deid;
 mod diff;
 mod init;
 mod log;
@@ -56,6 +57,9 @@ enum Command {
     Gc(maint::GcArgs),
     Du(maint::DuArgs),
     Reindex(maint::ReindexArgs),
+    Deid(deid::DeidArgs),
+    DeidReport(deid::ReportArgs),
+    PhiScan(deid::ScanArgs),
     /// The operation log: every change of refs.
     #[command(subcommand)]
     Op(op::OpCommand),
@@ -163,6 +167,9 @@ pub fn run() -> ExitCode {
         Command::Gc(a) => maint::run_gc(&env, a),
         Command::Du(a) => maint::run_du(&env, a),
         Command::Reindex(a) => maint::run_reindex(&env, a),
+        Command::Deid(a) => deid::run_deid(&env, a),
+        Command::DeidReport(a) => deid::run_report(&env, a),
+        Command::PhiScan(a) => deid::run_scan(&env, a),
         Command::Op(c) => op::run(&env, c),
     };
     match r {
