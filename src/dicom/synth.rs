@@ -310,8 +310,9 @@ pub fn synth_instance(spec: &SynthSpec) -> Vec<u8> {
 
     let mut d = Enc::new(explicit, big);
     let pos = spec.slice_position;
-    let series_number =
-        (mix(&[5, spec.series_uid.len() as u64, spec.pixel_seed]) % 9 + 1).to_string();
+    // Constant within a series, as on a real scanner.
+    let uid_sum = spec.series_uid.bytes().fold(0u64, |a, b| a.wrapping_mul(31).wrapping_add(b as u64));
+    let series_number = (mix(&[5, uid_sum]) % 9 + 1).to_string();
     d.text(0x0008, 0x0005, "CS", "ISO_IR 100");
     d.text(0x0008, 0x0008, "CS", "ORIGINAL\\PRIMARY\\AXIAL");
     d.text(0x0008, 0x0016, "UI", sop_class(&spec.modality));
