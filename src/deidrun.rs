@@ -316,7 +316,7 @@ pub fn deidentify(repo: &Repo, req: DeidRequest, progress: &dyn Progress) -> Res
     let id = w.put(&c)?;
     let mut view = view;
     view.branches.insert(req.branch.clone(), id);
-    repo.publish_commit(w, format!("deid {} -> {} on {}", req.source_commit.short(), id.short(), req.branch), view, id)?;
+    repo.publish(w, format!("deid {} -> {} on {}", req.source_commit.short(), id.short(), req.branch), view)?;
     Ok(DeidSummary {
         commit: id,
         tree,

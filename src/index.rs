@@ -6,7 +6,9 @@
 //! - `uid`: `UID \0 record-id` → nothing: DICOM UID (patient id, study, series or SOP instance)
 //!   to the DICOM records that carry it.
 //! - `introduced`: `entry-id commit-id` → path: the commits where an entry first appeared.
-//! - `meta`: `applied_op` → the operation whose effects the index holds.
+//! - `indexed`: commit id → nothing: commits whose entries are in `uid` and `introduced`.
+//! - `meta`: `applied_op` → the operation up to which the lookups have caught up. Lookups are
+//!   filled lazily, when a command needs them, so that a commit pays only for its own objects.
 //!
 //! Keep this interface small: sled 0.34 is the last stable release, and this is the only file
 //! that knows it is sled.
@@ -51,6 +53,7 @@ pub struct Index {
     uid: sled::Tree,
     introduced: sled::Tree,
     meta: sled::Tree,
+    indexed: sled::Tree,
 }
 
 /// Which UID a `uid` key holds, as a one-byte prefix.
@@ -76,6 +79,7 @@ impl Index {
             uid: t("uid")?,
             introduced: t("introduced")?,
             meta: t("meta")?,
+            indexed: t("indexed")?,
             path: path.to_path_buf(),
             db,
         })
@@ -190,10 +194,20 @@ impl Index {
         Ok(out)
     }
 
+    pub fn is_indexed(&self, commit: ObjectId) -> Result<bool, IndexError> {
+        Ok(self.indexed.contains_key(commit.0).map_err(self.err())?)
+    }
+
+    pub fn mark_indexed(&self, commit: ObjectId) -> Result<(), IndexError> {
+        self.indexed.insert(commit.0, &[][..]).map_err(self.err())?;
+        Ok(())
+    }
+
     /// Drop the lookup indexes (not the stat cache, which describes the working tree).
     pub fn clear_lookups(&self) -> Result<(), IndexError> {
         self.uid.clear().map_err(self.err())?;
         self.introduced.clear().map_err(self.err())?;
+        self.indexed.clear().map_err(self.err())?;
         self.meta.remove(b"applied_op").map_err(self.err())?;
         Ok(())
     }

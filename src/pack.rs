@@ -108,14 +108,41 @@ pub struct Encoded {
     pub data: Vec<u8>,
 }
 
+thread_local! {
+    // One zstd context per thread: creating one per object costs more than compressing a
+    // small DICOM header.
+    static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> = const { std::cell::RefCell::new(None) };
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { std::cell::RefCell::new(None) };
+}
+
+fn zstd_compress(raw: &[u8]) -> Option<Vec<u8>> {
+    COMPRESSOR.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.is_none() {
+            *c = zstd::bulk::Compressor::new(1).ok();
+        }
+        c.as_mut()?.compress(raw).ok()
+    })
+}
+
+fn zstd_decompress(data: &[u8], raw_len: usize) -> Result<Vec<u8>, String> {
+    DECOMPRESSOR.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.is_none() {
+            *d = Some(zstd::bulk::Decompressor::new().map_err(|e| e.to_string())?);
+        }
+        d.as_mut().expect("just set").decompress(data, raw_len).map_err(|e| e.to_string())
+    })
+}
+
 /// Compress an object's bytes (CPU work, meant for worker threads).
 pub fn encode(id: ObjectId, raw: &[u8], hint: Hint) -> Encoded {
     let raw_len = raw.len() as u64;
     let attempt = match hint {
         Hint::Incompressible => None,
         _ if raw.len() < 64 => None,
-        Hint::Pixels16 => zstd::bulk::compress(&shuffle2(raw), 1).ok().map(|d| (Codec::Shuffle2Zstd, d)),
-        Hint::Generic => zstd::bulk::compress(raw, 1).ok().map(|d| (Codec::Zstd, d)),
+        Hint::Pixels16 => zstd_compress(&shuffle2(raw)).map(|d| (Codec::Shuffle2Zstd, d)),
+        Hint::Generic => zstd_compress(raw).map(|d| (Codec::Zstd, d)),
     };
     match attempt {
         Some((codec, data)) if data.len() < raw.len() => Encoded { id, codec, raw_len, data },
@@ -126,10 +153,8 @@ pub fn encode(id: ObjectId, raw: &[u8], hint: Hint) -> Encoded {
 fn decode(codec: Codec, data: Vec<u8>, raw_len: u64) -> Result<Vec<u8>, String> {
     match codec {
         Codec::Raw => Ok(data),
-        Codec::Zstd => zstd::bulk::decompress(&data, raw_len as usize).map_err(|e| e.to_string()),
-        Codec::Shuffle2Zstd => zstd::bulk::decompress(&data, raw_len as usize)
-            .map(|d| unshuffle2(&d))
-            .map_err(|e| e.to_string()),
+        Codec::Zstd => zstd_decompress(&data, raw_len as usize),
+        Codec::Shuffle2Zstd => zstd_decompress(&data, raw_len as usize).map(|d| unshuffle2(&d)),
     }
 }
 

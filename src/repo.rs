@@ -1,7 +1,7 @@
 //! A working folder with its store: the operations behind the CLI commands.
 //!
 //! Each method returns data; nothing here prints. Every change of refs goes through
-//! [`Repo::publish`], which records an operation and then brings the index up to date.
+//! [`Repo::publish`], which records an operation; lookup indexes catch up lazily.
 
 use std::collections::{BTreeMap, BinaryHeap, HashSet};
 use std::fs;
@@ -179,55 +179,33 @@ impl Repo {
     pub fn init(root: &Path, ctx: Context) -> Result<Repo, RepoError> {
         let dir = root.join(STORE_DIR);
         let store = Store::init(&dir, &ctx.user, ctx.now_us(), ctx.command.clone())?;
-        let r = Repo { root: root.to_path_buf(), store, ctx };
-        let (op, _) = r.store.current_op()?;
-        r.store.index().set_applied_op(op)?;
-        r.store.index().flush()?;
-        Ok(r)
+        Ok(Repo { root: root.to_path_buf(), store, ctx })
     }
 
     /// Open the store of the working folder `root` (found with [`Store::discover`]).
     pub fn open(root: &Path, mode: Mode, ctx: Context) -> Result<Repo, RepoError> {
         let store = Store::open(&root.join(STORE_DIR), mode)?;
-        let r = Repo { root: root.to_path_buf(), store, ctx };
-        if mode == Mode::Write {
-            // After a crash between publishing an operation and indexing it, catch up.
-            let head = r.store.op_head()?;
-            if r.store.index().applied_op()? != Some(head) {
-                r.reindex(false)?;
-            }
-        }
-        Ok(r)
+        Ok(Repo { root: root.to_path_buf(), store, ctx })
     }
 
     fn meta(&self, description: String) -> OpMeta {
         OpMeta { user: self.ctx.user.clone(), time_us: self.ctx.now_us(), command: self.ctx.command.clone(), description }
     }
 
-    /// Record a new view, then index the given new commits.
-    fn publish(&self, w: ObjectWriter, description: String, view: View, new_commits: &[(ObjectId, Option<&worktree::Snapshot>)]) -> Result<ObjectId, RepoError> {
-        let op = self.store.publish(w, self.meta(description), view)?;
-        for (c, snap) in new_commits {
-            self.index_commit(*c, *snap)?;
-        }
-        self.store.index().set_applied_op(op)?;
-        self.store.index().flush()?;
-        Ok(op)
-    }
-
-    /// Publish a view that adds one commit made from stored objects (deid, annotations, ...).
-    pub fn publish_commit(&self, w: ObjectWriter, description: String, view: View, commit: ObjectId) -> Result<ObjectId, RepoError> {
-        self.publish(w, description, view, &[(commit, None)])
+    /// Record a new view. The lookup indexes are not touched here: they catch up lazily
+    /// ([`Repo::ensure_lookups`]), so a commit pays only for its objects and the stat cache.
+    pub fn publish(&self, w: ObjectWriter, description: String, view: View) -> Result<ObjectId, RepoError> {
+        Ok(self.store.publish(w, self.meta(description), view)?)
     }
 
     /// Add a commit's new entries to the lookup indexes.
-    fn index_commit(&self, id: ObjectId, snap: Option<&worktree::Snapshot>) -> Result<(), RepoError> {
+    fn index_commit(&self, id: ObjectId) -> Result<(), RepoError> {
         let c = self.store.read_commit(&id)?;
         let parent_tree = match c.parents.first() {
             Some(p) => Some(self.store.read_commit(p)?.tree),
             None => None,
         };
-        let src = TreeSource { store: &self.store, extra: snap.map(|s| &s.trees) };
+        let src = TreeSource { store: &self.store, extra: None };
         let changes = diff::diff_trees(&src, parent_tree, Some(c.tree))?;
         let mut intro = Vec::new();
         let mut uids = Vec::new();
@@ -235,10 +213,7 @@ impl Repo {
             let Some(n) = &ch.new else { continue };
             intro.push((n.id, id, ch.path.clone()));
             if n.kind == EntryKind::Dicom {
-                let info = match snap.and_then(|s| s.instances.get(&n.id)) {
-                    Some(i) => i.clone(),
-                    None => self.store.read_dicom(&n.id)?.info,
-                };
+                let info = self.store.read_dicom(&n.id)?.info;
                 let mut add = |k: UidKind, v: &Option<String>| {
                     if let Some(v) = v {
                         uids.push((k, v.clone(), n.id));
@@ -374,7 +349,7 @@ impl Repo {
             Head::Detached(_) => view.head = Head::Detached(id),
         }
         let first_line = opts.message.lines().next().unwrap_or("").to_string();
-        self.publish(w, format!("commit {}: {}", id.short(), first_line), view, &[(id, Some(&snap))])?;
+        self.publish(w, format!("commit {}: {}", id.short(), first_line), view)?;
         let count = |s: Status| changes.iter().filter(|c| c.status == s).count();
         Ok(CommitSummary {
             id,
@@ -520,7 +495,7 @@ impl Repo {
         self.store.index().update_stat(&[], &touched)?;
         let mut view = self.store.view()?;
         view.head = if view.branches.contains_key(rev) { Head::Branch(rev.to_string()) } else { Head::Detached(target) };
-        self.publish(self.store.writer()?, format!("checkout {rev} ({})", target.short()), view, &[])?;
+        self.publish(self.store.writer()?, format!("checkout {rev} ({})", target.short()), view)?;
         Ok(target)
     }
 
@@ -552,7 +527,7 @@ impl Repo {
             return Err(RepoError::RefExists { what, name: name.into() });
         }
         map.insert(name.to_string(), id);
-        self.publish(self.store.writer()?, format!("create {what} {name} at {}", id.short()), view, &[])?;
+        self.publish(self.store.writer()?, format!("create {what} {name} at {}", id.short()), view)?;
         Ok(id)
     }
 
@@ -564,7 +539,7 @@ impl Repo {
         }
         let map = if tag { &mut view.tags } else { &mut view.branches };
         let id = map.remove(name).ok_or_else(|| RepoError::NoSuchRef { what, name: name.into() })?;
-        self.publish(self.store.writer()?, format!("delete {what} {name} (was {})", id.short()), view, &[])?;
+        self.publish(self.store.writer()?, format!("delete {what} {name} (was {})", id.short()), view)?;
         Ok(id)
     }
 
@@ -601,7 +576,7 @@ impl Repo {
         let (id, op) = self.store.current_op()?;
         let parent = *op.parents.first().ok_or(RepoError::NothingToUndo)?;
         let prev = self.store.read_op(&parent)?;
-        self.publish(self.store.writer()?, format!("undo operation {}: {}", id.short(), op.description), prev.view, &[])?;
+        self.publish(self.store.writer()?, format!("undo operation {}: {}", id.short(), op.description), prev.view)?;
         Ok(self.op_log(Some(1))?.remove(0))
     }
 
@@ -612,19 +587,45 @@ impl Repo {
         if stat {
             idx.clear_stat()?;
         }
+        self.ensure_lookups()
+    }
+
+    /// Bring the lookup indexes (UID → DICOM records, entry → commits) up to the current
+    /// operation: every commit reachable from the refs that is not indexed yet is indexed.
+    /// Returns how many commits were added.
+    pub fn ensure_lookups(&self) -> Result<usize, RepoError> {
+        let idx = self.store.index();
+        let head = self.store.op_head()?;
+        if idx.applied_op()? == Some(head) {
+            return Ok(0);
+        }
         let mut seen = HashSet::new();
         let mut stack: Vec<ObjectId> = self.ref_roots()?;
+        let mut added = 0;
         while let Some(c) = stack.pop() {
-            if !seen.insert(c) {
+            if !seen.insert(c) || idx.is_indexed(c)? {
                 continue;
             }
             let commit = self.store.read_commit(&c)?;
             stack.extend(commit.parents.iter().copied());
-            self.index_commit(c, None)?;
+            self.index_commit(c)?;
+            idx.mark_indexed(c)?;
+            added += 1;
         }
-        idx.set_applied_op(self.store.op_head()?)?;
+        idx.set_applied_op(head)?;
         idx.flush()?;
-        Ok(seen.len())
+        Ok(added)
+    }
+
+    /// DICOM records carrying a UID, with the commits (and paths) where each first appeared.
+    pub fn find_uid(&self, kind: UidKind, uid: &str) -> Result<Vec<(ObjectId, Vec<(ObjectId, String)>)>, RepoError> {
+        self.ensure_lookups()?;
+        let idx = self.store.index();
+        let mut out = Vec::new();
+        for rec in idx.records_with_uid(kind, uid)? {
+            out.push((rec, idx.introduced_in(rec)?));
+        }
+        Ok(out)
     }
 
     /// Commits named by the current view (HEAD, branches, tags).

@@ -184,3 +184,38 @@ fn status_sees_a_one_byte_change_in_pixel_data() {
     fs::write(r.join("x.dcm"), &b).unwrap();
     assert!(ok(r, &["status"]).contains("M x.dcm"));
 }
+
+#[test]
+fn uid_lookups_catch_up_lazily_and_rebuild() {
+    let d = tempfile::tempdir().unwrap();
+    let r = d.path();
+    ok(r, &["init"]);
+    let a = small(0, 0, 0, 0);
+    write(r, "a.dcm", &synth_instance(&a));
+    let c1 = ok(r, &["commit", "-m", "one"]).trim().to_string();
+    let mut a2 = a.clone();
+    a2.study_description = "FAKE EDITED".into();
+    write(r, "a.dcm", &synth_instance(&a2));
+    let c2 = ok(r, &["commit", "-m", "two"]).trim().to_string();
+    let check = || {
+        let repo = Repo::open(r, Mode::Write, Context { user: "t".into(), time_us: None, command: vec![] }).unwrap();
+        let found = repo.find_uid(cohort::index::UidKind::Instance, &a.sop_uid).unwrap();
+        // Two versions of the instance, each introduced by its own commit at the same path.
+        let mut commits: Vec<String> = found.iter().flat_map(|(_, c)| c.iter().map(|(id, p)| {
+            assert_eq!(p, "a.dcm");
+            id.hex()
+        })).collect();
+        commits.sort();
+        let mut want = vec![c1.clone(), c2.clone()];
+        want.sort();
+        assert_eq!(commits, want);
+        assert!(repo.find_uid(cohort::index::UidKind::Instance, "2.25.0").unwrap().is_empty());
+    };
+    check();
+    ok(r, &["reindex"]);
+    check();
+    // The index can be deleted outright: it is rebuilt from the objects.
+    fs::remove_dir_all(r.join(".cohort/index")).unwrap();
+    check();
+    assert!(ok(r, &["status"]).contains("clean"));
+}
