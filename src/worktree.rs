@@ -93,9 +93,14 @@ fn stat_matches(c: &StatEntry, meta: &Metadata) -> bool {
     c.size == s.size && c.mtime_ns == s.mtime_ns && c.ctime_ns == s.ctime_ns && c.ino == s.ino && c.mode == s.mode
 }
 
-fn walk(abs: &Path, rel: &str, notes: &mut Vec<CommitNote>) -> Result<Vec<(String, Node)>, WorktreeError> {
+/// One folder of the walk: its entries (sorted by name) and notes about skipped files.
+type Walked = (Vec<(String, Node)>, Vec<CommitNote>);
+
+/// Walk a folder; entries are stat'ed and subfolders walked in parallel (a tree of many small
+/// files is bound by `statx` calls, which run concurrently).
+fn walk(abs: &Path, rel: &str) -> Result<Walked, WorktreeError> {
     let rd = fs::read_dir(abs).map_err(|source| WorktreeError::Read { path: abs.to_path_buf(), source })?;
-    let mut out = Vec::new();
+    let mut names = Vec::new();
     for e in rd {
         let e = e.map_err(|source| WorktreeError::Read { path: abs.to_path_buf(), source })?;
         let path = e.path();
@@ -109,23 +114,35 @@ fn walk(abs: &Path, rel: &str, notes: &mut Vec<CommitNote>) -> Result<Vec<(Strin
         if !valid_name(&name) {
             return Err(WorktreeError::BadName { path, name });
         }
-        let child_rel = if rel.is_empty() { name.clone() } else { format!("{rel}/{name}") };
-        let meta = fs::symlink_metadata(&path).map_err(|source| WorktreeError::Read { path: path.clone(), source })?;
-        let ft = meta.file_type();
-        if ft.is_dir() {
-            let entries = walk(&path, &child_rel, notes)?;
-            // Like git, folders are recorded through their files: an empty folder is not.
-            if !entries.is_empty() {
-                out.push((name, Node::Dir { entries }));
-            }
-        } else if ft.is_file() || ft.is_symlink() {
-            out.push((name, Node::File { abs: path, rel: child_rel, meta }));
-        } else {
-            notes.push(CommitNote { path: child_rel, note: "skipped: not a regular file, folder or symbolic link (fifo, socket or device)".into() });
-        }
+        names.push((name, path));
+    }
+    let children: Vec<Result<(Option<(String, Node)>, Vec<CommitNote>), WorktreeError>> = names
+        .into_par_iter()
+        .map(|(name, path)| {
+            let child_rel = if rel.is_empty() { name.clone() } else { format!("{rel}/{name}") };
+            let meta = fs::symlink_metadata(&path).map_err(|source| WorktreeError::Read { path: path.clone(), source })?;
+            let ft = meta.file_type();
+            Ok(if ft.is_dir() {
+                let (entries, notes) = walk(&path, &child_rel)?;
+                // Like git, folders are recorded through their files: an empty folder is not.
+                ((!entries.is_empty()).then_some((name, Node::Dir { entries })), notes)
+            } else if ft.is_file() || ft.is_symlink() {
+                (Some((name, Node::File { abs: path, rel: child_rel, meta })), vec![])
+            } else {
+                let note = "skipped: not a regular file, folder or symbolic link (fifo, socket or device)";
+                (None, vec![CommitNote { path: child_rel, note: note.into() }])
+            })
+        })
+        .collect();
+    let mut out = Vec::new();
+    let mut notes = Vec::new();
+    for c in children {
+        let (entry, n) = c?;
+        out.extend(entry);
+        notes.extend(n);
     }
     out.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-    Ok(out)
+    Ok((out, notes))
 }
 
 fn collect_jobs<'a>(entries: &'a [(String, Node)], out: &mut Vec<(&'a Path, &'a str, &'a Metadata)>) {
@@ -283,8 +300,7 @@ pub fn snapshot(
     writer: Option<&Mutex<ObjectWriter>>,
     progress: &dyn Progress,
 ) -> Result<Snapshot, WorktreeError> {
-    let mut notes = Vec::new();
-    let tree = walk(root, "", &mut notes)?;
+    let (tree, notes) = walk(root, "")?;
     // Depth-first over sorted entries: build_tree consumes the results in this same order.
     let mut jobs = Vec::new();
     collect_jobs(&tree, &mut jobs);
