@@ -45,6 +45,15 @@ bench_corpus() {
     "cd $src && $C -q init >/dev/null && $C -q commit -m import >/dev/null" >&2
   # Leave a committed store behind for the next steps.
   rm -rf "$src/.cohort"; (cd "$src" && $C -q init >/dev/null && $C -q commit -m import >/dev/null)
+  # De-identification of the whole commit (basic profile), and how much the store grows.
+  head -c 32 /dev/urandom > "$work/deid.key"
+  local before_deid after_deid
+  before_deid=$(du -sb "$src/.cohort/packs" | cut -f1)
+  (cd "$src" && $C -q deid main --key-file "$work/deid.key" --branch deid-size >/dev/null)
+  after_deid=$(du -sb "$src/.cohort/packs" | cut -f1)
+  echo $((after_deid - before_deid)) > "$res/$name-deid-growth.txt"
+  hyperfine --runs "$runs" --export-json "$res/$name-deid.json" \
+    "$C -C $src -q deid main --key-file $work/deid.key --branch deid-bench" >&2
   sleep 2  # let the stat cache see every file as settled (racy-clean margin)
   (cd "$src" && $C -q status >/dev/null)
   hyperfine -N --warmup 1 --runs 10 --export-json "$res/$name-status-clean.json" "$C -C $src -q status" >&2
@@ -95,7 +104,7 @@ def mean(name):
     if not os.path.exists(p): return None
     return json.load(open(p))["results"][0]["mean"]
 rows = [("b3sum (hash only)", "b3sum"), ("cp -r", "cp"), ("dvc add", "dvc"), ("cohort init+commit", "commit"),
-        ("cohort status, no change", "status-clean"), ("cohort status, one file changed", "status-one"),
+        ("cohort deid (basic profile)", "deid"), ("cohort status, no change", "status-clean"), ("cohort status, one file changed", "status-one"),
         ("cohort diff, 10 files differ", "diff"), ("cohort export (copy)", "export-copy"),
         ("cohort export --link hardlink, cold (fills the cache)", "export-hardlink-cold"),
         ("cohort export --link hardlink, warm", "export-hardlink")]
@@ -110,6 +119,7 @@ for label, key in rows:
 for corpus in ("ct", "small"):
     try:
         b = int(open(os.path.join(res, f"{corpus}-bytes.txt")).read()); p = int(open(os.path.join(res, f"{corpus}-packs-bytes.txt")).read())
-        print(f"\n{corpus}: dataset {b/1e6:.0f} MB, store {p/1e6:.0f} MB ({100*p/b:.0f}%)")
+        g = int(open(os.path.join(res, f"{corpus}-deid-growth.txt")).read())
+        print(f"\n{corpus}: dataset {b/1e6:.0f} MB, store after all steps {p/1e6:.0f} MB; one deid run grew the store by {g/1e6:.2f} MB ({100*g/b:.2f}% of the dataset)")
     except OSError: pass
 PY
