@@ -38,6 +38,8 @@ pub enum DeidRunError {
     Unparseable { count: usize, example: String },
     #[error("bad --keep pattern {pattern:?}: {reason}")]
     BadGlob { pattern: String, reason: String },
+    #[error("branch {branch:?} holds commit {commit} ({kind}), not a de-identified one; a de-identified commit would descend from it. Choose another --branch")]
+    NotDeidBranch { branch: String, commit: String, kind: String },
     #[error("commit {0} has no de-identification report")]
     NoReport(ObjectId),
     #[error("de-identification report {id} is unreadable: {reason}")]
@@ -137,6 +139,7 @@ struct Done {
 /// Run de-identification and commit the result on `req.branch` of `repo`.
 pub fn deidentify(repo: &Repo, req: DeidRequest, progress: &dyn Progress) -> Result<DeidSummary, DeidRunError> {
     let started = chrono::Utc::now().timestamp_micros();
+    check_target_branch(repo, &req.branch)?;
     let engine = Deidentifier::new(DeidKey::from_bytes(&req.key), req.config.clone())
         .map_err(|source| DeidRunError::Deid { path: "(configuration)".into(), source })?;
     let keep = build_globs(&req.keep)?;
@@ -335,6 +338,24 @@ pub fn deidentify(repo: &Repo, req: DeidRequest, progress: &dyn Progress) -> Res
     })
 }
 
+/// The target branch must be a valid ref name and, if it exists, hold a de-identified commit:
+/// the new commit's parent is the branch's commit, so targeting a branch of identified commits
+/// (`--branch main`) would make identified history an ancestor of the de-identified commit and
+/// move that branch under its working tree.
+fn check_target_branch(repo: &Repo, branch: &str) -> Result<(), DeidRunError> {
+    let valid = crate::repo::valid_ref_name(branch);
+    if !valid {
+        return Err(RepoError::BadRefName { what: "branch", name: branch.into() }.into());
+    }
+    if let Some(tip) = repo.store.view()?.branches.get(branch) {
+        let kind = repo.store.read_commit(tip)?.activity.kind;
+        if kind != "deid" {
+            return Err(DeidRunError::NotDeidBranch { branch: branch.into(), commit: tip.short(), kind });
+        }
+    }
+    Ok(())
+}
+
 fn build_globs(patterns: &[String]) -> Result<GlobSet, DeidRunError> {
     let mut b = GlobSetBuilder::new();
     for p in patterns {
@@ -392,25 +413,62 @@ pub struct PathFindings {
 }
 
 /// Scan each instance's header with [`crate::phiscan`] (which does not share code with the
-/// de-identification engine).
+/// de-identification engine). With known identifiers, also search every path and the bytes of
+/// every non-DICOM file: `phi-scan --known` promises identifiers found anywhere, and a commit
+/// can hold files kept by `deid --keep` at their source paths, which phiscan never sees.
 pub fn phi_scan(store: &Store, commit: ObjectId, known: &[String], progress: &dyn Progress) -> Result<PhiScanResult, DeidRunError> {
     let c = store.read_commit(&commit)?;
     let mut files = Vec::new();
     list_files(&TreeSource { store, extra: None }, &c.tree, "", &mut files)?;
-    let dicoms: Vec<_> = files.into_iter().filter(|(_, e)| e.kind == EntryKind::Dicom).collect();
+    // Matched like phiscan does: trimmed, case-insensitive, 2 characters or more.
+    let known_lc: Vec<String> = known
+        .iter()
+        .map(|k| k.trim_matches(|c: char| c == ' ' || c == '\0').to_ascii_lowercase())
+        .filter(|k| k.len() >= 2)
+        .collect();
+    let (dicoms, others): (Vec<_>, Vec<_>) = files.into_iter().partition(|(_, e)| e.kind == EntryKind::Dicom);
     progress.stage("scanning", Some(dicoms.len() as u64), Unit::Files);
-    let reports: Vec<PathFindings> = dicoms
+    let mut reports: Vec<PathFindings> = dicoms
         .par_iter()
         .map(|(path, e)| -> Result<PathFindings, DeidRunError> {
             let rec = store.read_dicom(&e.id)?;
             let header = store.read(&rec.header)?;
             progress.inc(1);
-            let report = crate::phiscan::scan(&header, known).map_err(|source| DeidRunError::PhiScan { path: path.clone(), source })?;
+            let mut report = crate::phiscan::scan(&header, known).map_err(|source| DeidRunError::PhiScan { path: path.clone(), source })?;
+            report.findings.extend(known_in(path.as_bytes(), &known_lc, "path"));
             Ok(PathFindings { path: path.clone(), report })
         })
         .collect::<Result<_, _>>()?;
     progress.finish_stage();
     let n = reports.len();
+    if !known_lc.is_empty() {
+        for (path, e) in &others {
+            let mut findings = known_in(path.as_bytes(), &known_lc, "path");
+            findings.extend(known_in(&store.read(&e.id)?, &known_lc, "content"));
+            let report = crate::phiscan::ScanReport { recorded_codes: vec![], recorded_options: vec![], findings };
+            reports.push(PathFindings { path: path.clone(), report });
+        }
+    }
     let findings: Vec<PathFindings> = reports.into_iter().filter(|r| !r.report.passed()).collect();
     Ok(PhiScanResult { commit, instances: n, clean: findings.is_empty(), findings })
+}
+
+/// Known-identifier findings for `bytes` (a path or a file's content), named by index only.
+fn known_in(bytes: &[u8], known_lc: &[String], place: &str) -> Vec<crate::phiscan::Finding> {
+    if known_lc.is_empty() {
+        return vec![];
+    }
+    let hay = bytes.to_ascii_lowercase();
+    known_lc
+        .iter()
+        .enumerate()
+        .filter(|(_, k)| hay.windows(k.len()).any(|w| w == k.as_bytes()))
+        .map(|(i, _)| crate::phiscan::Finding {
+            check: crate::phiscan::Check::KnownIdentifier,
+            tag: String::new(),
+            keyword: String::new(),
+            path: place.to_string(),
+            detail: format!("{place} contains known identifier #{i}"),
+        })
+        .collect()
 }

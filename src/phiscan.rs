@@ -37,8 +37,7 @@ use dicom_core::header::Header;
 use dicom_core::value::Value;
 use dicom_core::{PrimitiveValue, Tag, VR};
 use dicom_dictionary_std::{tags, StandardDataDictionary};
-use dicom_object::file::ReadPreamble;
-use dicom_object::{InMemDicomObject, OpenFileOptions};
+use dicom_object::InMemDicomObject;
 use serde::{Deserialize, Serialize};
 
 const TABLE_JSON: &str = include_str!(concat!(
@@ -564,12 +563,11 @@ impl Scan<'_> {
 /// appear anywhere; matching is case-insensitive on text and raw bytes.
 pub fn scan(file: &[u8], known_identifiers: &[String]) -> Result<ScanReport, PhiScanError> {
     let t = table()?;
-    let f = OpenFileOptions::new()
-        .read_preamble(ReadPreamble::Auto)
-        .from_reader(file)
-        .map_err(|e| PhiScanError::Parse {
-            reason: e.to_string(),
-        })?;
+    // The dicom module's reader (shared with the store, not with the de-identification
+    // engine's rules): vetted by its walker, and files without preamble or "DICM" open too.
+    let f = crate::dicom::open_header(file).map_err(|e| PhiScanError::Parse {
+        reason: e.to_string(),
+    })?;
     let meta = f.meta().clone();
     let obj: Obj = f.into_inner();
 
@@ -607,7 +605,8 @@ pub fn scan(file: &[u8], known_identifiers: &[String]) -> Result<ScanReport, Phi
 
     // file meta
     let media_uid = trim(meta.media_storage_sop_instance_uid()).to_string();
-    if !codes.iter().any(|c| c == CODE_RETAIN_UIDS) && !media_uid.starts_with("2.25.") {
+    // An empty UID identifies nobody.
+    if !codes.iter().any(|c| c == CODE_RETAIN_UIDS) && !media_uid.is_empty() && !media_uid.starts_with("2.25.") {
         s.find(
             Check::UidNotReplaced,
             Some(tags::MEDIA_STORAGE_SOP_INSTANCE_UID),

@@ -163,7 +163,7 @@ pub fn format_time(us: i64) -> String {
         .unwrap_or_else(|| us.to_string())
 }
 
-fn valid_ref_name(n: &str) -> bool {
+pub(crate) fn valid_ref_name(n: &str) -> bool {
     !n.is_empty()
         && n != "HEAD"
         && !n.starts_with(['-', '.', '/'])

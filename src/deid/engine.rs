@@ -12,9 +12,8 @@ use dicom_core::header::Header;
 use dicom_core::value::{DataSetSequence, Value};
 use dicom_core::{DataElement, Length, PrimitiveValue, Tag, VR};
 use dicom_dictionary_std::{tags, StandardDataDictionary};
-use dicom_object::file::ReadPreamble;
 use dicom_object::mem::InMemElement;
-use dicom_object::{FileMetaTableBuilder, InMemDicomObject, OpenFileOptions};
+use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
 
 use super::pixel::PixelFacts;
 use super::profile::Action;
@@ -681,12 +680,14 @@ pub(crate) fn deidentify(
     header: &[u8],
     pixel: Option<PixelInput<'_>>,
 ) -> Result<DeidOutput, DeidError> {
-    let file = OpenFileOptions::new()
-        .read_preamble(ReadPreamble::Auto)
-        .from_reader(header)
-        .map_err(|e| DeidError::Parse {
-            reason: e.to_string(),
-        })?;
+    // Through the dicom module: its walker vets the bytes before dicom-object sees them, and
+    // it reads files with no preamble and no "DICM" (bare meta group) like everything else.
+    let (file, has_pixels) = crate::dicom::open_header_checked(header).map_err(|e| DeidError::Parse {
+        reason: e.to_string(),
+    })?;
+    if has_pixels {
+        return Err(DeidError::PixelDataInHeader { tag: tag_text(tags::PIXEL_DATA) });
+    }
     let meta = file.meta().clone();
     let ts = meta.transfer_syntax().to_string();
     let obj: Obj = file.into_inner();

@@ -178,6 +178,13 @@ pub(crate) fn open_header(bytes: &[u8]) -> Result<DefaultDicomObject, DicomError
     open_object(split_header(bytes)?.1)
 }
 
+/// Like [`open_header`], and also say whether `bytes` held top-level pixel data (which a
+/// header handed over on its own must not).
+pub(crate) fn open_header_checked(bytes: &[u8]) -> Result<(DefaultDicomObject, bool), DicomError> {
+    let (walked, header) = split_header(bytes)?;
+    Ok((open_object(header)?, walked.pixel.is_some()))
+}
+
 /// Parse a whole DICOM file (preamble auto-detected) with `dicom-object`,
 /// converting errors and panics into [`DicomError::Parse`]. Only call this
 /// on bytes the walker accepted (see [`split_header`]).

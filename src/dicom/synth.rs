@@ -77,7 +77,7 @@ fn mix(parts: &[u64]) -> u64 {
     let mut s = 0x636F_686F_7274_u64; // "cohort"
     for p in parts {
         s ^= *p;
-        splitmix(&mut s);
+        s = splitmix(&mut s);
     }
     splitmix(&mut s)
 }
