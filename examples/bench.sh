@@ -60,13 +60,13 @@ bench_corpus() {
 
   # One file changed.
   local one
-  one=$(find "$src" -name '*.dcm' | sort | head -1)
+  one=$(find "$src" -name '*.dcm' | sort | sed -n 1p)  # (head would SIGPIPE sort under pipefail)
   cp "$one" "$work/one.bak"
   printf 'x' | dd of="$one" bs=1 seek=200 conv=notrunc status=none
   hyperfine -N --runs 10 --export-json "$res/$name-status-one.json" "$C -C $src -q status" >&2
 
   # Ten files changed in a second commit; diff the two commits.
-  for f in $(find "$src" -name '*.dcm' | sort | head -10); do printf 'y' | dd of="$f" bs=1 seek=210 conv=notrunc status=none; done
+  for f in $(find "$src" -name '*.dcm' | sort | sed -n 1,10p); do printf 'y' | dd of="$f" bs=1 seek=210 conv=notrunc status=none; done
   (cd "$src" && $C -q commit -m ten >/dev/null)
   hyperfine -N --warmup 1 --runs 10 --export-json "$res/$name-diff.json" "$C -C $src diff HEAD~1 HEAD" >&2
   (cd "$src" && $C -q checkout --force HEAD~1 >/dev/null && $C -q checkout main > /dev/null) || true

@@ -112,14 +112,23 @@ thread_local! {
     // One zstd context per thread: creating one per object costs more than compressing a
     // small DICOM header.
     static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> = const { std::cell::RefCell::new(None) };
+    static FAST_COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> = const { std::cell::RefCell::new(None) };
     static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { std::cell::RefCell::new(None) };
 }
 
-fn zstd_compress(raw: &[u8]) -> Option<Vec<u8>> {
-    COMPRESSOR.with(|c| {
+/// zstd level 1 for everything but pixel data.
+const LEVEL: i32 = 1;
+/// Shuffled 16-bit pixel data: level -1. Measured on noisy synthetic CT (512 KB slices): 1.24
+/// ms per slice at level 1 (39% of the size) against 0.85 ms at level -1 (43%); pixel data is
+/// nearly all of a dataset's bytes, and a commit must keep pace with `cp -r`.
+const PIXEL_LEVEL: i32 = -1;
+
+fn zstd_compress(raw: &[u8], pixels: bool) -> Option<Vec<u8>> {
+    let (tl, level) = if pixels { (&FAST_COMPRESSOR, PIXEL_LEVEL) } else { (&COMPRESSOR, LEVEL) };
+    tl.with(|c| {
         let mut c = c.borrow_mut();
         if c.is_none() {
-            *c = zstd::bulk::Compressor::new(1).ok();
+            *c = zstd::bulk::Compressor::new(level).ok();
         }
         c.as_mut()?.compress(raw).ok()
     })
@@ -141,8 +150,8 @@ pub fn encode(id: ObjectId, raw: &[u8], hint: Hint) -> Encoded {
     let attempt = match hint {
         Hint::Incompressible => None,
         _ if raw.len() < 64 => None,
-        Hint::Pixels16 => zstd_compress(&shuffle2(raw)).map(|d| (Codec::Shuffle2Zstd, d)),
-        Hint::Generic => zstd_compress(raw).map(|d| (Codec::Zstd, d)),
+        Hint::Pixels16 => zstd_compress(&shuffle2(raw), true).map(|d| (Codec::Shuffle2Zstd, d)),
+        Hint::Generic => zstd_compress(raw, false).map(|d| (Codec::Zstd, d)),
     };
     match attempt {
         Some((codec, data)) if data.len() < raw.len() => Encoded { id, codec, raw_len, data },
@@ -176,7 +185,12 @@ pub struct PackWriter {
     offset: u64,
     entries: Vec<(ObjectId, Location)>,
     ids: HashSet<ObjectId>,
+    /// Bytes already handed to the kernel for writeback (see [`PackWriter::kick_writeback`]).
+    kicked: u64,
 }
+
+/// Start writeback every this many bytes, so the final fsync has little left to wait for.
+const WRITEBACK_CHUNK: u64 = 32 << 20;
 
 impl PackWriter {
     pub fn create(packs_dir: &Path, tmp_dir: &Path) -> Result<Self, PackError> {
@@ -199,6 +213,7 @@ impl PackWriter {
             offset: PACK_HEADER_LEN,
             entries: Vec::new(),
             ids: HashSet::new(),
+            kicked: 0,
         })
     }
 
@@ -243,6 +258,27 @@ impl PackWriter {
         };
         self.offset += ENTRY_HEADER_LEN + data.len() as u64;
         self.entries.push((id, loc));
+        if self.offset - self.kicked >= WRITEBACK_CHUNK {
+            self.kick_writeback()?;
+        }
+        Ok(())
+    }
+
+    /// Ask the kernel to start writing what we have so far (asynchronously), so that a large
+    /// pack's fsync at the end overlaps with the work instead of following it.
+    fn kick_writeback(&mut self) -> Result<(), PackError> {
+        self.out.flush().map_err(io(&self.tmp_path))?;
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            let fd = self.out.get_ref().as_raw_fd();
+            // SAFETY: fd is an open file for the duration of the call; the range is in bounds.
+            // Only a hint: its failure changes nothing about correctness (fsync follows).
+            unsafe {
+                libc::sync_file_range(fd, self.kicked as i64, (self.offset - self.kicked) as i64, libc::SYNC_FILE_RANGE_WRITE);
+            }
+        }
+        self.kicked = self.offset;
         Ok(())
     }
 
