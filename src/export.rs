@@ -93,11 +93,16 @@ pub fn write_file(store: &Store, e: &TreeEntry, dest: &Path) -> Result<(), Expor
 
 /// The cached, read-only copy of an entry, made on first use.
 fn cached(store: &Store, e: &TreeEntry) -> Result<PathBuf, ExportError> {
-    let path = store.cache_dir().join(e.id.hex());
+    // Sharded by the first two hex digits, like git's loose objects: one flat folder of
+    // tens of thousands of files makes every create and link contend on it.
+    let hex = e.id.hex();
+    let shard = store.cache_dir().join(&hex[..2]);
+    let path = shard.join(&hex);
     if path.exists() {
         return Ok(path);
     }
-    let tmp = tempfile::NamedTempFile::new_in(store.tmp_dir()).map_err(io(&store.tmp_dir()))?;
+    fs::create_dir_all(&shard).map_err(io(&shard))?;
+    let tmp = tempfile::NamedTempFile::new_in(&shard).map_err(io(&shard))?;
     {
         let mut w = BufWriter::with_capacity(1 << 20, tmp.as_file());
         write_entry_bytes(store, e.kind, &e.id, &mut w, &path)?;

@@ -220,11 +220,13 @@ pub fn gc(repo: &Repo, progress: &dyn Progress) -> Result<GcReport, RepoError> {
         }
     }
     let mut cache_removed = 0;
-    if let Ok(rd) = fs::read_dir(store.cache_dir()) {
-        for e in rd.flatten() {
-            let keep_it = e.file_name().to_str().and_then(|s| s.parse::<ObjectId>().ok()).is_some_and(|id| keep.contains(&id));
-            if !keep_it && fs::remove_file(e.path()).is_ok() {
-                cache_removed += 1;
+    if let Ok(shards) = fs::read_dir(store.cache_dir()) {
+        for shard in shards.flatten() {
+            for e in fs::read_dir(shard.path()).into_iter().flatten().flatten() {
+                let keep_it = e.file_name().to_str().and_then(|s| s.parse::<ObjectId>().ok()).is_some_and(|id| keep.contains(&id));
+                if !keep_it && fs::remove_file(e.path()).is_ok() {
+                    cache_removed += 1;
+                }
             }
         }
     }
