@@ -191,7 +191,7 @@ pub fn deidentify(repo: &Repo, req: DeidRequest, progress: &dyn Progress) -> Res
             let header_id = ObjectId::of(&out.header);
             let cleaned = out.cleaned_pixel.as_ref().map(|p| (ObjectId::of(p), p.clone()));
             let info = match crate::dicom::analyze(&out.header) {
-                crate::dicom::Analysis::Dicom(l) => crate::worktree::info_from(&l.summary),
+                crate::dicom::Analysis::Dicom(l) => l.summary,
                 crate::dicom::Analysis::NotDicom { .. } => Default::default(),
             };
             // The file is header ++ pixel element ++ pixels ++ trailer; only the header changes

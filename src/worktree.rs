@@ -176,23 +176,6 @@ impl Sink<'_> {
     }
 }
 
-pub(crate) fn info_from(s: &dicom::DicomSummary) -> InstanceInfo {
-    InstanceInfo {
-        patient_id: s.patient_id.clone(),
-        patient_name: s.patient_name.clone(),
-        study_uid: s.study_uid.clone(),
-        series_uid: s.series_uid.clone(),
-        sop_instance_uid: s.sop_instance_uid.clone(),
-        sop_class_uid: s.sop_class_uid.clone(),
-        modality: s.modality.clone(),
-        transfer_syntax: s.transfer_syntax.clone(),
-        rows: s.rows,
-        columns: s.columns,
-        number_of_frames: s.number_of_frames,
-        instance_number: s.instance_number,
-    }
-}
-
 /// Split file bytes into objects (DICOM parts and record, or one blob) and hand them to `sink`.
 /// Returns the entry kind, id, and for DICOM the instance info.
 pub(crate) fn store_file_bytes(
@@ -205,7 +188,7 @@ pub(crate) fn store_file_bytes(
     let sink = Sink { store, writer };
     match dicom::analyze(bytes) {
         Analysis::Dicom(layout) => {
-            let info = info_from(&layout.summary);
+            let info = layout.summary.clone();
             let rec = match layout.pixel {
                 Some(px) => {
                     let (es, vs, ve) = (px.element_start as usize, px.value_start as usize, px.value_end as usize);

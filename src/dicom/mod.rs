@@ -56,22 +56,9 @@ pub struct PixelSpan {
     pub big_endian: bool,
 }
 
-/// A few identifying top-level attributes, read by the byte-level walker.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct DicomSummary {
-    pub patient_id: Option<String>,
-    pub patient_name: Option<String>,
-    pub study_uid: Option<String>,
-    pub series_uid: Option<String>,
-    pub sop_instance_uid: Option<String>,
-    pub sop_class_uid: Option<String>,
-    pub modality: Option<String>,
-    pub transfer_syntax: Option<String>,
-    pub rows: Option<u32>,
-    pub columns: Option<u32>,
-    pub number_of_frames: Option<u32>,
-    pub instance_number: Option<i64>,
-}
+/// A few identifying top-level attributes, read by the byte-level walker: exactly what a
+/// stored DICOM record keeps, so it is the record's own type.
+pub type DicomSummary = crate::object::InstanceInfo;
 
 /// Errors of this module. `tag` is formatted as `(gggg,eeee)`, or `-` when no
 /// element is concerned.
