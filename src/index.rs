@@ -195,7 +195,7 @@ impl Index {
     }
 
     pub fn is_indexed(&self, commit: ObjectId) -> Result<bool, IndexError> {
-        Ok(self.indexed.contains_key(commit.0).map_err(self.err())?)
+        self.indexed.contains_key(commit.0).map_err(self.err())
     }
 
     pub fn mark_indexed(&self, commit: ObjectId) -> Result<(), IndexError> {

@@ -298,7 +298,7 @@ impl PackWriter {
         }
         self.out.get_ref().sync_all().map_err(io(&self.tmp_path))?;
 
-        self.entries.sort_by(|a, b| a.0.cmp(&b.0));
+        self.entries.sort_by_key(|e| e.0);
         let mut idx = Vec::with_capacity(IDX_HEADER_LEN + self.entries.len() * IDX_ENTRY_LEN + 32);
         idx.extend_from_slice(IDX_MAGIC);
         idx.extend_from_slice(&PACK_VERSION.to_le_bytes());

@@ -157,6 +157,9 @@ pub struct OpEntry {
     pub head: String,
 }
 
+/// A DICOM record carrying a UID, with the commits (and paths) where it first appeared.
+pub type UidHit = (ObjectId, Vec<(ObjectId, String)>);
+
 pub fn format_time(us: i64) -> String {
     chrono::DateTime::from_timestamp_micros(us)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
@@ -618,7 +621,7 @@ impl Repo {
     }
 
     /// DICOM records carrying a UID, with the commits (and paths) where each first appeared.
-    pub fn find_uid(&self, kind: UidKind, uid: &str) -> Result<Vec<(ObjectId, Vec<(ObjectId, String)>)>, RepoError> {
+    pub fn find_uid(&self, kind: UidKind, uid: &str) -> Result<Vec<UidHit>, RepoError> {
         self.ensure_lookups()?;
         let idx = self.store.index();
         let mut out = Vec::new();

@@ -116,7 +116,8 @@ fn walk(abs: &Path, rel: &str) -> Result<Walked, WorktreeError> {
         }
         names.push((name, path));
     }
-    let children: Vec<Result<(Option<(String, Node)>, Vec<CommitNote>), WorktreeError>> = names
+    type Child = (Option<(String, Node)>, Vec<CommitNote>);
+    let children: Vec<Result<Child, WorktreeError>> = names
         .into_par_iter()
         .map(|(name, path)| {
             let child_rel = if rel.is_empty() { name.clone() } else { format!("{rel}/{name}") };

@@ -16,7 +16,7 @@ fn fill(root: &std::path::Path, round: u64) {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            v.push(if x % 3 == 0 { (x >> 24) as u8 } else { (i % 7) as u8 });
+            v.push(if x.is_multiple_of(3) { (x >> 24) as u8 } else { (i % 7) as u8 });
         }
         write(root, &format!("s{}/f{i:03}.bin", i % 5), &v);
     }

@@ -192,7 +192,7 @@ pub fn run_scan(env: &Env, a: ScanArgs) -> CliResult {
         let mut s = format!("{} instances scanned in {}\n", r.instances, r.commit.short());
         for f in &r.findings {
             for x in &f.report.findings {
-                let check = serde_json::to_value(&x.check).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+                let check = serde_json::to_value(x.check).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
                 s.push_str(&format!("{}: {} {} {}: {}\n", f.path, check, x.tag, x.keyword, x.detail));
             }
         }
