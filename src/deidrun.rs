@@ -116,11 +116,6 @@ pub struct DeidSummary {
     pub key_fingerprint: String,
 }
 
-fn looks_like_dicom(path: &str, head: &[u8]) -> bool {
-    let l = path.to_ascii_lowercase();
-    l.ends_with(".dcm") || l.ends_with(".dicom") || (head.len() >= 132 && &head[128..132] == b"DICM")
-}
-
 fn component(s: Option<&String>, fallback: &str) -> String {
     match s {
         Some(v) if !v.is_empty() && crate::object::valid_name(v) => v.clone(),
@@ -159,7 +154,7 @@ pub fn deidentify(repo: &Repo, req: DeidRequest, progress: &dyn Progress) -> Res
             EntryKind::Symlink => left_out.push((path.clone(), "symbolic link".into(), e.id)),
             _ => {
                 let bytes = src.read(&e.id)?;
-                if looks_like_dicom(path, &bytes) {
+                if crate::worktree::looks_like_dicom(path, &bytes) {
                     unparseable.push(path.clone());
                     left_out.push((path.clone(), "not parseable as DICOM".into(), e.id));
                 } else if keep.is_match(path) {

@@ -155,7 +155,8 @@ fn collect_jobs<'a>(entries: &'a [(String, Node)], out: &mut Vec<(&'a Path, &'a 
     }
 }
 
-fn looks_like_dicom(rel: &str, bytes: &[u8]) -> bool {
+/// A `.dcm`/`.dicom` name or the `DICM` magic: a file that was meant to be DICOM.
+pub(crate) fn looks_like_dicom(rel: &str, bytes: &[u8]) -> bool {
     let lower = rel.to_ascii_lowercase();
     lower.ends_with(".dcm") || lower.ends_with(".dicom") || (bytes.len() >= 132 && &bytes[128..132] == b"DICM")
 }
