@@ -203,3 +203,38 @@ fn bad_input_is_named() {
     assert_eq!(link["kind"], "symlink");
     assert_eq!(link["size"], "/etc/passwd".len());
 }
+
+#[test]
+fn a_tree_that_would_escape_the_export_folder_is_rejected() {
+    use cohort::object::{Activity, Agent, Commit, EntryKind, Head, Tree, TreeEntry};
+    use cohort::pack::Hint;
+    use cohort::repo::{Context, Repo};
+    use cohort::store::Mode;
+    let d = repo();
+    let r = d.path();
+    write(r, "ok.txt", b"fine");
+    ok(r, &["commit", "-m", "one"]);
+    // Forge a commit whose tree names "..": as a hostile or corrupted store would.
+    {
+        let repo = Repo::open(r, Mode::Write, Context { user: "t".into(), time_us: None, command: vec![] }).unwrap();
+        let mut w = repo.store.writer().unwrap();
+        let blob = w.put_blob(b"escaped", Hint::Generic).unwrap();
+        let evil = Tree { entries: vec![TreeEntry { name: "..".into(), kind: EntryKind::File, id: blob, size: 7 }] };
+        let tree = w.put(&evil).unwrap();
+        let act = Activity { kind: "commit".into(), agent: Agent { user: "t".into(), tool: "x".into(), tool_version: "0".into() }, parameters: Default::default(), inputs: vec![], outputs: vec![], started_us: 0, ended_us: 0 };
+        let c = w.put(&Commit { tree, parents: vec![], author: "t".into(), time_us: 0, message: "evil".into(), activity: act, notes: vec![] }).unwrap();
+        let mut view = repo.store.view().unwrap();
+        view.branches.insert("evil".into(), c);
+        assert_eq!(view.head, Head::Branch("main".into()));
+        repo.publish(w, "forge".into(), view).unwrap();
+    }
+    let out = tempfile::tempdir().unwrap();
+    let dest = out.path().join("inner");
+    let e = fails(r, &["export", "evil", dest.to_str().unwrap()]);
+    let msg = String::from_utf8_lossy(&e.stderr);
+    assert!(msg.contains("invalid name"), "{msg}");
+    assert!(!out.path().join("escaped").exists() && !out.path().join("..").join("escaped").exists());
+    let e = fails(r, &["checkout", "evil"]);
+    assert!(String::from_utf8_lossy(&e.stderr).contains("invalid name"));
+    assert_eq!(snapshot(r).keys().collect::<Vec<_>>(), vec!["ok.txt"]);
+}
