@@ -61,12 +61,19 @@ bench_corpus() {
   # One file changed.
   local one
   one=$(find "$src" -name '*.dcm' | sort | sed -n 1p)  # (head would SIGPIPE sort under pipefail)
-  cp "$one" "$work/one.bak"
-  printf 'x' | dd of="$one" bs=1 seek=200 conv=notrunc status=none
+  # Edits go into the pixel data near the end of the file (the header stays valid DICOM), and
+  # every edited file is restored at the end, so the corpus can be reused.
+  local edited=() f
+  edited=("$one" $(find "$src" -name '*.dcm' | sort | sed -n 1,10p))
+  mkdir -p "$work/bak"
+  for f in "${edited[@]}"; do cp "$f" "$work/bak/$(echo "$f" | tr / _)"; done
+  printf 'x' | dd of="$one" bs=1 seek=$(( $(stat -c %s "$one") - 7 )) conv=notrunc status=none
   hyperfine -N --runs 10 --export-json "$res/$name-status-one.json" "$C -C $src -q status" >&2
 
   # Ten files changed in a second commit; diff the two commits.
-  for f in $(find "$src" -name '*.dcm' | sort | sed -n 1,10p); do printf 'y' | dd of="$f" bs=1 seek=210 conv=notrunc status=none; done
+  for f in $(find "$src" -name '*.dcm' | sort | sed -n 1,10p); do
+    printf 'y' | dd of="$f" bs=1 seek=$(( $(stat -c %s "$f") - 5 )) conv=notrunc status=none
+  done
   (cd "$src" && $C -q commit -m ten >/dev/null)
   hyperfine -N --warmup 1 --runs 10 --export-json "$res/$name-diff.json" "$C -C $src diff HEAD~1 HEAD" >&2
   (cd "$src" && $C -q checkout --force HEAD~1 >/dev/null && $C -q checkout main > /dev/null) || true
@@ -90,7 +97,7 @@ bench_corpus() {
       --export-json "$res/$name-dvc.json" "cd $dv && dvc add -q data" >&2
     rm -rf "$dv"
   fi
-  cp "$work/one.bak" "$one"
+  for f in "${edited[@]}"; do cp "$work/bak/$(echo "$f" | tr / _)" "$f"; done
 }
 
 bench_corpus ct ct "${CT_COUNT:-2000}"
