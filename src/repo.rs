@@ -204,10 +204,7 @@ impl Repo {
     /// Add a commit's new entries to the lookup indexes.
     fn index_commit(&self, id: ObjectId) -> Result<(), RepoError> {
         let c = self.store.read_commit(&id)?;
-        let parent_tree = match c.parents.first() {
-            Some(p) => Some(self.store.read_commit(p)?.tree),
-            None => None,
-        };
+        let parent_tree = self.store.tree_of(c.parents.first())?;
         let src = TreeSource { store: &self.store, extra: None };
         let changes = diff::diff_trees(&src, parent_tree, Some(c.tree))?;
         let mut intro = Vec::new();
@@ -304,10 +301,7 @@ impl Repo {
     pub fn commit(&self, opts: &CommitOptions, progress: &dyn Progress) -> Result<CommitSummary, RepoError> {
         let started = chrono::Utc::now().timestamp_micros();
         let (parent, branch) = self.head()?;
-        let parent_tree = match parent {
-            Some(p) => Some(self.store.read_commit(&p)?.tree),
-            None => None,
-        };
+        let parent_tree = self.store.tree_of(parent.as_ref())?;
         let cache = self.store.index().load_stat()?;
         let writer = Mutex::new(self.store.writer()?);
         let snap = worktree::snapshot(&self.root, &self.store, &cache, Some(&writer), progress)?;
@@ -376,10 +370,7 @@ impl Repo {
     /// Compare the working tree with HEAD (refreshing the stat cache on the way).
     pub fn status(&self, progress: &dyn Progress) -> Result<(StatusReport, worktree::Snapshot), RepoError> {
         let (head, branch) = self.head()?;
-        let head_tree = match head {
-            Some(h) => Some(self.store.read_commit(&h)?.tree),
-            None => None,
-        };
+        let head_tree = self.store.tree_of(head.as_ref())?;
         let cache = self.store.index().load_stat()?;
         let snap = worktree::snapshot(&self.root, &self.store, &cache, None, progress)?;
         if !snap.stat_set.is_empty() || !snap.stat_remove.is_empty() {

@@ -219,6 +219,11 @@ impl Store {
     pub fn read_commit(&self, id: &ObjectId) -> Result<Commit, StoreError> {
         Ok(Commit::from_bytes(*id, &self.read(id)?)?)
     }
+    /// The tree of a commit, if there is a commit (an unborn HEAD, a root commit's parent).
+    pub fn tree_of(&self, commit: Option<&ObjectId>) -> Result<Option<ObjectId>, StoreError> {
+        commit.map(|c| self.read_commit(c).map(|c| c.tree)).transpose()
+    }
+
     pub fn read_dicom(&self, id: &ObjectId) -> Result<DicomFile, StoreError> {
         Ok(DicomFile::from_bytes(*id, &self.read(id)?)?)
     }

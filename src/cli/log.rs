@@ -65,10 +65,7 @@ pub fn run_show(env: &Env, a: ShowArgs) -> CliResult {
     let repo = env.repo(Mode::Read)?;
     let id = repo.resolve(&a.rev)?;
     let c = repo.store.read_commit(&id)?;
-    let parent_tree = match c.parents.first() {
-        Some(p) => Some(repo.store.read_commit(p)?.tree),
-        None => None,
-    };
+    let parent_tree = repo.store.tree_of(c.parents.first())?;
     let changes = diff::diff_trees(&TreeSource { store: &repo.store, extra: None }, parent_tree, Some(c.tree))?;
     let shown = Shown {
         id,
