@@ -114,6 +114,8 @@ pub struct DeidSummary {
     /// Source paths left out (shown to the user running the command; not stored).
     pub left_out: Vec<(String, String)>,
     pub key_fingerprint: String,
+    /// Annotation sets and splits carried over, and references dropped with their images.
+    pub followed: crate::annotate::follow::FollowSummary,
 }
 
 fn component(s: Option<&String>, fallback: &str) -> String {
@@ -124,6 +126,7 @@ fn component(s: Option<&String>, fallback: &str) -> String {
 }
 
 struct Done {
+    old_info: crate::object::InstanceInfo,
     new_path: String,
     out: DeidOutput,
     record: DicomFile,
@@ -209,7 +212,7 @@ pub fn deidentify(repo: &Repo, req: DeidRequest, progress: &dyn Progress) -> Res
                 component(out.new_sop_uid.as_ref(), "unknown-instance"),
             );
             progress.inc(1);
-            Ok(Done { new_path, out, record, header_id, cleaned })
+            Ok(Done { old_info: rec.info.clone(), new_path, out, record, header_id, cleaned })
         })
         .collect::<Result<_, _>>()?;
     progress.finish_stage();
@@ -256,6 +259,30 @@ pub fn deidentify(repo: &Repo, req: DeidRequest, progress: &dyn Progress) -> Res
     }
     let (tree, _) = crate::treebuild::build(&repo.store, &mut w, &tree_files)?;
 
+    // Annotations and splits follow their images: references are mapped to the new UIDs,
+    // patient pseudonyms and paths.
+    let mut maps = crate::annotate::follow::DeidMaps::default();
+    for d in &done {
+        let pairs = [
+            (&d.old_info.sop_instance_uid, &d.out.new_sop_uid),
+            (&d.old_info.series_uid, &d.out.new_series_uid),
+            (&d.old_info.study_uid, &d.out.new_study_uid),
+        ];
+        for (old, new) in pairs {
+            if let (Some(o), Some(n)) = (old, new) {
+                maps.uids.insert(o.clone(), n.clone());
+            }
+        }
+        if let Some(p) = &d.old_info.patient_id {
+            maps.patients.insert(p.clone(), d.out.new_patient_id.clone());
+        }
+    }
+    for (path, _) in &kept {
+        maps.paths.insert(path.clone(), path.clone());
+    }
+    let source_catalog = src.catalog_of(&commit)?;
+    let (mut new_catalog, followed) = crate::annotate::follow::follow(src, &repo.store, &mut w, &source_catalog, &maps)?;
+
     let options: Vec<String> = req.config.options.iter().map(|o| o.name().to_string()).collect();
     let report = DeidReport {
         format: REPORT_FORMAT.into(),
@@ -274,6 +301,18 @@ pub fn deidentify(repo: &Repo, req: DeidRequest, progress: &dyn Progress) -> Res
 
     let view = repo.store.view()?;
     let parent = view.branches.get(&req.branch).copied();
+    // Annotations made on the de-identified branch itself stay, unless the source has the
+    // same (task, reader) or split name.
+    if let Some(p) = &parent {
+        let old = repo.store.catalog_of(&repo.store.read_commit(p)?)?;
+        for (k, v) in old.annotations {
+            new_catalog.annotations.entry(k).or_insert(v);
+        }
+        for (k, v) in old.splits {
+            new_catalog.splits.entry(k).or_insert(v);
+        }
+    }
+    let catalog = if new_catalog.is_empty() { None } else { Some(w.put(&new_catalog)?) };
     let mut parameters = BTreeMap::new();
     parameters.insert("profile".into(), "DICOM PS3.15 Annex E Basic Application Level Confidentiality Profile".into());
     parameters.insert("profile-revision".into(), crate::deid::PROFILE_REVISION.into());
@@ -305,11 +344,15 @@ pub fn deidentify(repo: &Repo, req: DeidRequest, progress: &dyn Progress) -> Res
             outputs: vec![
                 ActivityRef { role: "tree".into(), value: tree.hex() },
                 ActivityRef { role: REPORT_ROLE.into(), value: report_id.hex() },
-            ],
+            ]
+            .into_iter()
+            .chain(catalog.map(|k| ActivityRef { role: crate::catalog::CATALOG_ROLE.into(), value: k.hex() }))
+            .collect(),
             started_us: repo.ctx.time_us.unwrap_or(started),
             ended_us: repo.ctx.time_us.unwrap_or_else(|| chrono::Utc::now().timestamp_micros()),
         },
         notes: vec![],
+        catalog,
     };
     let id = w.put(&c)?;
     let mut view = view;
@@ -330,6 +373,7 @@ pub fn deidentify(repo: &Repo, req: DeidRequest, progress: &dyn Progress) -> Res
         kept_files: kept.len(),
         left_out: left_out.into_iter().map(|(p, r, _)| (p, r)).collect(),
         key_fingerprint: engine.key_fingerprint(),
+        followed,
     })
 }
 

@@ -198,6 +198,8 @@ pub struct DiffReport {
     pub modified: usize,
     pub files: Vec<Change>,
     pub dicom: Vec<PatientChanges>,
+    /// Annotation and split changes.
+    pub annotations: crate::annotate::AnnotationDiff,
 }
 
 const UNKNOWN: &str = "(unknown)";

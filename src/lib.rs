@@ -4,21 +4,30 @@
 //! never reads the environment: callers pass a [`repo::Context`] and a [`progress::Progress`].
 //! See `docs/architecture.md` for the module map and `docs/format.md` for every on-disk format.
 
+pub mod annotate;
+pub mod catalog;
 pub mod deid;
 pub mod deidrun;
 pub mod dicom;
 pub mod phiscan;
 pub mod treebuild;
+pub mod volume;
+pub mod dataset;
 pub mod diff;
 pub mod export;
 pub mod fsutil;
 pub mod id;
 pub mod index;
 pub mod maint;
+pub mod mlexport;
+pub mod nifti;
 pub mod object;
 pub mod pack;
 pub mod progress;
 pub mod repo;
+pub mod seg;
+pub mod stats;
+pub mod split;
 pub mod store;
 pub mod worktree;
 

@@ -65,8 +65,34 @@ fn reachable_as(store: &Store, roots: &[Edge], root_kind: u8, missing: &mut Vec<
                             }
                         }
                     }
+                    if let Some(k) = c.catalog {
+                        stack.push((k, format!("catalog of commit {}", id.short()), b'k'));
+                    }
                     for p in c.parents {
                         stack.push((p, format!("parent of commit {}", id.short()), b'c'));
+                    }
+                }
+                b'k' => {
+                    let cat = store.read_catalog(&id)?;
+                    for ((task, reader), a) in &cat.annotations {
+                        stack.push((*a, format!("annotations {task}/{reader} of catalog {}", id.short()), b'a'));
+                    }
+                    for (name, s) in &cat.splits {
+                        stack.push((*s, format!("split {name} of catalog {}", id.short()), b'b'));
+                    }
+                }
+                b'a' => {
+                    let set = store.read_annotations(&id)?;
+                    for s in &set.segmentations {
+                        stack.push((s.mask, format!("mask of series {} in annotation set {}", s.series_uid, id.short()), b'b'));
+                    }
+                    if let Some(p) = set.previous {
+                        stack.push((p, format!("previous version of annotation set {}", id.short()), b'a'));
+                    }
+                    if let Some(d) = &set.derivation {
+                        for (r, i) in &d.inputs {
+                            stack.push((*i, format!("input {r} of consensus {}", id.short()), b'a'));
+                        }
                     }
                 }
                 b't' => {

@@ -32,6 +32,16 @@ fn config() -> impl bincode::config::Config {
         .with_limit::<{ 1 << 30 }>()
 }
 
+/// Decode one bincode body exactly (no trailing bytes).
+fn decode_body<T: Decode<()>>(id: ObjectId, kind: &'static str, body: &[u8]) -> Result<T, ObjectError> {
+    let (v, used) = bincode::decode_from_slice(body, config())
+        .map_err(|e| ObjectError::Corrupt { id, kind, reason: e.to_string() })?;
+    if used != body.len() {
+        return Err(ObjectError::Corrupt { id, kind, reason: format!("{} trailing bytes", body.len() - used) });
+    }
+    Ok(v)
+}
+
 /// A structured object kind with its magic and current format version.
 pub trait Structured: Encode + Decode<()> {
     const MAGIC: [u8; 4];
@@ -58,24 +68,22 @@ pub trait Structured: Encode + Decode<()> {
         }
         let version = u16::from_le_bytes([bytes[4], bytes[5]]);
         if version != Self::VERSION {
-            return Err(ObjectError::UnsupportedVersion {
-                id,
-                kind: Self::KIND,
-                version,
-                supported: Self::VERSION,
-            });
+            return match Self::decode_older(id, version, &bytes[6..]) {
+                Some(r) => r,
+                None => Err(ObjectError::UnsupportedVersion {
+                    id,
+                    kind: Self::KIND,
+                    version,
+                    supported: Self::VERSION,
+                }),
+            };
         }
-        let (v, used) = bincode::decode_from_slice(&bytes[6..], config()).map_err(|e| {
-            ObjectError::Corrupt { id, kind: Self::KIND, reason: e.to_string() }
-        })?;
-        if used != bytes.len() - 6 {
-            return Err(ObjectError::Corrupt {
-                id,
-                kind: Self::KIND,
-                reason: format!("{} trailing bytes", bytes.len() - 6 - used),
-            });
-        }
-        Ok(v)
+        decode_body(id, Self::KIND, &bytes[6..])
+    }
+
+    /// Decode a body written by an older format version, if this kind still reads it.
+    fn decode_older(_id: ObjectId, _version: u16, _body: &[u8]) -> Option<Result<Self, ObjectError>> {
+        None
     }
 
     fn id(&self) -> ObjectId {
@@ -252,12 +260,42 @@ pub struct Commit {
     pub message: String,
     pub activity: Activity,
     pub notes: Vec<CommitNote>,
+    /// Annotations and splits of this dataset state ([`crate::catalog::Catalog`]); new in
+    /// version 2.
+    pub catalog: Option<ObjectId>,
+}
+
+/// A commit as format version 1 wrote it (before catalogs).
+#[derive(Decode)]
+struct CommitV1 {
+    tree: ObjectId,
+    parents: Vec<ObjectId>,
+    author: String,
+    time_us: i64,
+    message: String,
+    activity: Activity,
+    notes: Vec<CommitNote>,
 }
 
 impl Structured for Commit {
     const MAGIC: [u8; 4] = *b"COHC";
-    const VERSION: u16 = 1;
+    const VERSION: u16 = 2;
     const KIND: &'static str = "commit";
+
+    fn decode_older(id: ObjectId, version: u16, body: &[u8]) -> Option<Result<Self, ObjectError>> {
+        (version == 1).then(|| {
+            decode_body::<CommitV1>(id, Self::KIND, body).map(|c| Commit {
+                tree: c.tree,
+                parents: c.parents,
+                author: c.author,
+                time_us: c.time_us,
+                message: c.message,
+                activity: c.activity,
+                notes: c.notes,
+                catalog: None,
+            })
+        })
+    }
 }
 
 /// Where HEAD points.

@@ -56,8 +56,21 @@ pub enum RepoError {
     DeleteCurrentBranch(String),
     #[error("nothing to undo: the first operation of a store cannot be undone")]
     NothingToUndo,
+    #[error("{rev:?} is not a branch tip: annotations and splits are committed on top of a branch (name the branch, or check it out)")]
+    NotATip { rev: String },
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+}
+
+/// The activity of a commit that changes only the catalog (annotations, splits).
+#[derive(Debug, Clone, Default)]
+pub struct CatalogChange {
+    pub kind: String,
+    pub message: String,
+    pub parameters: BTreeMap<String, String>,
+    pub inputs: Vec<ActivityRef>,
+    pub outputs: Vec<ActivityRef>,
+    pub started_us: i64,
 }
 
 /// Who runs the command and when; supplied by the caller (the library reads no environment).
@@ -335,6 +348,11 @@ impl Repo {
                 ended_us: self.ctx.time_us.unwrap_or_else(|| chrono::Utc::now().timestamp_micros()),
             },
             notes: snap.notes.clone(),
+            // Annotations and splits stay with the dataset when its files change.
+            catalog: match parent {
+                Some(p) => self.store.read_commit(&p)?.catalog,
+                None => None,
+            },
         };
         let id = w.put(&commit)?;
         let (new_objects, pack_bytes) = (w.len() as u64, w.bytes());
@@ -365,6 +383,67 @@ impl Repo {
             dicom_instances: snap.instances.len(),
             notes: snap.notes,
         })
+    }
+
+    /// The commit a catalog change goes on top of, and where the new commit is recorded:
+    /// the branch `rev` names, or HEAD when `rev` is HEAD's commit.
+    pub fn catalog_base(&self, rev: &str) -> Result<(ObjectId, Commit), RepoError> {
+        let id = self.resolve(rev)?;
+        let v = self.store.view()?;
+        let is_branch = v.branches.get(rev) == Some(&id);
+        let (head, _) = self.head()?;
+        if !is_branch && head != Some(id) {
+            return Err(RepoError::NotATip { rev: rev.into() });
+        }
+        let c = self.store.read_commit(&id)?;
+        Ok((id, c))
+    }
+
+    /// Commit `catalog` on top of `rev` (same tree) and move the branch (see [`Repo::catalog_base`]).
+    pub fn commit_catalog(&self, rev: &str, mut w: ObjectWriter, catalog: &crate::catalog::Catalog, change: CatalogChange) -> Result<ObjectId, RepoError> {
+        let (base, parent) = self.catalog_base(rev)?;
+        let cat_id = if catalog.is_empty() { None } else { Some(w.put(catalog)?) };
+        let user = self.ctx.user.clone();
+        let mut inputs = change.inputs;
+        inputs.insert(0, ActivityRef { role: "parent".into(), value: base.hex() });
+        let mut outputs = change.outputs;
+        if let Some(k) = cat_id {
+            outputs.insert(0, ActivityRef { role: crate::catalog::CATALOG_ROLE.into(), value: k.hex() });
+        }
+        let now = self.ctx.now_us();
+        let commit = Commit {
+            tree: parent.tree,
+            parents: vec![base],
+            author: user.clone(),
+            time_us: now,
+            message: change.message.clone(),
+            activity: Activity {
+                kind: change.kind.clone(),
+                agent: Agent { user, tool: TOOL.into(), tool_version: VERSION.into() },
+                parameters: change.parameters,
+                inputs,
+                outputs,
+                started_us: self.ctx.time_us.unwrap_or(change.started_us),
+                ended_us: now,
+            },
+            notes: vec![],
+            catalog: cat_id,
+        };
+        let id = w.put(&commit)?;
+        let mut view = self.store.view()?;
+        if view.branches.get(rev) == Some(&base) {
+            view.branches.insert(rev.to_string(), id);
+        } else {
+            match &view.head {
+                Head::Branch(b) => {
+                    view.branches.insert(b.clone(), id);
+                }
+                Head::Detached(_) => view.head = Head::Detached(id),
+            }
+        }
+        let first_line = change.message.lines().next().unwrap_or("").to_string();
+        self.publish(w, format!("{} {}: {}", change.kind, id.short(), first_line), view)?;
+        Ok(id)
     }
 
     /// Compare the working tree with HEAD (refreshing the stat cache on the way).
@@ -440,12 +519,26 @@ impl Repo {
     /// Differences between two revisions, with the DICOM view.
     pub fn diff(&self, a: &str, b: &str) -> Result<DiffReport, RepoError> {
         let (ia, ib) = (self.resolve(a)?, self.resolve(b)?);
-        let (ta, tb) = (self.store.read_commit(&ia)?.tree, self.store.read_commit(&ib)?.tree);
+        let (ca, cb) = (self.store.read_commit(&ia)?, self.store.read_commit(&ib)?);
         let src = TreeSource { store: &self.store, extra: None };
-        let files = diff::diff_trees(&src, Some(ta), Some(tb))?;
+        let files = diff::diff_trees(&src, Some(ca.tree), Some(cb.tree))?;
         let dicom = diff::dicom_view(&self.store, &files)?;
+        let annotations = if ca.catalog == cb.catalog {
+            Default::default()
+        } else {
+            crate::annotate::diff_catalogs(&self.store, &self.store.catalog_of(&ca)?, &self.store.catalog_of(&cb)?)?
+        };
         let count = |s: Status| files.iter().filter(|c| c.status == s).count();
-        Ok(DiffReport { from: Some(ia), to: ib, added: count(Status::Added), removed: count(Status::Removed), modified: count(Status::Modified), files, dicom })
+        Ok(DiffReport {
+            from: Some(ia),
+            to: ib,
+            added: count(Status::Added),
+            removed: count(Status::Removed),
+            modified: count(Status::Modified),
+            files,
+            dicom,
+            annotations,
+        })
     }
 
     /// Set the working tree to `rev`. Refuses to lose uncommitted changes unless `force`.

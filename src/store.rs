@@ -224,6 +224,25 @@ impl Store {
         commit.map(|c| self.read_commit(c).map(|c| c.tree)).transpose()
     }
 
+    pub fn read_structured<T: crate::object::Structured>(&self, id: &ObjectId) -> Result<T, StoreError> {
+        Ok(T::from_bytes(*id, &self.read(id)?)?)
+    }
+    pub fn read_catalog(&self, id: &ObjectId) -> Result<crate::catalog::Catalog, StoreError> {
+        self.read_structured(id)
+    }
+    pub fn read_annotations(&self, id: &ObjectId) -> Result<crate::catalog::AnnotationSet, StoreError> {
+        self.read_structured(id)
+    }
+    pub fn read_split(&self, id: &ObjectId) -> Result<crate::catalog::Split, StoreError> {
+        self.read_structured(id)
+    }
+    /// The catalog of a commit (empty when it has none).
+    pub fn catalog_of(&self, commit: &Commit) -> Result<crate::catalog::Catalog, StoreError> {
+        match &commit.catalog {
+            Some(k) => self.read_catalog(k),
+            None => Ok(Default::default()),
+        }
+    }
     pub fn read_dicom(&self, id: &ObjectId) -> Result<DicomFile, StoreError> {
         Ok(DicomFile::from_bytes(*id, &self.read(id)?)?)
     }

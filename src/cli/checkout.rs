@@ -30,7 +30,16 @@ pub enum Link {
     Reflink,
 }
 
-/// Write a revision's files into a new folder, byte-identical to what was committed.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum Format {
+    Files,
+    Nnunet,
+    Monai,
+    Csv,
+}
+
+/// Write a revision's files into a new folder, byte-identical to what was committed; or,
+/// with --split, one part of a split in the layout training code reads.
 #[derive(clap::Args)]
 pub struct ExportArgs {
     rev: String,
@@ -38,6 +47,19 @@ pub struct ExportArgs {
     /// How files are made: copies, hardlinks or reflinks to the store's read-only cache.
     #[arg(long, value_enum, default_value = "copy")]
     link: Link,
+    /// Export a split of REV (see `cohort split`).
+    #[arg(long)]
+    split: Option<String>,
+    /// Only this part of the split (default: every part, each in its own folder or list).
+    #[arg(long, requires = "split")]
+    part: Option<String>,
+    /// files: instances by path; nnunet: nnU-Net v2 raw dataset; monai: NIfTI + datalist.json;
+    /// csv: files + dataset.csv with labels.
+    #[arg(long, value_enum, requires = "split")]
+    format: Option<Format>,
+    /// Annotation task: masks (nnunet, monai) or label columns (csv, monai).
+    #[arg(long, requires = "split")]
+    task: Option<String>,
     #[arg(long)]
     json: bool,
 }
@@ -49,6 +71,39 @@ pub fn run_export(env: &Env, a: ExportArgs) -> CliResult {
         Link::Hardlink => LinkMode::Hardlink,
         Link::Reflink => LinkMode::Reflink,
     };
+    if let Some(split) = a.split {
+        let req = cohort::mlexport::MlExportRequest {
+            rev: a.rev,
+            out: abs(env, &a.out),
+            split,
+            part: a.part,
+            format: match a.format.unwrap_or(Format::Files) {
+                Format::Files => cohort::mlexport::Format::Files,
+                Format::Nnunet => cohort::mlexport::Format::Nnunet,
+                Format::Monai => cohort::mlexport::Format::Monai,
+                Format::Csv => cohort::mlexport::Format::Csv,
+            },
+            task: a.task,
+            link: mode,
+        };
+        let s = cohort::mlexport::export(&repo, &req, &env.progress())?;
+        if a.json {
+            json(&s);
+        } else {
+            let cases = if s.cases > 0 { format!(", {} case(s)", s.cases) } else { String::new() };
+            let skipped = if s.skipped > 0 { format!(", {} series skipped (see the manifest)", s.skipped) } else { String::new() };
+            out(&format!(
+                "exported split {} of {} as {} to {}: {} files{cases}{skipped}; manifest {}\n",
+                s.split,
+                s.commit.short(),
+                s.format.name(),
+                a.out.display(),
+                s.files,
+                s.manifest.display()
+            ));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let s = repo.export(&a.rev, &abs(env, &a.out), mode, &env.progress())?;
     if a.json {
         json(&s);

@@ -53,6 +53,45 @@ pub fn run(env: &Env, a: Args) -> CliResult {
             }
         }
     }
+    annotation_lines(&d.annotations, &mut s);
     out(&s);
     Ok(ExitCode::SUCCESS)
+}
+
+fn annotation_lines(d: &cohort::annotate::AnnotationDiff, s: &mut String) {
+    let r = |v: &[f64; 4]| format!("[{}, {}, {}, {}]", v[0], v[1], v[2], v[3]);
+    for a in &d.annotations {
+        s.push_str(&format!("\nAnnotations {} by {} ({}): {}\n", a.task, a.reader, a.kind.name(), a.status));
+        for l in &a.labels {
+            let old = l.old.as_deref().unwrap_or("(none)");
+            let new = l.new.as_deref().unwrap_or("(none)");
+            s.push_str(&format!("  {}: {old} -> {new} (reader {})\n", l.target, l.reader));
+        }
+        for b in &a.boxes {
+            let coords = match (&b.old, &b.new) {
+                (Some(o), Some(n)) => format!("{} -> {}", r(o), r(n)),
+                (Some(o), None) => r(o),
+                (None, Some(n)) => r(n),
+                (None, None) => String::new(),
+            };
+            s.push_str(&format!("  box {} {} frame {} {}: {coords}\n", b.change, b.label, b.frame, b.sop_uid));
+        }
+        for g in &a.segmentations {
+            let dice: Vec<String> = g.dice.iter().map(|(n, v)| format!("{n} Dice {v:.3}")).collect();
+            s.push_str(&format!("  segmentation {} series {} {}\n", g.change, g.series_uid, dice.join(", ")));
+        }
+    }
+    for sp in &d.splits {
+        s.push_str(&format!(
+            "\nSplit {}: {} ({} groups added, {} removed, {} moved)\n",
+            sp.name,
+            sp.status,
+            sp.added_groups,
+            sp.removed_groups,
+            sp.moved.len()
+        ));
+        for m in &sp.moved {
+            s.push_str(&format!("  {}: {} -> {}\n", m.group, m.old, m.new));
+        }
+    }
 }

@@ -5,6 +5,7 @@
 //! Exit codes: 0 success; 1 the command ran and found problems (fsck, phi-scan, split check);
 //! 2 an error (bad input, bad arguments, store trouble).
 
+mod annotate;
 mod checkout;
 mod commit;
 mod deid;
@@ -16,6 +17,7 @@ mod maint;
 mod op;
 mod progress;
 mod refs;
+mod split;
 mod status;
 
 use std::io::Write;
@@ -60,6 +62,12 @@ enum Command {
     Deid(deid::DeidArgs),
     DeidReport(deid::ReportArgs),
     PhiScan(deid::ScanArgs),
+    #[command(subcommand)]
+    Annotate(annotate::AnnotateCommand),
+    Agreement(annotate::AgreementArgs),
+    Consensus(annotate::ConsensusArgs),
+    #[command(subcommand)]
+    Split(split::SplitCommand),
     /// The operation log: every change of refs.
     #[command(subcommand)]
     Op(op::OpCommand),
@@ -171,6 +179,10 @@ pub fn run() -> ExitCode {
         Command::DeidReport(a) => deid::run_report(&env, a),
         Command::PhiScan(a) => deid::run_scan(&env, a),
         Command::Op(c) => op::run(&env, c),
+        Command::Annotate(c) => annotate::run(&env, c),
+        Command::Agreement(a) => annotate::run_agreement(&env, a),
+        Command::Consensus(a) => annotate::run_consensus(&env, a),
+        Command::Split(c) => split::run(&env, c),
     };
     match r {
         Ok(code) => code,

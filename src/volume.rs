@@ -1,0 +1,1280 @@
+//! DICOM series → 3D volume, and label masks onto a series grid.
+//!
+//! This module owns the geometry bridge between DICOM and NIfTI for cohort:
+//! [`series_volume`] stacks the single-frame, uncompressed slices of one
+//! series into a [`Volume`] (sorted along the slice normal, rescaled, with a
+//! voxel → RAS+ affine in the NIfTI convention), [`volume_to_nifti`] and
+//! [`label_nifti`] turn a volume or a label map on its grid into a
+//! `crate::nifti::Nifti`, and [`mask_onto_grid`] maps an integer mask read
+//! from NIfTI back onto a series grid, accepting only grids that are the same
+//! up to axis permutation and flips.
+
+use std::borrow::Cow;
+
+use dicom_core::value::{PrimitiveValue, Value};
+use dicom_core::Tag;
+use dicom_dictionary_std::tags;
+use dicom_object::file::ReadPreamble;
+use dicom_object::mem::InMemElement;
+use dicom_object::{FileMetaTable, InMemDicomObject, OpenFileOptions};
+use thiserror::Error;
+
+use crate::nifti::{Nifti, NiftiData, NiftiVolume};
+
+/// Tolerance for orientation cosines and pixel spacing agreement between slices.
+const GEOM_TOL: f64 = 1e-4;
+/// Two slices closer than this along the normal (mm) are duplicates.
+const DUP_TOL_MM: f64 = 1e-3;
+/// Allowed relative deviation of slice gaps from their mean.
+const SPACING_REL_TOL: f64 = 0.01;
+/// Allowed distance (in grid voxels) of a mask-to-grid matrix entry from an integer.
+const GRID_TOL: f64 = 0.01;
+
+const IMPLICIT_VR_LE: &str = "1.2.840.10008.1.2";
+const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
+const EXPLICIT_VR_BE: &str = "1.2.840.10008.1.2.2";
+
+/// Errors produced while building volumes or mapping masks.
+#[derive(Debug, Error)]
+pub enum VolumeError {
+    /// No files were given.
+    #[error("series has no files")]
+    Empty,
+    /// The file could not be parsed as DICOM.
+    #[error("{name}: not a readable DICOM file: {reason}")]
+    Parse { name: String, reason: String },
+    /// The transfer syntax is not native (uncompressed) little/big endian.
+    #[error("{name}: transfer syntax {transfer_syntax} is not an uncompressed native syntax (only implicit VR LE, explicit VR LE and explicit VR BE are supported)")]
+    Compressed { name: String, transfer_syntax: String },
+    /// A required attribute is absent or empty.
+    #[error("{name}: required attribute {keyword} is missing")]
+    Missing { name: String, keyword: &'static str },
+    /// An attribute is present but its value is unusable.
+    #[error("{name}: invalid {keyword}: {reason}")]
+    Invalid {
+        name: String,
+        keyword: &'static str,
+        reason: String,
+    },
+    /// A valid DICOM feature this module does not handle (multi-frame, colour, ...).
+    #[error("{name}: unsupported: {reason}")]
+    Unsupported { name: String, reason: String },
+    /// A slice disagrees with the first slice on grid geometry.
+    #[error("{name}: {what} differs from {first}")]
+    Inconsistent {
+        name: String,
+        first: String,
+        what: String,
+    },
+    /// Two slices sit at the same position along the slice normal.
+    #[error("{first} and {second} have the same slice position ({position:.4} mm along the normal)")]
+    DuplicatePosition {
+        first: String,
+        second: String,
+        position: f64,
+    },
+    /// Slices are not equally spaced or not on one line.
+    #[error("slices are not evenly spaced: {detail}")]
+    NonUniformSpacing { detail: String },
+    /// The mask's voxel grid is not the grid of the series.
+    #[error("mask grid does not match the series grid: {reason}")]
+    GridMismatch { reason: String },
+    /// The mask's own values and dimensions disagree.
+    #[error("invalid mask: {reason}")]
+    InvalidMask { reason: String },
+    /// A mask voxel is not an integer in 0..=255.
+    #[error("mask voxel ({}, {}, {}) has value {value}; labels must be integers in 0..=255", .voxel[0], .voxel[1], .voxel[2])]
+    MaskValue { voxel: [usize; 3], value: f64 },
+}
+
+/// A 3D image stacked from one DICOM series.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Volume {
+    /// columns, rows, slices
+    pub dims: [usize; 3],
+    /// column spacing, row spacing, slice spacing (mm). The slice spacing is
+    /// the length of the affine's k column (for one slice: SliceThickness or 1).
+    pub spacing: [f64; 3],
+    /// voxel → RAS+ (the DICOM LPS affine with its x and y rows negated)
+    pub affine: [[f64; 4]; 4],
+    /// SOP Instance UID of each slice, in volume order (k = 0..)
+    pub slice_sops: Vec<String>,
+    /// Rescaled values, x fastest: I16 when every slope is 1, every intercept
+    /// an integer and all values fit i16, else F32.
+    pub data: NiftiData,
+}
+
+/// One parsed slice.
+struct Slice {
+    name: String,
+    sop: String,
+    rows: usize,
+    cols: usize,
+    row_cos: [f64; 3],
+    col_cos: [f64; 3],
+    pos: [f64; 3],
+    /// DICOM PixelSpacing: [between rows, between columns]
+    pixel_spacing: [f64; 2],
+    thickness: Option<f64>,
+    slope: f64,
+    intercept: f64,
+    /// stored values, row by row, column fastest
+    raw: Vec<i32>,
+}
+
+/// Stack the files of one series into a volume.
+///
+/// `files` holds `(name, bytes)` pairs; `name` is only used in errors. Slices
+/// are ordered by their position along `row_cosine × col_cosine`.
+pub fn series_volume(files: &[(String, Vec<u8>)]) -> Result<Volume, VolumeError> {
+    if files.is_empty() {
+        return Err(VolumeError::Empty);
+    }
+    let mut slices = files
+        .iter()
+        .map(|(name, bytes)| parse_slice(name, bytes))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let first = &slices[0];
+    for s in &slices[1..] {
+        let inconsistent = |what: String| VolumeError::Inconsistent {
+            name: s.name.clone(),
+            first: first.name.clone(),
+            what,
+        };
+        if (s.rows, s.cols) != (first.rows, first.cols) {
+            return Err(inconsistent(format!(
+                "rows x columns ({} x {} vs {} x {})",
+                s.rows, s.cols, first.rows, first.cols
+            )));
+        }
+        let o1 = [s.row_cos, s.col_cos].concat();
+        let o0 = [first.row_cos, first.col_cos].concat();
+        if o1.iter().zip(&o0).any(|(a, b)| (a - b).abs() > GEOM_TOL) {
+            return Err(inconsistent(format!("ImageOrientationPatient ({o1:?} vs {o0:?})")));
+        }
+        if s.pixel_spacing
+            .iter()
+            .zip(&first.pixel_spacing)
+            .any(|(a, b)| (a - b).abs() > GEOM_TOL * b.abs().max(1.0))
+        {
+            return Err(inconsistent(format!(
+                "PixelSpacing ({:?} vs {:?})",
+                s.pixel_spacing, first.pixel_spacing
+            )));
+        }
+    }
+
+    let (row_cos, col_cos) = (first.row_cos, first.col_cos);
+    let normal = normalize(cross(row_cos, col_cos)).ok_or_else(|| VolumeError::Invalid {
+        name: first.name.clone(),
+        keyword: "ImageOrientationPatient",
+        reason: "row and column directions are parallel".into(),
+    })?;
+    let key = |s: &Slice| dot(s.pos, normal);
+    slices.sort_by(|a, b| key(a).total_cmp(&key(b)));
+
+    for w in slices.windows(2) {
+        if (key(&w[1]) - key(&w[0])).abs() < DUP_TOL_MM {
+            return Err(VolumeError::DuplicatePosition {
+                first: w[0].name.clone(),
+                second: w[1].name.clone(),
+                position: key(&w[0]),
+            });
+        }
+    }
+
+    let n = slices.len();
+    let first = &slices[0];
+    let last = &slices[n - 1];
+    let (step, slice_spacing) = if n == 1 {
+        let t = first.thickness.filter(|t| *t > 0.0).unwrap_or(1.0);
+        (normal.map(|c| c * t), t)
+    } else {
+        let mean = (key(last) - key(first)) / (n - 1) as f64;
+        for w in slices.windows(2) {
+            let gap = key(&w[1]) - key(&w[0]);
+            if (gap - mean).abs() > SPACING_REL_TOL * mean {
+                return Err(VolumeError::NonUniformSpacing {
+                    detail: format!(
+                        "gap between {} and {} is {gap:.4} mm, mean gap is {mean:.4} mm",
+                        w[0].name, w[1].name
+                    ),
+                });
+            }
+        }
+        let step = [0, 1, 2].map(|r| (last.pos[r] - first.pos[r]) / (n - 1) as f64);
+        let step_len = dot(step, step).sqrt();
+        for (k, s) in slices.iter().enumerate() {
+            let expected = [0, 1, 2].map(|r| first.pos[r] + k as f64 * step[r]);
+            let off = [0, 1, 2].map(|r| s.pos[r] - expected[r]);
+            let dist = dot(off, off).sqrt();
+            if dist > SPACING_REL_TOL * step_len + DUP_TOL_MM {
+                return Err(VolumeError::NonUniformSpacing {
+                    detail: format!(
+                        "{} is {dist:.4} mm off the line through the first and last slice positions",
+                        s.name
+                    ),
+                });
+            }
+        }
+        (step, step_len)
+    };
+
+    let [row_sp, col_sp] = first.pixel_spacing;
+    let mut affine = [[0.0; 4]; 4];
+    affine[3][3] = 1.0;
+    for r in 0..3 {
+        let flip = if r < 2 { -1.0 } else { 1.0 };
+        affine[r][0] = flip * row_cos[r] * col_sp;
+        affine[r][1] = flip * col_cos[r] * row_sp;
+        affine[r][2] = flip * step[r];
+        affine[r][3] = flip * first.pos[r];
+    }
+
+    let (rows, cols) = (first.rows, first.cols);
+    let integral = slices
+        .iter()
+        .all(|s| s.slope == 1.0 && s.intercept.fract() == 0.0 && s.intercept.abs() <= 1e9);
+    let as_i16 = if integral {
+        let mut out = Vec::with_capacity(rows * cols * n);
+        let mut fits = true;
+        'outer: for s in &slices {
+            let inter = s.intercept as i64;
+            for &v in &s.raw {
+                match i16::try_from(v as i64 + inter) {
+                    Ok(x) => out.push(x),
+                    Err(_) => {
+                        fits = false;
+                        break 'outer;
+                    }
+                }
+            }
+        }
+        fits.then_some(out)
+    } else {
+        None
+    };
+    let data = match as_i16 {
+        Some(v) => NiftiData::I16(v),
+        None => NiftiData::F32(
+            slices
+                .iter()
+                .flat_map(|s| s.raw.iter().map(move |&v| (v as f64 * s.slope + s.intercept) as f32))
+                .collect(),
+        ),
+    };
+
+    Ok(Volume {
+        dims: [cols, rows, n],
+        spacing: [col_sp, row_sp, slice_spacing],
+        affine,
+        slice_sops: slices.iter().map(|s| s.sop.clone()).collect(),
+        data,
+    })
+}
+
+/// The volume as a NIfTI image (same dims, spacing, affine and data).
+pub fn volume_to_nifti(v: &Volume) -> Nifti {
+    Nifti {
+        dims: v.dims,
+        pixdim: v.spacing,
+        affine: v.affine,
+        data: v.data.clone(),
+    }
+}
+
+/// A label map on the grid of `v` (u8 per voxel, x fastest, same dims).
+///
+/// The length of `labels` is not checked here; `crate::nifti::write_nifti`
+/// rejects a length that does not match `v.dims`.
+pub fn label_nifti(v: &Volume, labels: Vec<u8>) -> Nifti {
+    Nifti {
+        dims: v.dims,
+        pixdim: v.spacing,
+        affine: v.affine,
+        data: NiftiData::U8(labels),
+    }
+}
+
+/// Map an integer mask read from NIfTI onto the grid (dims + affine) of a
+/// series volume.
+///
+/// `M = inverse(grid_affine) * mask_affine` must be a signed permutation with
+/// integer translation (within 0.01 voxel), shapes must match under that
+/// permutation and every mask voxel must land inside the grid; otherwise
+/// [`VolumeError::GridMismatch`] says whether shape, spacing, orientation or
+/// origin differ. Values must be integers in 0..=255 ([`VolumeError::MaskValue`]
+/// names the first bad voxel, in mask coordinates). Returns labels on the grid,
+/// x fastest.
+pub fn mask_onto_grid(
+    mask: &NiftiVolume,
+    grid_dims: [usize; 3],
+    grid_affine: &[[f64; 4]; 4],
+) -> Result<Vec<u8>, VolumeError> {
+    let mismatch = |reason: String| VolumeError::GridMismatch { reason };
+    let mdims = mask.dims;
+    let mcount = checked_count(mdims).ok_or_else(|| VolumeError::InvalidMask {
+        reason: format!("dims {mdims:?} overflow"),
+    })?;
+    if mask.values.len() != mcount {
+        return Err(VolumeError::InvalidMask {
+            reason: format!("{} values for dims {mdims:?}", mask.values.len()),
+        });
+    }
+    let gcount = checked_count(grid_dims).ok_or_else(|| mismatch(format!("grid dims {grid_dims:?} overflow")))?;
+
+    let g_lin = linear(grid_affine);
+    let m_lin = linear(&mask.affine);
+    let g_inv = inv3(&g_lin).ok_or_else(|| mismatch("the series grid affine is singular".into()))?;
+    if mask.affine.iter().flatten().any(|v| !v.is_finite()) {
+        return Err(mismatch("the mask affine is not finite".into()));
+    }
+    let l = mul3(&g_inv, &m_lin);
+    let t = {
+        let d = [0, 1, 2].map(|r| mask.affine[r][3] - grid_affine[r][3]);
+        [0, 1, 2].map(|r| dot(g_inv[r], d))
+    };
+
+    // Linear part: signed permutation?
+    let mut perm = [usize::MAX; 3]; // grid axis r <- mask axis perm[r]
+    let mut sign = [0i64; 3];
+    let mut ok = true;
+    for r in 0..3 {
+        for j in 0..3 {
+            let m = l[r][j];
+            let rm = m.round();
+            if (m - rm).abs() >= GRID_TOL || rm.abs() > 1.0 {
+                ok = false;
+            } else if rm != 0.0 {
+                if perm[r] != usize::MAX {
+                    ok = false;
+                }
+                perm[r] = j;
+                sign[r] = rm as i64;
+            }
+        }
+    }
+    let mut used = [false; 3];
+    for &p in &perm {
+        match used.get_mut(p) {
+            Some(u) if !*u => *u = true,
+            _ => ok = false,
+        }
+    }
+    if !ok {
+        let msz = col_norms(&m_lin);
+        let gsz = col_norms(&g_lin);
+        let lnorm = col_norms(&l);
+        return Err(mismatch(if lnorm.iter().any(|n| (n - 1.0).abs() >= GRID_TOL) {
+            format!(
+                "spacing differs: mask voxel size {} mm vs series voxel size {} mm (mask {mdims:?}, series {grid_dims:?})",
+                fmt3(msz),
+                fmt3(gsz)
+            )
+        } else {
+            format!(
+                "orientation differs: mask axes expressed in series voxels are {}, not a signed axis permutation",
+                fmt_m3(&l)
+            )
+        }));
+    }
+
+    let permuted = perm.map(|p| mdims[p]);
+    if permuted != grid_dims {
+        return Err(mismatch(if perm == [0, 1, 2] {
+            format!("shape differs: mask {mdims:?} vs series {grid_dims:?}")
+        } else {
+            format!(
+                "shape differs: mask {mdims:?} (reordered onto series axes: {permuted:?}) vs series {grid_dims:?}"
+            )
+        }));
+    }
+
+    let mut shift = [0i64; 3];
+    for r in 0..3 {
+        let rt = t[r].round();
+        if (t[r] - rt).abs() >= GRID_TOL || rt.abs() > 1e12 {
+            return Err(mismatch(format!(
+                "origin differs: mask voxel (0, 0, 0) lies at series voxel {}, between voxel centres",
+                fmt3(t)
+            )));
+        }
+        shift[r] = rt as i64;
+    }
+    for r in 0..3 {
+        let n = grid_dims[r] as i64;
+        let (a, b) = (shift[r], shift[r] + sign[r] * (n - 1));
+        let (lo, hi) = (a.min(b), a.max(b));
+        if lo != 0 || hi != n - 1 {
+            return Err(mismatch(format!(
+                "origin differs: mask covers series voxels {lo}..={hi} along axis {r}, the series has 0..={}",
+                n - 1
+            )));
+        }
+    }
+
+    let mut out = vec![0u8; gcount];
+    let [gx, gy, _] = grid_dims;
+    let mut idx = 0usize;
+    for k in 0..mdims[2] {
+        for j in 0..mdims[1] {
+            for i in 0..mdims[0] {
+                let value = mask.values[idx];
+                idx += 1;
+                let rv = value.round();
+                if !((value - rv).abs() <= 1e-4 && (0.0..=255.0).contains(&rv)) {
+                    return Err(VolumeError::MaskValue {
+                        voxel: [i, j, k],
+                        value,
+                    });
+                }
+                let m = [i as i64, j as i64, k as i64];
+                let g = [0, 1, 2].map(|r| (shift[r] + sign[r] * m[perm[r]]) as usize);
+                out[g[0] + gx * (g[1] + gy * g[2])] = rv as u8;
+            }
+        }
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------
+// DICOM parsing
+// ---------------------------------------------------------------------------
+
+fn parse_slice(name: &str, bytes: &[u8]) -> Result<Slice, VolumeError> {
+    let parse_err = |reason: String| VolumeError::Parse {
+        name: name.to_string(),
+        reason,
+    };
+    // Position the input at the "DICM" magic that dicom-object expects.
+    let body: Cow<[u8]> = if bytes.get(128..132) == Some(b"DICM".as_slice()) {
+        Cow::Borrowed(&bytes[128..])
+    } else if bytes.starts_with(b"DICM") {
+        Cow::Borrowed(bytes)
+    } else if bytes.starts_with(&[0x02, 0x00]) {
+        Cow::Owned([b"DICM".as_slice(), bytes].concat())
+    } else {
+        return Err(parse_err("no DICM magic (with or without preamble) and no file meta group".into()));
+    };
+
+    let meta = FileMetaTable::from_reader(&body[..]).map_err(|e| parse_err(format!("file meta group: {e}")))?;
+    let ts = meta.transfer_syntax().to_string();
+    let big_endian = match ts.as_str() {
+        IMPLICIT_VR_LE | EXPLICIT_VR_LE => false,
+        EXPLICIT_VR_BE => true,
+        _ => {
+            return Err(VolumeError::Compressed {
+                name: name.to_string(),
+                transfer_syntax: ts,
+            })
+        }
+    };
+    let obj = OpenFileOptions::new()
+        .read_preamble(ReadPreamble::Never)
+        .from_reader(&body[..])
+        .map_err(|e| parse_err(e.to_string()))?;
+    let obj: &InMemDicomObject = &obj;
+    let a = Attrs { obj, name };
+
+    if let Some(frames) = a.opt_uint(tags::NUMBER_OF_FRAMES, "NumberOfFrames")? {
+        if frames != 1 {
+            return Err(a.unsupported(format!("multi-frame image (NumberOfFrames = {frames})")));
+        }
+    }
+    if let Some(spp) = a.opt_uint(tags::SAMPLES_PER_PIXEL, "SamplesPerPixel")? {
+        if spp != 1 {
+            return Err(a.unsupported(format!("SamplesPerPixel = {spp} (only single-sample images)")));
+        }
+    }
+    let sop = a.req_str(tags::SOP_INSTANCE_UID, "SOPInstanceUID")?;
+    let rows = a.req_uint(tags::ROWS, "Rows")?;
+    let cols = a.req_uint(tags::COLUMNS, "Columns")?;
+    if rows == 0 || cols == 0 {
+        return Err(a.invalid("Rows", format!("image is {rows} rows x {cols} columns")));
+    }
+    let bits = a.req_uint(tags::BITS_ALLOCATED, "BitsAllocated")?;
+    if bits != 8 && bits != 16 {
+        return Err(a.unsupported(format!("BitsAllocated = {bits} (only 8 or 16)")));
+    }
+    let bits_stored = a.opt_uint(tags::BITS_STORED, "BitsStored")?.unwrap_or(bits);
+    if bits_stored == 0 || bits_stored > bits {
+        return Err(a.invalid("BitsStored", format!("{bits_stored} with BitsAllocated {bits}")));
+    }
+    let signed = match a.req_uint(tags::PIXEL_REPRESENTATION, "PixelRepresentation")? {
+        0 => false,
+        1 => true,
+        other => return Err(a.invalid("PixelRepresentation", format!("{other} (must be 0 or 1)"))),
+    };
+    let pos = a.req_floats::<3>(tags::IMAGE_POSITION_PATIENT, "ImagePositionPatient")?;
+    let iop = a.req_floats::<6>(tags::IMAGE_ORIENTATION_PATIENT, "ImageOrientationPatient")?;
+    let pixel_spacing = a.req_floats::<2>(tags::PIXEL_SPACING, "PixelSpacing")?;
+    if pixel_spacing.iter().any(|v| *v <= 0.0) {
+        return Err(a.invalid("PixelSpacing", format!("{pixel_spacing:?} must be positive")));
+    }
+    let bad_iop = || a.invalid("ImageOrientationPatient", format!("{iop:?} is not two orthogonal directions"));
+    let row_cos = normalize([iop[0], iop[1], iop[2]]).ok_or_else(bad_iop)?;
+    let col_cos = normalize([iop[3], iop[4], iop[5]]).ok_or_else(bad_iop)?;
+    if dot(row_cos, col_cos).abs() > 0.01 {
+        return Err(bad_iop());
+    }
+    let slope = a.opt_float(tags::RESCALE_SLOPE, "RescaleSlope")?.unwrap_or(1.0);
+    let intercept = a.opt_float(tags::RESCALE_INTERCEPT, "RescaleIntercept")?.unwrap_or(0.0);
+    let thickness = a.opt_float(tags::SLICE_THICKNESS, "SliceThickness").ok().flatten();
+
+    let (rows, cols) = (rows as usize, cols as usize);
+    let raw = decode_pixels(&a, rows * cols, bits, bits_stored, signed, big_endian)?;
+
+    Ok(Slice {
+        name: name.to_string(),
+        sop,
+        rows,
+        cols,
+        row_cos,
+        col_cos,
+        pos,
+        pixel_spacing,
+        thickness,
+        slope,
+        intercept,
+        raw,
+    })
+}
+
+fn decode_pixels(
+    a: &Attrs<'_>,
+    count: usize,
+    bits: u32,
+    bits_stored: u32,
+    signed: bool,
+    big_endian: bool,
+) -> Result<Vec<i32>, VolumeError> {
+    let elem = a.get(tags::PIXEL_DATA).ok_or_else(|| a.missing("PixelData"))?;
+    let prim = match elem.value() {
+        Value::Primitive(p) => p,
+        Value::PixelSequence(_) => return Err(a.unsupported("encapsulated (compressed) pixel data".into())),
+        Value::Sequence(_) => return Err(a.invalid("PixelData", "is a sequence".into())),
+    };
+    // Bytes in little-endian sample order. dicom-object decodes OW values to
+    // native u16 per the transfer syntax; OB stays raw bytes.
+    let le: Cow<[u8]> = match prim {
+        PrimitiveValue::U8(b) if big_endian && bits == 16 => {
+            Cow::Owned(b.chunks(2).flat_map(|c| c.iter().rev().copied()).collect())
+        }
+        PrimitiveValue::U8(b) => Cow::Borrowed(&b[..]),
+        PrimitiveValue::U16(v) => Cow::Owned(v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+        PrimitiveValue::I16(v) => Cow::Owned(v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+        other => {
+            return Err(a.invalid("PixelData", format!("unexpected value type {:?}", dicom_core::value::DicomValueType::value_type(other))))
+        }
+    };
+    let bytes_per = (bits / 8) as usize;
+    let need = count.saturating_mul(bytes_per);
+    if le.len() < need {
+        return Err(a.invalid(
+            "PixelData",
+            format!("{} bytes, but {count} pixels of {bits} bits need {need}", le.len()),
+        ));
+    }
+    let shift = 32 - bits_stored;
+    let mask = if bits_stored >= 32 { u32::MAX } else { (1u32 << bits_stored) - 1 };
+    let convert = |u: u32| -> i32 {
+        if signed {
+            ((u << shift) as i32) >> shift
+        } else {
+            (u & mask) as i32
+        }
+    };
+    Ok(if bytes_per == 1 {
+        le[..need].iter().map(|&b| convert(b as u32)).collect()
+    } else {
+        le[..need]
+            .chunks_exact(2)
+            .map(|c| convert(u16::from_le_bytes([c[0], c[1]]) as u32))
+            .collect()
+    })
+}
+
+struct Attrs<'a> {
+    obj: &'a InMemDicomObject,
+    name: &'a str,
+}
+
+impl Attrs<'_> {
+    fn missing(&self, keyword: &'static str) -> VolumeError {
+        VolumeError::Missing {
+            name: self.name.to_string(),
+            keyword,
+        }
+    }
+    fn invalid(&self, keyword: &'static str, reason: String) -> VolumeError {
+        VolumeError::Invalid {
+            name: self.name.to_string(),
+            keyword,
+            reason,
+        }
+    }
+    fn unsupported(&self, reason: String) -> VolumeError {
+        VolumeError::Unsupported {
+            name: self.name.to_string(),
+            reason,
+        }
+    }
+
+    /// The element, unless absent or with an empty value.
+    fn get(&self, tag: Tag) -> Option<&InMemElement> {
+        let e = self.obj.element_opt(tag).ok().flatten()?;
+        match e.value() {
+            Value::Primitive(PrimitiveValue::Empty) => None,
+            Value::Primitive(p) if p.to_str().trim_matches(|c: char| c.is_whitespace() || c == '\0').is_empty() => {
+                None
+            }
+            _ => Some(e),
+        }
+    }
+
+    fn req_str(&self, tag: Tag, kw: &'static str) -> Result<String, VolumeError> {
+        let e = self.get(tag).ok_or_else(|| self.missing(kw))?;
+        let s = e.to_str().map_err(|err| self.invalid(kw, err.to_string()))?;
+        Ok(s.trim_matches(|c: char| c.is_whitespace() || c == '\0').to_string())
+    }
+
+    fn opt_uint(&self, tag: Tag, kw: &'static str) -> Result<Option<u32>, VolumeError> {
+        self.get(tag)
+            .map(|e| e.to_int::<u32>().map_err(|err| self.invalid(kw, err.to_string())))
+            .transpose()
+    }
+
+    fn req_uint(&self, tag: Tag, kw: &'static str) -> Result<u32, VolumeError> {
+        self.opt_uint(tag, kw)?.ok_or_else(|| self.missing(kw))
+    }
+
+    fn opt_float(&self, tag: Tag, kw: &'static str) -> Result<Option<f64>, VolumeError> {
+        match self.get(tag) {
+            None => Ok(None),
+            Some(e) => {
+                let v = e.to_float64().map_err(|err| self.invalid(kw, err.to_string()))?;
+                if !v.is_finite() {
+                    return Err(self.invalid(kw, format!("{v} is not finite")));
+                }
+                Ok(Some(v))
+            }
+        }
+    }
+
+    fn req_floats<const N: usize>(&self, tag: Tag, kw: &'static str) -> Result<[f64; N], VolumeError> {
+        let e = self.get(tag).ok_or_else(|| self.missing(kw))?;
+        let v = e.to_multi_float64().map_err(|err| self.invalid(kw, err.to_string()))?;
+        let arr: [f64; N] = v
+            .as_slice()
+            .try_into()
+            .map_err(|_| self.invalid(kw, format!("has {} values, expected {N}", v.len())))?;
+        if arr.iter().any(|x| !x.is_finite()) {
+            return Err(self.invalid(kw, format!("{arr:?} is not finite")));
+        }
+        Ok(arr)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Small linear algebra
+// ---------------------------------------------------------------------------
+
+type M3 = [[f64; 3]; 3];
+
+fn dot(a: [f64; 3], b: [f64; 3]) -> f64 {
+    a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
+}
+
+fn cross(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
+    [a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]]
+}
+
+fn normalize(a: [f64; 3]) -> Option<[f64; 3]> {
+    let n = dot(a, a).sqrt();
+    (n > 1e-6 && n.is_finite()).then(|| a.map(|c| c / n))
+}
+
+fn linear(a: &[[f64; 4]; 4]) -> M3 {
+    [0, 1, 2].map(|r| [a[r][0], a[r][1], a[r][2]])
+}
+
+fn col_norms(m: &M3) -> [f64; 3] {
+    [0, 1, 2].map(|c| (0..3).map(|r| m[r][c] * m[r][c]).sum::<f64>().sqrt())
+}
+
+fn mul3(a: &M3, b: &M3) -> M3 {
+    [0, 1, 2].map(|r| [0, 1, 2].map(|c| (0..3).map(|k| a[r][k] * b[k][c]).sum()))
+}
+
+fn inv3(m: &M3) -> Option<M3> {
+    let det = dot(m[0], cross(m[1], m[2]));
+    if det == 0.0 || !det.is_finite() {
+        return None;
+    }
+    // rows of the inverse transposed = cross products of the rows of m
+    let c0 = cross(m[1], m[2]);
+    let c1 = cross(m[2], m[0]);
+    let c2 = cross(m[0], m[1]);
+    Some([0, 1, 2].map(|r| [c0[r] / det, c1[r] / det, c2[r] / det]))
+}
+
+fn checked_count(d: [usize; 3]) -> Option<usize> {
+    d[0].checked_mul(d[1])?.checked_mul(d[2])
+}
+
+fn fmt3(v: [f64; 3]) -> String {
+    format!("({:.4}, {:.4}, {:.4})", v[0], v[1], v[2])
+}
+
+fn fmt_m3(m: &M3) -> String {
+    let rows: Vec<String> = m.iter().map(|r| fmt3(*r)).collect();
+    format!("[{}]", rows.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dicom_core::header::Header;
+    use dicom_core::{DataElement, VR};
+    use dicom_object::FileMetaTableBuilder;
+
+    #[derive(Clone)]
+    struct Spec {
+        sop: String,
+        pos: [f64; 3],
+        iop: [f64; 6],
+        rows: u16,
+        cols: u16,
+        spacing: [f64; 2],
+        bits: u16,
+        signed: bool,
+        slope: Option<f64>,
+        intercept: Option<f64>,
+        thickness: Option<f64>,
+        frames: Option<u32>,
+        pixels: Vec<i32>,
+        ts: &'static str,
+        omit: Option<Tag>,
+    }
+
+    fn spec(k: usize, z: f64) -> Spec {
+        Spec {
+            sop: format!("1.2.3.{k}"),
+            pos: [-100.0, -120.0, z],
+            iop: [1.0, 0.0, 0.0, 0.0, 1.0, 0.0],
+            rows: 5,
+            cols: 4,
+            spacing: [0.7, 0.6],
+            bits: 16,
+            signed: true,
+            slope: Some(1.0),
+            intercept: Some(-1024.0),
+            thickness: Some(2.5),
+            frames: None,
+            pixels: (0..20).map(|p| (k * 100 + p) as i32).collect(),
+            ts: EXPLICIT_VR_LE,
+            omit: None,
+        }
+    }
+
+    fn ds(vals: &[f64]) -> PrimitiveValue {
+        PrimitiveValue::Strs(vals.iter().map(|v| format!("{v}")).collect())
+    }
+
+    fn make_dicom(s: &Spec) -> Vec<u8> {
+        let mut els = vec![
+            DataElement::new(tags::SOP_CLASS_UID, VR::UI, PrimitiveValue::from("1.2.840.10008.5.1.4.1.1.2")),
+            DataElement::new(tags::SOP_INSTANCE_UID, VR::UI, PrimitiveValue::from(s.sop.as_str())),
+            DataElement::new(tags::ROWS, VR::US, PrimitiveValue::from(s.rows)),
+            DataElement::new(tags::COLUMNS, VR::US, PrimitiveValue::from(s.cols)),
+            DataElement::new(tags::BITS_ALLOCATED, VR::US, PrimitiveValue::from(s.bits)),
+            DataElement::new(tags::BITS_STORED, VR::US, PrimitiveValue::from(s.bits)),
+            DataElement::new(tags::HIGH_BIT, VR::US, PrimitiveValue::from(s.bits - 1)),
+            DataElement::new(tags::SAMPLES_PER_PIXEL, VR::US, PrimitiveValue::from(1u16)),
+            DataElement::new(tags::PIXEL_REPRESENTATION, VR::US, PrimitiveValue::from(s.signed as u16)),
+            DataElement::new(tags::IMAGE_POSITION_PATIENT, VR::DS, ds(&s.pos)),
+            DataElement::new(tags::IMAGE_ORIENTATION_PATIENT, VR::DS, ds(&s.iop)),
+            DataElement::new(tags::PIXEL_SPACING, VR::DS, ds(&s.spacing)),
+        ];
+        if let Some(v) = s.slope {
+            els.push(DataElement::new(tags::RESCALE_SLOPE, VR::DS, ds(&[v])));
+        }
+        if let Some(v) = s.intercept {
+            els.push(DataElement::new(tags::RESCALE_INTERCEPT, VR::DS, ds(&[v])));
+        }
+        if let Some(v) = s.thickness {
+            els.push(DataElement::new(tags::SLICE_THICKNESS, VR::DS, ds(&[v])));
+        }
+        if let Some(f) = s.frames {
+            els.push(DataElement::new(tags::NUMBER_OF_FRAMES, VR::IS, PrimitiveValue::from(f.to_string())));
+        }
+        let px = if s.bits == 16 {
+            DataElement::new(
+                tags::PIXEL_DATA,
+                VR::OW,
+                PrimitiveValue::U16(s.pixels.iter().map(|&v| v as u16).collect()),
+            )
+        } else {
+            let mut b: Vec<u8> = s.pixels.iter().map(|&v| v as u8).collect();
+            if b.len() % 2 == 1 {
+                b.push(0);
+            }
+            DataElement::new(tags::PIXEL_DATA, VR::OB, PrimitiveValue::U8(b.into_iter().collect()))
+        };
+        els.push(px);
+        let els: Vec<_> = els.into_iter().filter(|e| Some(e.tag()) != s.omit).collect();
+        let obj = InMemDicomObject::from_element_iter(els);
+        let file = obj
+            .with_meta(FileMetaTableBuilder::new().transfer_syntax(s.ts))
+            .expect("meta");
+        let mut out = Vec::new();
+        file.write_all(&mut out).expect("write dicom");
+        out
+    }
+
+    fn files(specs: &[Spec]) -> Vec<(String, Vec<u8>)> {
+        specs
+            .iter()
+            .map(|s| (format!("{}.dcm", s.sop), make_dicom(s)))
+            .collect()
+    }
+
+    fn three() -> Vec<Spec> {
+        vec![spec(0, 10.0), spec(1, 12.5), spec(2, 15.0)]
+    }
+
+    fn i16_data(v: &Volume) -> &[i16] {
+        match &v.data {
+            NiftiData::I16(d) => d,
+            other => panic!("expected I16, got {other:?}"),
+        }
+    }
+    fn f32_data(v: &Volume) -> &[f32] {
+        match &v.data {
+            NiftiData::F32(d) => d,
+            other => panic!("expected F32, got {other:?}"),
+        }
+    }
+
+    fn close(a: &[[f64; 4]; 4], b: &[[f64; 4]; 4]) -> bool {
+        a.iter().flatten().zip(b.iter().flatten()).all(|(x, y)| (x - y).abs() < 1e-9)
+    }
+
+    #[test]
+    fn three_slices_shuffled() {
+        let s = three();
+        let v = series_volume(&files(&[s[2].clone(), s[0].clone(), s[1].clone()])).unwrap();
+        assert_eq!(v.dims, [4, 5, 3]);
+        assert_eq!(v.slice_sops, vec!["1.2.3.0", "1.2.3.1", "1.2.3.2"]);
+        assert_eq!(v.spacing, [0.6, 0.7, 2.5]);
+        let expected = [
+            [-0.6, 0.0, 0.0, 100.0],
+            [0.0, -0.7, 0.0, 120.0],
+            [0.0, 0.0, 2.5, 10.0],
+            [0.0, 0.0, 0.0, 1.0],
+        ];
+        assert!(close(&v.affine, &expected), "{:?}", v.affine);
+        let d = i16_data(&v);
+        assert_eq!(d.len(), 60);
+        // value(i, j, k) = slice k, row j, column i = k*100 + j*4 + i - 1024
+        for k in 0..3 {
+            for j in 0..5 {
+                for i in 0..4 {
+                    assert_eq!(d[i + 4 * (j + 5 * k)] as i32, (k * 100 + j * 4 + i) as i32 - 1024);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn descending_positions_and_oblique_geometry() {
+        // sagittal-ish oblique: rows along +y tilted, columns along -z
+        let c = 0.8f64;
+        let s = (1.0 - c * c).sqrt();
+        let iop = [0.0, c, s, 0.0, -s, c]; // row cos, col cos (orthonormal)
+        let normal = cross([0.0, c, s], [0.0, -s, c]); // = (c*c + s*s, 0, 0) = +x
+        let mk = |k: usize, d: f64| {
+            let mut sp = spec(k, 0.0);
+            sp.iop = iop;
+            sp.pos = [5.0 + d * normal[0], 1.0, 2.0];
+            sp
+        };
+        let specs = vec![mk(0, 3.0), mk(1, 0.0), mk(2, 6.0)];
+        let v = series_volume(&files(&specs)).unwrap();
+        assert_eq!(v.slice_sops, vec!["1.2.3.1", "1.2.3.0", "1.2.3.2"]);
+        let exp = [
+            [0.0, 0.0, -3.0, -5.0],
+            [-c * 0.6, s * 0.7, 0.0, -1.0],
+            [s * 0.6, c * 0.7, 0.0, 2.0],
+            [0.0, 0.0, 0.0, 1.0],
+        ];
+        assert!(close(&v.affine, &exp), "{:?}", v.affine);
+        assert!((v.spacing[2] - 3.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn rescale_choices() {
+        // non-unit slope -> F32
+        let mut s = three();
+        s.iter_mut().for_each(|x| x.slope = Some(0.5));
+        let v = series_volume(&files(&s)).unwrap();
+        let d = f32_data(&v);
+        assert_eq!(d[1], 1.0 * 0.5 - 1024.0);
+        // fractional intercept -> F32
+        let mut s = three();
+        s[1].intercept = Some(0.5);
+        let d = series_volume(&files(&s)).unwrap();
+        assert_eq!(f32_data(&d)[20], 100.5);
+        assert_eq!(f32_data(&d)[0], -1024.0);
+        // defaults (no slope/intercept) on unsigned data exceeding i16 -> F32
+        let mut s = three();
+        s.iter_mut().for_each(|x| {
+            x.slope = None;
+            x.intercept = None;
+            x.signed = false;
+            x.pixels[3] = 65535;
+        });
+        let v = series_volume(&files(&s)).unwrap();
+        assert_eq!(f32_data(&v)[3], 65535.0);
+        // unsigned in range, no rescale -> I16
+        s.iter_mut().for_each(|x| x.pixels[3] = 3000);
+        let v = series_volume(&files(&s)).unwrap();
+        assert_eq!(i16_data(&v)[3], 3000);
+        // signed negative stored values
+        let mut s = three();
+        s[0].pixels[0] = -5;
+        s[0].intercept = Some(0.0);
+        let v = series_volume(&files(&s)).unwrap();
+        assert_eq!(i16_data(&v)[0], -5);
+    }
+
+    #[test]
+    fn transfer_syntaxes_bit_depths_and_preambles() {
+        let base = |ts: &'static str, bits: u16, signed: bool| {
+            let mut s = three();
+            s.iter_mut().for_each(|x| {
+                x.ts = ts;
+                x.bits = bits;
+                x.signed = signed;
+                x.intercept = Some(0.0);
+                if bits == 8 {
+                    x.pixels = (0..20).map(|p| if signed { p as i32 - 10 } else { p as i32 * 12 }).collect();
+                } else {
+                    x.pixels = (0..20).map(|p| if signed { p as i32 * 997 - 9000 } else { p as i32 * 1500 }).collect();
+                }
+            });
+            s
+        };
+        for ts in [IMPLICIT_VR_LE, EXPLICIT_VR_LE, EXPLICIT_VR_BE] {
+            for bits in [8u16, 16] {
+                for signed in [false, true] {
+                    let s = base(ts, bits, signed);
+                    let v = series_volume(&files(&s)).unwrap_or_else(|e| panic!("{ts} {bits} {signed}: {e}"));
+                    let expect: Vec<f64> = s.iter().flat_map(|x| x.pixels.iter().map(|&p| p as f64)).collect();
+                    let got: Vec<f64> = match &v.data {
+                        NiftiData::I16(d) => d.iter().map(|&x| x as f64).collect(),
+                        NiftiData::F32(d) => d.iter().map(|&x| x as f64).collect(),
+                        other => panic!("{other:?}"),
+                    };
+                    assert_eq!(got, expect, "{ts} bits {bits} signed {signed}");
+                }
+            }
+        }
+        // without preamble, and starting directly at group 0002
+        let s = three();
+        let f = files(&s);
+        let no_pre: Vec<_> = f.iter().map(|(n, b)| (n.clone(), b[128..].to_vec())).collect();
+        let bare: Vec<_> = f.iter().map(|(n, b)| (n.clone(), b[132..].to_vec())).collect();
+        let v0 = series_volume(&f).unwrap();
+        assert_eq!(series_volume(&no_pre).unwrap(), v0);
+        assert_eq!(series_volume(&bare).unwrap(), v0);
+    }
+
+    #[test]
+    fn bits_stored_masks_and_sign_extends() {
+        let mut s = three();
+        s.truncate(1);
+        s[0].intercept = None;
+        s[0].pixels[0] = 0x0fff; // 12-bit two's complement -1
+        s[0].pixels[1] = 0xf005; // garbage in high bits
+        let mut bytes = make_dicom(&s[0]);
+        // patch BitsStored (written as US 16) to 12: find element (0028,0101)
+        let tag = [0x28, 0x00, 0x01, 0x01, b'U', b'S', 2, 0, 16, 0];
+        let at = bytes.windows(tag.len()).position(|w| w == tag).unwrap();
+        bytes[at + 8] = 12;
+        let v = series_volume(&[("a".into(), bytes)]).unwrap();
+        assert_eq!(&i16_data(&v)[..2], &[-1, 5]);
+    }
+
+    #[test]
+    fn single_slice() {
+        let mut s = vec![spec(0, 4.0)];
+        let v = series_volume(&files(&s)).unwrap();
+        assert_eq!(v.dims, [4, 5, 1]);
+        assert_eq!(v.spacing[2], 2.5);
+        assert_eq!(v.affine[2][2], 2.5);
+        s[0].thickness = None;
+        let v = series_volume(&files(&s)).unwrap();
+        assert_eq!(v.spacing[2], 1.0);
+        assert_eq!(v.affine[2][2], 1.0);
+    }
+
+    fn err(specs: &[Spec]) -> VolumeError {
+        series_volume(&files(specs)).unwrap_err()
+    }
+
+    #[test]
+    fn series_errors() {
+        assert!(matches!(series_volume(&[]), Err(VolumeError::Empty)));
+
+        // compressed: patch the transfer syntax UID in the meta group
+        let mut f = files(&three());
+        let from = b"1.2.840.10008.1.2.1\0";
+        let to = b"1.2.840.10008.1.2.5\0"; // RLE lossless
+        let at = f[1].1.windows(from.len()).position(|w| w == from).unwrap();
+        f[1].1[at..at + from.len()].copy_from_slice(to);
+        match series_volume(&f).unwrap_err() {
+            VolumeError::Compressed { name, transfer_syntax } => {
+                assert_eq!(name, "1.2.3.1.dcm");
+                assert_eq!(transfer_syntax, "1.2.840.10008.1.2.5");
+            }
+            e => panic!("{e}"),
+        }
+
+        for (tag, kw) in [
+            (tags::IMAGE_POSITION_PATIENT, "ImagePositionPatient"),
+            (tags::IMAGE_ORIENTATION_PATIENT, "ImageOrientationPatient"),
+            (tags::PIXEL_SPACING, "PixelSpacing"),
+            (tags::SOP_INSTANCE_UID, "SOPInstanceUID"),
+            (tags::ROWS, "Rows"),
+            (tags::COLUMNS, "Columns"),
+            (tags::BITS_ALLOCATED, "BitsAllocated"),
+            (tags::PIXEL_REPRESENTATION, "PixelRepresentation"),
+            (tags::PIXEL_DATA, "PixelData"),
+        ] {
+            let mut s = three();
+            s[2].omit = Some(tag);
+            match err(&s) {
+                VolumeError::Missing { name, keyword } => {
+                    assert_eq!((name.as_str(), keyword), ("1.2.3.2.dcm", kw));
+                }
+                e => panic!("{kw}: {e}"),
+            }
+        }
+
+        let mut s = three();
+        s[0].frames = Some(2);
+        assert!(matches!(err(&s), VolumeError::Unsupported { .. }));
+        s[0].frames = Some(1);
+        assert!(series_volume(&files(&s)).is_ok());
+
+        let mut s = three();
+        s[1].rows = 4;
+        s[1].pixels.truncate(16);
+        assert!(matches!(err(&s), VolumeError::Inconsistent { .. }));
+
+        let mut s = three();
+        s[1].iop = [1.0, 0.0, 0.0, 0.0, 0.99995, 0.01];
+        assert!(matches!(err(&s), VolumeError::Inconsistent { .. }));
+
+        let mut s = three();
+        s[2].spacing = [0.7, 0.61];
+        assert!(matches!(err(&s), VolumeError::Inconsistent { .. }));
+
+        let mut s = three();
+        s[2].pos = s[0].pos;
+        s[2].sop = "dup".into();
+        let e = err(&s);
+        let msg = e.to_string();
+        assert!(matches!(e, VolumeError::DuplicatePosition { .. }));
+        assert!(msg.contains("1.2.3.0.dcm") && msg.contains("dup.dcm"), "{msg}");
+
+        let mut s = three();
+        s[2].pos[2] = 15.2; // gaps 2.5 and 2.7
+        assert!(matches!(err(&s), VolumeError::NonUniformSpacing { .. }));
+        s[2].pos[2] = 15.01; // within 1%
+        assert!(series_volume(&files(&s)).is_ok());
+
+        let mut s = three();
+        s[1].pos[0] += 3.0; // off the line
+        assert!(matches!(err(&s), VolumeError::NonUniformSpacing { .. }));
+
+        let mut s = three();
+        s[0].pixels.truncate(10);
+        assert!(matches!(err(&s), VolumeError::Invalid { keyword: "PixelData", .. }));
+
+        let mut s = three();
+        s[0].bits = 8;
+        s[0].pixels = vec![0; 20];
+        s[1].bits = 8;
+        s[1].pixels = vec![0; 20];
+        s[2].bits = 8;
+        s[2].pixels = vec![0; 20];
+        s[0].iop = [1.0, 0.0, 0.0, 1.0, 0.0, 0.0];
+        assert!(matches!(err(&s), VolumeError::Invalid { keyword: "ImageOrientationPatient", .. }));
+
+        let garbage = vec![("junk".to_string(), b"hello world, definitely not DICOM".to_vec())];
+        assert!(matches!(series_volume(&garbage), Err(VolumeError::Parse { .. })));
+    }
+
+    #[test]
+    fn truncated_and_flipped_dicom_never_panics() {
+        let good = make_dicom(&spec(0, 0.0));
+        for len in (0..good.len()).step_by(3) {
+            let _ = series_volume(&[("t".into(), good[..len].to_vec())]);
+        }
+        for pos in (0..good.len()).step_by(2) {
+            let mut b = good.clone();
+            b[pos] ^= 0xff;
+            let _ = series_volume(&[("f".into(), b)]);
+        }
+    }
+
+    // ---- masks ----
+
+    fn grid() -> Volume {
+        series_volume(&files(&three())).unwrap()
+    }
+
+    fn labels_for(v: &Volume) -> Vec<u8> {
+        (0..v.dims.iter().product::<usize>()).map(|i| (i % 7) as u8).collect()
+    }
+
+    fn mat_mul4(a: &[[f64; 4]; 4], b: &[[f64; 4]; 4]) -> [[f64; 4]; 4] {
+        [0, 1, 2, 3].map(|r| [0, 1, 2, 3].map(|c| (0..4).map(|k| a[r][k] * b[k][c]).sum()))
+    }
+
+    /// Build a mask whose voxel (m0, m1, m2) is grid voxel F * m.
+    fn remapped(v: &Volume, labels: &[u8], f: [[f64; 4]; 4], mdims: [usize; 3]) -> NiftiVolume {
+        let [gx, gy, _] = v.dims;
+        let mut values = Vec::new();
+        for c in 0..mdims[2] {
+            for b in 0..mdims[1] {
+                for a in 0..mdims[0] {
+                    let m = [a as f64, b as f64, c as f64, 1.0];
+                    let g: Vec<usize> = (0..3).map(|r| (0..4).map(|k| f[r][k] * m[k]).sum::<f64>() as usize).collect();
+                    values.push(labels[g[0] + gx * (g[1] + gy * g[2])] as f64);
+                }
+            }
+        }
+        NiftiVolume { dims: mdims, affine: mat_mul4(&v.affine, &f), values }
+    }
+
+    fn ident() -> [[f64; 4]; 4] {
+        [[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]]
+    }
+
+    #[test]
+    fn mask_identity_round_trip_through_nifti() {
+        let v = grid();
+        let labels = labels_for(&v);
+        let bytes = crate::nifti::write_nifti(&label_nifti(&v, labels.clone()), true).unwrap();
+        let m = crate::nifti::read_nifti(&bytes).unwrap();
+        assert_eq!(mask_onto_grid(&m, v.dims, &v.affine).unwrap(), labels);
+        // the volume itself round trips too
+        let vb = crate::nifti::write_nifti(&volume_to_nifti(&v), false).unwrap();
+        let back = crate::nifti::read_nifti(&vb).unwrap();
+        assert_eq!(back.values, i16_data(&v).iter().map(|&x| x as f64).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn mask_flipped_and_permuted() {
+        let v = grid();
+        let labels = labels_for(&v);
+        let [nx, ny, nz] = v.dims;
+        // flipped along y
+        let mut f = ident();
+        f[1][1] = -1.0;
+        f[1][3] = (ny - 1) as f64;
+        let m = remapped(&v, &labels, f, v.dims);
+        assert_ne!(m.values, labels.iter().map(|&x| x as f64).collect::<Vec<_>>());
+        assert_eq!(mask_onto_grid(&m, v.dims, &v.affine).unwrap(), labels);
+        // permuted: mask axes (a, b, c) -> grid (x = b, y = c, z = a), with x flipped too
+        let f = [
+            [0.0, -1.0, 0.0, (nx - 1) as f64],
+            [0.0, 0.0, 1.0, 0.0],
+            [1.0, 0.0, 0.0, 0.0],
+            [0.0, 0.0, 0.0, 1.0],
+        ];
+        let m = remapped(&v, &labels, f, [nz, nx, ny]);
+        assert_eq!(mask_onto_grid(&m, v.dims, &v.affine).unwrap(), labels);
+        // float32 precision noise in the mask affine is tolerated
+        let mut m2 = m.clone();
+        m2.affine[0][3] += 1e-4;
+        m2.affine[1][1] *= 1.0 + 1e-6;
+        assert_eq!(mask_onto_grid(&m2, v.dims, &v.affine).unwrap(), labels);
+    }
+
+    fn mismatch_reason(m: &NiftiVolume, v: &Volume) -> String {
+        match mask_onto_grid(m, v.dims, &v.affine) {
+            Err(VolumeError::GridMismatch { reason }) => reason,
+            other => panic!("expected GridMismatch, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn mask_mismatches() {
+        let v = grid();
+        let labels = labels_for(&v);
+        let good = remapped(&v, &labels, ident(), v.dims);
+
+        let mut m = good.clone();
+        m.dims = [4, 5, 2];
+        m.values.truncate(40);
+        let r = mismatch_reason(&m, &v);
+        assert!(r.contains("shape") && r.contains("[4, 5, 2]") && r.contains("[4, 5, 3]"), "{r}");
+
+        let mut m = good.clone();
+        for row in m.affine.iter_mut().take(3) {
+            row[0] *= 2.0;
+        }
+        assert!(mismatch_reason(&m, &v).contains("spacing"));
+
+        let mut m = good.clone();
+        let (c, s) = (0.6f64, 0.8f64); // rotate mask in-plane
+        let f = [[c, -s, 0.0, 0.0], [s, c, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]];
+        m.affine = mat_mul4(&v.affine, &f);
+        assert!(mismatch_reason(&m, &v).contains("orientation"));
+
+        let mut m = good.clone();
+        m.affine = mat_mul4(&v.affine, &[[1.0, 0.0, 0.0, 0.5], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]]);
+        assert!(mismatch_reason(&m, &v).contains("origin"));
+
+        let mut m = good.clone();
+        m.affine = mat_mul4(&v.affine, &[[1.0, 0.0, 0.0, 1.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]]);
+        let r = mismatch_reason(&m, &v);
+        assert!(r.contains("origin") && r.contains("1..=4"), "{r}");
+
+        let mut sing = v.affine;
+        sing[2] = [0.0; 4];
+        assert!(matches!(mask_onto_grid(&good, v.dims, &sing), Err(VolumeError::GridMismatch { .. })));
+
+        let mut m = good.clone();
+        m.values.pop();
+        assert!(matches!(mask_onto_grid(&m, v.dims, &v.affine), Err(VolumeError::InvalidMask { .. })));
+    }
+
+    #[test]
+    fn mask_bad_values() {
+        let v = grid();
+        let labels = labels_for(&v);
+        for bad in [-1.0, 256.0, 1.5, f64::NAN] {
+            let mut m = remapped(&v, &labels, ident(), v.dims);
+            m.values[5] = bad;
+            m.values[9] = -3.0;
+            match mask_onto_grid(&m, v.dims, &v.affine) {
+                Err(VolumeError::MaskValue { voxel, value }) => {
+                    assert_eq!(voxel, [1, 1, 0]);
+                    assert!(value.is_nan() || value == bad);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        let mut m = remapped(&v, &labels, ident(), v.dims);
+        m.values[0] = 255.0;
+        m.values[1] = 2.0 + 1e-6;
+        let out = mask_onto_grid(&m, v.dims, &v.affine).unwrap();
+        assert_eq!(&out[..2], &[255, 2]);
+    }
+}

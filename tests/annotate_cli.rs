@@ -1,0 +1,569 @@
+//! End-to-end tests of issue #4: annotations, splits and training exports, driven through the
+//! binary on synthetic CT series of FAKE patients. Expected values (kappa, Dice, affines) are
+//! worked out here by hand or with independent readers (nibabel, pydicom), not with cohort's
+//! own code.
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use cohort::dicom::synth::{synth_instance, SynthSpec};
+use cohort::nifti::{write_nifti, Nifti, NiftiData};
+use common::*;
+use serde_json::Value;
+
+/// A `2.25.` UID from a BLAKE3 hash of `what`.
+fn test_uid(what: &str) -> String {
+    let h = blake3::hash(format!("cohort annotate_cli test {what}").as_bytes());
+    let n = u128::from_le_bytes(h.as_bytes()[..16].try_into().unwrap()) >> 1 | 1;
+    format!("2.25.{n}")
+}
+
+const SIZE: u16 = 16;
+const SLICES: usize = 4;
+
+/// Slice `i` of the one series of fake patient `p` (16×16, 4 slices 2.5 mm apart).
+fn spec(p: usize, i: usize) -> SynthSpec {
+    let mut s = SynthSpec::ct(p, 0, 0, i);
+    s.patient_id = format!("FAKE{p:04}");
+    s.patient_name = format!("FAKE^PATIENT{p:04}");
+    s.study_uid = test_uid(&format!("study {p}"));
+    s.series_uid = test_uid(&format!("series {p}"));
+    s.sop_uid = test_uid(&format!("sop {p} {i}"));
+    s.pixel_seed = u64::from_le_bytes(blake3::hash(s.sop_uid.as_bytes()).as_bytes()[..8].try_into().unwrap());
+    s.rows = SIZE;
+    s.columns = SIZE;
+    s.with_private = false;
+    s
+}
+
+fn path_of(p: usize, i: usize) -> String {
+    format!("P{p}/S0/IM{i}.dcm")
+}
+
+fn add_patient(r: &Path, p: usize) {
+    for i in 0..SLICES {
+        write(r, &path_of(p, i), &synth_instance(&spec(p, i)));
+    }
+}
+
+/// A store with `n` patients committed.
+fn dataset(n: usize) -> tempfile::TempDir {
+    let t = tempfile::tempdir().unwrap();
+    let r = t.path();
+    ok(r, &["init"]);
+    for p in 0..n {
+        add_patient(r, p);
+    }
+    ok(r, &["commit", "-m", "import"]);
+    t
+}
+
+fn series(p: usize) -> String {
+    test_uid(&format!("series {p}"))
+}
+
+fn head(r: &Path) -> String {
+    json(r, &["log", "--json"])[0]["id"].as_str().unwrap().to_string()
+}
+
+fn labels_csv(r: &Path, name: &str, labels: &[&str]) -> std::path::PathBuf {
+    let mut s = String::from("series_uid,label\n");
+    for (p, l) in labels.iter().enumerate() {
+        s.push_str(&format!("{},{l}\n", series(p)));
+    }
+    let f = r.join("..").join(name);
+    fs::write(&f, s).unwrap();
+    f
+}
+
+fn import_labels(r: &Path, file: &Path, reader: &str) -> String {
+    ok(r, &["annotate", "import", "main", file.to_str().unwrap(), "--reader", reader, "--kind", "label", "--source", "retrospective", "--task", "finding"])
+}
+
+const A: [&str; 6] = ["pos", "neg", "pos", "neg", "pos", "neg"];
+const B: [&str; 6] = ["pos", "neg", "neg", "neg", "pos", "pos"];
+const C: [&str; 6] = ["pos", "neg", "pos", "pos", "pos", "neg"];
+
+#[test]
+fn readers_disagree_kappa_consensus_and_label_diff() {
+    let t = dataset(6);
+    let r = t.path();
+    let a = labels_csv(r, "a.csv", &A);
+    let b = labels_csv(r, "b.csv", &B);
+    import_labels(r, &a, "reader-a");
+    let after_a = head(r);
+    import_labels(r, &b, "reader-b");
+    // Two readers: Cohen's kappa. Agree on 4 of 6 (po = 2/3); each says pos 3 times
+    // (pe = 1/2): kappa = (2/3 - 1/2) / (1/2) = 1/3.
+    let ag = json(r, &["agreement", "--task", "finding", "--json"]);
+    assert_eq!(ag["statistic"], "cohen-kappa");
+    assert!((ag["overall"].as_f64().unwrap() - 1.0 / 3.0).abs() < 1e-9, "{ag}");
+    assert_eq!(ag["items"], 6);
+
+    // Three readers: Fleiss' kappa, worked out by hand. Per item (pos, neg) counts:
+    // (3,0) (0,3) (2,1) (1,2) (3,0) (1,2): P_i = 1, 1, 1/3, 1/3, 1, 1/3 -> P̄ = 2/3;
+    // p_pos = 10/18, p_neg = 8/18 -> P̄e = (100 + 64) / 324; kappa = (P̄ - P̄e) / (1 - P̄e).
+    let c = labels_csv(r, "c.csv", &C);
+    import_labels(r, &c, "reader-c");
+    let ag = json(r, &["agreement", "--task", "finding", "--json"]);
+    let pe = 164.0 / 324.0;
+    let expected = (2.0 / 3.0 - pe) / (1.0 - pe);
+    assert_eq!(ag["statistic"], "fleiss-kappa");
+    assert!((ag["overall"].as_f64().unwrap() - expected).abs() < 1e-9, "{ag} vs {expected}");
+    assert_eq!(ag["per_reader"].as_array().unwrap().len(), 3);
+
+    // Majority consensus, with its inputs recorded.
+    ok(r, &["consensus", "--task", "finding", "--method", "majority"]);
+    let list = json(r, &["annotate", "list", "--json"]);
+    let cons = list.as_array().unwrap().iter().find(|s| s["reader"] == "consensus").expect("consensus set");
+    assert_eq!(cons["derived"], "majority");
+    assert_eq!(cons["counts"]["pos"], 3, "{cons}");
+    assert_eq!(cons["counts"]["neg"], 3, "{cons}");
+    let show = json(r, &["show", "HEAD", "--json"]);
+    let text = show.to_string();
+    assert!(text.contains("consensus") && text.contains("annotations:reader-a"), "{text}");
+
+    // STAPLE agrees with the majority here (reader c and a are closer to it than b).
+    ok(r, &["consensus", "--task", "finding", "--method", "staple"]);
+    let list = json(r, &["annotate", "list", "--json"]);
+    let cons = list.as_array().unwrap().iter().find(|s| s["reader"] == "consensus").unwrap();
+    assert_eq!(cons["derived"], "staple");
+    assert!(cons["previous"].is_string(), "the staple consensus replaces the majority one: {cons}");
+
+    // Re-annotating: reader a changes its mind about patient 2; the diff names it.
+    let mut a2 = A;
+    a2[2] = "neg";
+    let a2f = labels_csv(r, "a2.csv", &a2);
+    import_labels(r, &a2f, "reader-a");
+    let d = json(r, &["diff", "HEAD~1", "HEAD", "--json"]);
+    let sets = d["annotations"]["annotations"].as_array().unwrap();
+    assert_eq!(sets.len(), 1, "{d}");
+    let ch = &sets[0]["labels"][0];
+    assert_eq!(ch["target"]["id"], series(2));
+    assert_eq!((ch["old"].as_str(), ch["new"].as_str(), ch["reader"].as_str()), (Some("pos"), Some("neg"), Some("reader-a")));
+    let human = ok(r, &["diff", "HEAD~1", "HEAD"]);
+    assert!(human.contains("pos -> neg (reader reader-a)"), "{human}");
+    // The old version stays reachable: from its commit, and as `previous`.
+    let old = json(r, &["annotate", "list", &after_a, "--json"]);
+    assert_eq!(old[0]["counts"]["pos"], 3);
+    let new = json(r, &["annotate", "list", "--json"]);
+    let a_now = new.as_array().unwrap().iter().find(|s| s["reader"] == "reader-a").unwrap();
+    assert_eq!(a_now["previous"], old[0]["id"]);
+    assert_eq!(a_now["counts"]["pos"], 2);
+    // gc keeps every version, fsck is clean.
+    ok(r, &["gc"]);
+    ok(r, &["fsck"]);
+    assert_eq!(json(r, &["annotate", "list", &after_a, "--json"])[0]["id"], old[0]["id"]);
+    // A normal commit keeps the annotations.
+    write(r, "notes.txt", b"curation notes\n");
+    ok(r, &["commit", "-m", "notes"]);
+    assert_eq!(json(r, &["annotate", "list", "--json"]).as_array().unwrap().len(), 4);
+}
+
+#[test]
+fn bad_label_files_name_the_line_and_commit_nothing() {
+    let t = dataset(2);
+    let r = t.path();
+    let before = ok(r, &["op", "log"]);
+    let cases: [(&str, String, &str); 5] = [
+        ("unknown.csv", format!("series_uid,label\n{},pos\n2.25.999,neg\n", series(0)), "line 3"),
+        ("short.csv", format!("{},pos\n{}\n", series(0), series(1)), "line 2"),
+        ("empty-label.csv", format!("uid,label\n{},\n", series(0)), "line 2"),
+        ("dup.csv", format!("uid,label\n{0},pos\n{0},neg\n", series(0)), "already labelled on line 2"),
+        ("nothing.csv", "uid,label\n".to_string(), "no labels"),
+    ];
+    for (name, body, needle) in cases {
+        let f = r.join("..").join(name);
+        fs::write(&f, body).unwrap();
+        let o = fails(r, &["annotate", "import", "main", f.to_str().unwrap(), "--reader", "x", "--kind", "label", "--source", "weak"]);
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(e.contains(name) && e.contains(needle), "{name}: {e}");
+        assert_eq!(o.status.code(), Some(2));
+    }
+    assert!(String::from_utf8_lossy(&fails(r, &["annotate", "import", "main", "/nonexistent.csv", "--reader", "x", "--kind", "label", "--source", "weak"]).stderr).contains("/nonexistent.csv"));
+    assert_eq!(ok(r, &["op", "log"]), before, "nothing was committed");
+    // Paths work as references too, and the label then names the instance.
+    let f = r.join("..").join("paths.csv");
+    fs::write(&f, format!("{},pos,0.9\n{},neg\n", path_of(0, 1), path_of(1, 0))).unwrap();
+    ok(r, &["annotate", "import", "main", f.to_str().unwrap(), "--reader", "x", "--kind", "label", "--source", "pathology"]);
+    let l = json(r, &["annotate", "list", "--json"]);
+    assert_eq!(l[0]["source"], "pathology");
+    assert_eq!(l[0]["labels"], 2);
+}
+
+#[test]
+fn boxes_added_and_moved() {
+    let t = dataset(1);
+    let r = t.path();
+    let coco = |x: f64| {
+        serde_json::json!({
+            "images": [{"id": 1, "file_name": path_of(0, 0)}, {"id": 2, "sop_instance_uid": test_uid("sop 0 1")}],
+            "categories": [{"id": 7, "name": "nodule"}],
+            "annotations": [
+                {"image_id": 1, "category_id": 7, "bbox": [x, 2.0, 4.0, 4.0]},
+                {"image_id": 2, "category_id": 7, "bbox": [1.0, 1.0, 3.0, 3.0]}
+            ]
+        })
+        .to_string()
+    };
+    let f = r.join("..").join("boxes.json");
+    fs::write(&f, coco(2.0)).unwrap();
+    let args = ["annotate", "import", "main", f.to_str().unwrap(), "--reader", "r1", "--kind", "bbox", "--source", "retrospective"];
+    ok(r, &args);
+    fs::write(&f, coco(6.0)).unwrap();
+    ok(r, &args);
+    let d = json(r, &["diff", "HEAD~1", "HEAD", "--json"]);
+    let boxes = d["annotations"]["annotations"][0]["boxes"].as_array().unwrap().clone();
+    assert_eq!(boxes.len(), 1, "{boxes:?}");
+    assert_eq!(boxes[0]["change"], "moved");
+    assert_eq!(boxes[0]["old"][0], 2.0);
+    assert_eq!(boxes[0]["new"][0], 6.0);
+    // A box outside the 16x16 image, an unknown category, an unknown file.
+    for (body, needle) in [
+        (coco(14.0), "annotations[0]"),
+        (coco(2.0).replace("\"category_id\":7", "\"category_id\":8"), "category_id 8"),
+        (coco(2.0).replace("P0/S0/IM0.dcm", "P9/none.dcm"), "images[0]"),
+    ] {
+        fs::write(&f, body).unwrap();
+        let e = String::from_utf8_lossy(&fails(r, &args).stderr).into_owned();
+        assert!(e.contains("boxes.json") && e.contains(needle), "{e}");
+    }
+}
+
+/// The NIfTI affine (RAS) of the synthetic series, from the synthesizer's geometry: origin
+/// (-5.6, -5.6, z) LPS, 0.7 mm pixels, slices 2.5 mm apart, lowest slice (instance 3) first.
+fn expected_affine() -> [[f64; 4]; 4] {
+    let half = f64::from(SIZE) * 0.7 / 2.0;
+    [[-0.7, 0.0, 0.0, half], [0.0, -0.7, 0.0, half], [0.0, 0.0, 2.5, -2.5 * (SLICES as f64 - 1.0)], [0.0, 0.0, 0.0, 1.0]]
+}
+
+/// A mask with a box of `value` over x0..x1, 4..10 on slices 1 and 2.
+fn mask(x0: usize, x1: usize, value: u8) -> Vec<u8> {
+    let n = usize::from(SIZE);
+    let mut m = vec![0u8; n * n * SLICES];
+    for k in 1..3 {
+        for y in 4..10 {
+            for x in x0..x1 {
+                m[k * n * n + y * n + x] = value;
+            }
+        }
+    }
+    m
+}
+
+fn nifti_file(dir: &Path, name: &str, data: Vec<u8>) -> std::path::PathBuf {
+    let n = usize::from(SIZE);
+    let nii = Nifti { dims: [n, n, SLICES], pixdim: [0.7, 0.7, 2.5], affine: expected_affine(), data: NiftiData::U8(data) };
+    let p = dir.join(name);
+    fs::write(&p, write_nifti(&nii, true).unwrap()).unwrap();
+    p
+}
+
+fn import_mask(r: &Path, file: &Path, reader: &str, p: usize) {
+    ok(
+        r,
+        &["annotate", "import", "main", file.to_str().unwrap(), "--reader", reader, "--kind", "segmentation", "--source", "retrospective", "--series", &series(p), "--labels", "1=lesion"],
+    );
+}
+
+#[test]
+fn segmentations_dice_between_readers_and_versions() {
+    let t = dataset(2);
+    let r = t.path();
+    let d = r.join("..");
+    import_mask(r, &nifti_file(&d, "a.nii.gz", mask(4, 10, 1)), "a", 0);
+    import_mask(r, &nifti_file(&d, "b.nii.gz", mask(5, 11, 1)), "b", 0);
+    // 72 voxels each, 60 shared: Dice = 120 / 144.
+    let ag = json(r, &["agreement", "--task", "segmentation", "--json"]);
+    assert_eq!(ag["statistic"], "dice");
+    assert!((ag["overall"].as_f64().unwrap() - 120.0 / 144.0).abs() < 1e-9, "{ag}");
+    assert!((ag["per_label"]["lesion"].as_f64().unwrap() - 120.0 / 144.0).abs() < 1e-9, "{ag}");
+    // A new version by reader a: Dice between versions in the diff.
+    import_mask(r, &nifti_file(&d, "a2.nii.gz", mask(4, 7, 1)), "a", 0);
+    let diff = json(r, &["diff", "HEAD~1", "HEAD", "--json"]);
+    let seg = &diff["annotations"]["annotations"][0]["segmentations"][0];
+    // old 72 voxels, new 36, all shared: 72 / 108.
+    assert!((seg["dice"]["lesion"].as_f64().unwrap() - 72.0 / 108.0).abs() < 1e-9, "{diff}");
+    // Consensus of the two (majority of 2 = both).
+    ok(r, &["consensus", "--task", "segmentation", "--method", "majority"]);
+    let cons = json(r, &["annotate", "list", "--json"]);
+    assert!(cons.as_array().unwrap().iter().any(|s| s["reader"] == "consensus" && s["segmentations"] == 1));
+    // A mask that does not fit the series: the error names the file and both shapes.
+    let n = usize::from(SIZE);
+    let bad = Nifti { dims: [n, n, 3], pixdim: [0.7, 0.7, 2.5], affine: expected_affine(), data: NiftiData::U8(vec![0; n * n * 3]) };
+    let p = d.join("bad.nii.gz");
+    fs::write(&p, write_nifti(&bad, true).unwrap()).unwrap();
+    let o = fails(r, &["annotate", "import", "main", p.to_str().unwrap(), "--reader", "a", "--kind", "segmentation", "--source", "weak", "--series", &series(1)]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("bad.nii.gz") && e.contains("does not fit"), "{e}");
+    // No --series for a NIfTI mask.
+    let o = fails(r, &["annotate", "import", "main", p.to_str().unwrap(), "--reader", "a", "--kind", "segmentation", "--source", "weak"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--series"));
+}
+
+fn assignments(r: &Path, rev: &str) -> BTreeMap<String, String> {
+    let s = json(r, &["split", "show", rev, "--name", "main", "--json"]);
+    s["assignments"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), v["part"].as_str().unwrap().to_string())).collect()
+}
+
+#[test]
+fn split_is_patient_level_stable_when_growing_and_validated() {
+    let t = dataset(20);
+    let r = t.path();
+    for (ratios, needle) in [("70,15,10", "sum to 95"), ("100", "2 or more"), ("70,0,30", "2 or more")] {
+        let e = String::from_utf8_lossy(&fails(r, &["split", "create", "--name", "main", "--ratios", ratios]).stderr).into_owned();
+        assert!(e.contains(needle), "{ratios}: {e}");
+    }
+    ok(r, &["split", "create", "--name", "main", "--ratios", "70,15,15", "--seed", "3"]);
+    let first = assignments(r, "HEAD");
+    assert_eq!(first.len(), 20);
+    let count = |m: &BTreeMap<String, String>, p: &str| m.values().filter(|v| *v == p).count();
+    assert_eq!((count(&first, "train"), count(&first, "validation"), count(&first, "test")), (14, 3, 3));
+    let show = json(r, &["split", "show", "--name", "main", "--json"]);
+    assert_eq!(show["parts"]["train"]["patients"], 14);
+    assert_eq!(show["parts"]["train"]["instances"], 14 * SLICES);
+    let check = cohort(r).args(["split", "check", "--name", "main"]).output().unwrap();
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stdout));
+
+    // The dataset grows: old patients keep their part, new ones are placed and balanced.
+    for p in 20..30 {
+        add_patient(r, p);
+    }
+    ok(r, &["commit", "-m", "ten more patients"]);
+    let unplaced = json(r, &["split", "check", "--name", "main", "--json"]);
+    assert_eq!(unplaced["unassigned"], 10 * SLICES);
+    ok(r, &["split", "create", "--name", "main", "--ratios", "70,15,15", "--seed", "3"]);
+    let second = assignments(r, "HEAD");
+    assert_eq!(second.len(), 30);
+    for (g, p) in &first {
+        assert_eq!(&second[g], p, "patient {g} moved");
+    }
+    let (tr, va, te) = (count(&second, "train"), count(&second, "validation"), count(&second, "test"));
+    assert_eq!(tr + va + te, 30);
+    assert!((tr as i64 - 21).abs() <= 1 && (va as i64 - 4).abs() <= 1 && (te as i64 - 4).abs() <= 1, "{tr} {va} {te}");
+    let diff = json(r, &["diff", "HEAD~1", "HEAD", "--json"]);
+    assert_eq!(diff["annotations"]["splits"][0]["added_groups"], 10);
+    assert_eq!(diff["annotations"]["splits"][0]["moved"].as_array().unwrap().len(), 0);
+    // Changing the settings of an existing split is refused.
+    let e = String::from_utf8_lossy(&fails(r, &["split", "create", "--name", "main", "--ratios", "80,10,10", "--seed", "3"]).stderr).into_owned();
+    assert!(e.contains("already exists"), "{e}");
+}
+
+#[test]
+fn leakage_of_one_patient_under_two_ids_with_the_same_pixels() {
+    let t = dataset(8);
+    let r = t.path();
+    // Patient 0 again, under another Patient ID and other UIDs: same pixel data.
+    for i in 0..SLICES {
+        let mut s = spec(0, i);
+        s.patient_id = "FAKE-DUPLICATE".into();
+        s.study_uid = test_uid("dup study");
+        s.series_uid = test_uid("dup series");
+        s.sop_uid = test_uid(&format!("dup sop {i}"));
+        write(r, &format!("DUP/IM{i}.dcm"), &synth_instance(&s));
+    }
+    ok(r, &["commit", "-m", "a duplicate under another ID"]);
+    let (mut leaked, mut clean) = (false, false);
+    for seed in 0..40 {
+        let name = format!("s{seed}");
+        ok(r, &["split", "create", "--name", &name, "--ratios", "50,50", "--seed", &seed.to_string()]);
+        let show = json(r, &["split", "show", "--name", &name, "--json"]);
+        let a = &show["assignments"];
+        let same = a["FAKE0000"]["part"] == a["FAKE-DUPLICATE"]["part"];
+        let o = cohort(r).args(["split", "check", "--name", &name, "--json"]).output().unwrap();
+        let rep: Value = serde_json::from_slice(&o.stdout).unwrap();
+        if same {
+            assert!(o.status.success(), "{rep}");
+            clean = true;
+        } else {
+            assert_eq!(o.status.code(), Some(1), "{rep}");
+            let leaks = rep["leaks"].as_array().unwrap();
+            assert_eq!(leaks.len(), SLICES, "{rep}");
+            assert!(leaks.iter().all(|l| l["kind"] == "pixel-data"));
+            leaked = true;
+        }
+        if leaked && clean {
+            break;
+        }
+    }
+    assert!(leaked && clean, "40 seeds should give both outcomes");
+}
+
+fn require_nibabel() {
+    let found = Command::new("python3").args(["-c", "import nibabel, pydicom, numpy"]).output().is_ok_and(|o| o.status.success());
+    assert!(found, "python3 with nibabel, pydicom and numpy is required for this cross-check: pip install nibabel pydicom numpy (.ci/run does)");
+}
+
+/// Read back exported NIfTI volumes with nibabel and compare them with the DICOM slices read
+/// by pydicom: shape, affine (from the DICOM tags, computed in Python) and values.
+const NIBABEL_CHECK: &str = r#"
+import json, sys, os, glob
+import nibabel as nib, numpy as np, pydicom
+out, src = sys.argv[1], sys.argv[2]
+manifest = json.load(open(os.path.join(out, "cohort-manifest.json")))
+for case in manifest["cases"]:
+    sub = "Ts" if case["part"] == "test" else "Tr"
+    img = nib.load(os.path.join(out, "images" + sub, case["case"] + "_0000.nii.gz"))
+    files = [pydicom.dcmread(f) for f in glob.glob(os.path.join(src, "**", "*.dcm"), recursive=True)]
+    files = [d for d in files if d.SeriesInstanceUID == case["series_uid"]]
+    files.sort(key=lambda d: float(d.ImagePositionPatient[2]))
+    data = np.asarray(img.dataobj)
+    assert data.shape == (16, 16, 4), data.shape
+    for k, d in enumerate(files):
+        px = d.pixel_array.astype(np.float64) * float(d.RescaleSlope) + float(d.RescaleIntercept)
+        assert np.array_equal(data[:, :, k].T, px), ("values differ", case["case"], k)
+    o = [float(x) for x in files[0].ImagePositionPatient]
+    dz = float(files[1].ImagePositionPatient[2]) - o[2]
+    sp = [float(x) for x in files[0].PixelSpacing]
+    lps = np.array([[sp[1], 0, 0, o[0]], [0, sp[0], 0, o[1]], [0, 0, dz, o[2]], [0, 0, 0, 1]])
+    ras = np.diag([-1, -1, 1, 1]) @ lps
+    assert np.allclose(img.affine, ras, atol=1e-4), (img.affine, ras)
+    assert np.allclose(img.get_qform(), img.get_sform(), atol=1e-4)
+    if case["has_label"]:
+        lab = nib.load(os.path.join(out, "labels" + sub, case["case"] + ".nii.gz"))
+        assert np.allclose(lab.affine, ras, atol=1e-4)
+        ld = np.asarray(lab.dataobj)
+        assert ld.shape == (16, 16, 4)
+        assert set(np.unique(ld)) <= {0, 1}, np.unique(ld)
+        assert int((ld == 1).sum()) == 72, int((ld == 1).sum())
+        assert ld[4, 4, 1] == 1 and ld[4, 4, 0] == 0
+print("ok", len(manifest["cases"]))
+"#;
+
+#[test]
+fn export_nnunet_monai_csv_files_with_manifest() {
+    let t = dataset(6);
+    let r = t.path();
+    let d = r.join("..");
+    let m = nifti_file(&d, "m.nii.gz", mask(4, 10, 1));
+    for p in 0..6 {
+        import_mask(r, &m, "a", p);
+    }
+    let f = labels_csv(r, "l.csv", &A);
+    import_labels(r, &f, "a");
+    ok(r, &["split", "create", "--name", "main", "--ratios", "60,20,20"]);
+    let commit = head(r);
+    let src = r.to_str().unwrap();
+
+    let out1 = d.join("nn1");
+    ok(r, &["export", "HEAD", out1.to_str().unwrap(), "--split", "main", "--format", "nnunet", "--task", "segmentation"]);
+    let manifest: Value = serde_json::from_slice(&fs::read(out1.join("cohort-manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["commit"], commit.as_str());
+    assert_eq!(manifest["split"], "main");
+    let ds: Value = serde_json::from_slice(&fs::read(out1.join("dataset.json")).unwrap()).unwrap();
+    assert_eq!(ds["channel_names"]["0"], "CT");
+    assert_eq!(ds["labels"]["background"], 0);
+    assert_eq!(ds["labels"]["lesion"], 1);
+    assert_eq!(ds["file_ending"], ".nii.gz");
+    let tr = fs::read_dir(out1.join("imagesTr")).unwrap().count();
+    let ts = fs::read_dir(out1.join("imagesTs")).unwrap().count();
+    assert_eq!(ds["numTraining"], tr);
+    assert_eq!(tr + ts, 6);
+    assert_eq!(fs::read_dir(out1.join("labelsTr")).unwrap().count(), tr);
+    let folds: Value = serde_json::from_slice(&fs::read(out1.join("splits_final.json")).unwrap()).unwrap();
+    assert_eq!(folds[0]["train"].as_array().unwrap().len() + folds[0]["val"].as_array().unwrap().len(), tr);
+    // Deterministic: a second export has the same bytes.
+    let out2 = d.join("nn2");
+    ok(r, &["export", "HEAD", out2.to_str().unwrap(), "--split", "main", "--format", "nnunet"]);
+    assert_eq!(snapshot(&out1), snapshot(&out2));
+    require_nibabel();
+    let o = Command::new("python3").args(["-c", NIBABEL_CHECK, out1.to_str().unwrap(), src]).output().unwrap();
+    assert!(o.status.success(), "nibabel check failed:\n{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+
+    // MONAI datalist.
+    let mo = d.join("monai");
+    ok(r, &["export", "HEAD", mo.to_str().unwrap(), "--split", "main", "--format", "monai", "--task", "segmentation"]);
+    let dl: Value = serde_json::from_slice(&fs::read(mo.join("datalist.json")).unwrap()).unwrap();
+    let n: usize = ["training", "validation", "test"].iter().map(|k| dl[k].as_array().unwrap().len()).sum();
+    assert_eq!(n, 6);
+    let e = &dl["training"][0];
+    assert!(mo.join(e["image"].as_str().unwrap()).is_file() && mo.join(e["label"].as_str().unwrap()).is_file(), "{dl}");
+
+    // CSV: one row per instance, with the label column.
+    let cs = d.join("csv");
+    ok(r, &["export", "HEAD", cs.to_str().unwrap(), "--split", "main", "--part", "train", "--format", "csv", "--task", "finding"]);
+    let table = fs::read_to_string(cs.join("dataset.csv")).unwrap();
+    let mut lines = table.lines();
+    assert_eq!(lines.next().unwrap(), "path,patient_id,study_uid,series_uid,sop_uid,split,finding");
+    let rows: Vec<&str> = lines.collect();
+    assert!(!rows.is_empty() && rows.iter().all(|l| l.contains(",train,")), "{table}");
+    for row in &rows {
+        let path = row.split(',').next().unwrap();
+        assert_eq!(fs::read(cs.join(path)).unwrap(), fs::read(r.join(path)).unwrap(), "{path} exported byte for byte");
+    }
+    let p0 = rows.iter().find(|l| l.contains("FAKE0000"));
+    if let Some(l) = p0 {
+        assert!(l.ends_with(",pos"), "{l}");
+    }
+
+    // files: every part in its own folder.
+    let fo = d.join("files");
+    ok(r, &["export", "HEAD", fo.to_str().unwrap(), "--split", "main"]);
+    let total: usize = ["train", "validation", "test"].iter().map(|p| snapshot(&fo.join(p)).len()).sum();
+    assert_eq!(total, 6 * SLICES);
+    // An unknown part is an error naming the parts.
+    let e = String::from_utf8_lossy(&fails(r, &["export", "HEAD", d.join("x").to_str().unwrap(), "--split", "main", "--part", "dev"]).stderr).into_owned();
+    assert!(e.contains("train, validation, test"), "{e}");
+}
+
+#[test]
+fn annotations_and_splits_follow_deidentification() {
+    let t = dataset(4);
+    let r = t.path();
+    let f = labels_csv(r, "labels_FAKE^PATIENT0000.csv", &["pos", "neg", "pos", "neg"]);
+    import_labels(r, &f, "a");
+    let m = nifti_file(&r.join(".."), "m.nii.gz", mask(4, 10, 1));
+    import_mask(r, &m, "a", 1);
+    ok(r, &["split", "create", "--name", "main", "--ratios", "50,50"]);
+    let before = assignments(r, "HEAD");
+    let key = r.join("..").join("key");
+    fs::write(&key, b"a test key that is long enough 0123456789").unwrap();
+    ok(r, &["deid", "HEAD", "--key-file", key.to_str().unwrap()]);
+    let sets = json(r, &["annotate", "list", "deid", "--json"]);
+    assert_eq!(sets.as_array().unwrap().len(), 2, "{sets}");
+    let labels = sets.as_array().unwrap().iter().find(|s| s["kind"] == "label").unwrap();
+    assert_eq!(labels["counts"]["pos"], 2);
+    // The labels now name the new series UIDs, which are in the de-identified commit.
+    let ls = json(r, &["ls", "deid", "--json"]);
+    let new_series: std::collections::BTreeSet<String> = ls.as_array().unwrap().iter().filter_map(|e| e["series_uid"].as_str().map(str::to_string)).collect();
+    let shown = json(r, &["split", "show", "deid", "--name", "main", "--json"]);
+    let after: BTreeMap<String, String> = shown["assignments"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), v["part"].as_str().unwrap().to_string())).collect();
+    assert_eq!(after.len(), 4);
+    assert!(after.keys().all(|k| k.starts_with("PSEUDO-")), "{after:?}");
+    let mut a: Vec<&String> = before.values().collect();
+    let mut b: Vec<&String> = after.values().collect();
+    a.sort();
+    b.sort();
+    assert_eq!(a, b);
+    assert_eq!(shown["parts"]["train"]["labels"]["finding"].as_object().map(|m| m.values().map(|v| v.as_u64().unwrap()).sum::<u64>()).unwrap_or(0) + shown["parts"]["test"]["labels"]["finding"].as_object().map(|m| m.values().map(|v| v.as_u64().unwrap()).sum::<u64>()).unwrap_or(0), 16);
+    for s in 0..4 {
+        assert!(!new_series.contains(&series(s)));
+    }
+    // Nothing identifying in the de-identified branch's objects: phi-scan stays clean, and no
+    // stored byte of the branch names a patient, an old UID or the label file's name.
+    let o = cohort(r).args(["phi-scan", "deid"]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    let ex = r.join("..").join("deid-export");
+    ok(r, &["export", "deid", ex.to_str().unwrap(), "--split", "main", "--format", "csv", "--task", "finding"]);
+    let table = fs::read_to_string(ex.join("dataset.csv")).unwrap();
+    for p in 0..4 {
+        assert!(!table.contains(&format!("FAKE{p:04}")) && !table.contains(&series(p)), "{table}");
+    }
+    assert!(table.contains("PSEUDO-"));
+    let manifest = fs::read_to_string(ex.join("cohort-manifest.json")).unwrap();
+    assert!(!manifest.contains("FAKE"), "{manifest}");
+    // The annotation sets of the de-identified commit keep no file name and no link to the
+    // identified versions.
+    let store = cohort::store::Store::open(&r.join(".cohort"), cohort::store::Mode::Read).unwrap();
+    let repo_view = store.view().unwrap();
+    let c = store.read_commit(&repo_view.branches["deid"]).unwrap();
+    let cat = store.catalog_of(&c).unwrap();
+    for id in cat.annotations.values() {
+        let set = store.read_annotations(id).unwrap();
+        assert!(set.input.as_ref().is_none_or(|i| i.name.is_none()), "{:?}", set.input);
+        assert!(set.previous.is_none());
+    }
+}
