@@ -183,7 +183,6 @@ pub fn export(repo: &Repo, req: &MlExportRequest, progress: &dyn Progress) -> Re
     if req.out.exists() && fs::read_dir(&req.out).map_err(io(&req.out))?.next().is_some() {
         return Err(MlExportError::NotEmpty(req.out.clone()));
     }
-    fs::create_dir_all(&req.out).map_err(io(&req.out))?;
     let cat = repo.store.catalog_of(&repo.store.read_commit(&commit)?)?;
     let sid = cat.splits[&req.split];
     let parts: Vec<Option<String>> = crate::split::parts_of(&ds, &split)
@@ -216,6 +215,7 @@ pub fn export(repo: &Repo, req: &MlExportRequest, progress: &dyn Progress) -> Re
         cat.readers(t).into_iter().find(|(_, id)| task_set.as_ref().is_some_and(|(_, s)| repo.store.read_annotations(id).map(|x| &x == s).unwrap_or(false))).map(|(_, id)| id)
     });
 
+    fs::create_dir_all(&req.out).map_err(io(&req.out))?;
     let mut cases = Vec::new();
     let mut skipped = Vec::new();
     match req.format {

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::PathBuf;
 
+use cohort::catalog::*;
 use cohort::object::*;
 use cohort::pack::{encode, Hint, Pack, PackWriter};
 use cohort::ObjectId;
@@ -69,6 +70,7 @@ fn samples() -> (Tree, DicomFile, Commit, Operation) {
             ended_us: 2,
         },
         notes: vec![CommitNote { path: "x.dcm".into(), note: "stored whole".into() }],
+        catalog: Some(id(10)),
     };
     let mut branches = BTreeMap::new();
     branches.insert("main".to_string(), id(8));
@@ -83,6 +85,41 @@ fn samples() -> (Tree, DicomFile, Commit, Operation) {
     (tree, dicom, commit, op)
 }
 
+fn catalog_samples() -> (Catalog, AnnotationSet, Split) {
+    let mut cat = Catalog::default();
+    cat.annotations.insert(("finding".into(), "reader-a".into()), id(11));
+    cat.splits.insert("main".into(), id(12));
+    let mut segments = BTreeMap::new();
+    segments.insert(1u8, "lesion".to_string());
+    let mut voxels = BTreeMap::new();
+    voxels.insert(1u8, 72u64);
+    let set = AnnotationSet {
+        task: "finding".into(),
+        kind: AnnotationKind::Segmentation,
+        reader: "reader-a".into(),
+        source: LabelSource::Retrospective,
+        time_us: 4,
+        input: Some(InputFile { name: Some("a.csv".into()), blake3: id(13), format: "csv".into() }),
+        labels: vec![LabelEntry { target: Target::Series("2.25.2".into()), label: "pos".into(), value: Some("0.9".into()) }],
+        boxes: vec![BoxEntry { sop_uid: "2.25.3".into(), frame: 1, label: "nodule".into(), x: 1.5, y: 2.0, w: 3.0, h: 4.25 }],
+        segmentations: vec![SegEntry { series_uid: "2.25.2".into(), dims: [16, 16, 4], slice_sops: vec!["2.25.3".into()], segments, mask: id(14), voxels }],
+        derivation: Some(Derivation { method: "majority".into(), inputs: vec![("reader-b".into(), id(15))], unresolved: 1 }),
+        previous: Some(id(16)),
+    };
+    let mut assignments = BTreeMap::new();
+    assignments.insert("FAKE0001".to_string(), Assignment { part: "train".into(), stratum: "pos".into() });
+    let split = Split {
+        name: "main".into(),
+        group: GroupBy::Patient,
+        parts: vec![("train".into(), 70), ("test".into(), 30)],
+        seed: 7,
+        stratify: Some("finding".into()),
+        assignments,
+        previous: None,
+    };
+    (cat, set, split)
+}
+
 #[test]
 fn structured_objects_keep_their_bytes() {
     let (tree, dicom, commit, op) = samples();
@@ -90,6 +127,19 @@ fn structured_objects_keep_their_bytes() {
     check("dicom.bin", &dicom.to_bytes());
     check("commit.bin", &commit.to_bytes());
     check("operation.bin", &op.to_bytes());
+    let (cat, set, split) = catalog_samples();
+    check("catalog.bin", &cat.to_bytes());
+    check("annotations.bin", &set.to_bytes());
+    check("split.bin", &split.to_bytes());
+    let rd = |n: &str| fs::read(data(n)).unwrap();
+    assert_eq!(Catalog::from_bytes(id(0), &rd("catalog.bin")).unwrap(), cat);
+    assert_eq!(AnnotationSet::from_bytes(id(0), &rd("annotations.bin")).unwrap(), set);
+    assert_eq!(Split::from_bytes(id(0), &rd("split.bin")).unwrap(), split);
+    // A version 1 commit (before catalogs) still decodes, with no catalog.
+    let v1 = Commit::from_bytes(id(0), &rd("commit-v1.bin")).unwrap();
+    assert_eq!(v1, Commit { catalog: None, ..commit.clone() });
+    assert_eq!(&rd("commit-v1.bin")[4..6], &1u16.to_le_bytes());
+    assert_eq!(&commit.to_bytes()[4..6], &2u16.to_le_bytes());
     // And the committed files decode to the same values (backward compatibility).
     let rd = |n: &str| fs::read(data(n)).unwrap();
     assert_eq!(Tree::decode(id(0), &rd("tree.bin")).unwrap(), tree);
@@ -157,7 +207,7 @@ fn decoders_never_panic_on_damaged_bytes() {
     // Every single-byte change and every truncation of each golden object: an error or a value,
     // never a panic or a runaway allocation (bincode is configured with a 1 GiB limit, and
     // lengths are checked against the input).
-    for name in ["tree.bin", "dicom.bin", "commit.bin", "operation.bin"] {
+    for name in ["tree.bin", "dicom.bin", "commit.bin", "commit-v1.bin", "operation.bin", "catalog.bin", "annotations.bin", "split.bin"] {
         let good = fs::read(data(name)).unwrap();
         let mut cases: Vec<Vec<u8>> = (0..good.len()).map(|n| good[..n].to_vec()).collect();
         for i in 0..good.len() {
@@ -172,6 +222,9 @@ fn decoders_never_panic_on_damaged_bytes() {
             let _ = DicomFile::from_bytes(id(0), b);
             let _ = Commit::from_bytes(id(0), b);
             let _ = Operation::from_bytes(id(0), b);
+            let _ = Catalog::from_bytes(id(0), b);
+            let _ = AnnotationSet::from_bytes(id(0), b);
+            let _ = Split::from_bytes(id(0), b);
         }
     }
     // Damaged pack indexes and packs: open or read fails cleanly, never panics.
