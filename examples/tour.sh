@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The main job on the bundled example data: import, inspect, correct, diff, de-identify,
-# scan for PHI, export, verify. Works on a copy in a temp folder; the repo stays untouched.
+# The main job on the bundled example data: import, inspect, correct, diff, annotate with two
+# readers, measure agreement, make a consensus, split by patient, de-identify (annotations and
+# the split follow), scan for PHI, export for nnU-Net / MONAI / CSV, verify. Works on a copy in a temp folder; the repo stays untouched.
 #
 #   examples/tour.sh            (builds cohort in release mode first)
 set -euo pipefail
@@ -35,15 +36,47 @@ cohort commit -m "correct series description"
 cohort diff HEAD~1 HEAD
 cohort du
 
-step "de-identify (DICOM PS3.15 Basic Profile + modified dates), keep the labels"
+ann="$here/examples/annotations"
+step "annotate: two readers label every CT series; agreement; majority consensus"
+for r in a b; do
+  cohort annotate import main "$ann/finding-reader-$r.csv" --task finding --kind label \
+    --reader "reader-$r" --source retrospective
+done
+cohort agreement --task finding
+cohort consensus --task finding --method majority
+
+step "segment: each reader's lesion masks (NIfTI on the series grid); Dice between readers"
+while read -r series mask; do
+  reader=${mask%.nii.gz}; reader=reader-${reader##*-}
+  cohort annotate import main "$here/$mask" --task lesion --kind segmentation --reader "$reader" \
+    --source retrospective --series "$series" --labels 1=lesion -m "lesion mask by $reader" > /dev/null
+done < "$ann/masks.txt"
+cohort agreement --task lesion
+cohort consensus --task lesion --method staple
+cohort annotate list
+
+step "split by patient (60/20/20, stratified by the consensus finding); check for leakage"
+cohort split create --name v1 --ratios 60,20,20 --stratify finding --seed 1
+cohort split show --name v1
+cohort split check --name v1
+
+step "de-identify (DICOM PS3.15 Basic Profile + modified dates): annotations and split follow"
 head -c 32 /dev/urandom > "$work/deid.key"
-cohort deid main --key-file "$work/deid.key" --option retain-longitudinal-temporal-information-modified-dates --keep 'labels.csv' -m "de-identify for research"
+cohort deid main --key-file "$work/deid.key" --option retain-longitudinal-temporal-information-modified-dates -m "de-identify for research"
 cohort ls deid | head -3
-cohort deid-report deid | head -20
+cohort deid-report deid | head -12
+cohort annotate list deid
 
 step "independent PHI scan: the de-identified branch passes, the identified one does not"
 cohort phi-scan deid
 if cohort phi-scan main > /dev/null; then echo "unexpected: identified data passed"; exit 1; else echo "main (identified): findings, as expected"; fi
+
+step "export for training: nnU-Net v2 raw layout, a MONAI datalist, a CSV; each with a manifest"
+cohort export deid "$work/nnunet" --split v1 --format nnunet --task lesion
+(cd "$work/nnunet" && find . -type f | sort | head -8 && cat dataset.json)
+cohort export deid "$work/monai" --split v1 --format monai --task lesion
+cohort export deid "$work/csv" --split v1 --part train --format csv --task finding
+head -3 "$work/csv/dataset.csv"
 
 step "export a state byte for byte, and check the whole store"
 cohort export deid "$work/export" --link hardlink

@@ -106,29 +106,36 @@ fn placement_key(name: &str, seed: u64) -> [u8; 32] {
 /// Place `new` groups (with their strata) among existing assignments.
 pub fn assign(parts: &[(String, u32)], key: &[u8; 32], existing: &BTreeMap<String, Assignment>, new: &[(String, String)]) -> BTreeMap<String, Assignment> {
     let mut counts: HashMap<&str, Vec<u64>> = HashMap::new();
+    let mut total = vec![0u64; parts.len()];
     for a in existing.values() {
         let c = counts.entry(a.stratum.as_str()).or_insert_with(|| vec![0; parts.len()]);
         if let Some(i) = parts.iter().position(|(p, _)| *p == a.part) {
             c[i] += 1;
+            total[i] += 1;
         }
     }
     let mut order: Vec<(&(String, String), [u8; 32])> = new.iter().map(|g| (g, *blake3::keyed_hash(key, g.0.as_bytes()).as_bytes())).collect();
     order.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(b.0)));
+    let gap = |pct: u32, n: u64, have: u64| f64::from(pct) * n as f64 / 100.0 - have as f64;
     let mut out = existing.clone();
     for ((group, stratum), _) in order {
         let c = counts.entry(stratum.as_str()).or_insert_with(|| vec![0; parts.len()]);
         let n = c.iter().sum::<u64>() + 1;
-        // The part furthest below its share once this group is counted (ties: first part).
+        let n_all = total.iter().sum::<u64>() + 1;
+        // The part furthest below its share within the stratum once this group is counted;
+        // among equals, the one furthest below its share overall; then the first part.
         let mut best = 0;
-        let mut best_gap = f64::MIN;
+        let mut best_gap = (f64::MIN, f64::MIN);
         for (i, (_, pct)) in parts.iter().enumerate() {
-            let gap = f64::from(*pct) * n as f64 / 100.0 - c[i] as f64;
-            if gap > best_gap + 1e-12 {
+            let g = (gap(*pct, n, c[i]), gap(*pct, n_all, total[i]));
+            let better = g.0 > best_gap.0 + 1e-9 || ((g.0 - best_gap.0).abs() <= 1e-9 && g.1 > best_gap.1 + 1e-9);
+            if better {
                 best = i;
-                best_gap = gap;
+                best_gap = g;
             }
         }
         c[best] += 1;
+        total[best] += 1;
         out.insert(group.clone(), Assignment { part: parts[best].0.clone(), stratum: stratum.clone() });
     }
     out
@@ -516,6 +523,20 @@ mod tests {
         let c = assign(&parts(), &placement_key("s", 8), &BTreeMap::new(), &first);
         assert_ne!(a, c);
         assert_eq!(a, assign(&parts(), &key, &BTreeMap::new(), &first));
+    }
+
+    #[test]
+    fn small_strata_still_fill_every_part() {
+        // Three strata of two patients each at 60/20/20: within a stratum the second patient
+        // could go to validation or test; the overall balance decides, so test is not empty.
+        let new: Vec<(String, String)> = (0..6).map(|i| (format!("P{i}"), format!("s{}", i / 2))).collect();
+        let parts = vec![("train".to_string(), 60), ("validation".to_string(), 20), ("test".to_string(), 20)];
+        for seed in 0..20 {
+            let a = assign(&parts, &placement_key("x", seed), &BTreeMap::new(), &new);
+            let n = |p: &str| a.values().filter(|x| x.part == p).count();
+            assert_eq!(n("train"), 3, "seed {seed}");
+            assert!(n("validation") >= 1 && n("test") >= 1, "seed {seed}: {a:?}");
+        }
     }
 
     fn count3(m: &BTreeMap<String, Assignment>, s: &str) -> (usize, usize, usize) {

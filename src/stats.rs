@@ -272,28 +272,62 @@ pub fn majority(votes: &[Vec<usize>]) -> Vec<Option<usize>> {
 ///
 /// The candidate is found with the Boyer–Moore majority vote (R. S. Boyer,
 /// J S. Moore, "MJRTY — a fast majority vote algorithm", 1981) and then
-/// counted, so each voxel costs `O(R)` with no allocation.
+/// counted, so each voxel costs `O(R)`; voxels are processed in blocks.
 pub fn majority_map(maps: &[&[u8]]) -> Result<Vec<u8>, StatsError> {
     let n = check_maps(maps, 1)?;
     let readers = maps.len();
     let mut out = try_filled(n, 0u8, "consensus map")?;
-    for (i, dst) in out.iter_mut().enumerate() {
-        let mut candidate = 0u8;
-        let mut balance = 0usize;
-        for m in maps {
-            let v = m[i];
-            if balance == 0 {
-                candidate = v;
-                balance = 1;
-            } else if v == candidate {
-                balance += 1;
-            } else {
-                balance -= 1;
+    if readers > usize::from(u8::MAX) {
+        for (i, dst) in out.iter_mut().enumerate() {
+            let (mut candidate, mut balance) = (0u8, 0usize);
+            for m in maps {
+                let v = m[i];
+                if balance == 0 {
+                    candidate = v;
+                }
+                if balance == 0 || v == candidate {
+                    balance += 1;
+                } else {
+                    balance -= 1;
+                }
+            }
+            let count = maps.iter().filter(|m| m[i] == candidate).count();
+            if 2 * count > readers {
+                *dst = candidate;
             }
         }
-        let count = maps.iter().filter(|m| m[i] == candidate).count();
-        if 2 * count > readers {
-            *dst = candidate;
+        return Ok(out);
+    }
+    // At most 255 readers: byte counters, block by block and reader by
+    // reader, so the inner loops are branch-free and vectorise.
+    let half = (readers / 2) as u8; // count > readers/2  ⇔  count > ⌊readers/2⌋
+    let mut candidate = [0u8; BLOCK];
+    let mut balance = [0u8; BLOCK];
+    for (chunk, dst) in out.chunks_mut(BLOCK).enumerate() {
+        let start = chunk * BLOCK;
+        let len = dst.len();
+        let (candidate, balance) = (&mut candidate[..len], &mut balance[..len]);
+        balance.fill(0);
+        for m in maps {
+            let src = &m[start..start + len];
+            for ((c, b), &v) in candidate.iter_mut().zip(balance.iter_mut()).zip(src) {
+                // Branch-free: fresh = 0xFF when the balance is 0, else 0.
+                let fresh = 0u8.wrapping_sub(u8::from(*b == 0));
+                *c = (v & fresh) | (*c & !fresh);
+                // +1 when v matches the (possibly new) candidate, else −1.
+                let same = 0u8.wrapping_sub(u8::from(v == *c));
+                *b = b.wrapping_add((same & 2).wrapping_sub(1));
+            }
+        }
+        balance.fill(0);
+        for m in maps {
+            let src = &m[start..start + len];
+            for ((b, &c), &v) in balance.iter_mut().zip(candidate.iter()).zip(src) {
+                *b = b.wrapping_add(u8::from(v == c));
+            }
+        }
+        for ((o, &c), &b) in dst.iter_mut().zip(candidate.iter()).zip(balance.iter()) {
+            *o = if b > half { c } else { 0 };
         }
     }
     Ok(out)
@@ -328,7 +362,8 @@ pub struct StapleResult {
 /// across raters. EM alternates:
 ///
 /// * E-step: `W_i(t) = π_t Π_r θ_r[t][votes[i][r]] / Σ_s π_s Π_r θ_r[s][votes[i][r]]`
-///   (computed in log space);
+///   (as products; in log space for an item whose unnormalised mass is
+///   below 1e-200, e.g. with very many raters);
 /// * M-step: `θ_r[t][g] = Σ_{i: votes[i][r] = g} W_i(t) / Σ_i W_i(t)` and
 ///   `π_t = Σ_i W_i(t) / N`, each distribution then smoothed as
 ///   `p ← (p + ε)/(1 + k·ε)` with `ε =` [`STAPLE_SMOOTHING`] so that no
@@ -344,8 +379,8 @@ pub struct StapleResult {
 /// the majority-initialised parameters with `converged = false`.
 ///
 /// Items with identical vote vectors are merged into weighted patterns
-/// (sorted lexicographically) before EM; this is exact and makes the output
-/// independent of item order up to floating-point summation order.
+/// (sorted lexicographically) before EM; this is exact, and makes the output
+/// bit-for-bit independent of the order of the items.
 ///
 /// Errors: [`StatsError::Empty`] (no items), [`StatsError::TooFewRaters`]
 /// (`R < 2`), [`StatsError::RaggedRatings`], [`StatsError::CategoryOutOfRange`]
@@ -427,12 +462,19 @@ pub fn staple(
 /// cost 8 bytes a voxel).
 ///
 /// Speed: voxels are compressed into their distinct vote patterns with
-/// counts, EM runs on the weighted patterns (cost independent of the number
-/// of voxels), and the labels are expanded back. For `R ≤ 8` a voxel's
-/// pattern is packed into a `u64` (reader 0 in the most significant byte) and
-/// looked up in an open-addressing table with a last-pattern cache, in blocks
-/// that vectorise; for more readers a `HashMap<Vec<u8>, _>` is used. Patterns
-/// are sorted lexicographically before EM, so no hash order reaches the output.
+/// counts, EM runs on the weighted patterns (its cost is independent of the
+/// number of voxels), and the labels are expanded back in a second pass.
+/// When `R · b ≤ 64`, with `b` the bits of the largest label, a voxel's votes
+/// are packed into an integer key (`b` bits a reader, reader 0 most
+/// significant), block by block. Keys of at most 16 bits (e.g. 4 readers
+/// and labels < 16, or 8 readers and labels < 4) are counted in a directly
+/// indexed table; longer ones go through an open-addressing hash table with
+/// a previous-voxel cache. When the votes do not fit 64 bits a
+/// `HashMap<Vec<u8>, _>` is used. Distinct patterns are sorted
+/// lexicographically before EM, so no hash order reaches the output. Memory
+/// beyond the inputs and the output is at most a few MiB of tables plus
+/// `O(P · (k + R))` for `P` distinct patterns; each EM iteration costs
+/// `O(P · k · R + R · k²)`.
 ///
 /// Errors: [`StatsError::TooFewRaters`] (`R < 2`), [`StatsError::LengthMismatch`],
 /// [`StatsError::Empty`] (zero-length maps), [`StatsError::InvalidParameter`]
@@ -451,8 +493,10 @@ pub fn staple_map(
         .filter_map(|m| m.iter().copied().max())
         .max()
         .map_or(1, |m| usize::from(m) + 1);
-    let (out, fit) = if maps.len() <= 8 {
-        staple_map_packed(maps, n, k, max_iter, tol)?
+    // Bits needed for the largest label (at least 1).
+    let bits = (usize::BITS - (k - 1).leading_zeros()).max(1);
+    let (out, fit) = if bits as usize * maps.len() <= 64 {
+        staple_map_packed(maps, n, k, bits, max_iter, tol)?
     } else {
         staple_map_general(maps, n, k, max_iter, tol)?
     };
@@ -595,6 +639,10 @@ fn em(
         .and_then(|x| x.checked_mul(k))
         .ok_or(too_large)?;
 
+    // The k²-sized tables first: an absurd k fails here, before anything is written.
+    let mut theta = try_filled(rkk, 0.0f64, "confusion matrices")?;
+    let mut next_theta = try_filled(rkk, 0.0f64, "confusion matrices")?;
+    let mut log_theta = try_filled(rkk, 0.0f64, "confusion matrices")?;
     let mut post = try_filled(pk, 0.0f64, "posterior table")?;
     let share = 1.0 / r as f64;
     for (row, pattern) in post.chunks_exact_mut(k).zip(patterns.chunks_exact(r)) {
@@ -602,13 +650,10 @@ fn em(
             row[g] += share;
         }
     }
-    let mut theta = try_filled(rkk, 0.0f64, "confusion matrices")?;
     let mut prior = vec![0.0f64; k];
     m_step(patterns, weights, &post, r, k, &mut theta, &mut prior);
 
-    let mut next_theta = try_filled(rkk, 0.0f64, "confusion matrices")?;
     let mut next_prior = vec![0.0f64; k];
-    let mut log_theta = try_filled(rkk, 0.0f64, "confusion matrices")?;
     let mut log_prior = vec![0.0f64; k];
     let mut iterations = 0usize;
     let mut converged = false;
@@ -694,7 +739,14 @@ fn m_step(
     }
 }
 
-/// E-step in log space: `post[p][t] ∝ π_t Π_r θ_r[t][pattern[p][r]]`.
+/// Below this, a pattern's unnormalised posterior mass is recomputed in log
+/// space (products of many small probabilities could lose precision to
+/// subnormals or underflow to 0).
+const LINEAR_MIN_MASS: f64 = 1e-200;
+
+/// E-step: `post[p][t] ∝ π_t Π_r θ_r[t][pattern[p][r]]`, as products (no
+/// `exp` in the common case), falling back to log space for a pattern whose
+/// unnormalised mass is below [`LINEAR_MIN_MASS`].
 #[allow(clippy::too_many_arguments)]
 fn e_step(
     patterns: &[usize],
@@ -706,13 +758,34 @@ fn e_step(
     log_prior: &mut [f64],
     post: &mut [f64],
 ) {
-    for (l, &t) in log_theta.iter_mut().zip(theta) {
-        *l = t.ln();
-    }
-    for (l, &p) in log_prior.iter_mut().zip(prior) {
-        *l = p.ln();
-    }
+    let mut logs_ready = false;
     for (row, pattern) in post.chunks_exact_mut(k).zip(patterns.chunks_exact(r)) {
+        row.copy_from_slice(prior);
+        for (rater, &g) in pattern.iter().enumerate() {
+            let start = (rater * k + g) * k;
+            if let Some(th) = theta.get(start..start + k) {
+                for (s, &t) in row.iter_mut().zip(th) {
+                    *s *= t;
+                }
+            }
+        }
+        let sum: f64 = row.iter().sum();
+        if sum > LINEAR_MIN_MASS {
+            let scale = 1.0 / sum;
+            for s in row.iter_mut() {
+                *s *= scale;
+            }
+            continue;
+        }
+        if !logs_ready {
+            for (l, &t) in log_theta.iter_mut().zip(theta) {
+                *l = t.ln();
+            }
+            for (l, &p) in log_prior.iter_mut().zip(prior) {
+                *l = p.ln();
+            }
+            logs_ready = true;
+        }
         row.copy_from_slice(log_prior);
         for (rater, &g) in pattern.iter().enumerate() {
             let start = (rater * k + g) * k;
@@ -755,7 +828,10 @@ fn argmax(row: &[f64]) -> (usize, f64) {
 // ---------------------------------------------------------------------------
 // Label-map pattern compression
 
+/// Voxels processed per block when packing keys.
 const BLOCK: usize = 4096;
+/// Packed keys of at most this many bits are counted in a direct table.
+const DIRECT_MAX_BITS: u32 = 16;
 const EMPTY_SLOT: u32 = u32::MAX;
 
 /// Open-addressing hash table `u64 key → u32 id` (linear probing,
@@ -831,59 +907,168 @@ impl KeyTable {
     }
 }
 
-/// Packs voxels `start..start + keys.len()` of up to 8 maps into `u64` keys,
-/// reader 0 in the most significant used byte (numeric order = lexicographic
-/// order of the vote vectors).
-fn pack_keys(maps: &[&[u8]], start: usize, keys: &mut [u64]) {
-    keys.fill(0);
+/// An unsigned integer type that packed vote vectors are stored in.
+trait PackedKey:
+    Copy + Default + From<u8> + Into<u64> + std::ops::Shl<u32, Output = Self> + std::ops::BitOr<Output = Self>
+{
+}
+impl PackedKey for u8 {}
+impl PackedKey for u16 {}
+impl PackedKey for u32 {}
+impl PackedKey for u64 {}
+
+/// Packs voxels `start..start + keys.len()` of the maps into keys,
+/// `bits` bits per reader, reader 0 most significant, so that numeric
+/// order of keys is lexicographic order of the vote vectors.
+/// Requires `bits · maps.len()` to fit in `T` and every label `< 2^bits`.
+fn pack_keys<T: PackedKey>(maps: &[&[u8]], bits: u32, start: usize, keys: &mut [T]) {
+    keys.fill(T::default());
     for m in maps {
         if let Some(src) = m.get(start..start + keys.len()) {
             for (key, &v) in keys.iter_mut().zip(src) {
-                *key = (*key << 8) | u64::from(v);
+                *key = (*key << bits) | T::from(v);
             }
         }
     }
 }
 
-fn next_id(len: usize) -> Result<u32, StatsError> {
-    u32::try_from(len)
-        .ok()
-        .filter(|&id| id != EMPTY_SLOT)
-        .ok_or(StatsError::TooLarge("too many distinct vote patterns"))
+/// Runs `visit(start, keys)` on the packed keys of all voxels, in order,
+/// block by block.
+fn for_each_key<T: PackedKey>(
+    maps: &[&[u8]],
+    bits: u32,
+    n: usize,
+    mut visit: impl FnMut(usize, &[T]) -> Result<(), StatsError>,
+) -> Result<(), StatsError> {
+    let mut block = [T::default(); BLOCK];
+    let mut start = 0;
+    while start < n {
+        let keys = &mut block[..BLOCK.min(n - start)];
+        pack_keys(maps, bits, start, keys);
+        visit(start, keys)?;
+        start += keys.len();
+    }
+    Ok(())
 }
 
-/// Builds the sorted weighted pattern table from patterns numbered in
-/// discovery order, runs EM, and returns the consensus label per discovery id.
+/// The direct-table path of [`staple_map_packed`], with keys of type `T`.
+fn staple_map_direct<T: PackedKey>(
+    maps: &[&[u8]],
+    n: usize,
+    k: usize,
+    bits: u32,
+    max_iter: usize,
+    tol: f64,
+) -> Result<(Vec<u8>, Fit), StatsError> {
+    let r = maps.len();
+    let size = 1usize << (bits * r as u32);
+    // Four interleaved histograms, so runs of one key do not serialise on
+    // a single counter.
+    let mut counts = try_filled(4 * size, 0u64, "pattern table")?;
+    for_each_key(maps, bits, n, |_, keys: &[T]| {
+        let mut quads = keys.chunks_exact(4);
+        for q in &mut quads {
+            counts[q[0].into() as usize] += 1;
+            counts[size + q[1].into() as usize] += 1;
+            counts[2 * size + q[2].into() as usize] += 1;
+            counts[3 * size + q[3].into() as usize] += 1;
+        }
+        for &key in quads.remainder() {
+            counts[key.into() as usize] += 1;
+        }
+        Ok(())
+    })?;
+    let (first, rest) = counts.split_at_mut(size);
+    for part in rest.chunks_exact(size) {
+        for (total, &c) in first.iter_mut().zip(part) {
+            *total += c;
+        }
+    }
+    let used: Vec<u64> = (0u64..)
+        .zip(first.iter())
+        .filter(|(_, &c)| c > 0)
+        .map(|(key, _)| key)
+        .collect();
+    let used_counts: Vec<u64> = first.iter().copied().filter(|&c| c > 0).collect();
+    drop(counts);
+    let (labels, fit) = fit_sorted_keys(&used, &used_counts, r, bits, k, max_iter, tol)?;
+    let mut label_of_key = try_filled(size, 0u8, "pattern table")?;
+    for (&key, &label) in used.iter().zip(&labels) {
+        label_of_key[key as usize] = label;
+    }
+    let mut out = try_filled(n, 0u8, "consensus map")?;
+    for_each_key(maps, bits, n, |start, keys: &[T]| {
+        for (o, &key) in out[start..start + keys.len()].iter_mut().zip(keys) {
+            *o = label_of_key[key.into() as usize];
+        }
+        Ok(())
+    })?;
+    Ok((out, fit))
+}
+
+/// Decodes the sorted distinct keys into a pattern table, runs EM, and
+/// returns the consensus label of each key (same order) with the fit.
 #[allow(clippy::too_many_arguments)]
-fn fit_discovered(
-    order: &[u32],
+fn fit_sorted_keys(
+    keys: &[u64],
     counts: &[u64],
     r: usize,
+    bits: u32,
     k: usize,
     max_iter: usize,
     tol: f64,
-    write_pattern: impl Fn(usize, &mut Vec<usize>),
 ) -> Result<(Vec<u8>, Fit), StatsError> {
-    let mut patterns: Vec<usize> = Vec::with_capacity(order.len().saturating_mul(r));
-    let mut weights: Vec<f64> = Vec::with_capacity(order.len());
-    let mut rank = vec![0usize; order.len()];
-    for (position, &id) in order.iter().enumerate() {
-        let id = id as usize;
-        rank[id] = position;
-        write_pattern(id, &mut patterns);
-        weights.push(counts[id] as f64);
+    let mask = (1u64 << bits) - 1;
+    let mut patterns: Vec<usize> = Vec::new();
+    patterns
+        .try_reserve_exact(keys.len().saturating_mul(r))
+        .map_err(|_| StatsError::TooLarge("pattern table"))?;
+    for &key in keys {
+        patterns.extend((0..r).rev().map(|j| ((key >> (bits as usize * j)) & mask) as usize));
     }
+    let weights: Vec<f64> = counts.iter().map(|&c| c as f64).collect();
     let fit = em(&patterns, &weights, r, k, max_iter, tol)?;
     // Labels are < k ≤ 256, so they fit in u8.
-    let label_by_id = rank.iter().map(|&p| fit.labels[p] as u8).collect();
-    Ok((label_by_id, fit))
+    let labels = fit.labels.iter().map(|&l| l as u8).collect();
+    Ok((labels, fit))
 }
 
-/// `staple_map` for up to 8 readers: packed `u64` patterns.
+/// `staple_map` when a voxel's votes pack into a `u64` (`bits · R ≤ 64`).
 fn staple_map_packed(
     maps: &[&[u8]],
     n: usize,
     k: usize,
+    bits: u32,
+    max_iter: usize,
+    tol: f64,
+) -> Result<(Vec<u8>, Fit), StatsError> {
+    let r = maps.len();
+    let key_bits = bits * r as u32;
+    if key_bits <= DIRECT_MAX_BITS && (1usize << key_bits) <= n.max(1 << 12) {
+        // Few possible patterns: count them in a table indexed by the key.
+        return if key_bits <= 8 {
+            staple_map_direct::<u8>(maps, n, k, bits, max_iter, tol)
+        } else {
+            staple_map_direct::<u16>(maps, n, k, bits, max_iter, tol)
+        };
+    }
+
+    // Many possible patterns: a hash table.
+    if key_bits <= 32 {
+        staple_map_hashed::<u32>(maps, n, k, bits, max_iter, tol)
+    } else {
+        staple_map_hashed::<u64>(maps, n, k, bits, max_iter, tol)
+    }
+}
+
+/// The hash-table path of [`staple_map_packed`]: ids in order of discovery,
+/// with a cache of the previous voxel's pattern (runs are common in label
+/// maps), keys of type `T`.
+fn staple_map_hashed<T: PackedKey>(
+    maps: &[&[u8]],
+    n: usize,
+    k: usize,
+    bits: u32,
     max_iter: usize,
     tol: f64,
 ) -> Result<(Vec<u8>, Fit), StatsError> {
@@ -891,16 +1076,10 @@ fn staple_map_packed(
     let mut table = KeyTable::with_bits(10)?;
     let mut keys_by_id: Vec<u64> = Vec::new();
     let mut counts: Vec<u64> = Vec::new();
-    let mut block = [0u64; BLOCK];
-
-    // Pass 1: distinct patterns and their counts.
     let mut last: Option<(u64, u32)> = None;
-    let mut start = 0;
-    while start < n {
-        let len = BLOCK.min(n - start);
-        let keys = &mut block[..len];
-        pack_keys(maps, start, keys);
-        for &key in keys.iter() {
+    for_each_key(maps, bits, n, |_, keys: &[T]| {
+        for &key in keys {
+            let key: u64 = key.into();
             let id = match last {
                 Some((last_key, last_id)) if last_key == key => last_id,
                 _ => {
@@ -920,39 +1099,47 @@ fn staple_map_packed(
             };
             counts[id as usize] += 1;
         }
-        start += len;
-    }
-
+        Ok(())
+    })?;
     let mut order: Vec<u32> = (0..next_id(keys_by_id.len())?).collect();
     order.sort_unstable_by_key(|&id| keys_by_id[id as usize]);
-    let (label_by_id, fit) = fit_discovered(&order, &counts, r, k, max_iter, tol, |id, out| {
-        let key = keys_by_id[id];
-        out.extend((0..r).rev().map(|j| ((key >> (8 * j)) & 0xff) as usize));
-    })?;
-
-    // Pass 2: expand.
+    let sorted_keys: Vec<u64> = order.iter().map(|&id| keys_by_id[id as usize]).collect();
+    let sorted_counts: Vec<u64> = order.iter().map(|&id| counts[id as usize]).collect();
+    let (labels, fit) = fit_sorted_keys(&sorted_keys, &sorted_counts, r, bits, k, max_iter, tol)?;
+    let mut label_by_id = vec![0u8; order.len()];
+    for (&id, &label) in order.iter().zip(&labels) {
+        label_by_id[id as usize] = label;
+    }
     let mut out = try_filled(n, 0u8, "consensus map")?;
     let mut last: Option<(u64, u8)> = None;
-    for (chunk, dst) in out.chunks_mut(BLOCK).enumerate() {
-        let keys = &mut block[..dst.len()];
-        pack_keys(maps, chunk * BLOCK, keys);
-        for (o, &key) in dst.iter_mut().zip(keys.iter()) {
+    for_each_key(maps, bits, n, |start, keys: &[T]| {
+        for (o, &key) in out[start..start + keys.len()].iter_mut().zip(keys) {
+            let key: u64 = key.into();
             *o = match last {
                 Some((last_key, label)) if last_key == key => label,
                 _ => {
-                    // Every key was seen in pass 1, so the lookup succeeds.
+                    // Every key was seen in the first pass, so the lookup succeeds.
                     let label = table.get(key).map_or(0, |id| label_by_id[id as usize]);
                     last = Some((key, label));
                     label
                 }
             };
         }
-    }
+        Ok(())
+    })?;
     Ok((out, fit))
 }
 
-/// `staple_map` for more than 8 readers: byte-vector patterns in a `HashMap`
-/// (used for lookup only; ids are assigned in voxel order and then sorted).
+fn next_id(len: usize) -> Result<u32, StatsError> {
+    u32::try_from(len)
+        .ok()
+        .filter(|&id| id != EMPTY_SLOT)
+        .ok_or(StatsError::TooLarge("too many distinct vote patterns"))
+}
+
+/// `staple_map` when votes do not pack into a `u64`: byte-vector patterns in
+/// a `HashMap` (used for lookup only; ids are assigned in voxel order and
+/// then sorted lexicographically).
 fn staple_map_general(
     maps: &[&[u8]],
     n: usize,
@@ -992,12 +1179,20 @@ fn staple_map_general(
         counts[id as usize] += 1;
     }
 
-    let pattern = |id: usize| &keys_by_id[id * r..(id + 1) * r];
+    let pattern = |id: u32| &keys_by_id[id as usize * r..(id as usize + 1) * r];
     let mut order: Vec<u32> = (0..next_id(counts.len())?).collect();
-    order.sort_unstable_by(|&x, &y| pattern(x as usize).cmp(pattern(y as usize)));
-    let (label_by_id, fit) = fit_discovered(&order, &counts, r, k, max_iter, tol, |id, out| {
-        out.extend(pattern(id).iter().map(|&v| usize::from(v)));
-    })?;
+    order.sort_unstable_by(|&x, &y| pattern(x).cmp(pattern(y)));
+    let mut patterns: Vec<usize> = Vec::with_capacity(order.len().saturating_mul(r));
+    for &id in &order {
+        patterns.extend(pattern(id).iter().map(|&v| usize::from(v)));
+    }
+    let weights: Vec<f64> = order.iter().map(|&id| counts[id as usize] as f64).collect();
+    let fit = em(&patterns, &weights, r, k, max_iter, tol)?;
+    let mut label_by_id = vec![0u8; order.len()];
+    for (&id, &label) in order.iter().zip(&fit.labels) {
+        // Labels are < k ≤ 256, so they fit in u8.
+        label_by_id[id as usize] = label as u8;
+    }
 
     let mut out = try_filled(n, 0u8, "consensus map")?;
     for (i, o) in out.iter_mut().enumerate() {
@@ -1227,6 +1422,35 @@ mod tests {
     }
 
     #[test]
+    fn majority_map_matches_reference() {
+        // Lengths that are not multiples of the block size, 1–6 readers.
+        let mut rng = SplitMix(17);
+        for readers in 1..=6 {
+            let n = 2 * BLOCK + 123;
+            let maps: Vec<Vec<u8>> = (0..readers)
+                .map(|_| (0..n).map(|_| rng.below(3) as u8).collect())
+                .collect();
+            let refs: Vec<&[u8]> = maps.iter().map(|m| m.as_slice()).collect();
+            let expected: Vec<u8> = (0..n)
+                .map(|i| {
+                    (0..3u8)
+                        .find(|&l| 2 * maps.iter().filter(|m| m[i] == l).count() > readers)
+                        .unwrap_or(0)
+                })
+                .collect();
+            assert_eq!(majority_map(&refs).unwrap(), expected);
+        }
+        // More than 255 readers take the scalar path.
+        let a: &[u8] = &[1, 2, 3, 0];
+        let b: &[u8] = &[1, 3, 2, 0];
+        let mut refs = vec![a; 150];
+        refs.extend(vec![b; 150]);
+        assert_eq!(majority_map(&refs).unwrap(), vec![1, 0, 0, 0]);
+        refs.push(a);
+        assert_eq!(majority_map(&refs).unwrap(), vec![1, 2, 3, 0]);
+    }
+
+    #[test]
     fn majority_map_errors() {
         assert_eq!(
             majority_map(&[]),
@@ -1296,7 +1520,7 @@ mod tests {
         assert!(close(noise, 1.0 / 3.0, 0.08));
         let correct = result.labels.iter().zip(&truth).filter(|(a, b)| a == b).count();
         assert!(correct as f64 / n as f64 > 0.8, "{correct}");
-        assert!(result.confidence.iter().all(|&c| c >= 1.0 / 3.0 && c <= 1.0));
+        assert!(result.confidence.iter().all(|&c| (1.0 / 3.0..=1.0).contains(&c)));
     }
 
     #[test]
@@ -1369,6 +1593,44 @@ mod tests {
         assert_eq!(result.confidence, vec![0.5; 3]);
         let flipped = vec![vec![1, 0], vec![1, 0]];
         assert_eq!(staple(&flipped, 2, 50, 0.0).unwrap().labels, vec![0, 0]);
+    }
+
+    #[test]
+    fn e_step_survives_underflow() {
+        // Two raters, k = 2, one pattern (0, 0). Layout [rater][given][true].
+        // Each rater's likelihoods are 1e-170 (t = 0) and √2·1e-170 (t = 1), so
+        // the products (5e-341, 1e-340) underflow to 0 in linear space; the
+        // log-space fallback still gives posteriors 1/3 and 2/3.
+        let (r, k) = (2, 2);
+        let a = 1e-170;
+        let b = std::f64::consts::SQRT_2 * 1e-170;
+        let theta = vec![a, b, 0.5, 0.5, a, b, 0.5, 0.5];
+        let prior = vec![0.5, 0.5];
+        let mut log_theta = vec![0.0; 8];
+        let mut log_prior = vec![0.0; 2];
+        let mut post = vec![0.0; 2];
+        e_step(&[0, 0], r, k, &theta, &prior, &mut log_theta, &mut log_prior, &mut post);
+        assert!(close(post[0], 1.0 / 3.0, 1e-12) && close(post[1], 2.0 / 3.0, 1e-12), "{post:?}");
+        // Ordinary magnitudes take the linear path and agree with it.
+        let theta = vec![0.2, 0.4, 0.8, 0.6, 0.2, 0.4, 0.8, 0.6];
+        e_step(&[0, 0], r, k, &theta, &prior, &mut log_theta, &mut log_prior, &mut post);
+        assert!(close(post[0], 0.2, 1e-15) && close(post[1], 0.8, 1e-15), "{post:?}");
+    }
+
+    #[test]
+    fn staple_with_thousands_of_raters() {
+        // 2000 raters of 90 % accuracy: per-item likelihoods near 1e-280, so
+        // the E-step runs in log space.
+        let mut rng = SplitMix(5);
+        let truth: Vec<usize> = (0..60).map(|_| rng.below(2)).collect();
+        let votes: Vec<Vec<usize>> = truth
+            .iter()
+            .map(|&t| (0..2000).map(|_| if rng.unit() < 0.9 { t } else { 1 - t }).collect())
+            .collect();
+        let result = staple(&votes, 2, 50, 1e-9).unwrap();
+        assert_eq!(result.labels, truth);
+        assert!(result.confidence.iter().all(|&c| c.is_finite() && c > 0.999));
+        assert_distributions(&result);
     }
 
     #[test]
@@ -1493,10 +1755,22 @@ mod tests {
     }
 
     #[test]
-    fn staple_map_general_path_matches_staple() {
-        // Nine readers take the HashMap path.
+    fn staple_map_paths_match_staple() {
+        // Three readers, labels < 16: 12-bit keys, direct table of u16 keys.
+        let (_, maps) = noisy_maps(5000, 16, &[0.9, 0.8, 0.6], 4);
+        check_map_matches_votes(&maps, 30, 1e-9);
+        // Nine readers, labels < 3: 18-bit keys, hash table (a direct table of
+        // 2^18 entries is not used for a map this small).
         let (_, maps) = noisy_maps(3000, 3, &[0.9, 0.8, 0.7, 0.6, 0.5, 0.9, 0.4, 0.8, 0.95], 5);
         check_map_matches_votes(&maps, 100, 1e-9);
+        // Seventeen readers, labels < 16: 68 bits do not pack, HashMap path.
+        let accuracy: Vec<f64> = (0..17).map(|r| 0.5 + 0.025 * r as f64).collect();
+        let (_, maps) = noisy_maps(1500, 16, &accuracy, 6);
+        check_map_matches_votes(&maps, 10, 1e-9);
+        // Thirty-three binary readers: 33-bit keys, hash-table path.
+        let accuracy: Vec<f64> = (0..33).map(|r| 0.6 + 0.01 * r as f64).collect();
+        let (_, maps) = noisy_maps(1500, 2, &accuracy, 8);
+        check_map_matches_votes(&maps, 50, 1e-9);
     }
 
     #[test]
@@ -1504,16 +1778,16 @@ mod tests {
         // Random bytes: thousands of distinct patterns force table growth.
         let mut rng = SplitMix(99);
         let maps: Vec<Vec<u8>> = (0..2)
-            .map(|_| (0..4000).map(|_| rng.below(256) as u8).collect())
+            .map(|_| (0..1000).map(|_| rng.below(256) as u8).collect())
             .collect();
-        check_map_matches_votes(&maps, 5, 1e-9);
+        check_map_matches_votes(&maps, 2, 1e-9);
         // Eight readers with label 255 everywhere packs to key u64::MAX.
         let mut maps: Vec<Vec<u8>> = vec![vec![255u8; 50]; 8];
         maps[3][7] = 0;
         maps[5][8] = 17;
-        check_map_matches_votes(&maps, 2, 1e-9);
+        check_map_matches_votes(&maps, 1, 1e-9);
         let refs: Vec<&[u8]> = maps.iter().map(|m| m.as_slice()).collect();
-        assert_eq!(staple_map(&refs, 20, 1e-9).unwrap().0, vec![255u8; 50]);
+        assert_eq!(staple_map(&refs, 1, 1e-9).unwrap().0, vec![255u8; 50]);
     }
 
     #[test]
@@ -1594,7 +1868,7 @@ mod tests {
             .collect();
         let refs: Vec<&[u8]> = maps.iter().map(|m| m.as_slice()).collect();
         let start = std::time::Instant::now();
-        let (consensus, result) = staple_map(&refs, 100, 1e-8).unwrap();
+        let (consensus, result) = staple_map(&refs, 1000, 1e-8).unwrap();
         let elapsed = start.elapsed();
         let start = std::time::Instant::now();
         let voted = majority_map(&refs).unwrap();

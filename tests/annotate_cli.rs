@@ -49,10 +49,13 @@ fn add_patient(r: &Path, p: usize) {
     }
 }
 
-/// A store with `n` patients committed.
+/// A store with `n` patients committed, in `ds/` of a temp folder (whose other entries are
+/// the test's input and output files).
 fn dataset(n: usize) -> tempfile::TempDir {
     let t = tempfile::tempdir().unwrap();
-    let r = t.path();
+    let rp = t.path().join("ds");
+    fs::create_dir(&rp).unwrap();
+    let r = rp.as_path();
     ok(r, &["init"]);
     for p in 0..n {
         add_patient(r, p);
@@ -90,7 +93,8 @@ const C: [&str; 6] = ["pos", "neg", "pos", "pos", "pos", "neg"];
 #[test]
 fn readers_disagree_kappa_consensus_and_label_diff() {
     let t = dataset(6);
-    let r = t.path();
+    let rp = t.path().join("ds");
+    let r = rp.as_path();
     let a = labels_csv(r, "a.csv", &A);
     let b = labels_csv(r, "b.csv", &B);
     import_labels(r, &a, "reader-a");
@@ -166,7 +170,8 @@ fn readers_disagree_kappa_consensus_and_label_diff() {
 #[test]
 fn bad_label_files_name_the_line_and_commit_nothing() {
     let t = dataset(2);
-    let r = t.path();
+    let rp = t.path().join("ds");
+    let r = rp.as_path();
     let before = ok(r, &["op", "log"]);
     let cases: [(&str, String, &str); 5] = [
         ("unknown.csv", format!("series_uid,label\n{},pos\n2.25.999,neg\n", series(0)), "line 3"),
@@ -197,7 +202,8 @@ fn bad_label_files_name_the_line_and_commit_nothing() {
 #[test]
 fn boxes_added_and_moved() {
     let t = dataset(1);
-    let r = t.path();
+    let rp = t.path().join("ds");
+    let r = rp.as_path();
     let coco = |x: f64| {
         serde_json::json!({
             "images": [{"id": 1, "file_name": path_of(0, 0)}, {"id": 2, "sop_instance_uid": test_uid("sop 0 1")}],
@@ -272,7 +278,8 @@ fn import_mask(r: &Path, file: &Path, reader: &str, p: usize) {
 #[test]
 fn segmentations_dice_between_readers_and_versions() {
     let t = dataset(2);
-    let r = t.path();
+    let rp = t.path().join("ds");
+    let r = rp.as_path();
     let d = r.join("..");
     import_mask(r, &nifti_file(&d, "a.nii.gz", mask(4, 10, 1)), "a", 0);
     import_mask(r, &nifti_file(&d, "b.nii.gz", mask(5, 11, 1)), "b", 0);
@@ -312,7 +319,8 @@ fn assignments(r: &Path, rev: &str) -> BTreeMap<String, String> {
 #[test]
 fn split_is_patient_level_stable_when_growing_and_validated() {
     let t = dataset(20);
-    let r = t.path();
+    let rp = t.path().join("ds");
+    let r = rp.as_path();
     for (ratios, needle) in [("70,15,10", "sum to 95"), ("100", "2 or more"), ("70,0,30", "2 or more")] {
         let e = String::from_utf8_lossy(&fails(r, &["split", "create", "--name", "main", "--ratios", ratios]).stderr).into_owned();
         assert!(e.contains(needle), "{ratios}: {e}");
@@ -355,7 +363,8 @@ fn split_is_patient_level_stable_when_growing_and_validated() {
 #[test]
 fn leakage_of_one_patient_under_two_ids_with_the_same_pixels() {
     let t = dataset(8);
-    let r = t.path();
+    let rp = t.path().join("ds");
+    let r = rp.as_path();
     // Patient 0 again, under another Patient ID and other UIDs: same pixel data.
     for i in 0..SLICES {
         let mut s = spec(0, i);
@@ -436,7 +445,8 @@ print("ok", len(manifest["cases"]))
 #[test]
 fn export_nnunet_monai_csv_files_with_manifest() {
     let t = dataset(6);
-    let r = t.path();
+    let rp = t.path().join("ds");
+    let r = rp.as_path();
     let d = r.join("..");
     let m = nifti_file(&d, "m.nii.gz", mask(4, 10, 1));
     for p in 0..6 {
@@ -512,7 +522,8 @@ fn export_nnunet_monai_csv_files_with_manifest() {
 #[test]
 fn annotations_and_splits_follow_deidentification() {
     let t = dataset(4);
-    let r = t.path();
+    let rp = t.path().join("ds");
+    let r = rp.as_path();
     let f = labels_csv(r, "labels_FAKE^PATIENT0000.csv", &["pos", "neg", "pos", "neg"]);
     import_labels(r, &f, "a");
     let m = nifti_file(&r.join(".."), "m.nii.gz", mask(4, 10, 1));
