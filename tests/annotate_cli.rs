@@ -578,3 +578,65 @@ fn annotations_and_splits_follow_deidentification() {
         assert!(set.previous.is_none());
     }
 }
+
+#[test]
+fn dicom_seg_import_matches_the_same_mask_from_nifti() {
+    use cohort::seg::{write_seg, SegSource, SegWriteSpec, SegmentInfo};
+    let t = dataset(1);
+    let rp = t.path().join("ds");
+    let r = rp.as_path();
+    let n = usize::from(SIZE);
+    let plane = |x0: usize, x1: usize| {
+        let mut m = vec![0u8; n * n];
+        for y in 4..10 {
+            for x in x0..x1 {
+                m[y * n + x] = 1;
+            }
+        }
+        m
+    };
+    let sources: Vec<SegSource> = (0..SLICES)
+        .map(|i| SegSource { sop_uid: test_uid(&format!("sop 0 {i}")), sop_class_uid: "1.2.840.10008.5.1.4.1.1.2".into(), position: [-5.6, -5.6, -2.5 * i as f64] })
+        .collect();
+    let segments = [SegmentInfo { number: 1, label: "lesion".into() }, SegmentInfo { number: 2, label: "vessel".into() }];
+    // Lesion on instances 1 and 2 (volume slices 2 and 1, as in `mask`), vessel on instance 0.
+    let frames = vec![(1u16, 1usize, plane(4, 10)), (1, 2, plane(4, 10)), (2, 0, plane(0, 2))];
+    let spec = SegWriteSpec {
+        patient_id: "FAKE0000".into(),
+        patient_name: "FAKE^PATIENT0000".into(),
+        study_uid: test_uid("study 0"),
+        series_uid: series(0),
+        seg_series_uid: test_uid("seg series"),
+        seg_sop_uid: test_uid("seg sop"),
+        rows: n,
+        columns: n,
+        pixel_spacing: [0.7, 0.7],
+        orientation: [1.0, 0.0, 0.0, 0.0, 1.0, 0.0],
+        sources: &sources,
+        segments: &segments,
+        frames: &frames,
+    };
+    let seg = t.path().join("lesion.seg.dcm");
+    fs::write(&seg, write_seg(&spec).unwrap()).unwrap();
+    ok(r, &["annotate", "import", "main", seg.to_str().unwrap(), "--reader", "a", "--kind", "segmentation", "--source", "pathology"]);
+    let l = json(r, &["annotate", "list", "--json"]);
+    assert_eq!(l[0]["counts"]["lesion"], 1);
+    assert_eq!(l[0]["counts"]["vessel"], 1);
+    // The same lesion drawn in NIfTI by reader b: Dice 1 for the lesion, 0 for the vessel
+    // that b did not draw.
+    import_mask(r, &nifti_file(t.path(), "b.nii.gz", mask(4, 10, 1)), "b", 0);
+    let ag = json(r, &["agreement", "--task", "segmentation", "--json"]);
+    assert_eq!(ag["per_label"]["lesion"], 1.0, "{ag}");
+    assert_eq!(ag["per_label"]["vessel"], 0.0, "{ag}");
+    // A SEG whose frames point at an image the commit does not hold.
+    let mut bad_sources = sources.clone();
+    bad_sources[1].sop_uid = "2.25.12345".into();
+    let bad = SegWriteSpec { sources: &bad_sources, ..spec };
+    let p = t.path().join("bad.seg.dcm");
+    fs::write(&p, write_seg(&bad).unwrap()).unwrap();
+    let e = String::from_utf8_lossy(&fails(r, &["annotate", "import", "main", p.to_str().unwrap(), "--reader", "c", "--kind", "segmentation", "--source", "weak"]).stderr).into_owned();
+    assert!(e.contains("bad.seg.dcm") && e.contains("2.25.12345"), "{e}");
+    // Not a SEG at all.
+    let e = String::from_utf8_lossy(&fails(r, &["annotate", "import", "main", rp.join(path_of(0, 0)).to_str().unwrap(), "--reader", "c", "--kind", "segmentation", "--source", "weak"]).stderr).into_owned();
+    assert!(e.contains("IM0.dcm"), "{e}");
+}
