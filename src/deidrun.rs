@@ -276,6 +276,7 @@ pub fn deidentify(repo: &Repo, req: DeidRequest, progress: &dyn Progress) -> Res
         if let Some(p) = &d.old_info.patient_id {
             maps.patients.insert(p.clone(), d.out.new_patient_id.clone());
         }
+        maps.add_identifiers(d.old_info.patient_id.as_deref(), d.old_info.patient_name.as_deref());
     }
     for (path, _) in &kept {
         maps.paths.insert(path.clone(), path.clone());

@@ -526,6 +526,10 @@ fn annotations_and_splits_follow_deidentification() {
     let r = rp.as_path();
     let f = labels_csv(r, "labels_FAKE^PATIENT0000.csv", &["pos", "neg", "pos", "neg"]);
     import_labels(r, &f, "a");
+    // A reader's free-text value that names the patient.
+    let g = t.path().join("notes.csv");
+    fs::write(&g, format!("uid,label,value\n{},pos,\"compare FAKE^PATIENT0000 2019 study\"\n", series(0))).unwrap();
+    ok(r, &["annotate", "import", "main", g.to_str().unwrap(), "--reader", "b", "--kind", "label", "--source", "weak", "--task", "notes"]);
     let m = nifti_file(&r.join(".."), "m.nii.gz", mask(4, 10, 1));
     import_mask(r, &m, "a", 1);
     ok(r, &["split", "create", "--name", "main", "--ratios", "50,50"]);
@@ -534,7 +538,7 @@ fn annotations_and_splits_follow_deidentification() {
     fs::write(&key, b"a test key that is long enough 0123456789").unwrap();
     ok(r, &["deid", "HEAD", "--key-file", key.to_str().unwrap()]);
     let sets = json(r, &["annotate", "list", "deid", "--json"]);
-    assert_eq!(sets.as_array().unwrap().len(), 2, "{sets}");
+    assert_eq!(sets.as_array().unwrap().len(), 3, "{sets}");
     let labels = sets.as_array().unwrap().iter().find(|s| s["kind"] == "label").unwrap();
     assert_eq!(labels["counts"]["pos"], 2);
     // The labels now name the new series UIDs, which are in the de-identified commit.
@@ -574,6 +578,12 @@ fn annotations_and_splits_follow_deidentification() {
     let cat = store.catalog_of(&c).unwrap();
     for id in cat.annotations.values() {
         let set = store.read_annotations(id).unwrap();
+        for l in &set.labels {
+            assert!(l.value.as_deref().is_none_or(|v| !v.contains("FAKE")), "{l:?}");
+            if set.task == "notes" {
+                assert_eq!(l.value.as_deref(), Some(cohort::annotate::follow::REDACTED));
+            }
+        }
         assert!(set.input.as_ref().is_none_or(|i| i.name.is_none()), "{:?}", set.input);
         assert!(set.previous.is_none());
     }

@@ -17,6 +17,43 @@ pub struct DeidMaps {
     pub patients: HashMap<String, String>,
     /// Paths of files kept (non-DICOM files keep their path; DICOM labels use UIDs).
     pub paths: HashMap<String, String>,
+    /// Identifying strings of the source (Patient IDs, name components): a label, value or
+    /// segment name that contains one is replaced.
+    pub identifiers: Vec<String>,
+}
+
+/// What replaces free text that contained an identifier.
+pub const REDACTED: &str = "(redacted)";
+
+impl DeidMaps {
+    fn clean(&self, s: &str, redacted: &mut u64) -> String {
+        let lower = s.to_lowercase();
+        if self.identifiers.iter().any(|i| lower.contains(i.as_str())) {
+            *redacted += 1;
+            REDACTED.to_string()
+        } else {
+            s.to_string()
+        }
+    }
+
+    /// Add the identifying strings of one source patient.
+    pub fn add_identifiers(&mut self, patient_id: Option<&str>, patient_name: Option<&str>) {
+        let mut add = |v: &str| {
+            let v = v.trim().to_lowercase();
+            // Short fragments ("M", "DR") would match ordinary words.
+            if v.chars().count() >= 4 && !self.identifiers.contains(&v) {
+                self.identifiers.push(v);
+            }
+        };
+        if let Some(p) = patient_id {
+            add(p);
+        }
+        if let Some(n) = patient_name {
+            for part in n.split(['^', ' ', '=']) {
+                add(part);
+            }
+        }
+    }
 }
 
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -25,6 +62,8 @@ pub struct FollowSummary {
     pub splits: usize,
     /// References to images that are not in the de-identified commit (dropped).
     pub dropped: u64,
+    /// Labels, values and segment names replaced because they contained an identifier.
+    pub redacted: u64,
 }
 
 fn map_target(t: &Target, m: &DeidMaps) -> Option<Target> {
@@ -36,7 +75,8 @@ fn map_target(t: &Target, m: &DeidMaps) -> Option<Target> {
     })
 }
 
-fn map_set(src: &Store, dst: &Store, w: &mut ObjectWriter, s: &AnnotationSet, m: &DeidMaps, ids: &HashMap<ObjectId, ObjectId>, dropped: &mut u64) -> Result<AnnotationSet, StoreError> {
+fn map_set(src: &Store, dst: &Store, w: &mut ObjectWriter, s: &AnnotationSet, m: &DeidMaps, ids: &HashMap<ObjectId, ObjectId>, sum: &mut FollowSummary) -> Result<AnnotationSet, StoreError> {
+    let (dropped, redacted) = (&mut sum.dropped, &mut sum.redacted);
     let mut out = s.clone();
     out.previous = None;
     if let Some(i) = &mut out.input {
@@ -46,7 +86,11 @@ fn map_set(src: &Store, dst: &Store, w: &mut ObjectWriter, s: &AnnotationSet, m:
         .labels
         .iter()
         .filter_map(|l| match map_target(&l.target, m) {
-            Some(t) => Some(crate::catalog::LabelEntry { target: t, ..l.clone() }),
+            Some(t) => Some(crate::catalog::LabelEntry {
+                target: t,
+                label: m.clean(&l.label, redacted),
+                value: l.value.as_ref().map(|v| m.clean(v, redacted)),
+            }),
             None => {
                 *dropped += 1;
                 None
@@ -58,7 +102,7 @@ fn map_set(src: &Store, dst: &Store, w: &mut ObjectWriter, s: &AnnotationSet, m:
         .boxes
         .iter()
         .filter_map(|b| match m.uids.get(&b.sop_uid) {
-            Some(u) => Some(crate::catalog::BoxEntry { sop_uid: u.clone(), ..b.clone() }),
+            Some(u) => Some(crate::catalog::BoxEntry { sop_uid: u.clone(), label: m.clean(&b.label, redacted), ..b.clone() }),
             None => {
                 *dropped += 1;
                 None
@@ -76,7 +120,8 @@ fn map_set(src: &Store, dst: &Store, w: &mut ObjectWriter, s: &AnnotationSet, m:
         if !dst.contains(&g.mask) && !w.contains(&g.mask) {
             w.put_blob(&src.read(&g.mask)?, Hint::Generic)?;
         }
-        out.segmentations.push(crate::catalog::SegEntry { series_uid: series.clone(), slice_sops: slices, ..g.clone() });
+        let segments = g.segments.iter().map(|(v, n)| (*v, m.clean(n, redacted))).collect();
+        out.segmentations.push(crate::catalog::SegEntry { series_uid: series.clone(), slice_sops: slices, segments, ..g.clone() });
     }
     out.segmentations.sort_by(|a, b| a.series_uid.cmp(&b.series_uid));
     if let Some(d) = &mut out.derivation {
@@ -85,7 +130,7 @@ fn map_set(src: &Store, dst: &Store, w: &mut ObjectWriter, s: &AnnotationSet, m:
     Ok(out)
 }
 
-fn map_split(s: &Split, m: &DeidMaps, dropped: &mut u64) -> Split {
+fn map_split(s: &Split, m: &DeidMaps, sum: &mut FollowSummary) -> Split {
     let mut out = s.clone();
     out.previous = None;
     out.assignments.clear();
@@ -96,9 +141,10 @@ fn map_split(s: &Split, m: &DeidMaps, dropped: &mut u64) -> Split {
         };
         match new {
             Some(n) => {
-                out.assignments.insert(n.clone(), a.clone());
+                let a = crate::catalog::Assignment { part: a.part.clone(), stratum: m.clean(&a.stratum, &mut sum.redacted) };
+                out.assignments.insert(n.clone(), a);
             }
-            None => *dropped += 1,
+            None => sum.dropped += 1,
         }
     }
     out
@@ -116,14 +162,14 @@ pub fn follow(src: &Store, dst: &Store, w: &mut ObjectWriter, cat: &Catalog, m: 
     // Readers' sets first, so that a consensus can name its mapped inputs.
     sets.sort_by_key(|(_, _, s)| s.derivation.is_some());
     for (k, id, s) in sets {
-        let mapped = map_set(src, dst, w, &s, m, &ids, &mut sum.dropped)?;
+        let mapped = map_set(src, dst, w, &s, m, &ids, &mut sum)?;
         let new = w.put(&mapped)?;
         ids.insert(*id, new);
         out.annotations.insert(k.clone(), new);
         sum.annotation_sets += 1;
     }
     for (name, id) in &cat.splits {
-        let s = map_split(&src.read_split(id)?, m, &mut sum.dropped);
+        let s = map_split(&src.read_split(id)?, m, &mut sum);
         out.splits.insert(name.clone(), w.put(&s)?);
         sum.splits += 1;
     }

@@ -102,6 +102,13 @@ pub fn run_deid(env: &Env, a: DeidArgs) -> CliResult {
         "burned-in text: {} flagged (not cleaned), {} cleaned, {} could not be cleaned; {} non-DICOM files kept",
         s.burned_in_flagged, s.pixels_cleaned, s.burned_in_not_cleaned, s.kept_files
     );
+    let f = &s.followed;
+    if f.annotation_sets + f.splits > 0 {
+        eprintln!(
+            "followed: {} annotation set(s) and {} split(s) mapped to the new UIDs; {} reference(s) to images left out dropped; {} label(s) redacted for containing an identifier",
+            f.annotation_sets, f.splits, f.dropped, f.redacted
+        );
+    }
     for (p, why) in &s.left_out {
         eprintln!("left out: {p}: {why}");
     }
