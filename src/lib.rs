@@ -5,6 +5,7 @@
 //! See `docs/architecture.md` for the module map and `docs/format.md` for every on-disk format.
 
 pub mod annotate;
+pub mod card;
 pub mod catalog;
 pub mod deid;
 pub mod deidrun;
@@ -24,6 +25,7 @@ pub mod nifti;
 pub mod object;
 pub mod pack;
 pub mod progress;
+pub mod prov;
 pub mod repo;
 pub mod seg;
 pub mod stats;

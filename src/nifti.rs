@@ -63,9 +63,9 @@ pub enum NiftiError {
         expected: usize,
         got: usize,
     },
-    /// On write: the affine holds non-finite numbers.
-    #[error("affine is not finite: {affine:?}")]
-    InvalidAffine { affine: [[f64; 4]; 4] },
+    /// On write: the affine holds a non-finite number.
+    #[error("affine entry [{row}][{col}] is {value}, not a finite number")]
+    InvalidAffine { row: usize, col: usize, value: f64 },
 }
 
 /// Voxel values of a NIfTI image to be written, x fastest.
@@ -109,10 +109,18 @@ impl NiftiData {
     fn write_le(&self, out: &mut Vec<u8>) {
         match self {
             NiftiData::U8(v) => out.extend_from_slice(v),
-            NiftiData::I16(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-            NiftiData::U16(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-            NiftiData::I32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-            NiftiData::F32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            NiftiData::I16(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            NiftiData::U16(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            NiftiData::I32(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            NiftiData::F32(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
         }
     }
 }
@@ -185,8 +193,10 @@ pub fn write_nifti(n: &Nifti, gzip: bool) -> Result<Vec<u8>, NiftiError> {
             got: n.data.len(),
         });
     }
-    if n.affine.iter().flatten().any(|v| !v.is_finite()) {
-        return Err(NiftiError::InvalidAffine { affine: n.affine });
+    for (row, r) in n.affine.iter().enumerate() {
+        if let Some((col, &value)) = r.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            return Err(NiftiError::InvalidAffine { row, col, value });
+        }
     }
 
     let (datatype, bitpix) = n.data.code_and_bitpix();
@@ -195,7 +205,16 @@ pub fn write_nifti(n: &Nifti, gzip: bool) -> Result<Vec<u8>, NiftiError> {
     let mut h = vec![0u8; VOX_OFFSET];
     put_i32(&mut h, 0, HEADER_LEN as i32);
     h[38] = b'r';
-    let dim: [i16; 8] = [3, dims[0] as i16, dims[1] as i16, dims[2] as i16, 1, 1, 1, 1];
+    let dim: [i16; 8] = [
+        3,
+        dims[0] as i16,
+        dims[1] as i16,
+        dims[2] as i16,
+        1,
+        1,
+        1,
+        1,
+    ];
     for (i, d) in dim.iter().enumerate() {
         put_i16(&mut h, 40 + 2 * i, *d);
     }
@@ -300,7 +319,7 @@ fn quatern_from_affine(a: &[[f64; 4]; 4]) -> Option<Quatern> {
     let (r21, r22, r23) = (p[1][0], p[1][1], p[1][2]);
     let (r31, r32, r33) = (p[2][0], p[2][1], p[2][2]);
     let tr = r11 + r22 + r33 + 1.0;
-    let (mut qa, mut qb, mut qc, mut qd);
+    let (qa, mut qb, mut qc, mut qd);
     if tr > 0.5 {
         qa = 0.5 * tr.sqrt();
         qb = 0.25 * (r32 - r23) / qa;
@@ -327,13 +346,11 @@ fn quatern_from_affine(a: &[[f64; 4]; 4]) -> Option<Quatern> {
             qa = 0.25 * (r21 - r12) / qd;
         }
         if qa < 0.0 {
-            qa = -qa;
             qb = -qb;
             qc = -qc;
             qd = -qd;
         }
     }
-    let _ = qa;
     if ![qb, qc, qd].iter().all(|v| v.is_finite()) {
         return None;
     }
@@ -347,7 +364,8 @@ fn quatern_from_affine(a: &[[f64; 4]; 4]) -> Option<Quatern> {
 }
 
 fn det3(m: &M3) -> f64 {
-    m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1]) - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
+    m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1])
+        - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
         + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0])
 }
 
@@ -422,20 +440,45 @@ impl Reader<'_> {
     }
 }
 
+/// Where and how the voxel data of a file is stored, from its header.
+struct Layout {
+    big: bool,
+    dims: [usize; 3],
+    datatype: i16,
+    size: usize,
+    offset: usize,
+    expected: usize,
+}
+
 /// Decode a single-file NIfTI-1 image (`.nii`, or `.nii.gz` detected by the
 /// gzip magic `1f 8b`), either byte order.
+///
+/// A gzip stream is decompressed only as far as the header says the data
+/// goes (the rest is checked but not kept), so a small corrupt or hostile
+/// file cannot make this allocate more than its header asks for.
 pub fn read_nifti(bytes: &[u8]) -> Result<NiftiVolume, NiftiError> {
-    let unzipped;
-    let buf: &[u8] = if bytes.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        MultiGzDecoder::new(bytes)
-            .read_to_end(&mut out)
-            .map_err(NiftiError::Gzip)?;
-        unzipped = out;
-        &unzipped
-    } else {
-        bytes
-    };
+    if !bytes.starts_with(&[0x1f, 0x8b]) {
+        let lay = layout(bytes)?;
+        return decode(bytes, &lay);
+    }
+    let mut dec = MultiGzDecoder::new(bytes);
+    let mut buf = Vec::new();
+    (&mut dec)
+        .take(HEADER_LEN as u64)
+        .read_to_end(&mut buf)
+        .map_err(NiftiError::Gzip)?;
+    let lay = layout(&buf)?;
+    let total = lay.offset.saturating_add(lay.expected);
+    (&mut dec)
+        .take(total.saturating_sub(HEADER_LEN) as u64)
+        .read_to_end(&mut buf)
+        .map_err(NiftiError::Gzip)?;
+    // Drain the rest so a corrupt stream (bad CRC, truncation) is still an error.
+    std::io::copy(&mut dec, &mut std::io::sink()).map_err(NiftiError::Gzip)?;
+    decode(&buf, &lay)
+}
+
+fn layout(buf: &[u8]) -> Result<Layout, NiftiError> {
     if buf.len() < HEADER_LEN {
         return Err(NiftiError::TooShort {
             len: buf.len(),
@@ -482,7 +525,7 @@ pub fn read_nifti(bytes: &[u8]) -> Result<NiftiVolume, NiftiError> {
     let dims = raw3.map(|d| d as usize);
 
     let datatype = r.i16(70);
-    let size = match datatype {
+    let size: usize = match datatype {
         DT_UINT8 | DT_INT8 => 1,
         DT_INT16 | DT_UINT16 => 2,
         DT_INT32 | DT_UINT32 | DT_FLOAT32 => 4,
@@ -495,11 +538,33 @@ pub fn read_nifti(bytes: &[u8]) -> Result<NiftiVolume, NiftiError> {
         return Err(NiftiError::BadVoxOffset { vox_offset });
     }
     let offset = vox_offset as usize;
-    let count = dims[0] * dims[1] * dims[2]; // each <= 32767: no overflow on 64-bit
-    let expected = count.checked_mul(size).ok_or_else(|| NiftiError::InvalidDims {
-        dims: dims.map(|d| d as i64),
-        reason: "data size overflows".into(),
-    })?;
+    let expected = dims
+        .iter()
+        .try_fold(size, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| NiftiError::InvalidDims {
+            dims: raw3.map(i64::from),
+            reason: "data size overflows".into(),
+        })?;
+    Ok(Layout {
+        big: r.big,
+        dims,
+        datatype,
+        size,
+        offset,
+        expected,
+    })
+}
+
+fn decode(buf: &[u8], lay: &Layout) -> Result<NiftiVolume, NiftiError> {
+    let &Layout {
+        big,
+        dims,
+        datatype,
+        size,
+        offset,
+        expected,
+    } = lay;
+    let r = Reader { buf, big };
     let data = buf
         .get(offset..)
         .and_then(|rest| rest.get(..expected))
@@ -574,11 +639,21 @@ fn decode_values(data: &[u8], datatype: i16, size: usize, big: bool) -> Vec<f64>
     match datatype {
         DT_UINT8 => data.iter().map(|&v| v as f64).collect(),
         DT_INT8 => data.iter().map(|&v| v as i8 as f64).collect(),
-        DT_INT16 => chunks.map(|c| i16::from_le_bytes(arr(c, big)) as f64).collect(),
-        DT_UINT16 => chunks.map(|c| u16::from_le_bytes(arr(c, big)) as f64).collect(),
-        DT_INT32 => chunks.map(|c| i32::from_le_bytes(arr(c, big)) as f64).collect(),
-        DT_UINT32 => chunks.map(|c| u32::from_le_bytes(arr(c, big)) as f64).collect(),
-        DT_FLOAT32 => chunks.map(|c| f32::from_le_bytes(arr(c, big)) as f64).collect(),
+        DT_INT16 => chunks
+            .map(|c| i16::from_le_bytes(arr(c, big)) as f64)
+            .collect(),
+        DT_UINT16 => chunks
+            .map(|c| u16::from_le_bytes(arr(c, big)) as f64)
+            .collect(),
+        DT_INT32 => chunks
+            .map(|c| i32::from_le_bytes(arr(c, big)) as f64)
+            .collect(),
+        DT_UINT32 => chunks
+            .map(|c| u32::from_le_bytes(arr(c, big)) as f64)
+            .collect(),
+        DT_FLOAT32 => chunks
+            .map(|c| f32::from_le_bytes(arr(c, big)) as f64)
+            .collect(),
         _ => chunks.map(|c| f64::from_le_bytes(arr(c, big))).collect(),
     }
 }
@@ -603,9 +678,21 @@ fn affine_from_quatern(q: [f64; 6], pixdim: &[f64; 8]) -> [[f64; 4]; 4] {
     let qfac = if pixdim[0] < 0.0 { -1.0 } else { 1.0 };
     let dz = zoom(pixdim[3]) * qfac;
     let r = [
-        [a * a + b * b - c * c - d * d, 2.0 * (b * c - a * d), 2.0 * (b * d + a * c)],
-        [2.0 * (b * c + a * d), a * a + c * c - b * b - d * d, 2.0 * (c * d - a * b)],
-        [2.0 * (b * d - a * c), 2.0 * (c * d + a * b), a * a + d * d - c * c - b * b],
+        [
+            a * a + b * b - c * c - d * d,
+            2.0 * (b * c - a * d),
+            2.0 * (b * d + a * c),
+        ],
+        [
+            2.0 * (b * c + a * d),
+            a * a + c * c - b * b - d * d,
+            2.0 * (c * d - a * b),
+        ],
+        [
+            2.0 * (b * d - a * c),
+            2.0 * (c * d + a * b),
+            a * a + d * d - c * c - b * b,
+        ],
     ];
     let mut m = identity4();
     let t = [qx, qy, qz];
@@ -646,28 +733,64 @@ mod tests {
         let u8s: Vec<u8> = vec![0, 1, 2, 3, 4, 5, 250, 251, 252, 253, 254, 255];
         let i16s: Vec<i16> = vec![-32768, -1024, -1, 0, 1, 2, 3, 100, 1000, 4095, 30000, 32767];
         let u16s: Vec<u16> = vec![0, 1, 2, 3, 4, 5, 6, 7, 1000, 40000, 65534, 65535];
-        let i32s: Vec<i32> = vec![i32::MIN, -70000, -1, 0, 1, 2, 3, 4, 5, 70000, 1 << 30, i32::MAX];
-        let f32s: Vec<f32> = vec![-1.5, 0.0, 0.25, 1e-6, 3.5, 1e20, -7.0, 8.0, 9.5, 10.0, 11.0, 12.125];
+        let i32s: Vec<i32> = vec![
+            i32::MIN,
+            -70000,
+            -1,
+            0,
+            1,
+            2,
+            3,
+            4,
+            5,
+            70000,
+            1 << 30,
+            i32::MAX,
+        ];
+        let f32s: Vec<f32> = vec![
+            -1.5, 0.0, 0.25, 1e-6, 3.5, 1e20, -7.0, 8.0, 9.5, 10.0, 11.0, 12.125,
+        ];
         vec![
-            (NiftiData::U8(u8s.clone()), u8s.iter().map(|&v| v as f64).collect()),
-            (NiftiData::I16(i16s.clone()), i16s.iter().map(|&v| v as f64).collect()),
-            (NiftiData::U16(u16s.clone()), u16s.iter().map(|&v| v as f64).collect()),
-            (NiftiData::I32(i32s.clone()), i32s.iter().map(|&v| v as f64).collect()),
-            (NiftiData::F32(f32s.clone()), f32s.iter().map(|&v| v as f64).collect()),
+            (
+                NiftiData::U8(u8s.clone()),
+                u8s.iter().map(|&v| v as f64).collect(),
+            ),
+            (
+                NiftiData::I16(i16s.clone()),
+                i16s.iter().map(|&v| v as f64).collect(),
+            ),
+            (
+                NiftiData::U16(u16s.clone()),
+                u16s.iter().map(|&v| v as f64).collect(),
+            ),
+            (
+                NiftiData::I32(i32s.clone()),
+                i32s.iter().map(|&v| v as f64).collect(),
+            ),
+            (
+                NiftiData::F32(f32s.clone()),
+                f32s.iter().map(|&v| v as f64).collect(),
+            ),
         ]
     }
 
     fn assert_affine_close(a: &[[f64; 4]; 4], b: &[[f64; 4]; 4], tol: f64) {
         for r in 0..4 {
             for c in 0..4 {
-                assert!((a[r][c] - b[r][c]).abs() <= tol, "affine differs at [{r}][{c}]: {a:?} vs {b:?}");
+                assert!(
+                    (a[r][c] - b[r][c]).abs() <= tol,
+                    "affine differs at [{r}][{c}]: {a:?} vs {b:?}"
+                );
             }
         }
     }
 
     /// Affine from the qform fields of a written header (LE), for checking agreement.
     fn qform_of(bytes: &[u8]) -> [[f64; 4]; 4] {
-        let r = Reader { buf: bytes, big: false };
+        let r = Reader {
+            buf: bytes,
+            big: false,
+        };
         let mut pixdim = [0f64; 8];
         for (i, p) in pixdim.iter_mut().enumerate() {
             *p = r.f32(76 + 4 * i) as f64;
@@ -701,7 +824,10 @@ mod tests {
         assert_eq!(&b[348..352], &[0, 0, 0, 0]);
         let i16_at = |o: usize| i16::from_le_bytes(b[o..o + 2].try_into().unwrap());
         let f32_at = |o: usize| f32::from_le_bytes(b[o..o + 4].try_into().unwrap());
-        assert_eq!((0..8).map(|i| i16_at(40 + 2 * i)).collect::<Vec<_>>(), vec![3, 3, 2, 2, 1, 1, 1, 1]);
+        assert_eq!(
+            (0..8).map(|i| i16_at(40 + 2 * i)).collect::<Vec<_>>(),
+            vec![3, 3, 2, 2, 1, 1, 1, 1]
+        );
         assert_eq!(i16_at(70), DT_INT16);
         assert_eq!(i16_at(72), 16);
         assert_eq!(f32_at(108), 352.0);
@@ -725,16 +851,41 @@ mod tests {
     fn qform_matches_for_left_handed_and_axis_swapped_affines() {
         let affines = [
             // typical dcm2niix-style axial: diag(-0.7, -0.7, 3) (LPS identity)
-            [[-0.7, 0.0, 0.0, 90.0], [0.0, -0.7, 0.0, 100.0], [0.0, 0.0, 3.0, -50.0], [0.0, 0.0, 0.0, 1.0]],
+            [
+                [-0.7, 0.0, 0.0, 90.0],
+                [0.0, -0.7, 0.0, 100.0],
+                [0.0, 0.0, 3.0, -50.0],
+                [0.0, 0.0, 0.0, 1.0],
+            ],
             // left-handed: x flipped only
-            [[-1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 2.0, 0.0], [0.0, 0.0, 0.0, 1.0]],
+            [
+                [-1.0, 0.0, 0.0, 0.0],
+                [0.0, 1.0, 0.0, 0.0],
+                [0.0, 0.0, 2.0, 0.0],
+                [0.0, 0.0, 0.0, 1.0],
+            ],
             // sagittal: i -> -y, j -> -z, k -> x
-            [[0.0, 0.0, 1.2, -10.0], [-0.5, 0.0, 0.0, 20.0], [0.0, -0.5, 0.0, 30.0], [0.0, 0.0, 0.0, 1.0]],
+            [
+                [0.0, 0.0, 1.2, -10.0],
+                [-0.5, 0.0, 0.0, 20.0],
+                [0.0, -0.5, 0.0, 30.0],
+                [0.0, 0.0, 0.0, 1.0],
+            ],
             // coronal, 180 degree about x
-            [[1.0, 0.0, 0.0, 0.0], [0.0, 0.0, -4.0, 0.0], [0.0, -1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]],
+            [
+                [1.0, 0.0, 0.0, 0.0],
+                [0.0, 0.0, -4.0, 0.0],
+                [0.0, -1.0, 0.0, 0.0],
+                [0.0, 0.0, 0.0, 1.0],
+            ],
         ];
         for a in affines {
-            let n = Nifti { dims: [2, 2, 2], pixdim: [1.0; 3], affine: a, data: NiftiData::U8(vec![0; 8]) };
+            let n = Nifti {
+                dims: [2, 2, 2],
+                pixdim: [1.0; 3],
+                affine: a,
+                data: NiftiData::U8(vec![0; 8]),
+            };
             let b = write_nifti(&n, false).unwrap();
             assert_affine_close(&qform_of(&b), &a, 1e-5);
         }
@@ -743,7 +894,10 @@ mod tests {
     #[test]
     fn deterministic_output() {
         let n = sample(NiftiData::F32((0..12).map(|v| v as f32 * 0.5).collect()));
-        assert_eq!(write_nifti(&n, false).unwrap(), write_nifti(&n, false).unwrap());
+        assert_eq!(
+            write_nifti(&n, false).unwrap(),
+            write_nifti(&n, false).unwrap()
+        );
         let g1 = write_nifti(&n, true).unwrap();
         let g2 = write_nifti(&n, true).unwrap();
         assert_eq!(g1, g2);
@@ -754,23 +908,44 @@ mod tests {
     #[test]
     fn write_rejects_bad_input() {
         let mut n = sample(NiftiData::U8(vec![0; 11]));
-        assert!(matches!(write_nifti(&n, false), Err(NiftiError::DataLength { expected: 12, got: 11, .. })));
+        assert!(matches!(
+            write_nifti(&n, false),
+            Err(NiftiError::DataLength {
+                expected: 12,
+                got: 11,
+                ..
+            })
+        ));
         n.data = NiftiData::U8(vec![0; 12]);
         n.affine[0][0] = f64::NAN;
-        assert!(matches!(write_nifti(&n, false), Err(NiftiError::InvalidAffine { .. })));
+        assert!(matches!(
+            write_nifti(&n, false),
+            Err(NiftiError::InvalidAffine { .. })
+        ));
         n.affine = oblique_affine();
         n.dims = [0, 2, 2];
-        assert!(matches!(write_nifti(&n, false), Err(NiftiError::InvalidDims { .. })));
+        assert!(matches!(
+            write_nifti(&n, false),
+            Err(NiftiError::InvalidDims { .. })
+        ));
         n.dims = [40000, 1, 1];
         n.data = NiftiData::U8(vec![0; 40000]);
-        assert!(matches!(write_nifti(&n, false), Err(NiftiError::InvalidDims { .. })));
+        assert!(matches!(
+            write_nifti(&n, false),
+            Err(NiftiError::InvalidDims { .. })
+        ));
     }
 
     #[test]
     fn degenerate_affine_writes_sform_only() {
         let mut a = identity4();
         a[2][2] = 0.0;
-        let n = Nifti { dims: [1, 1, 1], pixdim: [1.0, 2.0, 3.0], affine: a, data: NiftiData::U8(vec![7]) };
+        let n = Nifti {
+            dims: [1, 1, 1],
+            pixdim: [1.0, 2.0, 3.0],
+            affine: a,
+            data: NiftiData::U8(vec![7]),
+        };
         let b = write_nifti(&n, false).unwrap();
         assert_eq!(i16::from_le_bytes([b[252], b[253]]), 0);
         let v = read_nifti(&b).unwrap();
@@ -783,7 +958,15 @@ mod tests {
         let mut b = le.to_vec();
         let mut fields: Vec<(usize, usize)> = vec![(0, 4), (32, 4), (36, 2)];
         fields.extend((0..8).map(|i| (40 + 2 * i, 2)));
-        fields.extend([(56, 4), (60, 4), (64, 4), (68, 2), (70, 2), (72, 2), (74, 2)]);
+        fields.extend([
+            (56, 4),
+            (60, 4),
+            (64, 4),
+            (68, 2),
+            (70, 2),
+            (72, 2),
+            (74, 2),
+        ]);
         fields.extend((0..8).map(|i| (76 + 4 * i, 4)));
         fields.extend([(108, 4), (112, 4), (116, 4), (120, 2)]);
         fields.extend((0..4).map(|i| (124 + 4 * i, 4)));
@@ -821,12 +1004,22 @@ mod tests {
     #[test]
     fn reads_i8_u32_f64() {
         // i8: reinterpret u8 data
-        let mut b = write_nifti(&sample(NiftiData::U8(vec![0, 1, 127, 128, 255, 5, 6, 7, 8, 9, 10, 11])), false).unwrap();
+        let mut b = write_nifti(
+            &sample(NiftiData::U8(vec![
+                0, 1, 127, 128, 255, 5, 6, 7, 8, 9, 10, 11,
+            ])),
+            false,
+        )
+        .unwrap();
         set_i16(&mut b, 70, DT_INT8);
         let v = read_nifti(&b).unwrap();
         assert_eq!(&v.values[..5], &[0.0, 1.0, 127.0, -128.0, -1.0]);
         // u32: reinterpret i32 data
-        let mut b = write_nifti(&sample(NiftiData::I32(vec![-1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12])), false).unwrap();
+        let mut b = write_nifti(
+            &sample(NiftiData::I32(vec![-1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12])),
+            false,
+        )
+        .unwrap();
         set_i16(&mut b, 70, DT_UINT32);
         set_i16(&mut b, 72, 32);
         let v = read_nifti(&b).unwrap();
@@ -835,7 +1028,8 @@ mod tests {
         let vals: Vec<f64> = (0..12).map(|i| i as f64 * 1.125 - 3.0).collect();
         let mut b = write_nifti(&sample(NiftiData::U8(vec![0; 12])), false).unwrap();
         b.truncate(352);
-        vals.iter().for_each(|v| b.extend_from_slice(&v.to_le_bytes()));
+        vals.iter()
+            .for_each(|v| b.extend_from_slice(&v.to_le_bytes()));
         set_i16(&mut b, 70, DT_FLOAT64);
         set_i16(&mut b, 72, 64);
         assert_eq!(read_nifti(&b).unwrap().values, vals);
@@ -848,14 +1042,22 @@ mod tests {
         set_f32(&mut b, 116, -1.0);
         assert_eq!(read_nifti(&b).unwrap().values[..3], [-1.0, 1.0, 3.0]);
         set_f32(&mut b, 112, 0.0);
-        assert_eq!(read_nifti(&b).unwrap().values[..3], [0.0, 1.0, 2.0], "slope 0 means unscaled");
+        assert_eq!(
+            read_nifti(&b).unwrap().values[..3],
+            [0.0, 1.0, 2.0],
+            "slope 0 means unscaled"
+        );
         // qform only
         set_i16(&mut b, 254, 0);
         assert_affine_close(&read_nifti(&b).unwrap().affine, &oblique_affine(), 1e-5);
         // neither: pixdim diagonal
         set_i16(&mut b, 252, 0);
         let a = read_nifti(&b).unwrap().affine;
-        assert!((a[0][0] - 0.8).abs() < 1e-6 && (a[1][1] - 0.9).abs() < 1e-6 && (a[2][2] - 2.5).abs() < 1e-6);
+        assert!(
+            (a[0][0] - 0.8).abs() < 1e-6
+                && (a[1][1] - 0.9).abs() < 1e-6
+                && (a[2][2] - 2.5).abs() < 1e-6
+        );
         assert_eq!(a[0][3], 0.0);
     }
 
@@ -869,16 +1071,29 @@ mod tests {
         assert!(matches!(read_nifti(&b), Err(NiftiError::NotThreeD { .. })));
         let mut b = base.clone();
         set_i16(&mut b, 42, 0);
-        assert!(matches!(read_nifti(&b), Err(NiftiError::InvalidDims { .. })));
+        assert!(matches!(
+            read_nifti(&b),
+            Err(NiftiError::InvalidDims { .. })
+        ));
         let mut b = base.clone();
         set_i16(&mut b, 46, 3); // nz = 3 -> needs 18 bytes, 12 present
-        assert!(matches!(read_nifti(&b), Err(NiftiError::DataTooShort { expected: 18, available: 12, .. })));
+        assert!(matches!(
+            read_nifti(&b),
+            Err(NiftiError::DataTooShort {
+                expected: 18,
+                available: 12,
+                ..
+            })
+        ));
     }
 
     #[test]
     fn clear_errors() {
         let base = write_nifti(&sample(NiftiData::U8(vec![1; 12])), false).unwrap();
-        assert!(matches!(read_nifti(&base[..100]), Err(NiftiError::TooShort { len: 100, .. })));
+        assert!(matches!(
+            read_nifti(&base[..100]),
+            Err(NiftiError::TooShort { len: 100, .. })
+        ));
         assert!(matches!(read_nifti(&[]), Err(NiftiError::TooShort { .. })));
         let mut b = base.clone();
         b[345] = b'i';
@@ -890,12 +1105,47 @@ mod tests {
         assert!(e.to_string().contains("1024"));
         let mut b = base.clone();
         b[0] = 0;
-        assert!(matches!(read_nifti(&b), Err(NiftiError::BadSizeofHdr { .. })));
+        assert!(matches!(
+            read_nifti(&b),
+            Err(NiftiError::BadSizeofHdr { .. })
+        ));
         let mut b = base.clone();
         set_f32(&mut b, 108, f32::NAN);
-        assert!(matches!(read_nifti(&b), Err(NiftiError::BadVoxOffset { .. })));
-        assert!(matches!(read_nifti(&[0x1f, 0x8b, 8, 0, 1, 2]), Err(NiftiError::Gzip(_))));
-        assert!(matches!(read_nifti(&base[..360]), Err(NiftiError::DataTooShort { .. })));
+        assert!(matches!(
+            read_nifti(&b),
+            Err(NiftiError::BadVoxOffset { .. })
+        ));
+        assert!(matches!(
+            read_nifti(&[0x1f, 0x8b, 8, 0, 1, 2]),
+            Err(NiftiError::Gzip(_))
+        ));
+        assert!(matches!(
+            read_nifti(&base[..360]),
+            Err(NiftiError::DataTooShort { .. })
+        ));
+    }
+
+    #[test]
+    fn gzip_reads_only_what_the_header_needs() {
+        let n = sample(NiftiData::U8((0..12).collect()));
+        let mut plain = write_nifti(&n, false).unwrap();
+        plain.extend(std::iter::repeat_n(9u8, 1 << 20)); // trailing bytes beyond the data
+        let gz = |b: &[u8]| {
+            let mut e = GzBuilder::new()
+                .mtime(0)
+                .write(Vec::new(), Compression::default());
+            e.write_all(b).unwrap();
+            e.finish().unwrap()
+        };
+        let v = read_nifti(&gz(&plain)).unwrap();
+        assert_eq!(v.values, (0..12).map(f64::from).collect::<Vec<_>>());
+        // header claims more than the stream holds
+        plain.truncate(352 + 12);
+        set_i16(&mut plain, 46, 30000);
+        assert!(matches!(
+            read_nifti(&gz(&plain)),
+            Err(NiftiError::DataTooShort { .. })
+        ));
     }
 
     #[test]
@@ -909,7 +1159,10 @@ mod tests {
         for gz in [false, true] {
             let good = write_nifti(&n, gz).unwrap();
             for len in 0..good.len() {
-                assert!(read_nifti(&good[..len]).is_err(), "truncated to {len} (gz {gz}) should fail");
+                assert!(
+                    read_nifti(&good[..len]).is_err(),
+                    "truncated to {len} (gz {gz}) should fail"
+                );
             }
             for pos in 0..good.len() {
                 for flip in [0x01u8, 0x80, 0xff] {

@@ -45,7 +45,10 @@ pub enum VolumeError {
     Parse { name: String, reason: String },
     /// The transfer syntax is not native (uncompressed) little/big endian.
     #[error("{name}: transfer syntax {transfer_syntax} is not an uncompressed native syntax (only implicit VR LE, explicit VR LE and explicit VR BE are supported)")]
-    Compressed { name: String, transfer_syntax: String },
+    Compressed {
+        name: String,
+        transfer_syntax: String,
+    },
     /// A required attribute is absent or empty.
     #[error("{name}: required attribute {keyword} is missing")]
     Missing { name: String, keyword: &'static str },
@@ -67,7 +70,9 @@ pub enum VolumeError {
         what: String,
     },
     /// Two slices sit at the same position along the slice normal.
-    #[error("{first} and {second} have the same slice position ({position:.4} mm along the normal)")]
+    #[error(
+        "{first} and {second} have the same slice position ({position:.4} mm along the normal)"
+    )]
     DuplicatePosition {
         first: String,
         second: String,
@@ -151,7 +156,9 @@ pub fn series_volume(files: &[(String, Vec<u8>)]) -> Result<Volume, VolumeError>
         let o1 = [s.row_cos, s.col_cos].concat();
         let o0 = [first.row_cos, first.col_cos].concat();
         if o1.iter().zip(&o0).any(|(a, b)| (a - b).abs() > GEOM_TOL) {
-            return Err(inconsistent(format!("ImageOrientationPatient ({o1:?} vs {o0:?})")));
+            return Err(inconsistent(format!(
+                "ImageOrientationPatient ({o1:?} vs {o0:?})"
+            )));
         }
         if s.pixel_spacing
             .iter()
@@ -260,7 +267,11 @@ pub fn series_volume(files: &[(String, Vec<u8>)]) -> Result<Volume, VolumeError>
         None => NiftiData::F32(
             slices
                 .iter()
-                .flat_map(|s| s.raw.iter().map(move |&v| (v as f64 * s.slope + s.intercept) as f32))
+                .flat_map(|s| {
+                    s.raw
+                        .iter()
+                        .map(move |&v| (v as f64 * s.slope + s.intercept) as f32)
+                })
                 .collect(),
         ),
     };
@@ -322,11 +333,13 @@ pub fn mask_onto_grid(
             reason: format!("{} values for dims {mdims:?}", mask.values.len()),
         });
     }
-    let gcount = checked_count(grid_dims).ok_or_else(|| mismatch(format!("grid dims {grid_dims:?} overflow")))?;
+    let gcount = checked_count(grid_dims)
+        .ok_or_else(|| mismatch(format!("grid dims {grid_dims:?} overflow")))?;
 
     let g_lin = linear(grid_affine);
     let m_lin = linear(&mask.affine);
-    let g_inv = inv3(&g_lin).ok_or_else(|| mismatch("the series grid affine is singular".into()))?;
+    let g_inv =
+        inv3(&g_lin).ok_or_else(|| mismatch("the series grid affine is singular".into()))?;
     if mask.affine.iter().flatten().any(|v| !v.is_finite()) {
         return Err(mismatch("the mask affine is not finite".into()));
     }
@@ -340,9 +353,8 @@ pub fn mask_onto_grid(
     let mut perm = [usize::MAX; 3]; // grid axis r <- mask axis perm[r]
     let mut sign = [0i64; 3];
     let mut ok = true;
-    for r in 0..3 {
-        for j in 0..3 {
-            let m = l[r][j];
+    for (r, row) in l.iter().enumerate() {
+        for (j, &m) in row.iter().enumerate() {
             let rm = m.round();
             if (m - rm).abs() >= GRID_TOL || rm.abs() > 1.0 {
                 ok = false;
@@ -366,18 +378,20 @@ pub fn mask_onto_grid(
         let msz = col_norms(&m_lin);
         let gsz = col_norms(&g_lin);
         let lnorm = col_norms(&l);
-        return Err(mismatch(if lnorm.iter().any(|n| (n - 1.0).abs() >= GRID_TOL) {
-            format!(
+        return Err(mismatch(
+            if lnorm.iter().any(|n| (n - 1.0).abs() >= GRID_TOL) {
+                format!(
                 "spacing differs: mask voxel size {} mm vs series voxel size {} mm (mask {mdims:?}, series {grid_dims:?})",
                 fmt3(msz),
                 fmt3(gsz)
             )
-        } else {
-            format!(
+            } else {
+                format!(
                 "orientation differs: mask axes expressed in series voxels are {}, not a signed axis permutation",
                 fmt_m3(&l)
             )
-        }));
+            },
+        ));
     }
 
     let permuted = perm.map(|p| mdims[p]);
@@ -455,10 +469,17 @@ fn parse_slice(name: &str, bytes: &[u8]) -> Result<Slice, VolumeError> {
     } else if bytes.starts_with(&[0x02, 0x00]) {
         Cow::Owned([b"DICM".as_slice(), bytes].concat())
     } else {
-        return Err(parse_err("no DICM magic (with or without preamble) and no file meta group".into()));
+        return Err(parse_err(
+            "no DICM magic (with or without preamble) and no file meta group".into(),
+        ));
     };
 
-    let meta = FileMetaTable::from_reader(&body[..]).map_err(|e| parse_err(format!("file meta group: {e}")))?;
+    // dicom-object trusts element lengths and would allocate up to 4 GiB for a
+    // corrupt one, so check every length against the bytes actually present.
+    let meta_end =
+        scan_meta_group(&body).map_err(|e| parse_err(format!("file meta group: {e}")))?;
+    let meta = FileMetaTable::from_reader(&body[..])
+        .map_err(|e| parse_err(format!("file meta group: {e}")))?;
     let ts = meta.transfer_syntax().to_string();
     let big_endian = match ts.as_str() {
         IMPLICIT_VR_LE | EXPLICIT_VR_LE => false,
@@ -470,6 +491,12 @@ fn parse_slice(name: &str, bytes: &[u8]) -> Result<Slice, VolumeError> {
             })
         }
     };
+    let enc = Enc {
+        explicit: ts != IMPLICIT_VR_LE,
+        big: big_endian,
+    };
+    scan_elements(&body, meta_end, body.len(), enc, false, 0)
+        .map_err(|e| parse_err(format!("data set: {e}")))?;
     let obj = OpenFileOptions::new()
         .read_preamble(ReadPreamble::Never)
         .from_reader(&body[..])
@@ -477,15 +504,19 @@ fn parse_slice(name: &str, bytes: &[u8]) -> Result<Slice, VolumeError> {
     let obj: &InMemDicomObject = &obj;
     let a = Attrs { obj, name };
 
-    if let Some(frames) = a.opt_uint(tags::NUMBER_OF_FRAMES, "NumberOfFrames")? {
-        if frames != 1 {
-            return Err(a.unsupported(format!("multi-frame image (NumberOfFrames = {frames})")));
-        }
+    if let Some(frames) = a
+        .opt_uint(tags::NUMBER_OF_FRAMES, "NumberOfFrames")?
+        .filter(|&f| f != 1)
+    {
+        return Err(a.unsupported(format!("multi-frame image (NumberOfFrames = {frames})")));
     }
-    if let Some(spp) = a.opt_uint(tags::SAMPLES_PER_PIXEL, "SamplesPerPixel")? {
-        if spp != 1 {
-            return Err(a.unsupported(format!("SamplesPerPixel = {spp} (only single-sample images)")));
-        }
+    if let Some(spp) = a
+        .opt_uint(tags::SAMPLES_PER_PIXEL, "SamplesPerPixel")?
+        .filter(|&s| s != 1)
+    {
+        return Err(a.unsupported(format!(
+            "SamplesPerPixel = {spp} (only single-sample images)"
+        )));
     }
     let sop = a.req_str(tags::SOP_INSTANCE_UID, "SOPInstanceUID")?;
     let rows = a.req_uint(tags::ROWS, "Rows")?;
@@ -499,7 +530,10 @@ fn parse_slice(name: &str, bytes: &[u8]) -> Result<Slice, VolumeError> {
     }
     let bits_stored = a.opt_uint(tags::BITS_STORED, "BitsStored")?.unwrap_or(bits);
     if bits_stored == 0 || bits_stored > bits {
-        return Err(a.invalid("BitsStored", format!("{bits_stored} with BitsAllocated {bits}")));
+        return Err(a.invalid(
+            "BitsStored",
+            format!("{bits_stored} with BitsAllocated {bits}"),
+        ));
     }
     let signed = match a.req_uint(tags::PIXEL_REPRESENTATION, "PixelRepresentation")? {
         0 => false,
@@ -510,17 +544,32 @@ fn parse_slice(name: &str, bytes: &[u8]) -> Result<Slice, VolumeError> {
     let iop = a.req_floats::<6>(tags::IMAGE_ORIENTATION_PATIENT, "ImageOrientationPatient")?;
     let pixel_spacing = a.req_floats::<2>(tags::PIXEL_SPACING, "PixelSpacing")?;
     if pixel_spacing.iter().any(|v| *v <= 0.0) {
-        return Err(a.invalid("PixelSpacing", format!("{pixel_spacing:?} must be positive")));
+        return Err(a.invalid(
+            "PixelSpacing",
+            format!("{pixel_spacing:?} must be positive"),
+        ));
     }
-    let bad_iop = || a.invalid("ImageOrientationPatient", format!("{iop:?} is not two orthogonal directions"));
+    let bad_iop = || {
+        a.invalid(
+            "ImageOrientationPatient",
+            format!("{iop:?} is not two orthogonal directions"),
+        )
+    };
     let row_cos = normalize([iop[0], iop[1], iop[2]]).ok_or_else(bad_iop)?;
     let col_cos = normalize([iop[3], iop[4], iop[5]]).ok_or_else(bad_iop)?;
     if dot(row_cos, col_cos).abs() > 0.01 {
         return Err(bad_iop());
     }
-    let slope = a.opt_float(tags::RESCALE_SLOPE, "RescaleSlope")?.unwrap_or(1.0);
-    let intercept = a.opt_float(tags::RESCALE_INTERCEPT, "RescaleIntercept")?.unwrap_or(0.0);
-    let thickness = a.opt_float(tags::SLICE_THICKNESS, "SliceThickness").ok().flatten();
+    let slope = a
+        .opt_float(tags::RESCALE_SLOPE, "RescaleSlope")?
+        .unwrap_or(1.0);
+    let intercept = a
+        .opt_float(tags::RESCALE_INTERCEPT, "RescaleIntercept")?
+        .unwrap_or(0.0);
+    let thickness = a
+        .opt_float(tags::SLICE_THICKNESS, "SliceThickness")
+        .ok()
+        .flatten();
 
     let (rows, cols) = (rows as usize, cols as usize);
     let raw = decode_pixels(&a, rows * cols, bits, bits_stored, signed, big_endian)?;
@@ -549,10 +598,14 @@ fn decode_pixels(
     signed: bool,
     big_endian: bool,
 ) -> Result<Vec<i32>, VolumeError> {
-    let elem = a.get(tags::PIXEL_DATA).ok_or_else(|| a.missing("PixelData"))?;
+    let elem = a
+        .get(tags::PIXEL_DATA)
+        .ok_or_else(|| a.missing("PixelData"))?;
     let prim = match elem.value() {
         Value::Primitive(p) => p,
-        Value::PixelSequence(_) => return Err(a.unsupported("encapsulated (compressed) pixel data".into())),
+        Value::PixelSequence(_) => {
+            return Err(a.unsupported("encapsulated (compressed) pixel data".into()))
+        }
         Value::Sequence(_) => return Err(a.invalid("PixelData", "is a sequence".into())),
     };
     // Bytes in little-endian sample order. dicom-object decodes OW values to
@@ -565,7 +618,13 @@ fn decode_pixels(
         PrimitiveValue::U16(v) => Cow::Owned(v.iter().flat_map(|x| x.to_le_bytes()).collect()),
         PrimitiveValue::I16(v) => Cow::Owned(v.iter().flat_map(|x| x.to_le_bytes()).collect()),
         other => {
-            return Err(a.invalid("PixelData", format!("unexpected value type {:?}", dicom_core::value::DicomValueType::value_type(other))))
+            return Err(a.invalid(
+                "PixelData",
+                format!(
+                    "unexpected value type {:?}",
+                    dicom_core::value::DicomValueType::value_type(other)
+                ),
+            ))
         }
     };
     let bytes_per = (bits / 8) as usize;
@@ -573,11 +632,18 @@ fn decode_pixels(
     if le.len() < need {
         return Err(a.invalid(
             "PixelData",
-            format!("{} bytes, but {count} pixels of {bits} bits need {need}", le.len()),
+            format!(
+                "{} bytes, but {count} pixels of {bits} bits need {need}",
+                le.len()
+            ),
         ));
     }
     let shift = 32 - bits_stored;
-    let mask = if bits_stored >= 32 { u32::MAX } else { (1u32 << bits_stored) - 1 };
+    let mask = if bits_stored >= 32 {
+        u32::MAX
+    } else {
+        (1u32 << bits_stored) - 1
+    };
     let convert = |u: u32| -> i32 {
         if signed {
             ((u << shift) as i32) >> shift
@@ -626,7 +692,11 @@ impl Attrs<'_> {
         let e = self.obj.element_opt(tag).ok().flatten()?;
         match e.value() {
             Value::Primitive(PrimitiveValue::Empty) => None,
-            Value::Primitive(p) if p.to_str().trim_matches(|c: char| c.is_whitespace() || c == '\0').is_empty() => {
+            Value::Primitive(p)
+                if p.to_str()
+                    .trim_matches(|c: char| c.is_whitespace() || c == '\0')
+                    .is_empty() =>
+            {
                 None
             }
             _ => Some(e),
@@ -635,13 +705,19 @@ impl Attrs<'_> {
 
     fn req_str(&self, tag: Tag, kw: &'static str) -> Result<String, VolumeError> {
         let e = self.get(tag).ok_or_else(|| self.missing(kw))?;
-        let s = e.to_str().map_err(|err| self.invalid(kw, err.to_string()))?;
-        Ok(s.trim_matches(|c: char| c.is_whitespace() || c == '\0').to_string())
+        let s = e
+            .to_str()
+            .map_err(|err| self.invalid(kw, err.to_string()))?;
+        Ok(s.trim_matches(|c: char| c.is_whitespace() || c == '\0')
+            .to_string())
     }
 
     fn opt_uint(&self, tag: Tag, kw: &'static str) -> Result<Option<u32>, VolumeError> {
         self.get(tag)
-            .map(|e| e.to_int::<u32>().map_err(|err| self.invalid(kw, err.to_string())))
+            .map(|e| {
+                e.to_int::<u32>()
+                    .map_err(|err| self.invalid(kw, err.to_string()))
+            })
             .transpose()
     }
 
@@ -653,7 +729,9 @@ impl Attrs<'_> {
         match self.get(tag) {
             None => Ok(None),
             Some(e) => {
-                let v = e.to_float64().map_err(|err| self.invalid(kw, err.to_string()))?;
+                let v = e
+                    .to_float64()
+                    .map_err(|err| self.invalid(kw, err.to_string()))?;
                 if !v.is_finite() {
                     return Err(self.invalid(kw, format!("{v} is not finite")));
                 }
@@ -662,9 +740,15 @@ impl Attrs<'_> {
         }
     }
 
-    fn req_floats<const N: usize>(&self, tag: Tag, kw: &'static str) -> Result<[f64; N], VolumeError> {
+    fn req_floats<const N: usize>(
+        &self,
+        tag: Tag,
+        kw: &'static str,
+    ) -> Result<[f64; N], VolumeError> {
         let e = self.get(tag).ok_or_else(|| self.missing(kw))?;
-        let v = e.to_multi_float64().map_err(|err| self.invalid(kw, err.to_string()))?;
+        let v = e
+            .to_multi_float64()
+            .map_err(|err| self.invalid(kw, err.to_string()))?;
         let arr: [f64; N] = v
             .as_slice()
             .try_into()
@@ -673,6 +757,198 @@ impl Attrs<'_> {
             return Err(self.invalid(kw, format!("{arr:?} is not finite")));
         }
         Ok(arr)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Length pre-scan (guards dicom-object against corrupt element lengths)
+// ---------------------------------------------------------------------------
+
+#[derive(Clone, Copy)]
+struct Enc {
+    explicit: bool,
+    big: bool,
+}
+
+const UNDEFINED: u32 = 0xFFFF_FFFF;
+const MAX_DEPTH: usize = 32;
+
+fn rd_u16(b: &[u8], at: usize, big: bool) -> Option<u16> {
+    let s: [u8; 2] = b.get(at..at + 2)?.try_into().ok()?;
+    Some(if big {
+        u16::from_be_bytes(s)
+    } else {
+        u16::from_le_bytes(s)
+    })
+}
+
+fn rd_u32(b: &[u8], at: usize, big: bool) -> Option<u32> {
+    let s: [u8; 4] = b.get(at..at + 4)?.try_into().ok()?;
+    Some(if big {
+        u32::from_be_bytes(s)
+    } else {
+        u32::from_le_bytes(s)
+    })
+}
+
+/// Element header at `at`: (group, element, VR bytes if explicit, value length, header length).
+fn element_header(
+    b: &[u8],
+    at: usize,
+    end: usize,
+    enc: Enc,
+) -> Result<(u16, u16, [u8; 2], u32, usize), String> {
+    let truncated = || format!("element header at byte {at} is truncated");
+    if at + 8 > end {
+        return Err(truncated());
+    }
+    let g = rd_u16(b, at, enc.big).ok_or_else(truncated)?;
+    let e = rd_u16(b, at + 2, enc.big).ok_or_else(truncated)?;
+    if g == 0xFFFE || !enc.explicit {
+        let len = rd_u32(b, at + 4, enc.big).ok_or_else(truncated)?;
+        return Ok((g, e, *b"  ", len, 8));
+    }
+    let vr = [b[at + 4], b[at + 5]];
+    match &vr {
+        b"OB" | b"OD" | b"OF" | b"OL" | b"OV" | b"OW" | b"SQ" | b"UC" | b"UN" | b"UR" | b"UT"
+        | b"SV" | b"UV" => {
+            if at + 12 > end {
+                return Err(truncated());
+            }
+            let len = rd_u32(b, at + 8, enc.big).ok_or_else(truncated)?;
+            Ok((g, e, vr, len, 12))
+        }
+        b"AE" | b"AS" | b"AT" | b"CS" | b"DA" | b"DS" | b"DT" | b"FL" | b"FD" | b"IS" | b"LO"
+        | b"LT" | b"PN" | b"SH" | b"SL" | b"SS" | b"ST" | b"TM" | b"UI" | b"UL" | b"US" => {
+            let len = rd_u16(b, at + 6, enc.big).ok_or_else(truncated)?;
+            Ok((g, e, vr, u32::from(len), 8))
+        }
+        _ => Err(format!(
+            "element ({g:04X},{e:04X}) at byte {at} has unknown VR {:?}",
+            String::from_utf8_lossy(&vr)
+        )),
+    }
+}
+
+/// Walk the file meta group (explicit VR LE) after "DICM"; returns where it ends.
+fn scan_meta_group(b: &[u8]) -> Result<usize, String> {
+    let enc = Enc {
+        explicit: true,
+        big: false,
+    };
+    let mut at = 4;
+    while rd_u16(b, at, false) == Some(0x0002) {
+        let (g, e, _, len, hl) = element_header(b, at, b.len(), enc)?;
+        if len == UNDEFINED {
+            return Err(format!("({g:04X},{e:04X}) has undefined length"));
+        }
+        at = checked_end(at + hl, len, b.len(), g, e)?;
+    }
+    Ok(at)
+}
+
+fn checked_end(start: usize, len: u32, end: usize, g: u16, e: u16) -> Result<usize, String> {
+    let stop = start.checked_add(len as usize).filter(|&s| s <= end);
+    stop.ok_or_else(|| {
+        format!(
+            "({g:04X},{e:04X}) claims {len} bytes but only {} remain",
+            end.saturating_sub(start)
+        )
+    })
+}
+
+/// Check the lengths of the elements in `b[at..end]`, recursing into sequences.
+/// With `in_item`, an item delimiter ends the walk.
+fn scan_elements(
+    b: &[u8],
+    mut at: usize,
+    end: usize,
+    enc: Enc,
+    in_item: bool,
+    depth: usize,
+) -> Result<usize, String> {
+    if depth > MAX_DEPTH {
+        return Err("sequences nested too deeply".into());
+    }
+    while at < end {
+        let (g, e, vr, len, hl) = element_header(b, at, end, enc)?;
+        at += hl;
+        if (g, e) == (0xFFFE, 0xE00D) && in_item {
+            return Ok(at);
+        }
+        if len == UNDEFINED {
+            let inner = if &vr == b"UN" {
+                Enc {
+                    explicit: false,
+                    big: false,
+                }
+            } else {
+                enc
+            };
+            let fragments = (g, e) == (0x7FE0, 0x0010);
+            at = scan_items(b, at, end, inner, None, fragments, depth + 1)?;
+        } else {
+            let stop = checked_end(at, len, end, g, e)?;
+            let is_sq = if enc.explicit { &vr == b"SQ" } else { false };
+            if is_sq {
+                scan_items(b, at, stop, enc, Some(stop), false, depth + 1)?;
+            }
+            at = stop;
+        }
+    }
+    if in_item {
+        return Err("item without delimiter at end of data".into());
+    }
+    Ok(at)
+}
+
+/// Check the items of a sequence starting at `at`; `defined_end` is the end
+/// of a defined-length sequence, otherwise a sequence delimiter ends it.
+fn scan_items(
+    b: &[u8],
+    mut at: usize,
+    end: usize,
+    enc: Enc,
+    defined_end: Option<usize>,
+    fragments: bool,
+    depth: usize,
+) -> Result<usize, String> {
+    if depth > MAX_DEPTH {
+        return Err("sequences nested too deeply".into());
+    }
+    loop {
+        if defined_end.is_some_and(|d| at >= d) {
+            return Ok(at);
+        }
+        let big = enc.big;
+        let (g, e, len) = match (
+            rd_u16(b, at, big),
+            rd_u16(b, at + 2, big),
+            rd_u32(b, at + 4, big),
+        ) {
+            (Some(g), Some(e), Some(l)) if at + 8 <= end => (g, e, l),
+            _ => return Err(format!("sequence item header at byte {at} is truncated")),
+        };
+        at += 8;
+        match (g, e) {
+            (0xFFFE, 0xE0DD) => return Ok(at),
+            (0xFFFE, 0xE000) if len == UNDEFINED && !fragments => {
+                at = scan_elements(b, at, end, enc, true, depth + 1)?;
+            }
+            (0xFFFE, 0xE000) if len != UNDEFINED => {
+                let stop = checked_end(at, len, end, g, e)?;
+                if !fragments {
+                    scan_elements(b, at, stop, enc, false, depth + 1)?;
+                }
+                at = stop;
+            }
+            _ => {
+                return Err(format!(
+                    "expected a sequence item at byte {}, found ({g:04X},{e:04X})",
+                    at - 8
+                ))
+            }
+        }
     }
 }
 
@@ -687,7 +963,11 @@ fn dot(a: [f64; 3], b: [f64; 3]) -> f64 {
 }
 
 fn cross(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
-    [a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]]
+    [
+        a[1] * b[2] - a[2] * b[1],
+        a[2] * b[0] - a[0] * b[2],
+        a[0] * b[1] - a[1] * b[0],
+    ]
 }
 
 fn normalize(a: [f64; 3]) -> Option<[f64; 3]> {
@@ -736,6 +1016,7 @@ fn fmt_m3(m: &M3) -> String {
 mod tests {
     use super::*;
     use dicom_core::header::Header;
+    use dicom_core::value::DataSetSequence;
     use dicom_core::{DataElement, VR};
     use dicom_object::FileMetaTableBuilder;
 
@@ -784,19 +1065,54 @@ mod tests {
 
     fn make_dicom(s: &Spec) -> Vec<u8> {
         let mut els = vec![
-            DataElement::new(tags::SOP_CLASS_UID, VR::UI, PrimitiveValue::from("1.2.840.10008.5.1.4.1.1.2")),
-            DataElement::new(tags::SOP_INSTANCE_UID, VR::UI, PrimitiveValue::from(s.sop.as_str())),
+            DataElement::new(
+                tags::SOP_CLASS_UID,
+                VR::UI,
+                PrimitiveValue::from("1.2.840.10008.5.1.4.1.1.2"),
+            ),
+            DataElement::new(
+                tags::SOP_INSTANCE_UID,
+                VR::UI,
+                PrimitiveValue::from(s.sop.as_str()),
+            ),
             DataElement::new(tags::ROWS, VR::US, PrimitiveValue::from(s.rows)),
             DataElement::new(tags::COLUMNS, VR::US, PrimitiveValue::from(s.cols)),
             DataElement::new(tags::BITS_ALLOCATED, VR::US, PrimitiveValue::from(s.bits)),
             DataElement::new(tags::BITS_STORED, VR::US, PrimitiveValue::from(s.bits)),
             DataElement::new(tags::HIGH_BIT, VR::US, PrimitiveValue::from(s.bits - 1)),
             DataElement::new(tags::SAMPLES_PER_PIXEL, VR::US, PrimitiveValue::from(1u16)),
-            DataElement::new(tags::PIXEL_REPRESENTATION, VR::US, PrimitiveValue::from(s.signed as u16)),
+            DataElement::new(
+                tags::PIXEL_REPRESENTATION,
+                VR::US,
+                PrimitiveValue::from(s.signed as u16),
+            ),
             DataElement::new(tags::IMAGE_POSITION_PATIENT, VR::DS, ds(&s.pos)),
             DataElement::new(tags::IMAGE_ORIENTATION_PATIENT, VR::DS, ds(&s.iop)),
             DataElement::new(tags::PIXEL_SPACING, VR::DS, ds(&s.spacing)),
         ];
+        // a nested sequence, so the length pre-scan walks items in every syntax
+        let code = InMemDicomObject::from_element_iter([DataElement::new(
+            tags::CODE_VALUE,
+            VR::SH,
+            PrimitiveValue::from("113072"),
+        )]);
+        let item = InMemDicomObject::from_element_iter([
+            DataElement::new(
+                tags::REFERENCED_SOP_INSTANCE_UID,
+                VR::UI,
+                PrimitiveValue::from("1.2.3.4.5"),
+            ),
+            DataElement::new(
+                tags::DERIVATION_CODE_SEQUENCE,
+                VR::SQ,
+                DataSetSequence::from(vec![code]),
+            ),
+        ]);
+        els.push(DataElement::new(
+            tags::REFERENCED_IMAGE_SEQUENCE,
+            VR::SQ,
+            DataSetSequence::from(vec![item.clone(), item]),
+        ));
         if let Some(v) = s.slope {
             els.push(DataElement::new(tags::RESCALE_SLOPE, VR::DS, ds(&[v])));
         }
@@ -807,7 +1123,11 @@ mod tests {
             els.push(DataElement::new(tags::SLICE_THICKNESS, VR::DS, ds(&[v])));
         }
         if let Some(f) = s.frames {
-            els.push(DataElement::new(tags::NUMBER_OF_FRAMES, VR::IS, PrimitiveValue::from(f.to_string())));
+            els.push(DataElement::new(
+                tags::NUMBER_OF_FRAMES,
+                VR::IS,
+                PrimitiveValue::from(f.to_string()),
+            ));
         }
         let px = if s.bits == 16 {
             DataElement::new(
@@ -820,10 +1140,17 @@ mod tests {
             if b.len() % 2 == 1 {
                 b.push(0);
             }
-            DataElement::new(tags::PIXEL_DATA, VR::OB, PrimitiveValue::U8(b.into_iter().collect()))
+            DataElement::new(
+                tags::PIXEL_DATA,
+                VR::OB,
+                PrimitiveValue::U8(b.into_iter().collect()),
+            )
         };
         els.push(px);
-        let els: Vec<_> = els.into_iter().filter(|e| Some(e.tag()) != s.omit).collect();
+        let els: Vec<_> = els
+            .into_iter()
+            .filter(|e| Some(e.tag()) != s.omit)
+            .collect();
         let obj = InMemDicomObject::from_element_iter(els);
         let file = obj
             .with_meta(FileMetaTableBuilder::new().transfer_syntax(s.ts))
@@ -858,7 +1185,10 @@ mod tests {
     }
 
     fn close(a: &[[f64; 4]; 4], b: &[[f64; 4]; 4]) -> bool {
-        a.iter().flatten().zip(b.iter().flatten()).all(|(x, y)| (x - y).abs() < 1e-9)
+        a.iter()
+            .flatten()
+            .zip(b.iter().flatten())
+            .all(|(x, y)| (x - y).abs() < 1e-9)
     }
 
     #[test]
@@ -881,7 +1211,10 @@ mod tests {
         for k in 0..3 {
             for j in 0..5 {
                 for i in 0..4 {
-                    assert_eq!(d[i + 4 * (j + 5 * k)] as i32, (k * 100 + j * 4 + i) as i32 - 1024);
+                    assert_eq!(
+                        d[i + 4 * (j + 5 * k)] as i32,
+                        (k * 100 + j * 4 + i) as i32 - 1024
+                    );
                 }
             }
         }
@@ -959,9 +1292,13 @@ mod tests {
                 x.signed = signed;
                 x.intercept = Some(0.0);
                 if bits == 8 {
-                    x.pixels = (0..20).map(|p| if signed { p as i32 - 10 } else { p as i32 * 12 }).collect();
+                    x.pixels = (0..20i32)
+                        .map(|p| if signed { p - 10 } else { p * 12 })
+                        .collect();
                 } else {
-                    x.pixels = (0..20).map(|p| if signed { p as i32 * 997 - 9000 } else { p as i32 * 1500 }).collect();
+                    x.pixels = (0..20i32)
+                        .map(|p| if signed { p * 997 - 9000 } else { p * 1500 })
+                        .collect();
                 }
             });
             s
@@ -970,8 +1307,12 @@ mod tests {
             for bits in [8u16, 16] {
                 for signed in [false, true] {
                     let s = base(ts, bits, signed);
-                    let v = series_volume(&files(&s)).unwrap_or_else(|e| panic!("{ts} {bits} {signed}: {e}"));
-                    let expect: Vec<f64> = s.iter().flat_map(|x| x.pixels.iter().map(|&p| p as f64)).collect();
+                    let v = series_volume(&files(&s))
+                        .unwrap_or_else(|e| panic!("{ts} {bits} {signed}: {e}"));
+                    let expect: Vec<f64> = s
+                        .iter()
+                        .flat_map(|x| x.pixels.iter().map(|&p| p as f64))
+                        .collect();
                     let got: Vec<f64> = match &v.data {
                         NiftiData::I16(d) => d.iter().map(|&x| x as f64).collect(),
                         NiftiData::F32(d) => d.iter().map(|&x| x as f64).collect(),
@@ -984,8 +1325,14 @@ mod tests {
         // without preamble, and starting directly at group 0002
         let s = three();
         let f = files(&s);
-        let no_pre: Vec<_> = f.iter().map(|(n, b)| (n.clone(), b[128..].to_vec())).collect();
-        let bare: Vec<_> = f.iter().map(|(n, b)| (n.clone(), b[132..].to_vec())).collect();
+        let no_pre: Vec<_> = f
+            .iter()
+            .map(|(n, b)| (n.clone(), b[128..].to_vec()))
+            .collect();
+        let bare: Vec<_> = f
+            .iter()
+            .map(|(n, b)| (n.clone(), b[132..].to_vec()))
+            .collect();
         let v0 = series_volume(&f).unwrap();
         assert_eq!(series_volume(&no_pre).unwrap(), v0);
         assert_eq!(series_volume(&bare).unwrap(), v0);
@@ -1035,7 +1382,10 @@ mod tests {
         let at = f[1].1.windows(from.len()).position(|w| w == from).unwrap();
         f[1].1[at..at + from.len()].copy_from_slice(to);
         match series_volume(&f).unwrap_err() {
-            VolumeError::Compressed { name, transfer_syntax } => {
+            VolumeError::Compressed {
+                name,
+                transfer_syntax,
+            } => {
                 assert_eq!(name, "1.2.3.1.dcm");
                 assert_eq!(transfer_syntax, "1.2.840.10008.1.2.5");
             }
@@ -1084,11 +1434,14 @@ mod tests {
 
         let mut s = three();
         s[2].pos = s[0].pos;
-        s[2].sop = "dup".into();
+        s[2].sop = "1.2.3.99".into();
         let e = err(&s);
         let msg = e.to_string();
         assert!(matches!(e, VolumeError::DuplicatePosition { .. }));
-        assert!(msg.contains("1.2.3.0.dcm") && msg.contains("dup.dcm"), "{msg}");
+        assert!(
+            msg.contains("1.2.3.0.dcm") && msg.contains("1.2.3.99.dcm"),
+            "{msg}"
+        );
 
         let mut s = three();
         s[2].pos[2] = 15.2; // gaps 2.5 and 2.7
@@ -1102,7 +1455,13 @@ mod tests {
 
         let mut s = three();
         s[0].pixels.truncate(10);
-        assert!(matches!(err(&s), VolumeError::Invalid { keyword: "PixelData", .. }));
+        assert!(matches!(
+            err(&s),
+            VolumeError::Invalid {
+                keyword: "PixelData",
+                ..
+            }
+        ));
 
         let mut s = three();
         s[0].bits = 8;
@@ -1112,23 +1471,79 @@ mod tests {
         s[2].bits = 8;
         s[2].pixels = vec![0; 20];
         s[0].iop = [1.0, 0.0, 0.0, 1.0, 0.0, 0.0];
-        assert!(matches!(err(&s), VolumeError::Invalid { keyword: "ImageOrientationPatient", .. }));
+        assert!(matches!(
+            err(&s),
+            VolumeError::Invalid {
+                keyword: "ImageOrientationPatient",
+                ..
+            }
+        ));
 
-        let garbage = vec![("junk".to_string(), b"hello world, definitely not DICOM".to_vec())];
-        assert!(matches!(series_volume(&garbage), Err(VolumeError::Parse { .. })));
+        let garbage = vec![(
+            "junk".to_string(),
+            b"hello world, definitely not DICOM".to_vec(),
+        )];
+        assert!(matches!(
+            series_volume(&garbage),
+            Err(VolumeError::Parse { .. })
+        ));
     }
 
     #[test]
     fn truncated_and_flipped_dicom_never_panics() {
-        let good = make_dicom(&spec(0, 0.0));
-        for len in (0..good.len()).step_by(3) {
-            let _ = series_volume(&[("t".into(), good[..len].to_vec())]);
+        for ts in [IMPLICIT_VR_LE, EXPLICIT_VR_LE, EXPLICIT_VR_BE] {
+            let mut sp = spec(0, 0.0);
+            sp.ts = ts;
+            let good = make_dicom(&sp);
+            assert!(series_volume(&[("g".into(), good.clone())]).is_ok());
+            for len in 0..good.len() {
+                let r = series_volume(&[("t".into(), good[..len].to_vec())]);
+                assert!(r.is_err(), "{ts}: truncation to {len} bytes accepted");
+            }
+            for pos in 0..good.len() {
+                for flip in [0x01u8, 0x80, 0xff] {
+                    let mut b = good.clone();
+                    b[pos] ^= flip;
+                    let _ = series_volume(&[("f".into(), b)]);
+                }
+            }
         }
-        for pos in (0..good.len()).step_by(2) {
-            let mut b = good.clone();
-            b[pos] ^= 0xff;
-            let _ = series_volume(&[("f".into(), b)]);
+    }
+
+    #[test]
+    fn length_scan_defined_length_sequences() {
+        // explicit VR LE: (0008,1140) SQ defined length { item defined length { (0008,1155) UI "1.2" } }
+        let mut ds = vec![0x08, 0x00, 0x40, 0x11, b'S', b'Q', 0, 0];
+        let item_body = [
+            0x08u8, 0x00, 0x55, 0x11, b'U', b'I', 4, 0, b'1', b'.', b'2', 0,
+        ];
+        let item_len = 8 + item_body.len() as u32;
+        ds.extend_from_slice(&item_len.to_le_bytes());
+        ds.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0]);
+        ds.extend_from_slice(&(item_body.len() as u32).to_le_bytes());
+        ds.extend_from_slice(&item_body);
+        let enc = Enc {
+            explicit: true,
+            big: false,
+        };
+        assert_eq!(scan_elements(&ds, 0, ds.len(), enc, false, 0), Ok(ds.len()));
+        let mut bad = ds.clone();
+        bad[8] += 1; // sequence longer than the data
+        assert!(scan_elements(&bad, 0, bad.len(), enc, false, 0).is_err());
+        let mut bad = ds.clone();
+        bad[16] += 8; // item longer than its sequence
+        assert!(scan_elements(&bad, 0, bad.len(), enc, false, 0).is_err());
+        // deep nesting is refused, not a stack overflow
+        let mut deep = Vec::new();
+        for _ in 0..200 {
+            deep.extend_from_slice(&[
+                0x08, 0x00, 0x40, 0x11, b'S', b'Q', 0, 0, 0xff, 0xff, 0xff, 0xff,
+            ]);
+            deep.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0xff, 0xff, 0xff, 0xff]);
         }
+        assert!(scan_elements(&deep, 0, deep.len(), enc, false, 0)
+            .unwrap_err()
+            .contains("nested"));
     }
 
     // ---- masks ----
@@ -1138,7 +1553,9 @@ mod tests {
     }
 
     fn labels_for(v: &Volume) -> Vec<u8> {
-        (0..v.dims.iter().product::<usize>()).map(|i| (i % 7) as u8).collect()
+        (0..v.dims.iter().product::<usize>())
+            .map(|i| (i % 7) as u8)
+            .collect()
     }
 
     fn mat_mul4(a: &[[f64; 4]; 4], b: &[[f64; 4]; 4]) -> [[f64; 4]; 4] {
@@ -1153,16 +1570,27 @@ mod tests {
             for b in 0..mdims[1] {
                 for a in 0..mdims[0] {
                     let m = [a as f64, b as f64, c as f64, 1.0];
-                    let g: Vec<usize> = (0..3).map(|r| (0..4).map(|k| f[r][k] * m[k]).sum::<f64>() as usize).collect();
+                    let g: Vec<usize> = (0..3)
+                        .map(|r| (0..4).map(|k| f[r][k] * m[k]).sum::<f64>() as usize)
+                        .collect();
                     values.push(labels[g[0] + gx * (g[1] + gy * g[2])] as f64);
                 }
             }
         }
-        NiftiVolume { dims: mdims, affine: mat_mul4(&v.affine, &f), values }
+        NiftiVolume {
+            dims: mdims,
+            affine: mat_mul4(&v.affine, &f),
+            values,
+        }
     }
 
     fn ident() -> [[f64; 4]; 4] {
-        [[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]]
+        [
+            [1.0, 0.0, 0.0, 0.0],
+            [0.0, 1.0, 0.0, 0.0],
+            [0.0, 0.0, 1.0, 0.0],
+            [0.0, 0.0, 0.0, 1.0],
+        ]
     }
 
     #[test]
@@ -1175,7 +1603,10 @@ mod tests {
         // the volume itself round trips too
         let vb = crate::nifti::write_nifti(&volume_to_nifti(&v), false).unwrap();
         let back = crate::nifti::read_nifti(&vb).unwrap();
-        assert_eq!(back.values, i16_data(&v).iter().map(|&x| x as f64).collect::<Vec<_>>());
+        assert_eq!(
+            back.values,
+            i16_data(&v).iter().map(|&x| x as f64).collect::<Vec<_>>()
+        );
     }
 
     #[test]
@@ -1188,7 +1619,10 @@ mod tests {
         f[1][1] = -1.0;
         f[1][3] = (ny - 1) as f64;
         let m = remapped(&v, &labels, f, v.dims);
-        assert_ne!(m.values, labels.iter().map(|&x| x as f64).collect::<Vec<_>>());
+        assert_ne!(
+            m.values,
+            labels.iter().map(|&x| x as f64).collect::<Vec<_>>()
+        );
         assert_eq!(mask_onto_grid(&m, v.dims, &v.affine).unwrap(), labels);
         // permuted: mask axes (a, b, c) -> grid (x = b, y = c, z = a), with x flipped too
         let f = [
@@ -1223,7 +1657,10 @@ mod tests {
         m.dims = [4, 5, 2];
         m.values.truncate(40);
         let r = mismatch_reason(&m, &v);
-        assert!(r.contains("shape") && r.contains("[4, 5, 2]") && r.contains("[4, 5, 3]"), "{r}");
+        assert!(
+            r.contains("shape") && r.contains("[4, 5, 2]") && r.contains("[4, 5, 3]"),
+            "{r}"
+        );
 
         let mut m = good.clone();
         for row in m.affine.iter_mut().take(3) {
@@ -1233,26 +1670,53 @@ mod tests {
 
         let mut m = good.clone();
         let (c, s) = (0.6f64, 0.8f64); // rotate mask in-plane
-        let f = [[c, -s, 0.0, 0.0], [s, c, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]];
+        let f = [
+            [c, -s, 0.0, 0.0],
+            [s, c, 0.0, 0.0],
+            [0.0, 0.0, 1.0, 0.0],
+            [0.0, 0.0, 0.0, 1.0],
+        ];
         m.affine = mat_mul4(&v.affine, &f);
         assert!(mismatch_reason(&m, &v).contains("orientation"));
 
         let mut m = good.clone();
-        m.affine = mat_mul4(&v.affine, &[[1.0, 0.0, 0.0, 0.5], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]]);
+        m.affine = mat_mul4(
+            &v.affine,
+            &[
+                [1.0, 0.0, 0.0, 0.5],
+                [0.0, 1.0, 0.0, 0.0],
+                [0.0, 0.0, 1.0, 0.0],
+                [0.0, 0.0, 0.0, 1.0],
+            ],
+        );
         assert!(mismatch_reason(&m, &v).contains("origin"));
 
         let mut m = good.clone();
-        m.affine = mat_mul4(&v.affine, &[[1.0, 0.0, 0.0, 1.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]]);
+        m.affine = mat_mul4(
+            &v.affine,
+            &[
+                [1.0, 0.0, 0.0, 1.0],
+                [0.0, 1.0, 0.0, 0.0],
+                [0.0, 0.0, 1.0, 0.0],
+                [0.0, 0.0, 0.0, 1.0],
+            ],
+        );
         let r = mismatch_reason(&m, &v);
         assert!(r.contains("origin") && r.contains("1..=4"), "{r}");
 
         let mut sing = v.affine;
         sing[2] = [0.0; 4];
-        assert!(matches!(mask_onto_grid(&good, v.dims, &sing), Err(VolumeError::GridMismatch { .. })));
+        assert!(matches!(
+            mask_onto_grid(&good, v.dims, &sing),
+            Err(VolumeError::GridMismatch { .. })
+        ));
 
         let mut m = good.clone();
         m.values.pop();
-        assert!(matches!(mask_onto_grid(&m, v.dims, &v.affine), Err(VolumeError::InvalidMask { .. })));
+        assert!(matches!(
+            mask_onto_grid(&m, v.dims, &v.affine),
+            Err(VolumeError::InvalidMask { .. })
+        ));
     }
 
     #[test]
