@@ -354,6 +354,7 @@ pub fn deidentify(repo: &Repo, req: DeidRequest, progress: &dyn Progress) -> Res
         },
         notes: vec![],
         catalog,
+        signature: None,
     };
     let id = w.put(&c)?;
     let mut view = view;

@@ -32,7 +32,7 @@ pub struct FsckReport {
 }
 
 /// Why an object is reachable, for messages.
-type Edge = (ObjectId, String);
+pub type Edge = (ObjectId, String);
 
 /// Walk everything reachable from `roots`, calling `visit` on each id once; returns the ids.
 /// Objects that cannot be read are reported through `missing` and not descended into.

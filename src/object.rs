@@ -263,6 +263,19 @@ pub struct Commit {
     /// Annotations and splits of this dataset state ([`crate::catalog::Catalog`]); new in
     /// version 2.
     pub catalog: Option<ObjectId>,
+    /// An ed25519 signature over the id of this commit without its signature (see
+    /// [`crate::sign`]); new in version 2.
+    pub signature: Option<CommitSignature>,
+}
+
+/// Who signed a commit, with what key, and the signature.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct CommitSignature {
+    pub signer: String,
+    /// ed25519 public key (32 bytes).
+    pub public_key: Vec<u8>,
+    /// ed25519 signature (64 bytes) of `"cohort commit signature v1\0" || unsigned id`.
+    pub signature: Vec<u8>,
 }
 
 /// A commit as format version 1 wrote it (before catalogs).
@@ -293,6 +306,7 @@ impl Structured for Commit {
                 activity: c.activity,
                 notes: c.notes,
                 catalog: None,
+                signature: None,
             })
         })
     }

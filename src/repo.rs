@@ -104,6 +104,10 @@ pub struct CommitOptions {
     pub parameters: BTreeMap<String, String>,
     pub inputs: Vec<ActivityRef>,
     pub allow_empty: bool,
+    /// Activity outputs besides the tree.
+    pub outputs: Vec<ActivityRef>,
+    /// Sign the commit with this key.
+    pub sign: Option<crate::sign::SigningKey>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -168,6 +172,44 @@ pub struct OpEntry {
     pub description: String,
     pub command: Vec<String>,
     pub head: String,
+    /// Refs this operation moved: before and after (None = absent).
+    pub changes: Vec<RefChange>,
+}
+
+/// One ref moved by an operation.
+#[derive(Debug, Clone, Serialize)]
+pub struct RefChange {
+    /// "branch", "tag" or "HEAD"
+    pub kind: &'static str,
+    pub name: String,
+    pub before: Option<String>,
+    pub after: Option<String>,
+}
+
+fn view_changes(before: Option<&View>, after: &View) -> Vec<RefChange> {
+    let mut out = Vec::new();
+    let empty = BTreeMap::new();
+    for (kind, b, a) in [
+        ("branch", before.map_or(&empty, |v| &v.branches), &after.branches),
+        ("tag", before.map_or(&empty, |v| &v.tags), &after.tags),
+    ] {
+        let names: std::collections::BTreeSet<&String> = b.keys().chain(a.keys()).collect();
+        for n in names {
+            if b.get(n) != a.get(n) {
+                out.push(RefChange { kind, name: n.clone(), before: b.get(n).map(|i| i.hex()), after: a.get(n).map(|i| i.hex()) });
+            }
+        }
+    }
+    let head = |v: &View| match &v.head {
+        Head::Branch(b) => format!("branch {b}"),
+        Head::Detached(c) => format!("detached {}", c.hex()),
+    };
+    let hb = before.map(head);
+    let ha = head(after);
+    if hb.as_deref() != Some(ha.as_str()) {
+        out.push(RefChange { kind: "HEAD", name: "HEAD".into(), before: hb, after: Some(ha) });
+    }
+    out
 }
 
 /// A DICOM record carrying a UID, with the commits (and paths) where it first appeared.
@@ -343,7 +385,7 @@ impl Repo {
                 agent: Agent { user, tool: TOOL.into(), tool_version: VERSION.into() },
                 parameters: opts.parameters.clone(),
                 inputs,
-                outputs: vec![ActivityRef { role: "tree".into(), value: snap.root.hex() }],
+                outputs: std::iter::once(ActivityRef { role: "tree".into(), value: snap.root.hex() }).chain(opts.outputs.iter().cloned()).collect(),
                 started_us: self.ctx.time_us.unwrap_or(started),
                 ended_us: self.ctx.time_us.unwrap_or_else(|| chrono::Utc::now().timestamp_micros()),
             },
@@ -353,6 +395,11 @@ impl Repo {
                 Some(p) => self.store.read_commit(&p)?.catalog,
                 None => None,
             },
+            signature: None,
+        };
+        let commit = match &opts.sign {
+            Some(key) => crate::sign::sign_commit(commit, key),
+            None => commit,
         };
         let id = w.put(&commit)?;
         let (new_objects, pack_bytes) = (w.len() as u64, w.bytes());
@@ -428,6 +475,7 @@ impl Repo {
             },
             notes: vec![],
             catalog: cat_id,
+            signature: None,
         };
         let id = w.put(&commit)?;
         let mut view = self.store.view()?;
@@ -639,7 +687,12 @@ impl Repo {
                 break;
             }
             let op: Operation = self.store.read_op(&id)?;
+            let parent_view = match op.parents.first() {
+                Some(p) => Some(self.store.read_op(p)?.view),
+                None => None,
+            };
             out.push(OpEntry {
+                changes: view_changes(parent_view.as_ref(), &op.view),
                 id,
                 time: format_time(op.time_us),
                 user: op.user.clone(),

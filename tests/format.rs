@@ -71,6 +71,7 @@ fn samples() -> (Tree, DicomFile, Commit, Operation) {
         },
         notes: vec![CommitNote { path: "x.dcm".into(), note: "stored whole".into() }],
         catalog: Some(id(10)),
+        signature: Some(CommitSignature { signer: "tester".into(), public_key: vec![7; 32], signature: vec![9; 64] }),
     };
     let mut branches = BTreeMap::new();
     branches.insert("main".to_string(), id(8));
@@ -137,7 +138,7 @@ fn structured_objects_keep_their_bytes() {
     assert_eq!(Split::from_bytes(id(0), &rd("split.bin")).unwrap(), split);
     // A version 1 commit (before catalogs) still decodes, with no catalog.
     let v1 = Commit::from_bytes(id(0), &rd("commit-v1.bin")).unwrap();
-    assert_eq!(v1, Commit { catalog: None, ..commit.clone() });
+    assert_eq!(v1, Commit { catalog: None, signature: None, ..commit.clone() });
     assert_eq!(&rd("commit-v1.bin")[4..6], &1u16.to_le_bytes());
     assert_eq!(&commit.to_bytes()[4..6], &2u16.to_le_bytes());
     // And the committed files decode to the same values (backward compatibility).

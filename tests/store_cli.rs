@@ -222,7 +222,7 @@ fn a_tree_that_would_escape_the_export_folder_is_rejected() {
         let evil = Tree { entries: vec![TreeEntry { name: "..".into(), kind: EntryKind::File, id: blob, size: 7 }] };
         let tree = w.put(&evil).unwrap();
         let act = Activity { kind: "commit".into(), agent: Agent { user: "t".into(), tool: "x".into(), tool_version: "0".into() }, parameters: Default::default(), inputs: vec![], outputs: vec![], started_us: 0, ended_us: 0 };
-        let c = w.put(&Commit { tree, parents: vec![], author: "t".into(), time_us: 0, message: "evil".into(), activity: act, catalog: None, notes: vec![] }).unwrap();
+        let c = w.put(&Commit { tree, parents: vec![], author: "t".into(), time_us: 0, message: "evil".into(), activity: act, catalog: None, signature: None, notes: vec![] }).unwrap();
         let mut view = repo.store.view().unwrap();
         view.branches.insert("evil".into(), c);
         assert_eq!(view.head, Head::Branch("main".into()));

@@ -18,6 +18,9 @@ pub struct Args {
     /// Commit even if nothing changed.
     #[arg(long)]
     allow_empty: bool,
+    /// Sign the commit with this key file (see `cohort keygen`).
+    #[arg(long, value_name = "KEYFILE")]
+    sign: Option<std::path::PathBuf>,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
@@ -25,7 +28,8 @@ pub struct Args {
 
 pub fn run(env: &Env, a: Args) -> CliResult {
     let repo = env.repo(Mode::Write)?;
-    let opts = CommitOptions { message: a.message, author: a.author, allow_empty: a.allow_empty, ..Default::default() };
+    let sign = a.sign.map(|p| cohort::sign::SigningKey::load(&super::abs(env, &p))).transpose()?;
+    let opts = CommitOptions { message: a.message, author: a.author, allow_empty: a.allow_empty, sign, ..Default::default() };
     let s = repo.commit(&opts, &env.progress())?;
     if a.json {
         json(&s);

@@ -17,8 +17,10 @@ mod maint;
 mod op;
 mod progress;
 mod refs;
+mod run;
 mod split;
 mod status;
+mod verify;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -68,6 +70,10 @@ enum Command {
     Consensus(annotate::ConsensusArgs),
     #[command(subcommand)]
     Split(split::SplitCommand),
+    Verify(verify::VerifyArgs),
+    Run(run::RunArgs),
+    Rerun(run::RerunArgs),
+    Keygen(verify::KeygenArgs),
     /// The operation log: every change of refs.
     #[command(subcommand)]
     Op(op::OpCommand),
@@ -183,6 +189,10 @@ pub fn run() -> ExitCode {
         Command::Agreement(a) => annotate::run_agreement(&env, a),
         Command::Consensus(a) => annotate::run_consensus(&env, a),
         Command::Split(c) => split::run(&env, c),
+        Command::Verify(a) => verify::run_verify(&env, a),
+        Command::Run(a) => run::run_run(&env, a),
+        Command::Rerun(a) => run::run_rerun(&env, a),
+        Command::Keygen(a) => verify::run_keygen(&env, a),
     };
     match r {
         Ok(code) => code,

@@ -7,7 +7,7 @@ use super::{json, out, CliResult, Env};
 
 #[derive(clap::Subcommand)]
 pub enum OpCommand {
-    /// Every command that moved a ref: who, when, command line, HEAD after it.
+    /// Every command that moved a ref: who, when, command line, each ref before and after.
     Log {
         #[arg(short = 'n', long)]
         limit: Option<usize>,
@@ -30,6 +30,14 @@ pub fn run(env: &Env, c: OpCommand) -> CliResult {
                 let mut s = String::new();
                 for o in &log {
                     s.push_str(&format!("{} {} {} [{}]\n    {}\n", o.id.short(), o.time, o.user, o.head, o.description));
+                    for c in &o.changes {
+                        let short = |v: &Option<String>| match v {
+                            Some(x) if x.len() == 64 => x[..12].to_string(),
+                            Some(x) => x.clone(),
+                            None => "(none)".into(),
+                        };
+                        s.push_str(&format!("    {} {}: {} -> {}\n", c.kind, c.name, short(&c.before), short(&c.after)));
+                    }
                     if !o.command.is_empty() {
                         s.push_str(&format!("    $ {}\n", o.command.join(" ")));
                     }
