@@ -9,7 +9,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 cargo build --release --quiet --manifest-path "$here/Cargo.toml" --bin cohort
 cohort() { "$here/target/release/cohort" "$@"; }
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+trap '[ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
 cp -r "$here/examples/data" "$work/ds"
 cd "$work/ds"
 export COHORT_USER=curator

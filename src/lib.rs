@@ -6,6 +6,7 @@
 
 pub mod annotate;
 pub mod card;
+pub mod cardgen;
 pub mod catalog;
 pub mod deid;
 pub mod deidrun;
@@ -20,6 +21,7 @@ pub mod export;
 pub mod fsutil;
 pub mod id;
 pub mod index;
+pub mod lineage;
 pub mod maint;
 pub mod mlexport;
 pub mod nifti;
@@ -27,6 +29,7 @@ pub mod object;
 pub mod pack;
 pub mod progress;
 pub mod prov;
+pub mod provgraph;
 pub mod repo;
 pub mod seg;
 pub mod stats;

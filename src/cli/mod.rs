@@ -16,6 +16,7 @@ mod ls;
 mod maint;
 mod op;
 mod progress;
+mod provenance;
 mod refs;
 mod run;
 mod split;
@@ -72,6 +73,9 @@ enum Command {
     Split(split::SplitCommand),
     Verify(verify::VerifyArgs),
     Run(run::RunArgs),
+    Blame(provenance::BlameArgs),
+    Prov(provenance::ProvArgs),
+    Card(provenance::CardArgs),
     Rerun(run::RerunArgs),
     Keygen(verify::KeygenArgs),
     /// The operation log: every change of refs.
@@ -191,6 +195,9 @@ pub fn run() -> ExitCode {
         Command::Split(c) => split::run(&env, c),
         Command::Verify(a) => verify::run_verify(&env, a),
         Command::Run(a) => run::run_run(&env, a),
+        Command::Blame(a) => provenance::run_blame(&env, a),
+        Command::Prov(a) => provenance::run_prov(&env, a),
+        Command::Card(a) => provenance::run_card(&env, a),
         Command::Rerun(a) => run::run_rerun(&env, a),
         Command::Keygen(a) => verify::run_keygen(&env, a),
     };
