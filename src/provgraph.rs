@@ -70,21 +70,40 @@ impl Builder {
 }
 
 /// Every commit `rev` descends from (parents, and the sources of deid commits in this store),
-/// oldest first.
+/// each after everything it was made from (clocks can be pinned or skewed, so order comes from
+/// the graph, not from times).
 pub fn history(repo: &Repo, start: ObjectId) -> Result<Vec<(ObjectId, Commit)>, RepoError> {
-    let mut seen = HashSet::new();
-    let mut stack = vec![start];
+    let mut done = HashSet::new();
     let mut out = Vec::new();
-    while let Some(id) = stack.pop() {
-        if !seen.insert(id) || !repo.store.contains(&id) {
+    // Iterative post-order: (id, children pushed?)
+    let mut stack = vec![(start, false)];
+    let mut commits: HashMap<ObjectId, Commit> = HashMap::new();
+    while let Some((id, expanded)) = stack.pop() {
+        if done.contains(&id) {
+            continue;
+        }
+        if expanded {
+            done.insert(id);
+            if let Some(c) = commits.remove(&id) {
+                out.push((id, c));
+            }
+            continue;
+        }
+        if !repo.store.contains(&id) {
+            done.insert(id);
             continue;
         }
         let c = repo.store.read_commit(&id)?;
-        stack.extend(c.parents.iter().copied());
-        stack.extend(crate::lineage::source_commit(&c));
-        out.push((id, c));
+        stack.push((id, true));
+        let mut from: Vec<ObjectId> = c.parents.clone();
+        from.extend(crate::lineage::source_commit(&c));
+        for p in from.into_iter().rev() {
+            if !done.contains(&p) {
+                stack.push((p, false));
+            }
+        }
+        commits.insert(id, c);
     }
-    out.sort_by_key(|(id, c)| (c.time_us, *id));
     Ok(out)
 }
 

@@ -144,3 +144,71 @@ pub fn check_signature(c: &Commit) -> Option<Result<(), String>> {
         vk.verify(&message(&unsigned_id(c)), &ed25519_dalek::Signature::from_bytes(&sig)).map_err(|_| "signature does not match the commit".to_string())
     })())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::object::{Activity, Agent};
+
+    fn commit() -> Commit {
+        Commit {
+            tree: ObjectId::of(b"tree"),
+            parents: vec![],
+            author: "a".into(),
+            time_us: 1,
+            message: "m".into(),
+            activity: Activity {
+                kind: "commit".into(),
+                agent: Agent { user: "a".into(), tool: "cohort".into(), tool_version: "0".into() },
+                parameters: Default::default(),
+                inputs: vec![],
+                outputs: vec![],
+                started_us: 1,
+                ended_us: 1,
+            },
+            notes: vec![],
+            catalog: None,
+            signature: None,
+        }
+    }
+
+    #[test]
+    fn signatures_bind_the_content_and_the_key() {
+        let key = SigningKey::generate("Dr Curator").unwrap();
+        let signed = sign_commit(commit(), &key);
+        assert_eq!(check_signature(&signed), Some(Ok(())));
+        assert_eq!(check_signature(&commit()), None);
+        // Any change of content invalidates the signature.
+        let mut changed = signed.clone();
+        changed.message = "other".into();
+        assert!(check_signature(&changed).unwrap().is_err());
+        // So does another key claiming the same signer.
+        let other = SigningKey::generate("Dr Curator").unwrap();
+        let mut forged = signed.clone();
+        forged.signature.as_mut().unwrap().public_key = other.public_key().to_vec();
+        assert!(check_signature(&forged).unwrap().is_err());
+        // Truncated signature bytes are an error, not a panic.
+        let mut short = signed;
+        short.signature.as_mut().unwrap().signature.truncate(10);
+        assert!(check_signature(&short).unwrap().is_err());
+    }
+
+    #[test]
+    fn key_files_round_trip_and_bad_ones_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("k");
+        let key = SigningKey::generate("A. Reader").unwrap();
+        key.save(&p).unwrap();
+        assert!(matches!(key.save(&p), Err(SignError::Exists { .. })));
+        let back = SigningKey::load(&p).unwrap();
+        assert_eq!(back.public_key(), key.public_key());
+        assert_eq!(back.signer, "A. Reader");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        for bad in ["", "cohort-signing-key 1\nsigner: x\n", "cohort-signing-key 1\nsigner: x\nsecret: 12\n", "other\n"] {
+            std::fs::write(dir.path().join("b"), bad).unwrap();
+            let e = SigningKey::load(&dir.path().join("b")).unwrap_err().to_string();
+            assert!(e.contains("not a cohort signing key"), "{e}");
+        }
+    }
+}
