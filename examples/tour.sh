@@ -60,9 +60,14 @@ cohort split create --name v1 --ratios 60,20,20 --stratify finding --seed 1
 cohort split show --name v1
 cohort split check --name v1
 
+step "run your own script as a recorded step (command, inputs, outputs, git commit of the code)"
+cohort run -m "count instances per series" --output derived/series_counts.csv -- python3 "$here/examples/scripts/series_counts.py"
+cohort show HEAD | sed -n '/Activity/,$p'
+cohort rerun HEAD
+
 step "de-identify (DICOM PS3.15 Basic Profile + modified dates): annotations and split follow"
 head -c 32 /dev/urandom > "$work/deid.key"
-cohort deid main --key-file "$work/deid.key" --option retain-longitudinal-temporal-information-modified-dates -m "de-identify for research"
+cohort deid main --key-file "$work/deid.key" --option retain-longitudinal-temporal-information-modified-dates --keep 'derived/*' -m "de-identify for research"
 cohort ls deid | head -3
 cohort deid-report deid | head -12
 cohort annotate list deid
@@ -77,6 +82,18 @@ cohort export deid "$work/nnunet" --split v1 --format nnunet --task lesion
 cohort export deid "$work/monai" --split v1 --format monai --task lesion
 cohort export deid "$work/csv" --split v1 --part train --format csv --task finding
 head -3 "$work/csv/dataset.csv"
+
+step "provenance for an auditor: lineage of one image, W3C PROV, a dataset card, signatures"
+img=$(cohort ls deid | awk '/modality=CT/ {print $4; exit}')
+cohort blame "$img" deid
+cohort prov deid > "$work/provenance.json"
+echo "PROV-JSON: $(wc -c < "$work/provenance.json") bytes in $work/provenance.json"
+cohort card deid --format html "$work/card.html"
+cohort card deid | sed -n '/## Summary/,/## Composition/p'
+cohort keygen "$work/curator.key" --signer "A. Curator" > /dev/null
+cohort checkout deid
+cohort commit --allow-empty -m "reviewed for release" --sign "$work/curator.key"
+cohort verify
 
 step "export a state byte for byte, and check the whole store"
 cohort export deid "$work/export" --link hardlink

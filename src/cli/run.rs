@@ -68,7 +68,7 @@ pub fn run_rerun(env: &Env, a: RerunArgs) -> CliResult {
             s.push_str(&format!("  {} {}\n", if o.identical { "same     " } else { "DIFFERENT" }, o.path));
         }
         if r.code_changed {
-            s.push_str("  note: the code is not the recorded version (other git commit, or uncommitted changes)\n");
+            s.push_str("  note: the code is not provably the recorded version (another git commit, or uncommitted changes)\n");
         }
         s.push_str(&format!(
             "exit status {} (recorded {}); whole tree {}; outputs {}\n",
