@@ -194,9 +194,9 @@ fn image_lineage(repo: &Repo, target: &str, start: ObjectId, mut it: Item) -> Re
                 stopped = Some(format!("source commit {} is not in this store", src.short()));
                 break;
             }
-            if !datasets.contains_key(&src) {
+            if let std::collections::hash_map::Entry::Vacant(v) = datasets.entry(src) {
                 let sc = repo.store.read_commit(&src)?;
-                datasets.insert(src, Dataset::load(&repo.store, src, &sc.tree)?);
+                v.insert(Dataset::load(&repo.store, src, &sc.tree)?);
             }
             let sds = &datasets[&src];
             let found = it.pixel.and_then(|px| sds.items.iter().find(|s| s.pixel == Some(px))).cloned();

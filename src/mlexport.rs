@@ -378,7 +378,8 @@ fn volumes(
     progress.stage("writing volumes", Some(todo.len() as u64), Unit::Files);
     let repo = cx.repo;
     let ds = &cx.ds;
-    let built: Vec<(Case, Vec<(String, Vec<u8>)>)> = todo
+    type Written = Vec<(String, Vec<u8>)>;
+    let built: Vec<(Case, Written)> = todo
         .par_iter()
         .enumerate()
         .map(|(n, (s, part, items, mask))| -> Result<_, MlExportError> {

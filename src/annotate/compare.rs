@@ -116,7 +116,8 @@ fn label_changes(reader: &str, old: &[LabelEntry], new: &[LabelEntry]) -> Vec<La
 
 fn box_changes(old: &[BoxEntry], new: &[BoxEntry]) -> Vec<BoxChange> {
     type Key = (String, u32, String);
-    let mut groups: BTreeMap<Key, (Vec<[f64; 4]>, Vec<[f64; 4]>)> = BTreeMap::new();
+    type Rects = Vec<[f64; 4]>;
+    let mut groups: BTreeMap<Key, (Rects, Rects)> = BTreeMap::new();
     for b in old {
         groups.entry((b.sop_uid.clone(), b.frame, b.label.clone())).or_default().0.push(rect(b));
     }
