@@ -30,6 +30,7 @@ pub mod pack;
 pub mod progress;
 pub mod prov;
 pub mod provgraph;
+pub mod remote;
 pub mod repo;
 pub mod seg;
 pub mod stats;

@@ -28,6 +28,8 @@ pub struct FsckReport {
     pub reachable: u64,
     pub corrupt: Vec<Problem>,
     pub missing: Vec<Problem>,
+    /// Partial clone: objects not fetched yet (on the promisor remote), not counted as problems.
+    pub not_fetched: u64,
     pub ok: bool,
 }
 
@@ -38,6 +40,11 @@ pub type Edge = (ObjectId, String);
 /// Objects that cannot be read are reported through `missing` and not descended into.
 pub fn reachable(store: &Store, roots: &[Edge], missing: &mut Vec<Problem>) -> HashSet<ObjectId> {
     reachable_as(store, roots, b'c', missing)
+}
+
+/// [`reachable`] from trees instead of commits.
+pub fn reachable_from_trees(store: &Store, roots: &[Edge], missing: &mut Vec<Problem>) -> HashSet<ObjectId> {
+    reachable_as(store, roots, b't', missing)
 }
 
 /// [`reachable`] from roots of a given kind (`b'c'` commits, `b't'` trees).
@@ -146,6 +153,11 @@ fn op_chain(store: &Store) -> Result<Vec<ObjectId>, StoreError> {
 
 /// Re-hash every stored object and check that everything the refs reach is present.
 pub fn fsck(repo: &Repo, progress: &dyn Progress) -> Result<FsckReport, RepoError> {
+    fsck_with(repo, false, progress)
+}
+
+/// [`fsck`]; in a partial clone (`partial`), missing objects are expected and only counted.
+pub fn fsck_with(repo: &Repo, partial: bool, progress: &dyn Progress) -> Result<FsckReport, RepoError> {
     let store = &repo.store;
     let packs = store.packs();
     let mut corrupt = Vec::new();
@@ -177,8 +189,13 @@ pub fn fsck(repo: &Repo, progress: &dyn Progress) -> Result<FsckReport, RepoErro
     }
     let reach = reachable(store, &roots_of(repo)?, &mut missing);
     missing.retain(|m| !bad_ids.contains(&m.id) || m.problem == "missing");
+    let before = missing.len();
+    if partial {
+        missing.retain(|m| m.problem != "missing");
+    }
+    let not_fetched = (before - missing.len()) as u64;
     let ok = corrupt.is_empty() && missing.is_empty();
-    Ok(FsckReport { packs: packs.len(), objects: total, reachable: reach.len() as u64, corrupt, missing, ok })
+    Ok(FsckReport { packs: packs.len(), objects: total, reachable: reach.len() as u64, corrupt, missing, not_fetched, ok })
 }
 
 #[derive(Debug, Clone, Serialize)]

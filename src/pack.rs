@@ -168,6 +168,51 @@ fn decode(codec: Codec, data: Vec<u8>, raw_len: u64) -> Result<Vec<u8>, String> 
     }
 }
 
+/// Decode an object's stored bytes and check them against its id (objects received from a
+/// remote are checked this way before they enter a store).
+pub fn decode_verified(id: ObjectId, loc: &Location, stored: Vec<u8>) -> Result<Vec<u8>, String> {
+    let raw = decode(loc.codec, stored, loc.raw_len)?;
+    if raw.len() as u64 != loc.raw_len {
+        return Err(format!("{} bytes, index says {}", raw.len(), loc.raw_len));
+    }
+    if ObjectId::of(&raw) != id {
+        return Err("content does not match its id (hash mismatch)".into());
+    }
+    Ok(raw)
+}
+
+/// Parse and check a pack index held in memory (magic, version, length, checksum, codecs).
+pub fn parse_index(idx: &[u8]) -> Result<Vec<(ObjectId, Location)>, String> {
+    if idx.len() < IDX_HEADER_LEN + 32 || &idx[..8] != IDX_MAGIC {
+        return Err("not a cohort pack index".into());
+    }
+    let version = u32::from_le_bytes(idx[8..12].try_into().expect("4 bytes"));
+    if version != PACK_VERSION {
+        return Err(format!("pack index version {version}"));
+    }
+    let count = u64::from_le_bytes(idx[12..20].try_into().expect("8 bytes")) as usize;
+    if count.checked_mul(IDX_ENTRY_LEN).and_then(|n| n.checked_add(IDX_HEADER_LEN + 32)) != Some(idx.len()) {
+        return Err(format!("{} bytes for {count} entries", idx.len()));
+    }
+    let body = &idx[..idx.len() - 32];
+    if blake3::hash(body).as_bytes() != &idx[idx.len() - 32..] {
+        return Err("checksum mismatch".into());
+    }
+    let mut out = Vec::with_capacity(count);
+    for i in 0..count {
+        let b = &idx[IDX_HEADER_LEN + i * IDX_ENTRY_LEN..][..IDX_ENTRY_LEN];
+        let id = ObjectId::from_slice(&b[..32]).expect("32 bytes");
+        let u = |r: std::ops::Range<usize>| u64::from_le_bytes(b[r].try_into().expect("8 bytes"));
+        let codec = Codec::from_u8(b[56]).ok_or_else(|| format!("object {id}: unknown codec {}", b[56]))?;
+        let loc = Location { offset: u(32..40), stored_len: u(40..48), raw_len: u(48..56), codec };
+        if loc.raw_len > MAX_OBJECT || loc.stored_len > MAX_OBJECT {
+            return Err(format!("object {id}: size out of range"));
+        }
+        out.push((id, loc));
+    }
+    Ok(out)
+}
+
 /// Location of an object inside a pack.
 #[derive(Debug, Clone, Copy)]
 pub struct Location {

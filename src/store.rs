@@ -193,7 +193,7 @@ impl Store {
         self.index.is_some()
     }
 
-    fn locate(&self, id: &ObjectId) -> Option<(Arc<Pack>, pack::Location)> {
+    pub(crate) fn locate(&self, id: &ObjectId) -> Option<(Arc<Pack>, pack::Location)> {
         let packs = self.packs.read().expect("pack list lock");
         packs.iter().rev().find_map(|p| p.find(id).map(|l| (p.clone(), l)))
     }

@@ -18,7 +18,11 @@ pub struct CheckoutArgs {
 
 pub fn run_checkout(env: &Env, a: CheckoutArgs) -> CliResult {
     let repo = env.repo(Mode::Write)?;
-    let id = repo.checkout(&a.rev, a.force, &env.progress())?;
+    // A partial clone fetches what this revision's files need first.
+    cohort::remote::fill_missing(&repo, &a.rev, None, &super::remote::credentials(&Default::default()), &env.progress())?;
+    // A fresh partial clone has no files yet: nothing in the working folder can be lost.
+    let empty = std::fs::read_dir(&repo.root).map(|d| d.filter_map(Result::ok).all(|e| e.file_name() == cohort::store::STORE_DIR)).unwrap_or(false);
+    let id = repo.checkout(&a.rev, a.force || empty, &env.progress())?;
     eprintln!("HEAD is now at {} ({})", id.short(), a.rev);
     Ok(ExitCode::SUCCESS)
 }
@@ -65,7 +69,10 @@ pub struct ExportArgs {
 }
 
 pub fn run_export(env: &Env, a: ExportArgs) -> CliResult {
-    let repo = env.repo(Mode::Read)?;
+    let repo = env.repo(Mode::Write)?;
+    // A partial clone fetches what the export needs first (only the part's files with --part).
+    let part = a.split.clone().zip(a.part.clone()).map(|(split, part)| cohort::remote::PartialSpec { split, part });
+    cohort::remote::fill_missing(&repo, &a.rev, part.as_ref(), &super::remote::credentials(&Default::default()), &env.progress())?;
     let mode = match a.link {
         Link::Copy => LinkMode::Copy,
         Link::Hardlink => LinkMode::Hardlink,

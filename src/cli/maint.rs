@@ -15,7 +15,8 @@ pub struct FsckArgs {
 
 pub fn run_fsck(env: &Env, a: FsckArgs) -> CliResult {
     let repo = env.repo(Mode::Read)?;
-    let r = maint::fsck(&repo, &env.progress())?;
+    let partial = cohort::remote::list_remotes(&repo)?.values().any(|r| r.promisor);
+    let r = maint::fsck_with(&repo, partial, &env.progress())?;
     if a.json {
         json(&r);
     } else {
@@ -25,6 +26,9 @@ pub fn run_fsck(env: &Env, a: FsckArgs) -> CliResult {
         }
         for m in &r.missing {
             s.push_str(&format!("missing: {} ({}): {}\n", m.id, m.place, m.problem));
+        }
+        if r.not_fetched > 0 {
+            s.push_str(&format!("{} object(s) not fetched yet (partial clone; fetched on demand)\n", r.not_fetched));
         }
         s.push_str(if r.ok { "ok\n" } else { "store has problems\n" });
         out(&s);

@@ -18,6 +18,7 @@ mod op;
 mod progress;
 mod provenance;
 mod refs;
+mod remote;
 mod run;
 mod split;
 mod status;
@@ -72,6 +73,12 @@ enum Command {
     #[command(subcommand)]
     Split(split::SplitCommand),
     Verify(verify::VerifyArgs),
+    #[command(subcommand)]
+    Remote(remote::RemoteCommand),
+    Push(remote::PushArgs),
+    Fetch(remote::FetchArgs),
+    Pull(remote::PullArgs),
+    Clone(remote::CloneArgs),
     Run(run::RunArgs),
     Blame(provenance::BlameArgs),
     Prov(provenance::ProvArgs),
@@ -194,6 +201,11 @@ pub fn run() -> ExitCode {
         Command::Consensus(a) => annotate::run_consensus(&env, a),
         Command::Split(c) => split::run(&env, c),
         Command::Verify(a) => verify::run_verify(&env, a),
+        Command::Remote(c) => remote::run_remote(&env, c),
+        Command::Push(a) => remote::run_push(&env, a),
+        Command::Fetch(a) => remote::run_fetch(&env, a),
+        Command::Pull(a) => remote::run_pull(&env, a),
+        Command::Clone(a) => remote::run_clone(&env, a),
         Command::Run(a) => run::run_run(&env, a),
         Command::Blame(a) => provenance::run_blame(&env, a),
         Command::Prov(a) => provenance::run_prov(&env, a),

@@ -1,0 +1,230 @@
+//! `cohort remote`, `push`, `fetch`, `pull`, `clone`.
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use cohort::remote::{self, Credentials, PartialSpec, RemoteSpec};
+use cohort::store::Mode;
+
+use super::{abs, human_bytes, json, out, CliError, CliResult, Env};
+
+/// S3 settings; credentials come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY /
+/// AWS_SESSION_TOKEN, endpoint and region from AWS_ENDPOINT_URL / AWS_REGION, unless given here.
+#[derive(clap::Args, Clone, Default)]
+pub struct S3Flags {
+    /// S3 endpoint, e.g. http://127.0.0.1:3900 for a local Garage or MinIO.
+    #[arg(long)]
+    endpoint: Option<String>,
+    #[arg(long)]
+    region: Option<String>,
+    /// Allow plain http to the endpoint.
+    #[arg(long)]
+    allow_http: bool,
+}
+
+pub fn credentials(f: &S3Flags) -> Credentials {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    Credentials {
+        access_key_id: env("AWS_ACCESS_KEY_ID"),
+        secret_access_key: env("AWS_SECRET_ACCESS_KEY"),
+        session_token: env("AWS_SESSION_TOKEN"),
+        endpoint: f.endpoint.clone().or_else(|| env("AWS_ENDPOINT_URL")),
+        region: f.region.clone().or_else(|| env("AWS_REGION")).or_else(|| env("AWS_DEFAULT_REGION")),
+        allow_http: if f.allow_http { Some(true) } else { env("AWS_ALLOW_HTTP").map(|v| v == "true" || v == "1") },
+    }
+}
+
+/// Remotes: s3://BUCKET/PREFIX or a folder.
+#[derive(clap::Subcommand)]
+pub enum RemoteCommand {
+    /// Add a remote.
+    Add {
+        name: String,
+        url: String,
+        #[command(flatten)]
+        s3: S3Flags,
+    },
+    /// Remove a remote (its objects stay where they are).
+    Remove { name: String },
+    /// List remotes.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn url_arg(env: &Env, url: &str) -> String {
+    if url.contains("://") { url.to_string() } else { abs(env, &PathBuf::from(url)).display().to_string() }
+}
+
+pub fn run_remote(env: &Env, c: RemoteCommand) -> CliResult {
+    match c {
+        RemoteCommand::Add { name, url, s3 } => {
+            let repo = env.repo(Mode::Write)?;
+            let spec = RemoteSpec { url: url_arg(env, &url), endpoint: s3.endpoint, region: s3.region, allow_http: s3.allow_http, promisor: false };
+            remote::add_remote(&repo, &name, spec)?;
+            eprintln!("added remote {name}");
+        }
+        RemoteCommand::Remove { name } => {
+            let repo = env.repo(Mode::Write)?;
+            remote::remove_remote(&repo, &name)?;
+            eprintln!("removed remote {name}");
+        }
+        RemoteCommand::List { json: as_json } => {
+            let repo = env.repo(Mode::Read)?;
+            let all = remote::list_remotes(&repo)?;
+            if as_json {
+                json(&all);
+            } else {
+                for (n, s) in all {
+                    out(&format!("{n}\t{}{}\n", s.url, if s.promisor { "\t(partial clone source)" } else { "" }));
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Send a branch and every object it reaches that the remote lacks; the remote's branch moves
+/// only if it is an ancestor of yours (else: fetch first).
+#[derive(clap::Args)]
+pub struct PushArgs {
+    remote: String,
+    /// Branch (default: the current one).
+    branch: Option<String>,
+    #[command(flatten)]
+    s3: S3Flags,
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run_push(env: &Env, a: PushArgs) -> CliResult {
+    let repo = env.repo(Mode::Read)?;
+    let s = remote::push(&repo, &a.remote, a.branch.as_deref(), &credentials(&a.s3), &env.progress())?;
+    if a.json {
+        json(&s);
+    } else if s.up_to_date {
+        out(&format!("{} {}: up to date at {}\n", s.remote, s.branch, s.commit.short()));
+    } else {
+        out(&format!(
+            "{} {}: {} -> {} ({} objects, {} in {} pack(s))\n",
+            s.remote,
+            s.branch,
+            s.previous.map(|p| p.short()).unwrap_or_else(|| "(new)".into()),
+            s.commit.short(),
+            s.objects_sent,
+            human_bytes(s.bytes_sent),
+            s.packs_sent
+        ));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Receive the remote's branches (as remotes/NAME/BRANCH) and the objects they need, each
+/// checked against its id before it is stored.
+#[derive(clap::Args)]
+pub struct FetchArgs {
+    remote: String,
+    #[command(flatten)]
+    s3: S3Flags,
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run_fetch(env: &Env, a: FetchArgs) -> CliResult {
+    let repo = env.repo(Mode::Write)?;
+    let s = remote::fetch(&repo, &a.remote, &credentials(&a.s3), None, &env.progress())?;
+    if a.json {
+        json(&s);
+    } else {
+        for (b, id) in &s.branches {
+            out(&format!("remotes/{}/{b} {}\n", s.remote, id.short()));
+        }
+        eprintln!("fetched {} objects ({})", s.objects, human_bytes(s.bytes));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Fetch, then fast-forward the current branch to the remote's branch of the same name and
+/// update the working tree.
+#[derive(clap::Args)]
+pub struct PullArgs {
+    remote: String,
+    #[command(flatten)]
+    s3: S3Flags,
+}
+
+pub fn run_pull(env: &Env, a: PullArgs) -> CliResult {
+    let repo = env.repo(Mode::Write)?;
+    let s = remote::fetch(&repo, &a.remote, &credentials(&a.s3), None, &env.progress())?;
+    let (head, branch) = repo.head()?;
+    let branch = branch.ok_or_else(|| CliError { message: "HEAD is detached: check out a branch to pull into".into(), code: 2 })?;
+    let theirs = *s.branches.get(&branch).ok_or_else(|| CliError { message: format!("remote {} has no branch {branch}", a.remote), code: 2 })?;
+    if head == Some(theirs) {
+        eprintln!("already up to date");
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(h) = head {
+        if !repo.log(&theirs.hex(), None)?.iter().any(|e| e.id == h) {
+            return Err(CliError { message: format!("{branch} has diverged from {}/{branch}: merge is not supported yet; branch off and push under another name", a.remote), code: 2 });
+        }
+        repo.checkout(&theirs.hex(), false, &env.progress())?;
+    } else {
+        repo.checkout(&theirs.hex(), false, &env.progress())?;
+    }
+    let mut view = repo.store.view()?;
+    view.branches.insert(branch.clone(), theirs);
+    view.head = cohort::object::Head::Branch(branch.clone());
+    repo.publish(repo.store.writer()?, format!("pull {} {branch}: fast-forward to {}", a.remote, theirs.short()), view)?;
+    out(&format!("{branch}: fast-forward to {}\n", theirs.short()));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Make a new working folder from a remote. With --split and --part only the files of that
+/// part are fetched (a partial clone); others come on demand with checkout and export.
+#[derive(clap::Args)]
+pub struct CloneArgs {
+    url: String,
+    /// The new working folder.
+    #[arg(value_name = "DIR")]
+    directory: PathBuf,
+    /// Branch to check out (default main).
+    #[arg(long, default_value = "main")]
+    rev: String,
+    #[arg(long, requires = "part")]
+    split: Option<String>,
+    #[arg(long, requires = "split")]
+    part: Option<String>,
+    #[command(flatten)]
+    s3: S3Flags,
+}
+
+pub fn run_clone(env: &Env, a: CloneArgs) -> CliResult {
+    let dir = abs(env, &a.directory);
+    if dir.exists() && std::fs::read_dir(&dir).map(|mut d| d.next().is_some()).unwrap_or(true) {
+        return Err(CliError { message: format!("{}: exists and is not empty", dir.display()), code: 2 });
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| CliError { message: format!("{}: {e}", dir.display()), code: 2 })?;
+    let repo = cohort::Repo::init(&dir, env.ctx.clone())?;
+    let partial = a.split.clone().zip(a.part.clone()).map(|(split, part)| PartialSpec { split, part });
+    let spec = RemoteSpec { url: url_arg(env, &a.url), endpoint: a.s3.endpoint.clone(), region: a.s3.region.clone(), allow_http: a.s3.allow_http, promisor: partial.is_some() };
+    remote::add_remote(&repo, "origin", spec)?;
+    let creds = credentials(&a.s3);
+    let s = remote::fetch(&repo, "origin", &creds, partial.as_ref().map(|p| (a.rev.as_str(), p)), &env.progress())?;
+    let commit = *s.branches.get(&a.rev).ok_or_else(|| CliError { message: format!("remote has no branch {}", a.rev), code: 2 })?;
+    let mut view = repo.store.view()?;
+    view.branches.insert(a.rev.clone(), commit);
+    view.head = cohort::object::Head::Branch(a.rev.clone());
+    repo.publish(repo.store.writer()?, format!("clone {}: {} at {}", a.url, a.rev, commit.short()), view)?;
+    match &partial {
+        None => {
+            repo.checkout(&a.rev, true, &env.progress())?;
+            eprintln!("cloned {} into {} ({} objects, {}); {} at {}", a.url, dir.display(), s.objects, human_bytes(s.bytes), a.rev, commit.short());
+        }
+        Some(p) => eprintln!(
+            "partial clone of {} into {}: {} objects ({}), the files of split {} part {}; export them with `cohort export {} OUT --split {} --part {}`; other files are fetched on demand",
+            a.url, dir.display(), s.objects, human_bytes(s.bytes), p.split, p.part, a.rev, p.split, p.part
+        ),
+    }
+    out(&format!("{commit}\n"));
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,695 @@
+//! Remotes: push, fetch, pull and clone to S3-compatible object storage or a shared folder,
+//! through the `object_store` crate (one API for AWS S3, MinIO, Ceph, Garage and local paths).
+//!
+//! Layout of a remote (under `s3://bucket/prefix` or a folder):
+//! ```text
+//! cohort-remote                      "cohort-remote 1\n"
+//! packs/<name>.pack, <name>.idx      packs in the store's own format; an index is uploaded
+//!                                    after its pack, so a visible index names a whole pack
+//! refs/branches/<name>/head          "cohort-ref 1\n<seq>\n<commit hex>\n"
+//! refs/branches/<name>/claims/<seq>/<nonce>   "<time_us> <commit hex>\n"
+//! ```
+//! Only objects reachable from the pushed ref travel (a de-identified branch never carries the
+//! identified objects of the same store), and only those the remote lacks, in packs of at most
+//! 64 MiB: a push interrupted at any point and run again re-sends at most the packs that were
+//! in flight. Everything received is decoded and checked against its id before it enters the
+//! local store.
+//!
+//! Ref updates are compare-and-swap built on plain PUT, GET and LIST (Garage ignores
+//! conditional writes, so `If-Match` cannot be relied on): a pusher that saw the head at
+//! sequence `n` writes a claim for `n + 1`, lists the claims for `n + 1` and re-reads the head;
+//! only if its claim is the only live one and the head is still at `n` does it write the head.
+//! Of two concurrent pushers at most one wins; the other gets "fetch first". Claims older than
+//! [`CLAIM_LEASE_US`] are ignored (a pusher that crashed mid-update cannot block a branch).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use futures::StreamExt;
+use object_store::path::Path as StorePath;
+use object_store::ObjectStore;
+use serde::{Deserialize, Serialize};
+
+use crate::id::ObjectId;
+use crate::object::{EntryKind, Head};
+use crate::pack::Location;
+use crate::progress::{Progress, Unit};
+use crate::repo::{Repo, RepoError};
+use crate::store::{ObjectWriter, StoreError};
+
+pub const REMOTE_MAGIC: &str = "cohort-remote 1\n";
+const PACK_LIMIT: u64 = 64 << 20;
+/// A claim older than this (10 minutes) no longer blocks a ref.
+pub const CLAIM_LEASE_US: i64 = 600_000_000;
+const REMOTES_FILE: &str = "remotes.json";
+/// Prefix of remote-tracking branches: `remotes/<remote>/<branch>`.
+pub const TRACKING: &str = "remotes";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    #[error("no remote named {0:?} (cohort remote add NAME URL)")]
+    NoRemote(String),
+    #[error("remote {0:?} exists already")]
+    Exists(String),
+    #[error("invalid remote name {0:?}")]
+    BadName(String),
+    #[error("{url}: {message}")]
+    Url { url: String, message: String },
+    #[error("remote {remote}: {key}: {message}")]
+    Store { remote: String, key: String, message: String },
+    #[error("remote {remote} is not a cohort remote ({key} missing or wrong)")]
+    NotARemote { remote: String, key: String },
+    #[error("remote {remote}: object {id} in {pack} is damaged: {reason}; it was not stored")]
+    Corrupt { remote: String, id: ObjectId, pack: String, reason: String },
+    #[error("remote {remote}: object {id} is missing")]
+    Missing { remote: String, id: ObjectId },
+    #[error("remote {remote}: {what} {name:?} is at {remote_commit}, which {why}; fetch first (cohort fetch {remote}), then merge or rebase your work")]
+    FetchFirst { remote: String, what: &'static str, name: String, remote_commit: String, why: String },
+    #[error("remote {remote}: another push to {name:?} is in progress or just won; fetch first and try again")]
+    Contended { remote: String, name: String },
+    #[error("remote {remote} has no branch {name:?}")]
+    NoRemoteBranch { remote: String, name: String },
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    #[error(transparent)]
+    LocalStore(#[from] StoreError),
+    #[error(transparent)]
+    Split(#[from] crate::split::SplitError),
+}
+
+/// A remote as recorded in `.cohort/remotes.json` (no secrets).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteSpec {
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    #[serde(default)]
+    pub allow_http: bool,
+    /// A partial clone: missing objects are fetched from here on demand.
+    #[serde(default)]
+    pub promisor: bool,
+}
+
+/// S3 credentials and settings, from flags or the usual AWS environment variables (read by
+/// the CLI, never by the library).
+#[derive(Debug, Clone, Default)]
+pub struct Credentials {
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    pub session_token: Option<String>,
+    /// Overrides of the remote's recorded endpoint and region.
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub allow_http: Option<bool>,
+}
+
+fn valid_remote_name(n: &str) -> bool {
+    !n.is_empty() && n.len() <= 64 && !n.starts_with(['-', '.']) && n.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+fn remotes_path(repo: &Repo) -> PathBuf {
+    repo.store.dir.join(REMOTES_FILE)
+}
+
+pub fn list_remotes(repo: &Repo) -> Result<BTreeMap<String, RemoteSpec>, RemoteError> {
+    let p = remotes_path(repo);
+    match std::fs::read(&p) {
+        Ok(b) => serde_json::from_slice(&b).map_err(|e| RemoteError::Io { path: p, source: std::io::Error::other(e) }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+        Err(source) => Err(RemoteError::Io { path: p, source }),
+    }
+}
+
+fn save_remotes(repo: &Repo, r: &BTreeMap<String, RemoteSpec>) -> Result<(), RemoteError> {
+    let p = remotes_path(repo);
+    let bytes = serde_json::to_vec_pretty(r).expect("serializable");
+    crate::fsutil::write_durable(&p, &bytes).map_err(|source| RemoteError::Io { path: p, source })
+}
+
+pub fn add_remote(repo: &Repo, name: &str, spec: RemoteSpec) -> Result<(), RemoteError> {
+    if !valid_remote_name(name) {
+        return Err(RemoteError::BadName(name.into()));
+    }
+    parse_url(&spec.url)?;
+    let mut all = list_remotes(repo)?;
+    if all.contains_key(name) {
+        return Err(RemoteError::Exists(name.into()));
+    }
+    all.insert(name.into(), spec);
+    save_remotes(repo, &all)
+}
+
+pub fn remove_remote(repo: &Repo, name: &str) -> Result<(), RemoteError> {
+    let mut all = list_remotes(repo)?;
+    if all.remove(name).is_none() {
+        return Err(RemoteError::NoRemote(name.into()));
+    }
+    save_remotes(repo, &all)
+}
+
+enum Target {
+    S3 { bucket: String, prefix: String },
+    Local(PathBuf),
+}
+
+fn parse_url(url: &str) -> Result<Target, RemoteError> {
+    let bad = |m: &str| RemoteError::Url { url: url.into(), message: m.into() };
+    if let Some(rest) = url.strip_prefix("s3://") {
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(bad("no bucket: use s3://BUCKET/PREFIX"));
+        }
+        return Ok(Target::S3 { bucket: bucket.into(), prefix: prefix.trim_matches('/').into() });
+    }
+    let path = url.strip_prefix("file://").unwrap_or(url);
+    if url.contains("://") && !url.starts_with("file://") {
+        return Err(bad("unsupported scheme: use s3://BUCKET/PREFIX or a folder path"));
+    }
+    let p = PathBuf::from(path);
+    if !p.is_absolute() {
+        return Err(bad("a folder remote must be an absolute path"));
+    }
+    Ok(Target::Local(p))
+}
+
+/// An open remote.
+pub struct Remote {
+    pub name: String,
+    store: Arc<dyn ObjectStore>,
+    prefix: String,
+    rt: tokio::runtime::Runtime,
+}
+
+/// What is stored on a remote: every pack's index.
+#[derive(Default)]
+pub struct RemoteIndex {
+    pub by_id: HashMap<ObjectId, (String, Location)>,
+    pub packs: Vec<String>,
+}
+
+impl Remote {
+    /// Open a remote for reading and writing (a folder remote is created if missing).
+    pub fn open(name: &str, spec: &RemoteSpec, creds: &Credentials) -> Result<Remote, RemoteError> {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|source| RemoteError::Io { path: PathBuf::from("(tokio runtime)"), source })?;
+        let err = |m: String| RemoteError::Url { url: spec.url.clone(), message: m };
+        let (store, prefix): (Arc<dyn ObjectStore>, String) = match parse_url(&spec.url)? {
+            Target::Local(p) => {
+                std::fs::create_dir_all(&p).map_err(|source| RemoteError::Io { path: p.clone(), source })?;
+                (Arc::new(object_store::local::LocalFileSystem::new_with_prefix(&p).map_err(|e| err(e.to_string()))?), String::new())
+            }
+            Target::S3 { bucket, prefix } => {
+                let mut b = object_store::aws::AmazonS3Builder::new().with_bucket_name(bucket).with_virtual_hosted_style_request(false);
+                if let Some(e) = creds.endpoint.clone().or_else(|| spec.endpoint.clone()) {
+                    b = b.with_endpoint(e);
+                }
+                b = b.with_region(creds.region.clone().or_else(|| spec.region.clone()).unwrap_or_else(|| "us-east-1".into()));
+                if creds.allow_http.unwrap_or(spec.allow_http) {
+                    b = b.with_allow_http(true);
+                }
+                if let Some(k) = &creds.access_key_id {
+                    b = b.with_access_key_id(k);
+                }
+                if let Some(s) = &creds.secret_access_key {
+                    b = b.with_secret_access_key(s);
+                }
+                if let Some(t) = &creds.session_token {
+                    b = b.with_token(t);
+                }
+                (Arc::new(b.build().map_err(|e| err(e.to_string()))?), prefix)
+            }
+        };
+        Ok(Remote { name: name.into(), store, prefix, rt })
+    }
+
+    fn key(&self, k: &str) -> StorePath {
+        if self.prefix.is_empty() { StorePath::from(k) } else { StorePath::from(format!("{}/{k}", self.prefix)) }
+    }
+
+    fn store_err(&self, key: &str, e: impl std::fmt::Display) -> RemoteError {
+        RemoteError::Store { remote: self.name.clone(), key: key.into(), message: e.to_string() }
+    }
+
+    pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>, RemoteError> {
+        let k = self.key(key);
+        self.rt.block_on(async {
+            match self.store.get(&k).await {
+                Ok(r) => r.bytes().await.map(|b| Some(b.to_vec())).map_err(|e| self.store_err(key, e)),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(self.store_err(key, e)),
+            }
+        })
+    }
+
+    pub fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), RemoteError> {
+        let k = self.key(key);
+        self.rt.block_on(async { self.store.put(&k, bytes.into()).await.map(|_| ()).map_err(|e| self.store_err(key, e)) })
+    }
+
+    fn delete(&self, key: &str) -> Result<(), RemoteError> {
+        let k = self.key(key);
+        self.rt.block_on(async {
+            match self.store.delete(&k).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(e) => Err(self.store_err(key, e)),
+            }
+        })
+    }
+
+    /// Keys (relative to the remote's root) below `prefix`.
+    pub fn list(&self, prefix: &str) -> Result<Vec<String>, RemoteError> {
+        let k = self.key(prefix);
+        let strip = if self.prefix.is_empty() { String::new() } else { format!("{}/", self.prefix) };
+        self.rt.block_on(async {
+            let mut out = Vec::new();
+            let mut s = self.store.list(Some(&k));
+            while let Some(m) = s.next().await {
+                let m = m.map_err(|e| self.store_err(prefix, e))?;
+                let key = m.location.to_string();
+                out.push(key.strip_prefix(&strip).unwrap_or(&key).to_string());
+            }
+            out.sort();
+            Ok(out)
+        })
+    }
+
+    fn get_ranges(&self, key: &str, ranges: &[std::ops::Range<u64>]) -> Result<Vec<Vec<u8>>, RemoteError> {
+        let k = self.key(key);
+        self.rt.block_on(async { self.store.get_ranges(&k, ranges).await.map(|v| v.into_iter().map(|b| b.to_vec()).collect()).map_err(|e| self.store_err(key, e)) })
+    }
+
+    /// Make sure this is a cohort remote (creating the marker on an empty one when `create`).
+    pub fn check_marker(&self, create: bool) -> Result<(), RemoteError> {
+        match self.get("cohort-remote")? {
+            Some(b) if b == REMOTE_MAGIC.as_bytes() => Ok(()),
+            None if create => self.put("cohort-remote", REMOTE_MAGIC.as_bytes().to_vec()),
+            _ => Err(RemoteError::NotARemote { remote: self.name.clone(), key: "cohort-remote".into() }),
+        }
+    }
+
+    /// Every pack index on the remote (indexes are immutable: cached in `cache`).
+    pub fn index(&self, cache: &Path) -> Result<RemoteIndex, RemoteError> {
+        std::fs::create_dir_all(cache).map_err(|source| RemoteError::Io { path: cache.into(), source })?;
+        let mut out = RemoteIndex::default();
+        for key in self.list("packs/")? {
+            let Some(name) = key.strip_prefix("packs/").and_then(|k| k.strip_suffix(".idx")) else { continue };
+            let cached = cache.join(format!("{name}.idx"));
+            let bytes = match std::fs::read(&cached) {
+                Ok(b) => b,
+                Err(_) => {
+                    let b = self.get(&key)?.ok_or_else(|| self.store_err(&key, "vanished while listing"))?;
+                    let _ = crate::fsutil::write_durable(&cached, &b);
+                    b
+                }
+            };
+            let entries = crate::pack::parse_index(&bytes).map_err(|e| {
+                let _ = std::fs::remove_file(&cached);
+                self.store_err(&key, e)
+            })?;
+            for (id, loc) in entries {
+                out.by_id.entry(id).or_insert_with(|| (name.to_string(), loc));
+            }
+            out.packs.push(name.to_string());
+        }
+        Ok(out)
+    }
+
+    /// Read a ref: (sequence, commit).
+    pub fn read_ref(&self, kind: &str, name: &str) -> Result<Option<(u64, ObjectId)>, RemoteError> {
+        let key = format!("refs/{kind}/{name}/head");
+        let Some(b) = self.get(&key)? else { return Ok(None) };
+        let text = String::from_utf8_lossy(&b);
+        let mut l = text.lines();
+        let bad = || self.store_err(&key, "not a cohort ref");
+        if l.next() != Some("cohort-ref 1") {
+            return Err(bad());
+        }
+        let seq = l.next().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
+        let id = l.next().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
+        Ok(Some((seq, id)))
+    }
+
+    /// Branches on the remote.
+    pub fn branches(&self) -> Result<BTreeMap<String, ObjectId>, RemoteError> {
+        let mut out = BTreeMap::new();
+        for k in self.list("refs/branches/")? {
+            if let Some(name) = k.strip_prefix("refs/branches/").and_then(|k| k.strip_suffix("/head")) {
+                if let Some((_, id)) = self.read_ref("branches", name)? {
+                    out.insert(name.to_string(), id);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Compare-and-swap of a ref (see the module documentation).
+    pub fn update_ref(&self, kind: &str, name: &str, expected: Option<(u64, ObjectId)>, new: ObjectId, now_us: i64) -> Result<(), RemoteError> {
+        let current = self.read_ref(kind, name)?;
+        if current != expected {
+            return Err(RemoteError::Contended { remote: self.name.clone(), name: name.into() });
+        }
+        let seq = expected.map_or(0, |e| e.0) + 1;
+        let nonce = hex::encode(ObjectId::of(format!("{now_us} {new} {}", std::process::id()).as_bytes()).0)[..16].to_string();
+        let dir = format!("refs/{kind}/{name}/claims/{seq:016}/");
+        let mine = format!("{dir}{nonce}");
+        self.put(&mine, format!("{now_us} {new}\n").into_bytes())?;
+        let mut others = false;
+        for k in self.list(&dir)? {
+            if k == mine {
+                continue;
+            }
+            let live = match self.get(&k)? {
+                Some(b) => String::from_utf8_lossy(&b).split_whitespace().next().and_then(|t| t.parse::<i64>().ok()).is_some_and(|t| now_us - t < CLAIM_LEASE_US),
+                None => false,
+            };
+            others |= live;
+        }
+        if others || self.read_ref(kind, name)? != expected {
+            let _ = self.delete(&mine);
+            return Err(RemoteError::Contended { remote: self.name.clone(), name: name.into() });
+        }
+        self.put(&format!("refs/{kind}/{name}/head"), format!("cohort-ref 1\n{seq}\n{new}\n").into_bytes())
+    }
+}
+
+fn cache_dir(repo: &Repo, remote: &str) -> PathBuf {
+    repo.store.dir.join("remote-cache").join(remote)
+}
+
+pub fn open_named(repo: &Repo, name: &str, creds: &Credentials) -> Result<(Remote, RemoteSpec), RemoteError> {
+    let all = list_remotes(repo)?;
+    let spec = all.get(name).cloned().ok_or_else(|| RemoteError::NoRemote(name.into()))?;
+    Ok((Remote::open(name, &spec, creds)?, spec))
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PushSummary {
+    pub remote: String,
+    pub branch: String,
+    pub commit: ObjectId,
+    pub previous: Option<ObjectId>,
+    pub objects_sent: u64,
+    pub bytes_sent: u64,
+    pub packs_sent: usize,
+    pub up_to_date: bool,
+}
+
+/// Is `ancestor` reachable from `tip` through parents (with local objects)?
+fn is_ancestor(repo: &Repo, ancestor: ObjectId, tip: ObjectId) -> bool {
+    let mut stack = vec![tip];
+    let mut seen = HashSet::new();
+    while let Some(id) = stack.pop() {
+        if id == ancestor {
+            return true;
+        }
+        if !seen.insert(id) {
+            continue;
+        }
+        if let Ok(c) = repo.store.read_commit(&id) {
+            stack.extend(c.parents);
+        }
+    }
+    false
+}
+
+/// Push a branch (and every object it reaches that the remote lacks).
+pub fn push(repo: &Repo, remote_name: &str, branch: Option<&str>, creds: &Credentials, progress: &dyn Progress) -> Result<PushSummary, RemoteError> {
+    let (remote, _) = open_named(repo, remote_name, creds)?;
+    remote.check_marker(true)?;
+    let view = repo.store.view()?;
+    let branch = match branch {
+        Some(b) => b.to_string(),
+        None => match &view.head {
+            Head::Branch(b) => b.clone(),
+            Head::Detached(_) => return Err(RepoError::BadRevision { rev: "HEAD".into(), reason: "detached; name the branch to push".into() }.into()),
+        },
+    };
+    let commit = *view.branches.get(&branch).ok_or_else(|| RepoError::NoSuchRef { what: "branch", name: branch.clone() })?;
+    let expected = remote.read_ref("branches", &branch)?;
+    if let Some((_, cur)) = expected {
+        if cur == commit {
+            return Ok(PushSummary { remote: remote_name.into(), branch, commit, previous: Some(cur), objects_sent: 0, bytes_sent: 0, packs_sent: 0, up_to_date: true });
+        }
+        if !repo.store.contains(&cur) || !is_ancestor(repo, cur, commit) {
+            let why = if repo.store.contains(&cur) { "is not an ancestor of your commit" } else { "you have not fetched" };
+            return Err(RemoteError::FetchFirst { remote: remote_name.into(), what: "branch", name: branch, remote_commit: cur.short(), why: why.into() });
+        }
+    }
+    // What the ref reaches, minus what the remote has.
+    let mut problems = Vec::new();
+    let reach = crate::maint::reachable(&repo.store, &[(commit, format!("branch {branch}"))], &mut problems);
+    if let Some(p) = problems.first() {
+        return Err(RemoteError::Missing { remote: format!("(local) {}", p.place), id: p.id });
+    }
+    let index = remote.index(&cache_dir(repo, remote_name))?;
+    let mut missing: Vec<ObjectId> = reach.into_iter().filter(|id| !index.by_id.contains_key(id)).collect();
+    missing.sort();
+    let total: u64 = missing.iter().filter_map(|id| repo.store.stored_len(id)).sum();
+    progress.stage("pushing", Some(total), Unit::Bytes);
+    let staging = tempfile::Builder::new().prefix("push-").tempdir_in(repo.store.tmp_dir()).map_err(|source| RemoteError::Io { path: repo.store.tmp_dir(), source })?;
+    let (mut sent_objects, mut sent_bytes, mut packs) = (0u64, 0u64, 0usize);
+    let mut chunk: Vec<ObjectId> = Vec::new();
+    let mut chunk_bytes = 0u64;
+    let flush = |chunk: &mut Vec<ObjectId>, chunk_bytes: &mut u64, sent_objects: &mut u64, sent_bytes: &mut u64, packs: &mut usize| -> Result<(), RemoteError> {
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        let mut w = ObjectWriter { pack: crate::pack::PackWriter::create(staging.path(), &repo.store.tmp_dir()).map_err(StoreError::from)? };
+        for id in chunk.iter() {
+            repo.store.copy_object_to(id, &mut w)?;
+        }
+        let name = w.pack.finish().map_err(StoreError::from)?.expect("objects were added");
+        let pack_file = staging.path().join(format!("{name}.pack"));
+        let idx_file = staging.path().join(format!("{name}.idx"));
+        let pb = std::fs::read(&pack_file).map_err(|source| RemoteError::Io { path: pack_file.clone(), source })?;
+        let ib = std::fs::read(&idx_file).map_err(|source| RemoteError::Io { path: idx_file.clone(), source })?;
+        remote.put(&format!("packs/{name}.pack"), pb)?;
+        remote.put(&format!("packs/{name}.idx"), ib)?;
+        let _ = std::fs::remove_file(&pack_file);
+        let _ = std::fs::remove_file(&idx_file);
+        *sent_objects += chunk.len() as u64;
+        *sent_bytes += *chunk_bytes;
+        *packs += 1;
+        progress.inc(*chunk_bytes);
+        chunk.clear();
+        *chunk_bytes = 0;
+        Ok(())
+    };
+    for id in missing {
+        let n = repo.store.stored_len(&id).unwrap_or(0);
+        if chunk_bytes + n > PACK_LIMIT && !chunk.is_empty() {
+            flush(&mut chunk, &mut chunk_bytes, &mut sent_objects, &mut sent_bytes, &mut packs)?;
+        }
+        chunk.push(id);
+        chunk_bytes += n;
+    }
+    flush(&mut chunk, &mut chunk_bytes, &mut sent_objects, &mut sent_bytes, &mut packs)?;
+    progress.finish_stage();
+    remote.update_ref("branches", &branch, expected, commit, repo.ctx.now_us())?;
+    Ok(PushSummary { remote: remote_name.into(), branch, commit, previous: expected.map(|e| e.1), objects_sent: sent_objects, bytes_sent: sent_bytes, packs_sent: packs, up_to_date: false })
+}
+
+/// Download `ids` from the remote into `w`, checking each against its id first.
+fn download(repo: &Repo, remote: &Remote, index: &RemoteIndex, ids: &[ObjectId], w: &mut ObjectWriter, progress: &dyn Progress) -> Result<u64, RemoteError> {
+    let mut by_pack: BTreeMap<&str, Vec<(ObjectId, Location)>> = BTreeMap::new();
+    for id in ids {
+        if repo.store.contains(id) || w.contains(id) {
+            continue;
+        }
+        let (pack, loc) = index.by_id.get(id).ok_or_else(|| RemoteError::Missing { remote: remote.name.clone(), id: *id })?;
+        by_pack.entry(pack.as_str()).or_default().push((*id, *loc));
+    }
+    let mut bytes = 0;
+    for (pack, mut entries) in by_pack {
+        entries.sort_by_key(|e| e.1.offset);
+        for batch in entries.chunks(256) {
+            let ranges: Vec<std::ops::Range<u64>> = batch.iter().map(|(_, l)| l.offset..l.offset + l.stored_len).collect();
+            let data = remote.get_ranges(&format!("packs/{pack}.pack"), &ranges)?;
+            for ((id, loc), stored) in batch.iter().zip(data) {
+                if stored.len() as u64 != loc.stored_len {
+                    return Err(RemoteError::Corrupt { remote: remote.name.clone(), id: *id, pack: pack.into(), reason: "truncated".into() });
+                }
+                crate::pack::decode_verified(*id, loc, stored.clone())
+                    .map_err(|reason| RemoteError::Corrupt { remote: remote.name.clone(), id: *id, pack: pack.into(), reason })?;
+                w.add_encoded(&crate::pack::Encoded { id: *id, codec: loc.codec, raw_len: loc.raw_len, data: stored })?;
+                bytes += loc.stored_len;
+                progress.inc(loc.stored_len);
+            }
+        }
+    }
+    Ok(bytes)
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FetchSummary {
+    pub remote: String,
+    pub branches: BTreeMap<String, ObjectId>,
+    pub objects: u64,
+    pub bytes: u64,
+}
+
+/// Which objects a partial clone wants: everything but the file contents of DICOM instances
+/// outside the chosen split part (and their non-DICOM neighbours).
+pub struct PartialSpec {
+    pub split: String,
+    pub part: String,
+}
+
+/// Fetch from a remote: objects, and remote-tracking branches `remotes/<remote>/<branch>`.
+/// With `partial`, only the commit objects of history, the metadata of `rev` (trees, DICOM
+/// records, catalog) and the file contents of the chosen split part come along.
+pub fn fetch(repo: &Repo, remote_name: &str, creds: &Credentials, partial: Option<(&str, &PartialSpec)>, progress: &dyn Progress) -> Result<FetchSummary, RemoteError> {
+    let (remote, _) = open_named(repo, remote_name, creds)?;
+    remote.check_marker(false)?;
+    let branches = remote.branches()?;
+    let index = remote.index(&cache_dir(repo, remote_name))?;
+    let mut w = repo.store.writer()?;
+    let mut objects = 0u64;
+    let mut bytes = 0u64;
+    match partial {
+        None => {
+            let mut ids: Vec<ObjectId> = index.by_id.keys().copied().filter(|id| !repo.store.contains(id)).collect();
+            ids.sort();
+            let total: u64 = ids.iter().map(|id| index.by_id[id].1.stored_len).sum();
+            progress.stage("fetching", Some(total), Unit::Bytes);
+            bytes += download(repo, &remote, &index, &ids, &mut w, progress)?;
+            objects += ids.len() as u64;
+            progress.finish_stage();
+        }
+        Some((rev, spec)) => {
+            let commit = branches.get(rev).copied().or_else(|| rev.parse().ok()).ok_or_else(|| RemoteError::NoRemoteBranch { remote: remote_name.into(), name: rev.into() })?;
+            progress.stage("fetching metadata", None, Unit::Objects);
+            // History (commit objects), then the tree, records and catalog of `commit`.
+            let mut frontier = vec![commit];
+            let mut seen = HashSet::new();
+            while !frontier.is_empty() {
+                let need: Vec<ObjectId> = frontier.iter().copied().filter(|i| seen.insert(*i)).collect();
+                objects += need.len() as u64;
+                bytes += download(repo, &remote, &index, &need, &mut w, progress)?;
+                repo.store.finish_pack(std::mem::replace(&mut w, repo.store.writer()?))?;
+                repo.store.reload_packs()?;
+                frontier = need.iter().filter_map(|i| repo.store.read_commit(i).ok()).flat_map(|c| c.parents).collect();
+            }
+            let c = repo.store.read_commit(&commit)?;
+            let mut meta = vec![c.tree];
+            meta.extend(c.catalog);
+            let mut level = meta;
+            while !level.is_empty() {
+                let need: Vec<ObjectId> = level.iter().copied().filter(|i| seen.insert(*i)).collect();
+                objects += need.len() as u64;
+                bytes += download(repo, &remote, &index, &need, &mut w, progress)?;
+                repo.store.finish_pack(std::mem::replace(&mut w, repo.store.writer()?))?;
+                repo.store.reload_packs()?;
+                let mut next = Vec::new();
+                for id in &need {
+                    if let Ok(t) = repo.store.read_tree(id) {
+                        for e in t.entries {
+                            if matches!(e.kind, EntryKind::Tree | EntryKind::Dicom) {
+                                next.push(e.id);
+                            }
+                        }
+                    } else if let Ok(k) = repo.store.read_catalog(id) {
+                        next.extend(k.annotations.values().copied());
+                        next.extend(k.splits.values().copied());
+                    } else if let Ok(a) = repo.store.read_annotations(id) {
+                        next.extend(a.segmentations.iter().map(|s| s.mask));
+                    }
+                }
+                level = next;
+            }
+            progress.finish_stage();
+            // The contents of the chosen part.
+            let ds = crate::dataset::Dataset::load(&repo.store, commit, &c.tree)?;
+            let (_, split, _) = crate::split::load(repo, &commit.hex(), &spec.split)?;
+            let parts = crate::split::parts_of(&ds, &split);
+            let mut want = Vec::new();
+            for (i, it) in ds.items.iter().enumerate() {
+                if parts[i].as_deref() != Some(spec.part.as_str()) {
+                    continue;
+                }
+                if it.entry.kind == EntryKind::Dicom {
+                    let d = repo.store.read_dicom(&it.entry.id)?;
+                    want.push(d.header);
+                    want.extend(d.pixel);
+                }
+            }
+            want.sort();
+            want.dedup();
+            let total: u64 = want.iter().filter_map(|id| index.by_id.get(id)).map(|(_, l)| l.stored_len).sum();
+            progress.stage("fetching images", Some(total), Unit::Bytes);
+            bytes += download(repo, &remote, &index, &want, &mut w, progress)?;
+            objects += want.len() as u64;
+            progress.finish_stage();
+        }
+    }
+    let mut view = repo.store.view()?;
+    view.branches.retain(|k, _| !k.starts_with(&format!("{TRACKING}/{remote_name}/")));
+    for (b, id) in &branches {
+        if repo.store.contains(id) || w.contains(id) {
+            view.branches.insert(format!("{TRACKING}/{remote_name}/{b}"), *id);
+        }
+    }
+    repo.publish(w, format!("fetch {remote_name}: {} branch(es), {objects} object(s)", branches.len()), view)?;
+    Ok(FetchSummary { remote: remote_name.into(), branches, objects, bytes })
+}
+
+/// Fetch the objects a commit's files need that this (partial) store lacks, from its promisor
+/// remote: every file of the commit, or with `part` only the instances of that split part.
+/// Returns how many objects were fetched.
+pub fn fill_missing(repo: &Repo, rev: &str, part: Option<&PartialSpec>, creds: &Credentials, progress: &dyn Progress) -> Result<u64, RemoteError> {
+    let promisor = list_remotes(repo)?.into_iter().find(|(_, s)| s.promisor);
+    let Some((name, spec)) = promisor else { return Ok(0) };
+    let id = repo.resolve(rev)?;
+    let c = repo.store.read_commit(&id)?;
+    let wanted = |repo: &Repo| -> Result<Vec<ObjectId>, RemoteError> {
+        match part {
+            None => {
+                let mut missing = Vec::new();
+                crate::maint::reachable_from_trees(&repo.store, &[(c.tree, format!("tree of {rev}"))], &mut missing);
+                Ok(missing.into_iter().filter(|p| p.problem == "missing").map(|p| p.id).collect())
+            }
+            Some(spec) => {
+                let ds = crate::dataset::Dataset::load(&repo.store, id, &c.tree)?;
+                let (_, split, _) = crate::split::load(repo, &id.hex(), &spec.split)?;
+                let parts = crate::split::parts_of(&ds, &split);
+                let mut out = Vec::new();
+                for (i, it) in ds.items.iter().enumerate() {
+                    if parts[i].as_deref() == Some(spec.part.as_str()) && it.entry.kind == EntryKind::Dicom {
+                        let d = repo.store.read_dicom(&it.entry.id)?;
+                        out.push(d.header);
+                        out.extend(d.pixel);
+                    }
+                }
+                Ok(out.into_iter().filter(|i| !repo.store.contains(i)).collect())
+            }
+        }
+    };
+    let mut ids = wanted(repo)?;
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let remote = Remote::open(&name, &spec, creds)?;
+    let index = remote.index(&cache_dir(repo, &name))?;
+    let mut total = 0u64;
+    // Records reveal their header and pixel objects only once fetched: repeat until complete.
+    loop {
+        ids.sort();
+        ids.dedup();
+        let mut w = repo.store.writer()?;
+        progress.stage("fetching missing objects", None, Unit::Bytes);
+        download(repo, &remote, &index, &ids, &mut w, progress)?;
+        progress.finish_stage();
+        total += ids.len() as u64;
+        repo.store.finish_pack(w)?;
+        let next = wanted(repo)?;
+        if next.is_empty() || next.iter().all(|i| ids.contains(i)) {
+            break;
+        }
+        ids = next;
+    }
+    Ok(total)
+}
