@@ -19,8 +19,10 @@
 //! conditional writes, so `If-Match` cannot be relied on): a pusher that saw the head at
 //! sequence `n` writes a claim for `n + 1`, lists the claims for `n + 1` and re-reads the head;
 //! only if its claim is the only live one and the head is still at `n` does it write the head.
-//! Of two concurrent pushers at most one wins; the other gets "fetch first". Claims older than
-//! [`CLAIM_LEASE_US`] are ignored (a pusher that crashed mid-update cannot block a branch).
+//! Of two concurrent pushers at most one wins; the other gets "fetch first". A claim for the
+//! same commit is an interrupted earlier try of the same push, not a rival; other claims older
+//! than [`CLAIM_LEASE_US`] are ignored (a pusher that crashed mid-update cannot block a branch
+//! for longer).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -362,8 +364,15 @@ impl Remote {
             if k == mine {
                 continue;
             }
+            // A claim for the same commit is this push tried before (interrupted), not a rival.
             let live = match self.get(&k)? {
-                Some(b) => String::from_utf8_lossy(&b).split_whitespace().next().and_then(|t| t.parse::<i64>().ok()).is_some_and(|t| now_us - t < CLAIM_LEASE_US),
+                Some(b) => {
+                    let text = String::from_utf8_lossy(&b).into_owned();
+                    let mut f = text.split_whitespace();
+                    let t = f.next().and_then(|t| t.parse::<i64>().ok());
+                    let same = f.next() == Some(new.hex().as_str());
+                    !same && t.is_some_and(|t| now_us - t < CLAIM_LEASE_US)
+                }
                 None => false,
             };
             others |= live;

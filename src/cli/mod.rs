@@ -10,6 +10,7 @@ mod checkout;
 mod commit;
 mod deid;
 mod diff;
+mod ingest;
 mod init;
 mod log;
 mod ls;
@@ -79,6 +80,8 @@ enum Command {
     Fetch(remote::FetchArgs),
     Pull(remote::PullArgs),
     Clone(remote::CloneArgs),
+    #[command(subcommand)]
+    Ingest(ingest::IngestCommand),
     Run(run::RunArgs),
     Blame(provenance::BlameArgs),
     Prov(provenance::ProvArgs),
@@ -206,6 +209,7 @@ pub fn run() -> ExitCode {
         Command::Fetch(a) => remote::run_fetch(&env, a),
         Command::Pull(a) => remote::run_pull(&env, a),
         Command::Clone(a) => remote::run_clone(&env, a),
+        Command::Ingest(c) => ingest::run(&env, c),
         Command::Run(a) => run::run_run(&env, a),
         Command::Blame(a) => provenance::run_blame(&env, a),
         Command::Prov(a) => provenance::run_prov(&env, a),

@@ -1,0 +1,423 @@
+//! End-to-end tests of issue #6: remotes (a folder remote always; S3 against a Garage server
+//! when `.ci/run` provides one through COHORT_TEST_S3_*), partial clone, and ingest over
+//! DICOMweb from a real Orthanc (started here) and from a scripted server that fails mid-way.
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use cohort::dicom::synth::{synth_instance, SynthSpec};
+use common::*;
+use serde_json::Value;
+
+fn test_uid(what: &str) -> String {
+    let h = blake3::hash(format!("cohort remote_cli test {what}").as_bytes());
+    let n = u128::from_le_bytes(h.as_bytes()[..16].try_into().unwrap()) >> 1 | 1;
+    format!("2.25.{n}")
+}
+
+fn spec(p: usize, st: usize, se: usize, i: usize) -> SynthSpec {
+    let mut s = SynthSpec::ct(p, st, se, i);
+    s.patient_id = format!("FAKE{p:04}");
+    s.patient_name = format!("FAKE^PATIENT{p:04}");
+    s.study_uid = test_uid(&format!("study {p} {st}"));
+    s.series_uid = test_uid(&format!("series {p} {st} {se}"));
+    s.sop_uid = test_uid(&format!("sop {p} {st} {se} {i}"));
+    s.pixel_seed = u64::from_le_bytes(blake3::hash(s.sop_uid.as_bytes()).as_bytes()[..8].try_into().unwrap());
+    s.rows = 16;
+    s.columns = 16;
+    s
+}
+
+/// A store with `n` patients of 4 slices, and a 50/50 split.
+fn dataset(root: &Path, n: usize) {
+    fs::create_dir_all(root).unwrap();
+    ok(root, &["init"]);
+    for p in 0..n {
+        for i in 0..4 {
+            write(root, &format!("P{p}/IM{i}.dcm"), &synth_instance(&spec(p, 0, 0, i)));
+        }
+    }
+    write(root, "notes.txt", b"notes\n");
+    ok(root, &["commit", "-m", "import"]);
+    ok(root, &["split", "create", "--name", "v1", "--ratios", "50,50"]);
+}
+
+fn remote_packs(remote: &Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = fs::read_dir(remote.join("packs")).unwrap().map(|e| e.unwrap().path()).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn folder_remote_push_clone_fetch_pull_and_resume() {
+    let t = tempfile::tempdir().unwrap();
+    let a = t.path().join("a");
+    let remote = t.path().join("remote");
+    dataset(&a, 4);
+    ok(&a, &["remote", "add", "origin", remote.to_str().unwrap()]);
+    let p = json(&a, &["push", "origin", "--json"]);
+    assert!(p["objects_sent"].as_u64().unwrap() > 20, "{p}");
+    // Again: nothing to send.
+    let p2 = json(&a, &["push", "origin", "--json"]);
+    assert_eq!(p2["up_to_date"], true);
+
+    // Clone: byte-identical working tree, same commit.
+    let b = t.path().join("b");
+    ok(t.path(), &["clone", remote.to_str().unwrap(), b.to_str().unwrap()]);
+    assert_eq!(snapshot(&a), snapshot(&b));
+    ok(&b, &["fsck"]);
+    ok(&b, &["verify"]);
+
+    // A push interrupted after its packs but before the ref: the rerun sends nothing twice.
+    write(&a, "P9/IM0.dcm", &synth_instance(&spec(9, 0, 0, 0)));
+    ok(&a, &["commit", "-m", "one more"]);
+    let head = json(&a, &["log", "--json"])[0]["id"].as_str().unwrap().to_string();
+    let before = remote_packs(&remote).len();
+    ok(&a, &["push", "origin"]);
+    let added: Vec<_> = remote_packs(&remote).into_iter().skip(0).collect();
+    assert_eq!(added.len(), before + 2, "one pack and its index");
+    // Roll the remote ref back (as if the process died before the ref update).
+    let head_file = remote.join("refs/branches/main/head");
+    let text = fs::read_to_string(&head_file).unwrap();
+    let old = json(&b, &["log", "--json"])[0]["id"].as_str().unwrap().to_string();
+    fs::write(&head_file, text.replace(&head, &old).replace("cohort-ref 1\n2\n", "cohort-ref 1\n1\n")).unwrap();
+    let again = json(&a, &["push", "origin", "--json"]);
+    assert_eq!(again["objects_sent"], 0, "{again}");
+    assert_eq!(again["commit"], head.as_str());
+    // A pack whose index never arrived is sent again, and only it.
+    let idx = added.iter().rev().find(|p| p.extension().is_some_and(|x| x == "idx")).unwrap().clone();
+    fs::remove_file(&idx).unwrap();
+    fs::write(&head_file, fs::read_to_string(&head_file).unwrap().replace(&head, &old).replace("\n3\n", "\n1\n")).unwrap();
+    let third = json(&a, &["push", "origin", "--json"]);
+    assert!(third["objects_sent"].as_u64().unwrap() > 0 && third["objects_sent"].as_u64().unwrap() < 10, "{third}");
+
+    // fetch and pull bring b up to date.
+    ok(&b, &["fetch", "origin"]);
+    assert!(ok(&b, &["branch"]).contains("remotes/origin/main"));
+    ok(&b, &["pull", "origin"]);
+    assert_eq!(snapshot(&a), snapshot(&b));
+
+    // Two people push to the same branch: the second must fetch first.
+    write(&a, "a.txt", b"from a\n");
+    ok(&a, &["commit", "-m", "a"]);
+    write(&b, "b.txt", b"from b\n");
+    ok(&b, &["commit", "-m", "b"]);
+    ok(&a, &["push", "origin"]);
+    let e = String::from_utf8_lossy(&fails(&b, &["push", "origin"]).stderr).into_owned();
+    assert!(e.contains("fetch first"), "{e}");
+}
+
+#[test]
+fn ref_updates_are_compare_and_swap() {
+    let t = tempfile::tempdir().unwrap();
+    let spec = cohort::remote::RemoteSpec { url: t.path().join("r").display().to_string(), endpoint: None, region: None, allow_http: false, promisor: false };
+    let r = cohort::remote::Remote::open("r", &spec, &Default::default()).unwrap();
+    let (x, y, z) = (cohort::ObjectId::of(b"x"), cohort::ObjectId::of(b"y"), cohort::ObjectId::of(b"z"));
+    r.update_ref("branches", "main", None, x, 1).unwrap();
+    let seen = r.read_ref("branches", "main").unwrap();
+    assert_eq!(seen, Some((1, x)));
+    // Both saw (1, x); the first wins, the second is refused.
+    r.update_ref("branches", "main", seen, y, 2).unwrap();
+    assert!(r.update_ref("branches", "main", seen, z, 3).is_err());
+    assert_eq!(r.read_ref("branches", "main").unwrap(), Some((2, y)));
+    // A live claim of another pusher for the next sequence blocks; an expired one does not.
+    let w = cohort::ObjectId::of(b"w");
+    r.put("refs/branches/main/claims/0000000000000003/other", format!("{} {w}\n", 1_000_000_000).into_bytes()).unwrap();
+    assert!(r.update_ref("branches", "main", Some((2, y)), z, 1_000_000_001).is_err());
+    let later = 1_000_000_000 + cohort::remote::CLAIM_LEASE_US + 1;
+    r.update_ref("branches", "main", Some((2, y)), z, later).unwrap();
+    assert_eq!(r.read_ref("branches", "main").unwrap(), Some((3, z)));
+}
+
+#[test]
+fn tampered_remote_objects_never_enter_and_deid_branches_travel_alone() {
+    let t = tempfile::tempdir().unwrap();
+    let a = t.path().join("a");
+    let remote = t.path().join("remote");
+    dataset(&a, 2);
+    let key = t.path().join("key");
+    fs::write(&key, b"remote test key long enough 0123456789").unwrap();
+    ok(&a, &["deid", "main", "--key-file", key.to_str().unwrap()]);
+    ok(&a, &["remote", "add", "research", remote.to_str().unwrap()]);
+    ok(&a, &["push", "research", "deid"]);
+    // Only de-identified objects went: a clone holds no identifier anywhere.
+    let c = t.path().join("c");
+    ok(t.path(), &["clone", remote.to_str().unwrap(), c.to_str().unwrap(), "--rev", "deid"]);
+    let store = cohort::store::Store::open(&c.join(".cohort"), cohort::store::Mode::Read).unwrap();
+    let mut n = 0;
+    for p in store.packs() {
+        for (id, loc) in p.entries().collect::<Vec<_>>() {
+            let raw = p.read(id, loc).unwrap();
+            n += 1;
+            for needle in [&b"FAKE^PATIENT"[..], b"FAKE0000", b"FAKE0001"] {
+                assert!(!raw.windows(needle.len()).any(|w| w == needle), "object {id} carries an identifier");
+            }
+        }
+    }
+    assert!(n > 10);
+    // Damage one byte in the middle of the remote's pack: the clone names the object and
+    // stores nothing of it.
+    let pack = remote_packs(&remote).into_iter().find(|p| p.extension().is_some_and(|x| x == "pack")).unwrap();
+    let mut bytes = fs::read(&pack).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    fs::write(&pack, &bytes).unwrap();
+    let d = t.path().join("d");
+    let e = String::from_utf8_lossy(&fails(t.path(), &["clone", remote.to_str().unwrap(), d.to_str().unwrap(), "--rev", "deid"]).stderr).into_owned();
+    assert!(e.contains("is damaged") && e.contains("was not stored"), "{e}");
+    let fresh = t.path().join("fresh");
+    fs::create_dir_all(&fresh).unwrap();
+    ok(&fresh, &["init"]);
+    let count = |dir: &Path| fs::read_dir(dir.join(".cohort/packs")).map(|r| r.count()).unwrap_or(0);
+    assert_eq!(count(&d), count(&fresh), "nothing but the new store's first operation was stored");
+}
+
+#[test]
+fn partial_clone_fetches_only_its_part_and_the_rest_on_demand() {
+    let t = tempfile::tempdir().unwrap();
+    let a = t.path().join("a");
+    let remote = t.path().join("remote");
+    dataset(&a, 6);
+    ok(&a, &["remote", "add", "origin", remote.to_str().unwrap()]);
+    ok(&a, &["push", "origin"]);
+    let show = json(&a, &["split", "show", "--name", "v1", "--json"]);
+    let train_instances = show["parts"]["train"]["instances"].as_u64().unwrap();
+    let g = t.path().join("gpu");
+    ok(t.path(), &["clone", remote.to_str().unwrap(), g.to_str().unwrap(), "--split", "v1", "--part", "train"]);
+    let du = json(&g, &["du", "--json"]);
+    let full = json(&a, &["du", "--json"]);
+    assert!(du["store_bytes"].as_u64().unwrap() < full["store_bytes"].as_u64().unwrap() * 3 / 4, "{du} vs {full}");
+    // The part exports without any further download, byte for byte.
+    let out = t.path().join("train");
+    ok(&g, &["export", "main", out.to_str().unwrap(), "--split", "v1", "--part", "train"]);
+    let files: Vec<_> = snapshot(&out).into_iter().filter(|(p, _)| p.ends_with(".dcm")).collect();
+    assert_eq!(files.len() as u64, train_instances);
+    for (p, bytes) in &files {
+        assert_eq!(&fs::read(a.join(p)).unwrap(), bytes, "{p}");
+    }
+    let fsck = ok(&g, &["fsck"]);
+    assert!(fsck.contains("not fetched yet"), "{fsck}");
+    // Checkout fetches the rest on demand.
+    ok(&g, &["checkout", "main"]);
+    assert_eq!(snapshot(&a), snapshot(&g));
+}
+
+/// S3 against Garage (started by .ci/run, which sets COHORT_TEST_S3_URL, _ENDPOINT, _KEY and
+/// _SECRET). Without it, this test says so and checks nothing.
+#[test]
+fn s3_remote_against_garage() {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let (Some(url), Some(endpoint), Some(key), Some(secret)) = (env("COHORT_TEST_S3_URL"), env("COHORT_TEST_S3_ENDPOINT"), env("COHORT_TEST_S3_KEY"), env("COHORT_TEST_S3_SECRET")) else {
+        eprintln!("SKIPPED: no S3 server (set COHORT_TEST_S3_URL/_ENDPOINT/_KEY/_SECRET; .ci/run starts Garage)");
+        return;
+    };
+    let t = tempfile::tempdir().unwrap();
+    let a = t.path().join("a");
+    dataset(&a, 3);
+    let url = format!("{url}/{}", t.path().file_name().unwrap().to_string_lossy());
+    let s3 = |dir: &Path, args: &[&str]| {
+        let o = cohort(dir).args(args).env("AWS_ACCESS_KEY_ID", &key).env("AWS_SECRET_ACCESS_KEY", &secret).env("AWS_REGION", "garage").output().unwrap();
+        assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    s3(&a, &["remote", "add", "s3", &url, "--endpoint", &endpoint, "--allow-http", "--region", "garage"]);
+    s3(&a, &["push", "s3"]);
+    let again: Value = serde_json::from_str(&s3(&a, &["push", "s3", "--json"])).unwrap();
+    assert_eq!(again["up_to_date"], true);
+    let b = t.path().join("b");
+    s3(t.path(), &["clone", &url, b.to_str().unwrap(), "--endpoint", &endpoint, "--allow-http", "--region", "garage"]);
+    assert_eq!(snapshot(&a), snapshot(&b));
+    let g = t.path().join("g");
+    s3(t.path(), &["clone", &url, g.to_str().unwrap(), "--split", "v1", "--part", "train", "--endpoint", &endpoint, "--allow-http", "--region", "garage"]);
+    s3(&g, &["checkout", "main"]);
+    assert_eq!(snapshot(&a), snapshot(&g));
+}
+
+// ------------------------------------------------------------------ DICOMweb
+
+/// A scripted DICOMweb server: two studies of one series each; the second series answers
+/// 500 while `fail` is set. Counts WADO requests per series.
+struct FakePacs {
+    url: String,
+    fail: Arc<AtomicBool>,
+    wado: Arc<std::sync::Mutex<BTreeMap<String, usize>>>,
+}
+
+fn fake_pacs(studies: Vec<(String, String, Vec<Vec<u8>>)>) -> FakePacs {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/dicom-web", l.local_addr().unwrap());
+    let fail = Arc::new(AtomicBool::new(true));
+    let wado = Arc::new(std::sync::Mutex::new(BTreeMap::new()));
+    let (f2, w2) = (fail.clone(), wado.clone());
+    let served = Arc::new(AtomicUsize::new(0));
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            served.fetch_add(1, Ordering::SeqCst);
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            let mut line = String::new();
+            if r.read_line(&mut line).is_err() {
+                continue;
+            }
+            loop {
+                let mut h = String::new();
+                if r.read_line(&mut h).is_err() || h == "\r\n" || h.is_empty() {
+                    break;
+                }
+            }
+            let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+            let path = path.trim_start_matches("/dicom-web");
+            let (path, query) = path.split_once('?').map(|(p, q)| (p, Some(q))).unwrap_or((path, None));
+            let _ = query;
+            let (status, ctype, body): (&str, String, Vec<u8>) = if path == "/studies" {
+                let v: Vec<Value> = studies
+                    .iter()
+                    .map(|(st, _, files)| serde_json::json!({"0020000D": {"vr": "UI", "Value": [st]}, "00201208": {"vr": "IS", "Value": [files.len()]}}))
+                    .collect();
+                ("200 OK", "application/dicom+json".into(), serde_json::to_vec(&v).unwrap())
+            } else if let Some(rest) = path.strip_prefix("/studies/") {
+                let parts: Vec<&str> = rest.split('/').collect();
+                let st = studies.iter().find(|s| s.0 == parts[0]);
+                match (st, parts.get(1), parts.get(2)) {
+                    (Some((_, se, files)), Some(&"series"), None) => {
+                        let v = serde_json::json!([{"0020000E": {"vr": "UI", "Value": [se]}, "00201209": {"vr": "IS", "Value": [files.len()]}}]);
+                        ("200 OK", "application/dicom+json".into(), serde_json::to_vec(&v).unwrap())
+                    }
+                    (Some((_, se, files)), Some(&"series"), Some(sid)) if sid == se => {
+                        *w2.lock().unwrap().entry(se.clone()).or_insert(0) += 1;
+                        let is_second = studies.last().is_some_and(|l| &l.1 == se);
+                        if is_second && f2.load(Ordering::SeqCst) {
+                            ("500 Internal Server Error", "text/plain".into(), b"storage offline".to_vec())
+                        } else {
+                            let mut b = Vec::new();
+                            for f in files {
+                                b.extend_from_slice(b"--XBOUNDARY\r\nContent-Type: application/dicom\r\n\r\n");
+                                b.extend_from_slice(f);
+                                b.extend_from_slice(b"\r\n");
+                            }
+                            b.extend_from_slice(b"--XBOUNDARY--\r\n");
+                            ("200 OK", "multipart/related; type=\"application/dicom\"; boundary=XBOUNDARY".into(), b)
+                        }
+                    }
+                    _ => ("404 Not Found", "text/plain".into(), b"no".to_vec()),
+                }
+            } else {
+                ("404 Not Found", "text/plain".into(), b"no".to_vec())
+            };
+            let _ = write!(s, "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+            let _ = s.write_all(&body);
+            let mut sink = [0u8; 1];
+            let _ = s.set_read_timeout(Some(std::time::Duration::from_millis(10)));
+            let _ = s.read(&mut sink);
+        }
+    });
+    FakePacs { url, fail, wado }
+}
+
+#[test]
+fn ingest_fails_midway_keeps_what_it_got_and_resumes() {
+    let studies: Vec<(String, String, Vec<Vec<u8>>)> = (0..2)
+        .map(|p| {
+            let files = (0..3).map(|i| synth_instance(&spec(p, 0, 0, i))).collect();
+            (test_uid(&format!("study {p} 0")), test_uid(&format!("series {p} 0 0")), files)
+        })
+        .collect();
+    let pacs = fake_pacs(studies.clone());
+    let t = tempfile::tempdir().unwrap();
+    let r = t.path().join("ds");
+    fs::create_dir_all(&r).unwrap();
+    ok(&r, &["init"]);
+    let o = fails(&r, &["ingest", "dicomweb", &pacs.url]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("1 of 2 series could not be retrieved") && e.contains("nothing was committed"), "{e}");
+    assert!(fails(&r, &["log"]).status.code() == Some(2), "no commit");
+    // The server recovers: the rerun retrieves only the missing series.
+    pacs.fail.store(false, Ordering::SeqCst);
+    ok(&r, &["ingest", "dicomweb", &pacs.url, "-m", "PACS pull"]);
+    let counts = pacs.wado.lock().unwrap().clone();
+    assert_eq!(counts[&studies[0].1], 1, "the first series was not retrieved twice: {counts:?}");
+    assert_eq!(counts[&studies[1].1], 2);
+    for (p, (st, se, files)) in studies.iter().enumerate() {
+        for (i, f) in files.iter().enumerate() {
+            let sop = test_uid(&format!("sop {p} 0 0 {i}"));
+            assert_eq!(&fs::read(r.join(format!("FAKE{p:04}/{st}/{se}/{sop}.dcm"))).unwrap(), f);
+        }
+    }
+    let show = ok(&r, &["show", "HEAD"]);
+    assert!(show.contains("import") && show.contains(&pacs.url) && show.contains(&studies[1].0), "{show}");
+    // Nothing new: nothing retrieved, nothing committed.
+    let again = json(&r, &["ingest", "dicomweb", &pacs.url, "--json"]);
+    assert!(again["commit"].is_null(), "{again}");
+}
+
+#[test]
+fn ingest_from_orthanc() {
+    let found = Command::new("sh").args(["-c", "command -v Orthanc && test -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so"]).output().is_ok_and(|o| o.status.success());
+    assert!(found, "Orthanc with the DICOMweb plugin is required: apt-get install orthanc orthanc-dicomweb (.ci/run does)");
+    let t = tempfile::tempdir().unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scripts/orthanc.sh");
+    // A free port pair.
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dport = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let o = Command::new("bash").args([script.to_str().unwrap(), t.path().join("orthanc").to_str().unwrap(), &port.to_string(), &dport.to_string()]).output().unwrap();
+    assert!(o.status.success(), "orthanc.sh: {}", String::from_utf8_lossy(&o.stderr));
+    let pid = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    struct Kill(String);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = Command::new("kill").arg(&self.0).status();
+        }
+    }
+    let _k = Kill(pid);
+    let base = format!("http://127.0.0.1:{port}");
+    let upload = |bytes: &[u8]| {
+        let r = ureq::post(&format!("{base}/instances")).set("Content-Type", "application/dicom").send_bytes(bytes);
+        assert!(r.is_ok(), "upload: {r:?}");
+    };
+    // Patient 0: a 2024 CT study; patient 1: another.
+    let mut sent = BTreeMap::new();
+    for p in 0..2 {
+        for i in 0..3 {
+            let mut s = spec(p, 0, 0, i);
+            s.study_date = "20240315".into();
+            let b = synth_instance(&s);
+            upload(&b);
+            sent.insert(format!("FAKE{p:04}/{}/{}/{}.dcm", s.study_uid, s.series_uid, s.sop_uid), b);
+        }
+    }
+    let r = t.path().join("ds");
+    fs::create_dir_all(&r).unwrap();
+    ok(&r, &["init"]);
+    let url = format!("{base}/dicom-web");
+    let out = ok(&r, &["ingest", "dicomweb", &url, "--query", "PatientID=FAKE0001&StudyDate=2024&ModalitiesInStudy=CT"]);
+    assert_eq!(out.trim().len(), 64);
+    let files = snapshot(&r);
+    assert_eq!(files.len(), 3, "{:?}", files.keys().collect::<Vec<_>>());
+    for (p, b) in &files {
+        assert!(p.starts_with("FAKE0001/"));
+        assert_eq!(&sent[p], b, "{p} byte-identical to what the PACS holds");
+    }
+    let show = json(&r, &["show", "HEAD", "--json"]);
+    let act = show["activity"].to_string();
+    assert!(act.contains("PatientID=FAKE0001") && act.contains(&url) && act.contains("\"import\""), "{act}");
+    // Everything else: only the new study is retrieved.
+    let s = json(&r, &["ingest", "dicomweb", &url, "--json"]);
+    assert_eq!(s["studies_found"], 2);
+    assert_eq!(s["studies_skipped"], 1);
+    assert_eq!(s["instances"], 3);
+    assert_eq!(snapshot(&r).len(), 6);
+    let none = json(&r, &["ingest", "dicomweb", &url, "--json"]);
+    assert!(none["commit"].is_null());
+    // A server that is gone: a clear error, nothing committed.
+    drop(_k);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let e = String::from_utf8_lossy(&fails(&r, &["ingest", "dicomweb", &url]).stderr).into_owned();
+    assert!(e.contains("127.0.0.1"), "{e}");
+}
