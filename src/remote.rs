@@ -279,9 +279,18 @@ impl Remote {
         })
     }
 
-    fn get_ranges(&self, key: &str, ranges: &[std::ops::Range<u64>]) -> Result<Vec<Vec<u8>>, RemoteError> {
-        let k = self.key(key);
-        self.rt.block_on(async { self.store.get_ranges(&k, ranges).await.map(|v| v.into_iter().map(|b| b.to_vec()).collect()).map_err(|e| self.store_err(key, e)) })
+    /// Upload packs concurrently, each pack before its index.
+    fn put_packs(&self, packs: Vec<(String, Vec<u8>, Vec<u8>)>) -> Result<(), RemoteError> {
+        self.rt.block_on(async {
+            let jobs = packs.into_iter().map(|(name, pack, idx)| async move {
+                let pk = format!("packs/{name}.pack");
+                let ik = format!("packs/{name}.idx");
+                self.store.put(&self.key(&pk), pack.into()).await.map_err(|e| self.store_err(&pk, e))?;
+                self.store.put(&self.key(&ik), idx.into()).await.map_err(|e| self.store_err(&ik, e))?;
+                Ok::<(), RemoteError>(())
+            });
+            futures::future::try_join_all(jobs).await.map(|_| ())
+        })
     }
 
     /// Make sure this is a cohort remote (creating the marker on an empty one when `create`).
@@ -463,7 +472,22 @@ pub fn push(repo: &Repo, remote_name: &str, branch: Option<&str>, creds: &Creden
     let (mut sent_objects, mut sent_bytes, mut packs) = (0u64, 0u64, 0usize);
     let mut chunk: Vec<ObjectId> = Vec::new();
     let mut chunk_bytes = 0u64;
-    let flush = |chunk: &mut Vec<ObjectId>, chunk_bytes: &mut u64, sent_objects: &mut u64, sent_bytes: &mut u64, packs: &mut usize| -> Result<(), RemoteError> {
+    // Packs are built one at a time and uploaded UPLOADS_IN_FLIGHT at a time.
+    const UPLOADS_IN_FLIGHT: usize = 4;
+    let mut ready: Vec<(String, Vec<u8>, Vec<u8>, u64, u64)> = Vec::new();
+    let upload = |ready: &mut Vec<(String, Vec<u8>, Vec<u8>, u64, u64)>, sent_objects: &mut u64, sent_bytes: &mut u64, packs: &mut usize| -> Result<(), RemoteError> {
+        let batch: Vec<_> = std::mem::take(ready);
+        let stats: Vec<(u64, u64)> = batch.iter().map(|b| (b.3, b.4)).collect();
+        remote.put_packs(batch.into_iter().map(|(n, p, i, _, _)| (n, p, i)).collect())?;
+        for (objects, bytes) in stats {
+            *sent_objects += objects;
+            *sent_bytes += bytes;
+            *packs += 1;
+            progress.inc(bytes);
+        }
+        Ok(())
+    };
+    let build = |chunk: &mut Vec<ObjectId>, chunk_bytes: &mut u64, ready: &mut Vec<(String, Vec<u8>, Vec<u8>, u64, u64)>| -> Result<(), RemoteError> {
         if chunk.is_empty() {
             return Ok(());
         }
@@ -476,14 +500,9 @@ pub fn push(repo: &Repo, remote_name: &str, branch: Option<&str>, creds: &Creden
         let idx_file = staging.path().join(format!("{name}.idx"));
         let pb = std::fs::read(&pack_file).map_err(|source| RemoteError::Io { path: pack_file.clone(), source })?;
         let ib = std::fs::read(&idx_file).map_err(|source| RemoteError::Io { path: idx_file.clone(), source })?;
-        remote.put(&format!("packs/{name}.pack"), pb)?;
-        remote.put(&format!("packs/{name}.idx"), ib)?;
         let _ = std::fs::remove_file(&pack_file);
         let _ = std::fs::remove_file(&idx_file);
-        *sent_objects += chunk.len() as u64;
-        *sent_bytes += *chunk_bytes;
-        *packs += 1;
-        progress.inc(*chunk_bytes);
+        ready.push((name, pb, ib, chunk.len() as u64, *chunk_bytes));
         chunk.clear();
         *chunk_bytes = 0;
         Ok(())
@@ -491,12 +510,16 @@ pub fn push(repo: &Repo, remote_name: &str, branch: Option<&str>, creds: &Creden
     for id in missing {
         let n = repo.store.stored_len(&id).unwrap_or(0);
         if chunk_bytes + n > PACK_LIMIT && !chunk.is_empty() {
-            flush(&mut chunk, &mut chunk_bytes, &mut sent_objects, &mut sent_bytes, &mut packs)?;
+            build(&mut chunk, &mut chunk_bytes, &mut ready)?;
+            if ready.len() >= UPLOADS_IN_FLIGHT {
+                upload(&mut ready, &mut sent_objects, &mut sent_bytes, &mut packs)?;
+            }
         }
         chunk.push(id);
         chunk_bytes += n;
     }
-    flush(&mut chunk, &mut chunk_bytes, &mut sent_objects, &mut sent_bytes, &mut packs)?;
+    build(&mut chunk, &mut chunk_bytes, &mut ready)?;
+    upload(&mut ready, &mut sent_objects, &mut sent_bytes, &mut packs)?;
     progress.finish_stage();
     remote.update_ref("branches", &branch, expected, commit, repo.ctx.now_us())?;
     Ok(PushSummary { remote: remote_name.into(), branch, commit, previous: expected.map(|e| e.1), objects_sent: sent_objects, bytes_sent: sent_bytes, packs_sent: packs, up_to_date: false })
@@ -512,18 +535,35 @@ fn download(repo: &Repo, remote: &Remote, index: &RemoteIndex, ids: &[ObjectId],
         let (pack, loc) = index.by_id.get(id).ok_or_else(|| RemoteError::Missing { remote: remote.name.clone(), id: *id })?;
         by_pack.entry(pack.as_str()).or_default().push((*id, *loc));
     }
-    let mut bytes = 0;
+    // Batches of ranges, fetched four at a time, then checked in parallel.
+    let mut batches: Vec<(&str, Vec<(ObjectId, Location)>)> = Vec::new();
     for (pack, mut entries) in by_pack {
         entries.sort_by_key(|e| e.1.offset);
-        for batch in entries.chunks(256) {
-            let ranges: Vec<std::ops::Range<u64>> = batch.iter().map(|(_, l)| l.offset..l.offset + l.stored_len).collect();
-            let data = remote.get_ranges(&format!("packs/{pack}.pack"), &ranges)?;
-            for ((id, loc), stored) in batch.iter().zip(data) {
-                if stored.len() as u64 != loc.stored_len {
-                    return Err(RemoteError::Corrupt { remote: remote.name.clone(), id: *id, pack: pack.into(), reason: "truncated".into() });
+        for b in entries.chunks(128) {
+            batches.push((pack, b.to_vec()));
+        }
+    }
+    let mut bytes = 0;
+    for group in batches.chunks(4) {
+        let fetched: Vec<Vec<Vec<u8>>> = remote.rt.block_on(async {
+            let jobs = group.iter().map(|(pack, batch)| {
+                let ranges: Vec<std::ops::Range<u64>> = batch.iter().map(|(_, l)| l.offset..l.offset + l.stored_len).collect();
+                let key = format!("packs/{pack}.pack");
+                async move {
+                    remote.store.get_ranges(&remote.key(&key), &ranges).await.map(|v| v.into_iter().map(|b| b.to_vec()).collect::<Vec<_>>()).map_err(|e| remote.store_err(&key, e))
                 }
-                crate::pack::decode_verified(*id, loc, stored.clone())
-                    .map_err(|reason| RemoteError::Corrupt { remote: remote.name.clone(), id: *id, pack: pack.into(), reason })?;
+            });
+            futures::future::try_join_all(jobs).await
+        })?;
+        for ((pack, batch), data) in group.iter().zip(fetched) {
+            use rayon::prelude::*;
+            batch.par_iter().zip(data.par_iter()).try_for_each(|((id, loc), stored)| {
+                if stored.len() as u64 != loc.stored_len {
+                    return Err(RemoteError::Corrupt { remote: remote.name.clone(), id: *id, pack: pack.to_string(), reason: "truncated".into() });
+                }
+                crate::pack::decode_verified(*id, loc, stored.clone()).map(|_| ()).map_err(|reason| RemoteError::Corrupt { remote: remote.name.clone(), id: *id, pack: pack.to_string(), reason })
+            })?;
+            for ((id, loc), stored) in batch.iter().zip(data) {
                 w.add_encoded(&crate::pack::Encoded { id: *id, codec: loc.codec, raw_len: loc.raw_len, data: stored })?;
                 bytes += loc.stored_len;
                 progress.inc(loc.stored_len);
