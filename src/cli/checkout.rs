@@ -69,10 +69,15 @@ pub struct ExportArgs {
 }
 
 pub fn run_export(env: &Env, a: ExportArgs) -> CliResult {
-    let repo = env.repo(Mode::Write)?;
-    // A partial clone fetches what the export needs first (only the part's files with --part).
-    let part = a.split.clone().zip(a.part.clone()).map(|(split, part)| cohort::remote::PartialSpec { split, part });
-    cohort::remote::fill_missing(&repo, &a.rev, part.as_ref(), &super::remote::credentials(&Default::default()), &env.progress())?;
+    let mut repo = env.repo(Mode::Read)?;
+    // A partial clone fetches what the export needs first (only the part's files with --part);
+    // only then does the export need the store's write lock.
+    if cohort::remote::list_remotes(&repo)?.values().any(|r| r.promisor) {
+        drop(repo);
+        repo = env.repo(Mode::Write)?;
+        let part = a.split.clone().zip(a.part.clone()).map(|(split, part)| cohort::remote::PartialSpec { split, part });
+        cohort::remote::fill_missing(&repo, &a.rev, part.as_ref(), &super::remote::credentials(&Default::default()), &env.progress())?;
+    }
     let mode = match a.link {
         Link::Copy => LinkMode::Copy,
         Link::Hardlink => LinkMode::Hardlink,
