@@ -1,5 +1,5 @@
 //! Baseline for the remote benchmark: upload every file of a folder to S3 with a plain
-//! `object_store` loop (16 uploads in flight), as `aws s3 sync` would, with the same client
+//! `object_store` loop (16 uploads in flight on one async thread, file reads on the blocking pool), as `aws s3 sync` would, with the same client
 //! library cohort uses. Credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY.
 //!
 //! `cargo run --release --example s3_baseline -- DIR BUCKET PREFIX ENDPOINT REGION`
@@ -45,7 +45,7 @@ fn main() {
     );
     let mut list = Vec::new();
     files(&dir, &mut list);
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let start = std::time::Instant::now();
     let total: u64 = rt.block_on(async {
         futures::stream::iter(list.into_iter().map(|p| {
