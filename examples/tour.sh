@@ -95,6 +95,12 @@ cohort checkout deid
 cohort commit --allow-empty -m "reviewed for release" --sign "$work/curator.key"
 cohort verify
 
+step "share: push the de-identified branch to a remote (a folder here; s3://bucket/prefix works the same), partial clone of the train part"
+cohort remote add research "$work/remote"
+cohort push research deid
+cohort clone "$work/remote" "$work/gpu-node" --rev deid --split v1 --part train
+(cd "$work/gpu-node" && cohort du | tail -2 && cohort export deid "$work/gpu-train" --split v1 --part train --format nnunet --task lesion)
+
 step "export a state byte for byte, and check the whole store"
 cohort export deid "$work/export" --link hardlink
 find "$work/export" -type f | wc -l
