@@ -64,14 +64,6 @@ pub enum AnnotationKind {
 }
 
 impl AnnotationKind {
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "label" => AnnotationKind::Label,
-            "bbox" => AnnotationKind::Bbox,
-            "segmentation" => AnnotationKind::Segmentation,
-            _ => return None,
-        })
-    }
     pub fn name(self) -> &'static str {
         match self {
             AnnotationKind::Label => "label",
@@ -99,17 +91,6 @@ pub enum LabelSource {
 }
 
 impl LabelSource {
-    pub const ALL: [LabelSource; 6] = [
-        LabelSource::Pathology,
-        LabelSource::Genomic,
-        LabelSource::Outcome,
-        LabelSource::Prospective,
-        LabelSource::Retrospective,
-        LabelSource::Weak,
-    ];
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|x| x.name() == s)
-    }
     pub fn name(self) -> &'static str {
         match self {
             LabelSource::Pathology => "pathology",
@@ -191,6 +172,32 @@ pub struct SegEntry {
     pub mask: ObjectId,
     /// Foreground voxels per label value, kept for cards and counts without reading the mask.
     pub voxels: BTreeMap<u8, u64>,
+}
+
+/// Foreground voxels per label value of a label map.
+pub fn voxel_counts(labels: &[u8]) -> BTreeMap<u8, u64> {
+    let mut out = BTreeMap::new();
+    for &v in labels {
+        if v > 0 {
+            *out.entry(v).or_insert(0) += 1;
+        }
+    }
+    out
+}
+
+impl SegEntry {
+    /// A lookup table from this mask's label values to 1-based positions in `names` (a shared
+    /// value space across masks whose readers numbered segments differently); 0 stays 0.
+    /// Every segment name of this mask must be in `names`.
+    pub fn value_map(&self, names: &[String]) -> [u8; 256] {
+        let mut lut = [0u8; 256];
+        for (v, n) in &self.segments {
+            if let Some(i) = names.iter().position(|x| x == n) {
+                lut[usize::from(*v)] = i as u8 + 1;
+            }
+        }
+        lut
+    }
 }
 
 /// The file an annotation set was read from (its content hash; the name is dropped by deid).

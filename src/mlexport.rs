@@ -219,9 +219,9 @@ pub fn export(repo: &Repo, req: &MlExportRequest, progress: &dyn Progress) -> Re
     let mut cases = Vec::new();
     let mut skipped = Vec::new();
     match req.format {
-        Format::Files => export_files(&mut cx, req, progress, false)?,
+        Format::Files => export_files(&mut cx, req, progress)?,
         Format::Csv => {
-            export_files(&mut cx, req, progress, true)?;
+            export_files(&mut cx, req, progress)?;
             let csv = csv_table(&cx, &cat, &commit, req)?;
             cx.write_generated("dataset.csv", &csv)?;
         }
@@ -268,7 +268,7 @@ fn file_layout(cx: &Ctx, req: &MlExportRequest) -> Vec<(String, usize)> {
         .collect()
 }
 
-fn export_files(cx: &mut Ctx, req: &MlExportRequest, progress: &dyn Progress, _csv: bool) -> Result<(), MlExportError> {
+fn export_files(cx: &mut Ctx, req: &MlExportRequest, progress: &dyn Progress) -> Result<(), MlExportError> {
     let layout = file_layout(cx, req);
     let files: Vec<(String, TreeEntry)> = layout.iter().map(|(p, i)| (p.clone(), cx.ds.items[*i].entry.clone())).collect();
     crate::export::write_files(&cx.repo.store, &cx.out, &files, req.link, progress)?;
@@ -403,10 +403,7 @@ fn volumes(
                     return Err(MlExportError::Series { series: s.clone(), problem: "the mask's grid no longer matches the series".into() });
                 }
                 let raw = repo.store.read(&g.mask)?;
-                let mut lut = [0u8; 256];
-                for (v, n) in &g.segments {
-                    lut[usize::from(*v)] = names.iter().position(|x| x == n).expect("collected") as u8 + 1;
-                }
+                let lut = g.value_map(&names);
                 let labels: Vec<u8> = raw.into_iter().map(|v| lut[usize::from(v)]).collect();
                 let lab = crate::nifti::write_nifti(&crate::volume::label_nifti(&vol, labels), true).map_err(|e| MlExportError::Series { series: s.clone(), problem: e.to_string() })?;
                 out.push((lab_rel, lab));

@@ -417,7 +417,7 @@ pub struct PushSummary {
 }
 
 /// Is `ancestor` reachable from `tip` through parents (with local objects)?
-fn is_ancestor(repo: &Repo, ancestor: ObjectId, tip: ObjectId) -> bool {
+pub fn is_ancestor(repo: &Repo, ancestor: ObjectId, tip: ObjectId) -> bool {
     let mut stack = vec![tip];
     let mut seen = HashSet::new();
     while let Some(id) = stack.pop() {
@@ -473,9 +473,11 @@ pub fn push(repo: &Repo, remote_name: &str, branch: Option<&str>, creds: &Creden
     let mut chunk: Vec<ObjectId> = Vec::new();
     let mut chunk_bytes = 0u64;
     // Packs are built one at a time and uploaded UPLOADS_IN_FLIGHT at a time.
+    // (name, pack bytes, index bytes, objects, stored bytes)
+    type BuiltPack = (String, Vec<u8>, Vec<u8>, u64, u64);
     const UPLOADS_IN_FLIGHT: usize = 4;
-    let mut ready: Vec<(String, Vec<u8>, Vec<u8>, u64, u64)> = Vec::new();
-    let upload = |ready: &mut Vec<(String, Vec<u8>, Vec<u8>, u64, u64)>, sent_objects: &mut u64, sent_bytes: &mut u64, packs: &mut usize| -> Result<(), RemoteError> {
+    let mut ready: Vec<BuiltPack> = Vec::new();
+    let upload = |ready: &mut Vec<BuiltPack>, sent_objects: &mut u64, sent_bytes: &mut u64, packs: &mut usize| -> Result<(), RemoteError> {
         let batch: Vec<_> = std::mem::take(ready);
         let stats: Vec<(u64, u64)> = batch.iter().map(|b| (b.3, b.4)).collect();
         remote.put_packs(batch.into_iter().map(|(n, p, i, _, _)| (n, p, i)).collect())?;
@@ -487,7 +489,7 @@ pub fn push(repo: &Repo, remote_name: &str, branch: Option<&str>, creds: &Creden
         }
         Ok(())
     };
-    let build = |chunk: &mut Vec<ObjectId>, chunk_bytes: &mut u64, ready: &mut Vec<(String, Vec<u8>, Vec<u8>, u64, u64)>| -> Result<(), RemoteError> {
+    let build = |chunk: &mut Vec<ObjectId>, chunk_bytes: &mut u64, ready: &mut Vec<BuiltPack>| -> Result<(), RemoteError> {
         if chunk.is_empty() {
             return Ok(());
         }
@@ -588,6 +590,22 @@ pub struct PartialSpec {
     pub part: String,
 }
 
+/// The header and pixel objects of the DICOM instances in one part of a split of `commit`
+/// (whose trees, records and split must be present).
+fn part_objects(repo: &Repo, commit: ObjectId, spec: &PartialSpec) -> Result<Vec<ObjectId>, RemoteError> {
+    let (_, split, ds) = crate::split::load(repo, &commit.hex(), &spec.split)?;
+    let parts = crate::split::parts_of(&ds, &split);
+    let mut out = Vec::new();
+    for (it, part) in ds.items.iter().zip(&parts) {
+        if part.as_deref() == Some(spec.part.as_str()) && it.entry.kind == EntryKind::Dicom {
+            let d = repo.store.read_dicom(&it.entry.id)?;
+            out.push(d.header);
+            out.extend(d.pixel);
+        }
+    }
+    Ok(out)
+}
+
 /// Fetch from a remote: objects, and remote-tracking branches `remotes/<remote>/<branch>`.
 /// With `partial`, only the commit objects of history, the metadata of `rev` (trees, DICOM
 /// records, catalog) and the file contents of the chosen split part come along.
@@ -620,7 +638,6 @@ pub fn fetch(repo: &Repo, remote_name: &str, creds: &Credentials, partial: Optio
                 objects += need.len() as u64;
                 bytes += download(repo, &remote, &index, &need, &mut w, progress)?;
                 repo.store.finish_pack(std::mem::replace(&mut w, repo.store.writer()?))?;
-                repo.store.reload_packs()?;
                 frontier = need.iter().filter_map(|i| repo.store.read_commit(i).ok()).flat_map(|c| c.parents).collect();
             }
             let c = repo.store.read_commit(&commit)?;
@@ -632,7 +649,6 @@ pub fn fetch(repo: &Repo, remote_name: &str, creds: &Credentials, partial: Optio
                 objects += need.len() as u64;
                 bytes += download(repo, &remote, &index, &need, &mut w, progress)?;
                 repo.store.finish_pack(std::mem::replace(&mut w, repo.store.writer()?))?;
-                repo.store.reload_packs()?;
                 let mut next = Vec::new();
                 for id in &need {
                     if let Ok(t) = repo.store.read_tree(id) {
@@ -652,20 +668,7 @@ pub fn fetch(repo: &Repo, remote_name: &str, creds: &Credentials, partial: Optio
             }
             progress.finish_stage();
             // The contents of the chosen part.
-            let ds = crate::dataset::Dataset::load(&repo.store, commit, &c.tree)?;
-            let (_, split, _) = crate::split::load(repo, &commit.hex(), &spec.split)?;
-            let parts = crate::split::parts_of(&ds, &split);
-            let mut want = Vec::new();
-            for (i, it) in ds.items.iter().enumerate() {
-                if parts[i].as_deref() != Some(spec.part.as_str()) {
-                    continue;
-                }
-                if it.entry.kind == EntryKind::Dicom {
-                    let d = repo.store.read_dicom(&it.entry.id)?;
-                    want.push(d.header);
-                    want.extend(d.pixel);
-                }
-            }
+            let mut want = part_objects(repo, commit, spec)?;
             want.sort();
             want.dedup();
             let total: u64 = want.iter().filter_map(|id| index.by_id.get(id)).map(|(_, l)| l.stored_len).sum();
@@ -701,20 +704,7 @@ pub fn fill_missing(repo: &Repo, rev: &str, part: Option<&PartialSpec>, creds: &
                 crate::maint::reachable_from_trees(&repo.store, &[(c.tree, format!("tree of {rev}"))], &mut missing);
                 Ok(missing.into_iter().filter(|p| p.problem == "missing").map(|p| p.id).collect())
             }
-            Some(spec) => {
-                let ds = crate::dataset::Dataset::load(&repo.store, id, &c.tree)?;
-                let (_, split, _) = crate::split::load(repo, &id.hex(), &spec.split)?;
-                let parts = crate::split::parts_of(&ds, &split);
-                let mut out = Vec::new();
-                for (i, it) in ds.items.iter().enumerate() {
-                    if parts[i].as_deref() == Some(spec.part.as_str()) && it.entry.kind == EntryKind::Dicom {
-                        let d = repo.store.read_dicom(&it.entry.id)?;
-                        out.push(d.header);
-                        out.extend(d.pixel);
-                    }
-                }
-                Ok(out.into_iter().filter(|i| !repo.store.contains(i)).collect())
-            }
+            Some(spec) => Ok(part_objects(repo, id, spec)?.into_iter().filter(|i| !repo.store.contains(i)).collect()),
         }
     };
     let mut ids = wanted(repo)?;

@@ -489,8 +489,7 @@ pub fn consensus(repo: &Repo, rev: &str, task: &str, method: ConsensusMethod, me
         previous: cat.annotations.get(&(task.to_string(), CONSENSUS_READER.to_string())).copied(),
     };
     let mut unresolved = 0u64;
-    let resolved;
-    match kind {
+    let resolved = match kind {
         AnnotationKind::Label => {
             let (cats, maps) = label_votes(&sets);
             let targets: BTreeSet<&Target> = maps.iter().flat_map(|m| m.keys()).collect();
@@ -515,7 +514,7 @@ pub fn consensus(repo: &Repo, rev: &str, task: &str, method: ConsensusMethod, me
                     None => unresolved += 1,
                 }
             }
-            resolved = out.labels.len();
+            out.labels.len()
         }
         AnnotationKind::Segmentation => {
             let masks: Vec<BTreeMap<&str, &SegEntry>> = sets.iter().map(|(_, _, s)| s.segmentations.iter().map(|g| (g.series_uid.as_str(), g)).collect()).collect();
@@ -538,10 +537,7 @@ pub fn consensus(repo: &Repo, rev: &str, task: &str, method: ConsensusMethod, me
                         return Err(AnnotateError::Task { task: task.into(), problem: format!("series {series}: readers' masks are on different grids") });
                     }
                     let raw = repo.store.read(&g.mask)?;
-                    let mut lut = [0u8; 256];
-                    for (v, n) in &g.segments {
-                        lut[usize::from(*v)] = names.iter().position(|x| x == n).expect("name collected") as u8 + 1;
-                    }
+                    let lut = g.value_map(&names);
                     maps.push(raw.into_iter().map(|v| lut[usize::from(v)]).collect::<Vec<u8>>());
                 }
                 let refs: Vec<&[u8]> = maps.iter().map(|m| m.as_slice()).collect();
@@ -549,12 +545,7 @@ pub fn consensus(repo: &Repo, rev: &str, task: &str, method: ConsensusMethod, me
                     ConsensusMethod::Majority => crate::stats::majority_map(&refs).map_err(|e| stats_err(task, e))?,
                     ConsensusMethod::Staple => crate::stats::staple_map(&refs, STAPLE_ITER, STAPLE_TOL).map_err(|e| stats_err(task, e))?.0,
                 };
-                let mut voxels = BTreeMap::new();
-                for &v in &labels {
-                    if v > 0 {
-                        *voxels.entry(v).or_insert(0u64) += 1;
-                    }
-                }
+                let voxels = crate::catalog::voxel_counts(&labels);
                 let mask = ObjectId::of(&labels);
                 if !repo.store.contains(&mask) && !w.contains(&mask) {
                     w.put_blob(&labels, Hint::Generic)?;
@@ -568,12 +559,12 @@ pub fn consensus(repo: &Repo, rev: &str, task: &str, method: ConsensusMethod, me
                     voxels,
                 });
             }
-            resolved = out.segmentations.len();
+            out.segmentations.len()
         }
         AnnotationKind::Bbox => {
             return Err(AnnotateError::Task { task: task.into(), problem: "consensus is made for label and segmentation tasks, not boxes".into() });
         }
-    }
+    };
     out.derivation = Some(Derivation { method: method.name().into(), inputs: inputs.clone(), unresolved });
     let set_id = w.put(&out)?;
     cat.annotations.insert((task.to_string(), CONSENSUS_READER.to_string()), set_id);

@@ -113,12 +113,7 @@ pub(super) fn import(
         (series, labels, segments, (vol, "dicom-seg"))
     };
     let (vol, fmt) = format;
-    let mut voxels: BTreeMap<u8, u64> = BTreeMap::new();
-    for &v in &labels {
-        if v > 0 {
-            *voxels.entry(v).or_insert(0) += 1;
-        }
-    }
+    let voxels = crate::catalog::voxel_counts(&labels);
     if let Some(v) = voxels.keys().find(|v| !segments.contains_key(v)) {
         return Err(file_err(file, format!("mask holds label value {v}, which no segment names")));
     }

@@ -163,14 +163,10 @@ pub fn run_pull(env: &Env, a: PullArgs) -> CliResult {
         eprintln!("already up to date");
         return Ok(ExitCode::SUCCESS);
     }
-    if let Some(h) = head {
-        if !repo.log(&theirs.hex(), None)?.iter().any(|e| e.id == h) {
-            return Err(CliError { message: format!("{branch} has diverged from {}/{branch}: merge is not supported yet; branch off and push under another name", a.remote), code: 2 });
-        }
-        repo.checkout(&theirs.hex(), false, &env.progress())?;
-    } else {
-        repo.checkout(&theirs.hex(), false, &env.progress())?;
+    if head.is_some_and(|h| !remote::is_ancestor(&repo, h, theirs)) {
+        return Err(CliError { message: format!("{branch} has diverged from {}/{branch}: merge is not supported yet; branch off and push under another name", a.remote), code: 2 });
     }
+    repo.checkout(&theirs.hex(), false, &env.progress())?;
     let mut view = repo.store.view()?;
     view.branches.insert(branch.clone(), theirs);
     view.head = cohort::object::Head::Branch(branch.clone());
