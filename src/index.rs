@@ -1,8 +1,10 @@
 //! The sled index: everything in it can be rebuilt from the objects (`cohort reindex`).
 //!
 //! Trees (sled's name for tables):
-//! - `stat`: working-tree path → [`StatEntry`] (size, times, inode, and the entry id its content
-//!   hashed to), so `status` re-reads only files whose stat changed.
+//! - `stat-buckets`: bucket byte → the [`StatEntry`]s (size, times, inode, and the entry id its
+//!   content hashed to) of the working-tree paths whose BLAKE3 starts with that byte, so
+//!   `status` re-reads only files whose stat changed. 256 values rather than one key per path:
+//!   a commit of 20,000 files spent 0.25 s inserting 20,000 sled keys, one after the other.
 //! - `uid`: `UID \0 record-id` → nothing: DICOM UID (patient id, study, series or SOP instance)
 //!   to the DICOM records that carry it.
 //! - `introduced`: `entry-id commit-id` → path: the commits where an entry first appeared.
@@ -46,6 +48,43 @@ fn cfg() -> impl bincode::config::Config {
     bincode::config::standard().with_little_endian().with_fixed_int_encoding()
 }
 
+/// Magic and version at the start of every stat bucket value.
+const STAT_MAGIC: &[u8; 8] = b"COHSTAT\0";
+const STAT_VERSION: u32 = 1;
+/// The tree of stat buckets, and the tree of one key per path that it replaced.
+const STAT_TREE: &str = "stat-buckets";
+const OLD_STAT_TREE: &str = "stat";
+
+/// The bucket of a working-tree path: the first byte of its BLAKE3.
+fn stat_bucket(path: &str) -> u8 {
+    blake3::hash(path.as_bytes()).as_bytes()[0]
+}
+
+type Bucket = Vec<(String, StatEntry)>;
+
+fn encode_bucket(entries: &Bucket) -> Vec<u8> {
+    let mut v = Vec::with_capacity(12 + entries.len() * 96);
+    v.extend_from_slice(STAT_MAGIC);
+    v.extend_from_slice(&STAT_VERSION.to_le_bytes());
+    bincode::encode_into_std_write(entries, &mut v, cfg()).expect("vec encoding");
+    v
+}
+
+fn decode_bucket(v: &[u8]) -> Result<Bucket, String> {
+    if v.len() < 12 || &v[..8] != STAT_MAGIC {
+        return Err("not a stat bucket (bad magic)".into());
+    }
+    let version = u32::from_le_bytes(v[8..12].try_into().expect("4 bytes"));
+    if version != STAT_VERSION {
+        return Err(format!("stat bucket version {version}, this cohort reads {STAT_VERSION}"));
+    }
+    let (entries, used): (Bucket, usize) = bincode::decode_from_slice(&v[12..], cfg()).map_err(|e| e.to_string())?;
+    if used != v.len() - 12 {
+        return Err(format!("{} bytes after the entries", v.len() - 12 - used));
+    }
+    Ok(entries)
+}
+
 pub struct Index {
     path: PathBuf,
     db: sled::Db,
@@ -74,8 +113,13 @@ impl Index {
             .open()
             .map_err(err)?;
         let t = |name: &str| db.open_tree(name).map_err(err);
+        // Stores made before the stat buckets kept one key per path: a cache, simply dropped
+        // (the next status or commit re-reads the files once).
+        if db.tree_names().iter().any(|n| &n[..] == OLD_STAT_TREE.as_bytes()) {
+            db.drop_tree(OLD_STAT_TREE).map_err(err)?;
+        }
         Ok(Index {
-            stat: t("stat")?,
+            stat: t(STAT_TREE)?,
             uid: t("uid")?,
             introduced: t("introduced")?,
             meta: t("meta")?,
@@ -112,23 +156,48 @@ impl Index {
         let mut out = HashMap::new();
         for kv in self.stat.iter() {
             let (k, v) = kv.map_err(self.err())?;
-            let corrupt = |reason: String| IndexError::Corrupt { path: self.path.clone(), table: "stat", reason };
-            let key = String::from_utf8(k.to_vec()).map_err(|e| corrupt(e.to_string()))?;
-            let (e, _): (StatEntry, usize) =
-                bincode::decode_from_slice(&v, cfg()).map_err(|e| corrupt(format!("{key}: {e}")))?;
-            out.insert(key, e);
+            let entries = decode_bucket(&v).map_err(|reason| self.corrupt_stat(&k, reason))?;
+            out.extend(entries);
         }
         Ok(out)
     }
 
-    /// Apply changes to the stat cache in one atomic batch.
+    fn corrupt_stat(&self, key: &[u8], reason: String) -> IndexError {
+        IndexError::Corrupt { path: self.path.clone(), table: STAT_TREE, reason: format!("bucket {key:02x?}: {reason}") }
+    }
+
+    /// Apply changes to the stat cache in one atomic batch: each bucket touched is read,
+    /// changed and written back whole.
     pub fn update_stat(&self, set: &[(String, StatEntry)], remove: &[String]) -> Result<(), IndexError> {
-        let mut b = sled::Batch::default();
-        for (k, v) in set {
-            b.insert(k.as_bytes(), bincode::encode_to_vec(v, cfg()).expect("vec encoding"));
+        type Changes<'a> = (Vec<&'a (String, StatEntry)>, Vec<&'a String>);
+        let mut changes: std::collections::BTreeMap<u8, Changes> = Default::default();
+        for e in set {
+            changes.entry(stat_bucket(&e.0)).or_default().0.push(e);
         }
         for k in remove {
-            b.remove(k.as_bytes());
+            changes.entry(stat_bucket(k)).or_default().1.push(k);
+        }
+        let mut b = sled::Batch::default();
+        for (bucket, (sets, removes)) in changes {
+            let key = [bucket];
+            let mut entries: HashMap<String, StatEntry> = match self.stat.get(key).map_err(self.err())? {
+                // A damaged bucket is a cache miss, not an error: it is rewritten from scratch.
+                Some(v) => decode_bucket(&v).unwrap_or_default().into_iter().collect(),
+                None => HashMap::new(),
+            };
+            for (k, v) in sets {
+                entries.insert(k.clone(), v.clone());
+            }
+            for k in removes {
+                entries.remove(k);
+            }
+            if entries.is_empty() {
+                b.remove(&key[..]);
+            } else {
+                let mut sorted: Bucket = entries.into_iter().collect();
+                sorted.sort_by(|a, b| a.0.cmp(&b.0));
+                b.insert(&key[..], encode_bucket(&sorted));
+            }
         }
         self.stat.apply_batch(b).map_err(self.err())?;
         Ok(())
@@ -211,8 +280,72 @@ impl Index {
         self.meta.remove(b"applied_op").map_err(self.err())?;
         Ok(())
     }
+}
 
-    pub fn counts(&self) -> (usize, usize, usize) {
-        (self.stat.len(), self.uid.len(), self.introduced.len())
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(n: u64) -> StatEntry {
+        StatEntry { size: n, mtime_ns: n as i64, ctime_ns: 7, ino: n, mode: 0o100644, kind: EntryKind::File, id: ObjectId::of(&n.to_le_bytes()) }
+    }
+
+    #[test]
+    fn stat_buckets_round_trip_update_and_remove() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = Index::open(&dir.path().join("index")).unwrap();
+        let set: Vec<(String, StatEntry)> = (0..1000).map(|i| (format!("p{}/s/IM{i:05}.dcm", i % 7), entry(i))).collect();
+        idx.update_stat(&set, &[]).unwrap();
+        let loaded = idx.load_stat().unwrap();
+        assert_eq!(loaded.len(), 1000);
+        assert_eq!(loaded["p3/s/IM00010.dcm"], entry(10));
+        // Fewer values than paths: one per bucket touched.
+        assert!(idx.stat.len() <= 256 && idx.stat.len() > 200, "{} buckets", idx.stat.len());
+
+        // Change one, remove two, add one; the rest are untouched.
+        let remove = vec!["p3/s/IM00010.dcm".to_string(), "p0/s/IM00000.dcm".to_string()];
+        idx.update_stat(&[("p1/s/IM00001.dcm".into(), entry(5000)), ("new".into(), entry(1))], &remove).unwrap();
+        let loaded = idx.load_stat().unwrap();
+        assert_eq!(loaded.len(), 999);
+        assert_eq!(loaded["p1/s/IM00001.dcm"], entry(5000));
+        assert!(!loaded.contains_key("p3/s/IM00010.dcm"));
+        assert_eq!(loaded["p2/s/IM00002.dcm"], entry(2));
+
+        // Removing everything leaves no bucket behind.
+        let all: Vec<String> = loaded.keys().cloned().collect();
+        idx.update_stat(&[], &all).unwrap();
+        assert!(idx.load_stat().unwrap().is_empty());
+        assert_eq!(idx.stat.len(), 0);
+    }
+
+    #[test]
+    fn damaged_stat_bucket_is_named_on_load_and_rewritten_on_update() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = Index::open(&dir.path().join("index")).unwrap();
+        let path = "a/b.dcm".to_string();
+        let key = [stat_bucket(&path)];
+        idx.stat.insert(key, &b"garbage"[..]).unwrap();
+        let err = idx.load_stat().unwrap_err().to_string();
+        assert!(err.contains("stat-buckets") && err.contains("bad magic"), "{err}");
+        let mut v = encode_bucket(&vec![(path.clone(), entry(1))]);
+        v[8] = 9; // a version this build does not know
+        idx.stat.insert(key, v).unwrap();
+        assert!(idx.load_stat().unwrap_err().to_string().contains("version 9"));
+        idx.update_stat(&[(path.clone(), entry(2))], &[]).unwrap();
+        assert_eq!(idx.load_stat().unwrap()[&path], entry(2));
+    }
+
+    #[test]
+    fn the_old_one_key_per_path_stat_tree_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("index");
+        {
+            let db = sled::Config::new().path(&p).open().unwrap();
+            db.open_tree(OLD_STAT_TREE).unwrap().insert(b"x.dcm", &b"old"[..]).unwrap();
+            db.flush().unwrap();
+        }
+        let idx = Index::open(&p).unwrap();
+        assert!(idx.load_stat().unwrap().is_empty());
+        assert!(!idx.db.tree_names().iter().any(|n| &n[..] == OLD_STAT_TREE.as_bytes()));
     }
 }

@@ -566,7 +566,7 @@ fn download(repo: &Repo, remote: &Remote, index: &RemoteIndex, ids: &[ObjectId],
                 crate::pack::decode_verified(*id, loc, stored.clone()).map(|_| ()).map_err(|reason| RemoteError::Corrupt { remote: remote.name.clone(), id: *id, pack: pack.to_string(), reason })
             })?;
             for ((id, loc), stored) in batch.iter().zip(data) {
-                w.add_encoded(&crate::pack::Encoded { id: *id, codec: loc.codec, raw_len: loc.raw_len, data: stored })?;
+                w.add_encoded(crate::pack::Encoded { id: *id, codec: loc.codec, raw_len: loc.raw_len, data: stored })?;
                 bytes += loc.stored_len;
                 progress.inc(loc.stored_len);
             }

@@ -6,7 +6,6 @@
 use std::collections::{BTreeMap, BinaryHeap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use rayon::prelude::*;
 use serde::Serialize;
@@ -358,7 +357,7 @@ impl Repo {
         let (parent, branch) = self.head()?;
         let parent_tree = self.store.tree_of(parent.as_ref())?;
         let cache = self.store.index().load_stat()?;
-        let writer = Mutex::new(self.store.writer()?);
+        let writer = self.store.writer()?;
         let snap = worktree::snapshot(&self.root, &self.store, &cache, Some(&writer), progress)?;
         // Files were hashed either way: keep what we learned even if nothing is committed.
         self.store.index().update_stat(&snap.stat_set, &snap.stat_remove)?;
@@ -366,7 +365,7 @@ impl Repo {
             self.store.index().flush()?;
             return Err(RepoError::NothingToCommit);
         }
-        let mut w = writer.into_inner().expect("writer lock");
+        let mut w = writer;
         let src = TreeSource { store: &self.store, extra: Some(&snap.trees) };
         let changes = diff::diff_trees(&src, parent_tree, Some(snap.root))?;
         let user = opts.author.clone().unwrap_or_else(|| self.ctx.user.clone());

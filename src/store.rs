@@ -354,7 +354,7 @@ impl ObjectWriter {
         let bytes = obj.to_bytes();
         let id = ObjectId::of(&bytes);
         if !self.pack.contains(&id) {
-            self.pack.add(&pack::encode(id, &bytes, Hint::Generic))?;
+            self.pack.add(pack::encode(id, &bytes, Hint::Generic))?;
         }
         Ok(id)
     }
@@ -362,12 +362,13 @@ impl ObjectWriter {
     pub fn put_blob(&mut self, bytes: &[u8], hint: Hint) -> Result<ObjectId, StoreError> {
         let id = ObjectId::of(bytes);
         if !self.pack.contains(&id) {
-            self.pack.add(&pack::encode(id, bytes, hint))?;
+            self.pack.add(pack::encode(id, bytes, hint))?;
         }
         Ok(id)
     }
 
-    pub fn add_encoded(&mut self, e: &pack::Encoded) -> Result<(), StoreError> {
+    /// Add an object compressed beforehand; many threads may call this at once.
+    pub fn add_encoded(&self, e: pack::Encoded) -> Result<(), StoreError> {
         Ok(self.pack.add(e)?)
     }
 

@@ -11,7 +11,6 @@ use std::fs::{self, Metadata};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use rayon::prelude::*;
 
@@ -164,17 +163,16 @@ pub(crate) fn looks_like_dicom(rel: &str, bytes: &[u8]) -> bool {
 /// Writes objects into the pack, shared by worker threads.
 struct Sink<'a> {
     store: &'a Store,
-    writer: Option<&'a Mutex<ObjectWriter>>,
+    writer: Option<&'a ObjectWriter>,
 }
 
 impl Sink<'_> {
     fn put(&self, id: ObjectId, bytes: &[u8], hint: Hint) -> Result<(), StoreError> {
         let Some(w) = self.writer else { return Ok(()) };
-        if self.store.contains(&id) || w.lock().expect("writer lock").contains(&id) {
+        if self.store.contains(&id) || w.contains(&id) {
             return Ok(());
         }
-        let enc = pack::encode(id, bytes, hint);
-        w.lock().expect("writer lock").add_encoded(&enc)
+        w.add_encoded(pack::encode(id, bytes, hint))
     }
 }
 
@@ -185,7 +183,7 @@ pub(crate) fn store_file_bytes(
     rel: &str,
     executable: bool,
     store: &Store,
-    writer: Option<&Mutex<ObjectWriter>>,
+    writer: Option<&ObjectWriter>,
 ) -> Result<(EntryKind, ObjectId, Option<InstanceInfo>, Option<String>), StoreError> {
     let sink = Sink { store, writer };
     match dicom::analyze(bytes) {
@@ -250,7 +248,7 @@ fn hash_one(
     meta: &Metadata,
     cache: &HashMap<String, StatEntry>,
     store: &Store,
-    writer: Option<&Mutex<ObjectWriter>>,
+    writer: Option<&ObjectWriter>,
     now_ns: i64,
 ) -> Result<Hashed, WorktreeError> {
     let read_err = |source| WorktreeError::Read { path: abs.to_path_buf(), source };
@@ -282,7 +280,7 @@ pub fn snapshot(
     root: &Path,
     store: &Store,
     cache: &HashMap<String, StatEntry>,
-    writer: Option<&Mutex<ObjectWriter>>,
+    writer: Option<&ObjectWriter>,
     progress: &dyn Progress,
 ) -> Result<Snapshot, WorktreeError> {
     let (tree, notes) = walk(root, "")?;
@@ -334,9 +332,8 @@ pub fn snapshot(
     let live: std::collections::HashSet<&str> = jobs.iter().map(|(_, r, _)| *r).collect();
     snap.stat_remove.extend(cache.keys().filter(|k| !live.contains(k.as_str())).cloned());
 
-    let mut wguard = writer.map(|w| w.lock().expect("writer lock"));
     let mut cursor = results.iter();
-    let (root_id, size) = build_tree(&tree, &mut cursor, store, wguard.as_deref_mut(), &mut snap.trees)?;
+    let (root_id, size) = build_tree(&tree, &mut cursor, store, writer, &mut snap.trees)?;
     snap.root = root_id;
     snap.size = size;
     snap.notes.sort_by(|a, b| a.path.cmp(&b.path));
@@ -347,7 +344,7 @@ fn build_tree(
     entries: &[(String, Node)],
     results: &mut std::slice::Iter<'_, Hashed>,
     store: &Store,
-    mut writer: Option<&mut ObjectWriter>,
+    writer: Option<&ObjectWriter>,
     trees: &mut HashMap<ObjectId, Tree>,
 ) -> Result<(ObjectId, u64), StoreError> {
     let mut t = Tree { entries: Vec::with_capacity(entries.len()) };
@@ -359,7 +356,7 @@ fn build_tree(
                 TreeEntry { name: name.clone(), kind: h.kind, id: h.id, size: h.size }
             }
             Node::Dir { entries } => {
-                let (id, size) = build_tree(entries, results, store, writer.as_deref_mut(), trees)?;
+                let (id, size) = build_tree(entries, results, store, writer, trees)?;
                 TreeEntry { name: name.clone(), kind: EntryKind::Tree, id, size }
             }
         };
@@ -370,7 +367,7 @@ fn build_tree(
     let id = ObjectId::of(&bytes);
     if let Some(w) = writer {
         if !store.contains(&id) && !w.contains(&id) {
-            w.add_encoded(&pack::encode(id, &bytes, Hint::Generic))?;
+            w.add_encoded(pack::encode(id, &bytes, Hint::Generic))?;
         }
     }
     trees.insert(id, t);
