@@ -161,13 +161,29 @@ const LEVEL: i32 = 1;
 /// -10 0.60 ms (46%). Pixel data is nearly all of a dataset's bytes, and a commit must keep
 /// pace with `cp -r`; below -5 the size grows faster than the time falls.
 const PIXEL_LEVEL: i32 = -5;
+/// For pixel data, a 1 KiB-entry hash table (it stays in the L1 cache) and matches of at least
+/// 6 bytes (noise makes shorter ones rare and costly to try): 15–30% faster than level -5's
+/// defaults on the same slices, for the same size (44.6%). Decoding is unaffected: the output
+/// is an ordinary zstd frame.
+const PIXEL_HASH_LOG: u32 = 10;
+const PIXEL_MIN_MATCH: u32 = 6;
+
+fn new_compressor(pixels: bool) -> Option<zstd::bulk::Compressor<'static>> {
+    if !pixels {
+        return zstd::bulk::Compressor::new(LEVEL).ok();
+    }
+    let mut c = zstd::bulk::Compressor::new(PIXEL_LEVEL).ok()?;
+    c.set_parameter(zstd::zstd_safe::CParameter::HashLog(PIXEL_HASH_LOG)).ok()?;
+    c.set_parameter(zstd::zstd_safe::CParameter::MinMatch(PIXEL_MIN_MATCH)).ok()?;
+    Some(c)
+}
 
 fn zstd_compress(raw: &[u8], pixels: bool) -> Option<Vec<u8>> {
-    let (tl, level) = if pixels { (&FAST_COMPRESSOR, PIXEL_LEVEL) } else { (&COMPRESSOR, LEVEL) };
+    let tl = if pixels { &FAST_COMPRESSOR } else { &COMPRESSOR };
     tl.with(|c| {
         let mut c = c.borrow_mut();
         if c.is_none() {
-            *c = zstd::bulk::Compressor::new(level).ok();
+            *c = new_compressor(pixels);
         }
         c.as_mut()?.compress(raw).ok()
     })
