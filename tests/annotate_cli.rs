@@ -14,30 +14,17 @@ use cohort::nifti::{write_nifti, Nifti, NiftiData};
 use common::*;
 use serde_json::Value;
 
-/// A `2.25.` UID from a BLAKE3 hash of `what`.
-fn test_uid(what: &str) -> String {
-    let h = blake3::hash(format!("cohort annotate_cli test {what}").as_bytes());
-    let n = u128::from_le_bytes(h.as_bytes()[..16].try_into().unwrap()) >> 1 | 1;
-    format!("2.25.{n}")
+/// Namespace of this file's test UIDs.
+const NS: &str = "annotate_cli";
+
+fn spec(p: usize, i: usize) -> SynthSpec {
+    let mut s = fake_ct(NS, p, 0, 0, i, SIZE);
+    s.with_private = false;
+    s
 }
 
 const SIZE: u16 = 16;
 const SLICES: usize = 4;
-
-/// Slice `i` of the one series of fake patient `p` (16×16, 4 slices 2.5 mm apart).
-fn spec(p: usize, i: usize) -> SynthSpec {
-    let mut s = SynthSpec::ct(p, 0, 0, i);
-    s.patient_id = format!("FAKE{p:04}");
-    s.patient_name = format!("FAKE^PATIENT{p:04}");
-    s.study_uid = test_uid(&format!("study {p}"));
-    s.series_uid = test_uid(&format!("series {p}"));
-    s.sop_uid = test_uid(&format!("sop {p} {i}"));
-    s.pixel_seed = u64::from_le_bytes(blake3::hash(s.sop_uid.as_bytes()).as_bytes()[..8].try_into().unwrap());
-    s.rows = SIZE;
-    s.columns = SIZE;
-    s.with_private = false;
-    s
-}
 
 fn path_of(p: usize, i: usize) -> String {
     format!("P{p}/S0/IM{i}.dcm")
@@ -65,7 +52,7 @@ fn dataset(n: usize) -> tempfile::TempDir {
 }
 
 fn series(p: usize) -> String {
-    test_uid(&format!("series {p}"))
+    test_uid(NS, &format!("series {p} 0 0"))
 }
 
 fn head(r: &Path) -> String {
@@ -206,7 +193,7 @@ fn boxes_added_and_moved() {
     let r = rp.as_path();
     let coco = |x: f64| {
         serde_json::json!({
-            "images": [{"id": 1, "file_name": path_of(0, 0)}, {"id": 2, "sop_instance_uid": test_uid("sop 0 1")}],
+            "images": [{"id": 1, "file_name": path_of(0, 0)}, {"id": 2, "sop_instance_uid": test_uid(NS, "sop 0 0 0 1")}],
             "categories": [{"id": 7, "name": "nodule"}],
             "annotations": [
                 {"image_id": 1, "category_id": 7, "bbox": [x, 2.0, 4.0, 4.0]},
@@ -369,9 +356,9 @@ fn leakage_of_one_patient_under_two_ids_with_the_same_pixels() {
     for i in 0..SLICES {
         let mut s = spec(0, i);
         s.patient_id = "FAKE-DUPLICATE".into();
-        s.study_uid = test_uid("dup study");
-        s.series_uid = test_uid("dup series");
-        s.sop_uid = test_uid(&format!("dup sop {i}"));
+        s.study_uid = test_uid(NS, "dup study");
+        s.series_uid = test_uid(NS, "dup series");
+        s.sop_uid = test_uid(NS, &format!("dup sop {i}"));
         write(r, &format!("DUP/IM{i}.dcm"), &synth_instance(&s));
     }
     ok(r, &["commit", "-m", "a duplicate under another ID"]);
@@ -606,7 +593,7 @@ fn dicom_seg_import_matches_the_same_mask_from_nifti() {
         m
     };
     let sources: Vec<SegSource> = (0..SLICES)
-        .map(|i| SegSource { sop_uid: test_uid(&format!("sop 0 {i}")), sop_class_uid: "1.2.840.10008.5.1.4.1.1.2".into(), position: [-5.6, -5.6, -2.5 * i as f64] })
+        .map(|i| SegSource { sop_uid: test_uid(NS, &format!("sop 0 0 0 {i}")), sop_class_uid: "1.2.840.10008.5.1.4.1.1.2".into(), position: [-5.6, -5.6, -2.5 * i as f64] })
         .collect();
     let segments = [SegmentInfo { number: 1, label: "lesion".into() }, SegmentInfo { number: 2, label: "vessel".into() }];
     // Lesion on instances 1 and 2 (volume slices 2 and 1, as in `mask`), vessel on instance 0.
@@ -614,10 +601,10 @@ fn dicom_seg_import_matches_the_same_mask_from_nifti() {
     let spec = SegWriteSpec {
         patient_id: "FAKE0000".into(),
         patient_name: "FAKE^PATIENT0000".into(),
-        study_uid: test_uid("study 0"),
+        study_uid: test_uid(NS, "study 0 0"),
         series_uid: series(0),
-        seg_series_uid: test_uid("seg series"),
-        seg_sop_uid: test_uid("seg sop"),
+        seg_series_uid: test_uid(NS, "seg series"),
+        seg_sop_uid: test_uid(NS, "seg sop"),
         rows: n,
         columns: n,
         pixel_spacing: [0.7, 0.7],

@@ -20,6 +20,21 @@ use dicom_dictionary_std::tags;
 use dicom_object::{DefaultDicomObject, InMemDicomObject, OpenFileOptions};
 use serde_json::Value;
 
+/// Namespace of this file's test UIDs.
+const NS: &str = "deid_cli";
+
+fn spec(p: usize, study: usize, series: usize, i: usize, size: u16) -> SynthSpec {
+    let mut s = fake_ct(NS, p, study, series, i, size);
+    let fp = &PATIENTS[p];
+    s.patient_name = fp.name.into();
+    s.patient_id = fp.id.into();
+    s.patient_birth_date = fp.birth.into();
+    s.patient_sex = fp.sex.into();
+    s.institution_name = INSTITUTION.into();
+    s.accession_number = accession(p, study);
+    s
+}
+
 // ------------------------------------------------------------------ fake patients and data
 
 /// Invented patients; none of these values may survive de-identification.
@@ -42,36 +57,6 @@ const PRIVATE_VALUES: [&str; 3] = ["COHORT FAKE PRIVATE", "fake private value", 
 
 fn accession(p: usize, study: usize) -> String {
     format!("ACC{p}{study}X7731")
-}
-
-/// A `2.25.` UID from a BLAKE3 hash of `what`.
-fn test_uid(what: &str) -> String {
-    let h = blake3::hash(format!("cohort deid_cli test {what}").as_bytes());
-    let n = u128::from_le_bytes(h.as_bytes()[..16].try_into().unwrap()) >> 1 | 1;
-    format!("2.25.{n}")
-}
-
-/// A small synthetic CT instance of fake patient `p`.
-///
-/// UIDs and the pixel seed are replaced: `SynthSpec::ct` derives them with `synth::mix`, which
-/// discards the output of each `splitmix` step, so e.g. `ct(0, 0, 1, i)` and `ct(1, 0, 0, i)`
-/// get the same series and SOP Instance UIDs and the same pixels.
-fn spec(p: usize, study: usize, series: usize, i: usize, size: u16) -> SynthSpec {
-    let mut s = SynthSpec::ct(p, study, series, i);
-    s.study_uid = test_uid(&format!("study {p} {study}"));
-    s.series_uid = test_uid(&format!("series {p} {study} {series}"));
-    s.sop_uid = test_uid(&format!("sop {p} {study} {series} {i}"));
-    s.pixel_seed = u64::from_le_bytes(blake3::hash(s.sop_uid.as_bytes()).as_bytes()[..8].try_into().unwrap());
-    let fp = &PATIENTS[p];
-    s.patient_name = fp.name.into();
-    s.patient_id = fp.id.into();
-    s.patient_birth_date = fp.birth.into();
-    s.patient_sex = fp.sex.into();
-    s.institution_name = INSTITUTION.into();
-    s.accession_number = accession(p, study);
-    s.rows = size;
-    s.columns = size;
-    s
 }
 
 struct Inst {

@@ -12,24 +12,14 @@ use cohort::dicom::synth::{synth_instance, SynthSpec};
 use common::*;
 use serde_json::Value;
 
-fn test_uid(what: &str) -> String {
-    let h = blake3::hash(format!("cohort provenance_cli test {what}").as_bytes());
-    let n = u128::from_le_bytes(h.as_bytes()[..16].try_into().unwrap()) >> 1 | 1;
-    format!("2.25.{n}")
-}
+/// Namespace of this file's test UIDs.
+const NS: &str = "provenance_cli";
 
 fn spec(p: usize, i: usize) -> SynthSpec {
-    let mut s = SynthSpec::ct(p, 0, 0, i);
-    s.patient_id = format!("FAKE{p:04}");
-    s.patient_name = format!("FAKE^PATIENT{p:04}");
-    s.study_uid = test_uid(&format!("study {p}"));
-    s.series_uid = test_uid(&format!("series {p}"));
-    s.sop_uid = test_uid(&format!("sop {p} {i}"));
-    s.pixel_seed = u64::from_le_bytes(blake3::hash(s.sop_uid.as_bytes()).as_bytes()[..8].try_into().unwrap());
-    s.rows = 16;
-    s.columns = 16;
-    s
+    fake_ct(NS, p, 0, 0, i, 16)
 }
+
+
 
 fn git(dir: &Path, args: &[&str]) {
     let o = Command::new("git")
@@ -78,7 +68,7 @@ fn history() -> History {
     for (reader, labels) in [("reader-a", ["pos", "neg", "pos", "neg"]), ("reader-b", ["pos", "neg", "neg", "neg"])] {
         let mut csv = String::from("series_uid,label\n");
         for (p, l) in labels.iter().enumerate() {
-            csv.push_str(&format!("{},{l}\n", test_uid(&format!("series {p}"))));
+            csv.push_str(&format!("{},{l}\n", test_uid(NS, &format!("series {p} 0 0"))));
         }
         let f = t.path().join(format!("{reader}.csv"));
         fs::write(&f, csv).unwrap();

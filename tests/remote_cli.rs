@@ -16,24 +16,14 @@ use cohort::dicom::synth::{synth_instance, SynthSpec};
 use common::*;
 use serde_json::Value;
 
-fn test_uid(what: &str) -> String {
-    let h = blake3::hash(format!("cohort remote_cli test {what}").as_bytes());
-    let n = u128::from_le_bytes(h.as_bytes()[..16].try_into().unwrap()) >> 1 | 1;
-    format!("2.25.{n}")
-}
+/// Namespace of this file's test UIDs.
+const NS: &str = "remote_cli";
 
 fn spec(p: usize, st: usize, se: usize, i: usize) -> SynthSpec {
-    let mut s = SynthSpec::ct(p, st, se, i);
-    s.patient_id = format!("FAKE{p:04}");
-    s.patient_name = format!("FAKE^PATIENT{p:04}");
-    s.study_uid = test_uid(&format!("study {p} {st}"));
-    s.series_uid = test_uid(&format!("series {p} {st} {se}"));
-    s.sop_uid = test_uid(&format!("sop {p} {st} {se} {i}"));
-    s.pixel_seed = u64::from_le_bytes(blake3::hash(s.sop_uid.as_bytes()).as_bytes()[..8].try_into().unwrap());
-    s.rows = 16;
-    s.columns = 16;
-    s
+    fake_ct(NS, p, st, se, i, 16)
 }
+
+
 
 /// A store with `n` patients of 4 slices, and a 50/50 split.
 fn dataset(root: &Path, n: usize) {
@@ -326,7 +316,7 @@ fn ingest_fails_midway_keeps_what_it_got_and_resumes() {
     let studies: Vec<(String, String, Vec<Vec<u8>>)> = (0..2)
         .map(|p| {
             let files = (0..3).map(|i| synth_instance(&spec(p, 0, 0, i))).collect();
-            (test_uid(&format!("study {p} 0")), test_uid(&format!("series {p} 0 0")), files)
+            (test_uid(NS, &format!("study {p} 0")), test_uid(NS, &format!("series {p} 0 0")), files)
         })
         .collect();
     let pacs = fake_pacs(studies.clone());
@@ -346,7 +336,7 @@ fn ingest_fails_midway_keeps_what_it_got_and_resumes() {
     assert_eq!(counts[&studies[1].1], 2);
     for (p, (st, se, files)) in studies.iter().enumerate() {
         for (i, f) in files.iter().enumerate() {
-            let sop = test_uid(&format!("sop {p} 0 0 {i}"));
+            let sop = test_uid(NS, &format!("sop {p} 0 0 {i}"));
             assert_eq!(&fs::read(r.join(format!("FAKE{p:04}/{st}/{se}/{sop}.dcm"))).unwrap(), f);
         }
     }

@@ -11,8 +11,10 @@ use super::{json, out, CliResult, Env};
 #[derive(clap::Subcommand)]
 pub enum SplitCommand {
     Create(CreateArgs),
-    Check(CheckArgs),
-    Show(ShowArgs),
+    /// Report leakage between parts; exits 1 when there is any.
+    Check(SplitRef),
+    /// Counts per part: patients, studies, series, instances and labels.
+    Show(SplitRef),
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -48,20 +50,9 @@ pub struct CreateArgs {
     json: bool,
 }
 
-/// Report leakage between parts; exits 1 when there is any.
+/// A split, by name, of a revision.
 #[derive(clap::Args)]
-pub struct CheckArgs {
-    #[arg(default_value = "HEAD")]
-    rev: String,
-    #[arg(long)]
-    name: String,
-    #[arg(long)]
-    json: bool,
-}
-
-/// Counts per part: patients, studies, series, instances and labels.
-#[derive(clap::Args)]
-pub struct ShowArgs {
+pub struct SplitRef {
     #[arg(default_value = "HEAD")]
     rev: String,
     #[arg(long)]
@@ -118,7 +109,7 @@ fn create(env: &Env, a: CreateArgs) -> CliResult {
     Ok(ExitCode::SUCCESS)
 }
 
-fn check(env: &Env, a: CheckArgs) -> CliResult {
+fn check(env: &Env, a: SplitRef) -> CliResult {
     let repo = env.repo(Mode::Read)?;
     let r = split::check(&repo, &a.rev, &a.name)?;
     if a.json {
@@ -133,7 +124,7 @@ fn check(env: &Env, a: CheckArgs) -> CliResult {
     Ok(if r.ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
-fn show(env: &Env, a: ShowArgs) -> CliResult {
+fn show(env: &Env, a: SplitRef) -> CliResult {
     let repo = env.repo(Mode::Read)?;
     let r = split::show(&repo, &a.rev, &a.name)?;
     if a.json {

@@ -7,6 +7,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use cohort::dicom::synth::SynthSpec;
+
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_cohort"))
 }
@@ -65,4 +67,27 @@ pub fn write(root: &Path, rel: &str, bytes: &[u8]) {
     let p = root.join(rel);
     fs::create_dir_all(p.parent().unwrap()).unwrap();
     fs::write(p, bytes).unwrap();
+}
+
+/// A UID under the 2.25 root, derived from a test file's namespace and a label: stable from run
+/// to run, and different between test files.
+pub fn test_uid(ns: &str, what: &str) -> String {
+    let h = blake3::hash(format!("cohort {ns} test {what}").as_bytes());
+    let n = u128::from_le_bytes(h.as_bytes()[..16].try_into().unwrap()) >> 1 | 1;
+    format!("2.25.{n}")
+}
+
+/// A fake CT instance: patient FAKEpppp, study `st`, series `se`, instance `i`, `size`×`size`
+/// pixels seeded by its SOP Instance UID, UIDs in the test file's namespace `ns`.
+pub fn fake_ct(ns: &str, p: usize, st: usize, se: usize, i: usize, size: u16) -> SynthSpec {
+    let mut s = SynthSpec::ct(p, st, se, i);
+    s.patient_id = format!("FAKE{p:04}");
+    s.patient_name = format!("FAKE^PATIENT{p:04}");
+    s.study_uid = test_uid(ns, &format!("study {p} {st}"));
+    s.series_uid = test_uid(ns, &format!("series {p} {st} {se}"));
+    s.sop_uid = test_uid(ns, &format!("sop {p} {st} {se} {i}"));
+    s.pixel_seed = u64::from_le_bytes(blake3::hash(s.sop_uid.as_bytes()).as_bytes()[..8].try_into().unwrap());
+    s.rows = size;
+    s.columns = size;
+    s
 }
