@@ -18,10 +18,10 @@ use serde::{Deserialize, Serialize};
 use crate::deid::{BurnedIn, DeidConfig, DeidKey, DeidOutput, Deidentifier, InstanceReport, PixelInput};
 use crate::diff::{list_files, TreeSource};
 use crate::id::ObjectId;
-use crate::object::{Activity, ActivityRef, Agent, Commit, DicomFile, EntryKind, Structured};
+use crate::object::{ActivityRef, DicomFile, EntryKind, Structured};
 use crate::pack::Hint;
 use crate::progress::{Progress, Unit};
-use crate::repo::{Repo, RepoError, TOOL, VERSION};
+use crate::repo::{CommitDraft, Repo, RepoError};
 use crate::store::{ObjectWriter, Store, StoreError};
 
 /// The activity output role under which a commit names its de-identification report object.
@@ -326,36 +326,22 @@ pub fn deidentify(repo: &Repo, req: DeidRequest, progress: &dyn Progress) -> Res
         let rules: Vec<&str> = req.config.pixel_rules.iter().map(|r| r.name.as_str()).collect();
         parameters.insert("pixel-rules".into(), rules.join(","));
     }
-    let now = repo.ctx.now_us();
-    let mut inputs = vec![ActivityRef { role: "source-commit".into(), value: req.source_commit.hex() }];
-    if let Some(p) = parent {
-        inputs.insert(0, ActivityRef { role: "parent".into(), value: p.hex() });
-    }
-    let c = Commit {
+    let c = repo.draft_commit(CommitDraft {
         tree,
-        parents: parent.into_iter().collect(),
+        parent,
         author: repo.ctx.user.clone(),
-        time_us: now,
         message: req.message.clone(),
-        activity: Activity {
-            kind: "deid".into(),
-            agent: Agent { user: repo.ctx.user.clone(), tool: TOOL.into(), tool_version: VERSION.into() },
-            parameters,
-            inputs,
-            outputs: vec![
-                ActivityRef { role: "tree".into(), value: tree.hex() },
-                ActivityRef { role: REPORT_ROLE.into(), value: report_id.hex() },
-            ]
+        kind: "deid".into(),
+        parameters,
+        inputs: vec![ActivityRef { role: "source-commit".into(), value: req.source_commit.hex() }],
+        outputs: [ActivityRef { role: "tree".into(), value: tree.hex() }, ActivityRef { role: REPORT_ROLE.into(), value: report_id.hex() }]
             .into_iter()
             .chain(catalog.map(|k| ActivityRef { role: crate::catalog::CATALOG_ROLE.into(), value: k.hex() }))
             .collect(),
-            started_us: repo.ctx.time_us.unwrap_or(started),
-            ended_us: repo.ctx.time_us.unwrap_or_else(|| chrono::Utc::now().timestamp_micros()),
-        },
+        started_us: started,
         notes: vec![],
         catalog,
-        signature: None,
-    };
+    });
     let id = w.put(&c)?;
     let mut view = view;
     view.branches.insert(req.branch.clone(), id);

@@ -231,6 +231,24 @@ pub(crate) fn valid_ref_name(n: &str) -> bool {
         && n.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'))
 }
 
+/// What a new commit records beyond what every commit does: author and agent, its times (the
+/// pinned clock, if any, wins), and its parent as the first input of its activity.
+pub(crate) struct CommitDraft {
+    pub tree: ObjectId,
+    pub parent: Option<ObjectId>,
+    pub author: String,
+    pub message: String,
+    pub kind: String,
+    pub parameters: BTreeMap<String, String>,
+    /// Inputs other than the parent.
+    pub inputs: Vec<ActivityRef>,
+    pub outputs: Vec<ActivityRef>,
+    /// When the work began (microseconds since the epoch).
+    pub started_us: i64,
+    pub notes: Vec<CommitNote>,
+    pub catalog: Option<ObjectId>,
+}
+
 impl Repo {
     /// Create a store in `root/.cohort`.
     pub fn init(root: &Path, ctx: Context) -> Result<Repo, RepoError> {
@@ -368,34 +386,23 @@ impl Repo {
         let mut w = writer;
         let src = TreeSource { store: &self.store, extra: Some(&snap.trees) };
         let changes = diff::diff_trees(&src, parent_tree, Some(snap.root))?;
-        let user = opts.author.clone().unwrap_or_else(|| self.ctx.user.clone());
-        let mut inputs = opts.inputs.clone();
-        if let Some(p) = parent {
-            inputs.insert(0, ActivityRef { role: "parent".into(), value: p.hex() });
-        }
-        let commit = Commit {
+        let commit = self.draft_commit(CommitDraft {
             tree: snap.root,
-            parents: parent.into_iter().collect(),
-            author: user.clone(),
-            time_us: self.ctx.time_us.unwrap_or(started),
+            parent,
+            author: opts.author.clone().unwrap_or_else(|| self.ctx.user.clone()),
             message: opts.message.clone(),
-            activity: Activity {
-                kind: if opts.kind.is_empty() { "commit".into() } else { opts.kind.clone() },
-                agent: Agent { user, tool: TOOL.into(), tool_version: VERSION.into() },
-                parameters: opts.parameters.clone(),
-                inputs,
-                outputs: std::iter::once(ActivityRef { role: "tree".into(), value: snap.root.hex() }).chain(opts.outputs.iter().cloned()).collect(),
-                started_us: self.ctx.time_us.unwrap_or(started),
-                ended_us: self.ctx.time_us.unwrap_or_else(|| chrono::Utc::now().timestamp_micros()),
-            },
+            kind: if opts.kind.is_empty() { "commit".into() } else { opts.kind.clone() },
+            parameters: opts.parameters.clone(),
+            inputs: opts.inputs.clone(),
+            outputs: std::iter::once(ActivityRef { role: "tree".into(), value: snap.root.hex() }).chain(opts.outputs.iter().cloned()).collect(),
+            started_us: started,
             notes: snap.notes.clone(),
             // Annotations and splits stay with the dataset when its files change.
             catalog: match parent {
                 Some(p) => self.store.read_commit(&p)?.catalog,
                 None => None,
             },
-            signature: None,
-        };
+        });
         let commit = match &opts.sign {
             Some(key) => crate::sign::sign_commit(commit, key),
             None => commit,
@@ -431,6 +438,34 @@ impl Repo {
         })
     }
 
+    /// The commit a draft describes (unsigned; see [`crate::sign::sign_commit`]).
+    pub(crate) fn draft_commit(&self, d: CommitDraft) -> Commit {
+        let mut inputs = d.inputs;
+        if let Some(p) = d.parent {
+            inputs.insert(0, ActivityRef { role: "parent".into(), value: p.hex() });
+        }
+        let now = self.ctx.now_us();
+        Commit {
+            tree: d.tree,
+            parents: d.parent.into_iter().collect(),
+            author: d.author.clone(),
+            time_us: now,
+            message: d.message,
+            activity: Activity {
+                kind: d.kind,
+                agent: Agent { user: d.author, tool: TOOL.into(), tool_version: VERSION.into() },
+                parameters: d.parameters,
+                inputs,
+                outputs: d.outputs,
+                started_us: self.ctx.time_us.unwrap_or(d.started_us),
+                ended_us: now,
+            },
+            notes: d.notes,
+            catalog: d.catalog,
+            signature: None,
+        }
+    }
+
     /// The commit a catalog change goes on top of, and where the new commit is recorded:
     /// the branch `rev` names, or HEAD when `rev` is HEAD's commit.
     pub fn catalog_base(&self, rev: &str) -> Result<(ObjectId, Commit), RepoError> {
@@ -449,33 +484,23 @@ impl Repo {
     pub fn commit_catalog(&self, rev: &str, mut w: ObjectWriter, catalog: &crate::catalog::Catalog, change: CatalogChange) -> Result<ObjectId, RepoError> {
         let (base, parent) = self.catalog_base(rev)?;
         let cat_id = if catalog.is_empty() { None } else { Some(w.put(catalog)?) };
-        let user = self.ctx.user.clone();
-        let mut inputs = change.inputs;
-        inputs.insert(0, ActivityRef { role: "parent".into(), value: base.hex() });
         let mut outputs = change.outputs;
         if let Some(k) = cat_id {
             outputs.insert(0, ActivityRef { role: crate::catalog::CATALOG_ROLE.into(), value: k.hex() });
         }
-        let now = self.ctx.now_us();
-        let commit = Commit {
+        let commit = self.draft_commit(CommitDraft {
             tree: parent.tree,
-            parents: vec![base],
-            author: user.clone(),
-            time_us: now,
+            parent: Some(base),
+            author: self.ctx.user.clone(),
             message: change.message.clone(),
-            activity: Activity {
-                kind: change.kind.clone(),
-                agent: Agent { user, tool: TOOL.into(), tool_version: VERSION.into() },
-                parameters: change.parameters,
-                inputs,
-                outputs,
-                started_us: self.ctx.time_us.unwrap_or(change.started_us),
-                ended_us: now,
-            },
+            kind: change.kind.clone(),
+            parameters: change.parameters,
+            inputs: change.inputs,
+            outputs,
+            started_us: change.started_us,
             notes: vec![],
             catalog: cat_id,
-            signature: None,
-        };
+        });
         let id = w.put(&commit)?;
         let mut view = self.store.view()?;
         if view.branches.get(rev) == Some(&base) {

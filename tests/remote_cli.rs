@@ -69,10 +69,10 @@ fn folder_remote_push_clone_fetch_pull_and_resume() {
     write(&a, "P9/IM0.dcm", &synth_instance(&spec(9, 0, 0, 0)));
     ok(&a, &["commit", "-m", "one more"]);
     let head = json(&a, &["log", "--json"])[0]["id"].as_str().unwrap().to_string();
-    let before = remote_packs(&remote).len();
+    let before = remote_packs(&remote);
     ok(&a, &["push", "origin"]);
-    let added = remote_packs(&remote);
-    assert_eq!(added.len(), before + 2, "one pack and its index");
+    let after = remote_packs(&remote);
+    assert_eq!(after.len(), before.len() + 2, "one pack and its index");
     // Roll the remote ref back (as if the process died before the ref update).
     let head_file = remote.join("refs/branches/main/head");
     let text = fs::read_to_string(&head_file).unwrap();
@@ -82,7 +82,8 @@ fn folder_remote_push_clone_fetch_pull_and_resume() {
     assert_eq!(again["objects_sent"], 0, "{again}");
     assert_eq!(again["commit"], head.as_str());
     // A pack whose index never arrived is sent again, and only it.
-    let idx = added.iter().rev().find(|p| p.extension().is_some_and(|x| x == "idx")).unwrap().clone();
+    // (the index of the pack this push added: pack names are hashes, in no useful order)
+    let idx = after.iter().find(|p| !before.contains(p) && p.extension().is_some_and(|x| x == "idx")).unwrap().clone();
     fs::remove_file(&idx).unwrap();
     fs::write(&head_file, fs::read_to_string(&head_file).unwrap().replace(&head, &old).replace("\n3\n", "\n1\n")).unwrap();
     let third = json(&a, &["push", "origin", "--json"]);
