@@ -73,6 +73,11 @@ pub fn write_entry_bytes(store: &Store, kind: EntryKind, id: &ObjectId, w: &mut 
     Ok(())
 }
 
+/// Small parts of a file (header, pixel element header, trailer) are gathered; pixel data,
+/// larger than this, goes to `write` as it is rather than through the buffer (a copy of every
+/// exported byte otherwise).
+const WRITE_BUFFER: usize = 64 << 10;
+
 /// Create `dest` with the content of a (non-tree) entry, by copying.
 pub fn write_file(store: &Store, e: &TreeEntry, dest: &Path) -> Result<(), ExportError> {
     if e.kind == EntryKind::Symlink {
@@ -82,7 +87,7 @@ pub fn write_file(store: &Store, e: &TreeEntry, dest: &Path) -> Result<(), Expor
         return symlink(t, dest).map_err(io(dest));
     }
     let f = File::create(dest).map_err(io(dest))?;
-    let mut w = BufWriter::with_capacity(1 << 20, f);
+    let mut w = BufWriter::with_capacity(WRITE_BUFFER, f);
     write_entry_bytes(store, e.kind, &e.id, &mut w, dest)?;
     let f = w.into_inner().map_err(|e| ExportError::Io { path: dest.to_path_buf(), source: e.into_error() })?;
     if e.kind == EntryKind::Executable {
@@ -104,7 +109,7 @@ fn cached(store: &Store, e: &TreeEntry) -> Result<PathBuf, ExportError> {
     fs::create_dir_all(&shard).map_err(io(&shard))?;
     let tmp = tempfile::NamedTempFile::new_in(&shard).map_err(io(&shard))?;
     {
-        let mut w = BufWriter::with_capacity(1 << 20, tmp.as_file());
+        let mut w = BufWriter::with_capacity(WRITE_BUFFER, tmp.as_file());
         write_entry_bytes(store, e.kind, &e.id, &mut w, &path)?;
         w.flush().map_err(io(&path))?;
     }

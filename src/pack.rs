@@ -119,22 +119,21 @@ fn shuffle2(raw: &[u8]) -> Vec<u8> {
 
 fn unshuffle2(sh: &[u8]) -> Vec<u8> {
     let n = sh.len() / 2;
-    let mut out = vec![0u8; sh.len()];
+    // Built by appending (no zero-filled buffer first): a cold export unshuffles every native
+    // 16-bit pixel byte it writes.
+    let mut out = Vec::with_capacity(sh.len());
     let (lo, hi) = (&sh[..n], &sh[n..2 * n]);
-    let mut oc = out.chunks_exact_mut(16);
-    for ((o, l), h) in (&mut oc).zip(lo.chunks_exact(8)).zip(hi.chunks_exact(8)) {
+    for (l, h) in lo.chunks_exact(8).zip(hi.chunks_exact(8)) {
         let l = u64::from_le_bytes(l.try_into().expect("8 bytes"));
         let h = u64::from_le_bytes(h.try_into().expect("8 bytes"));
-        let a = spread_bytes(l) | spread_bytes(h) << 8;
-        let b = spread_bytes(l >> 32) | spread_bytes(h >> 32) << 8;
-        o[..8].copy_from_slice(&a.to_le_bytes());
-        o[8..].copy_from_slice(&b.to_le_bytes());
+        out.extend_from_slice(&(spread_bytes(l) | spread_bytes(h) << 8).to_le_bytes());
+        out.extend_from_slice(&(spread_bytes(l >> 32) | spread_bytes(h >> 32) << 8).to_le_bytes());
     }
     for i in n / 8 * 8..n {
-        out[2 * i] = sh[i];
-        out[2 * i + 1] = sh[n + i];
+        out.push(sh[i]);
+        out.push(sh[n + i]);
     }
-    out[2 * n..].copy_from_slice(&sh[2 * n..]);
+    out.extend_from_slice(&sh[2 * n..]);
     out
 }
 
