@@ -323,6 +323,7 @@ pub struct PackWriter {
     failed: Arc<Mutex<Option<(std::io::ErrorKind, String)>>>,
 }
 
+#[derive(Default)]
 struct WriteState {
     /// Where the next object goes (= bytes reserved so far, header included).
     offset: u64,
@@ -485,7 +486,7 @@ impl PackWriter {
     /// Make the pack durable, write its index, and move both into `packs/`. Returns the pack's
     /// name, or `None` if nothing was added (nothing is written then).
     pub fn finish(mut self) -> Result<Option<String>, PackError> {
-        let mut st = std::mem::replace(&mut *self.state(), WriteState { offset: 0, buf: Vec::new(), buf_start: 0, entries: Vec::new(), ids: HashSet::new() });
+        let mut st = std::mem::take(&mut *self.state());
         if !st.buf.is_empty() {
             self.send(WriteJob { at: st.buf_start, parts: vec![std::mem::take(&mut st.buf)] })?;
         }
@@ -799,6 +800,14 @@ mod tests {
         }
     }
 
+    /// A temp folder with an empty `packs` folder in it.
+    fn packs_dir() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let packs = dir.path().join("packs");
+        fs::create_dir(&packs).unwrap();
+        (dir, packs)
+    }
+
     /// Noisy 16-bit samples like CT: a smooth high byte, a noisy low byte.
     fn noisy_pixels(n: usize) -> Vec<u8> {
         let mut x = 0x1234_5678_u64;
@@ -842,9 +851,7 @@ mod tests {
 
     #[test]
     fn many_threads_add_at_once_and_every_object_reads_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let packs = dir.path().join("packs");
-        fs::create_dir(&packs).unwrap();
+        let (dir, packs) = packs_dir();
         let w = PackWriter::create(&packs, dir.path()).unwrap();
         // Small objects (gathered in the buffer) and large ones (written as they are), some
         // added by several threads at once (kept once).
@@ -882,9 +889,7 @@ mod tests {
 
     #[test]
     fn an_empty_writer_leaves_nothing_behind() {
-        let dir = tempfile::tempdir().unwrap();
-        let packs = dir.path().join("packs");
-        fs::create_dir(&packs).unwrap();
+        let (dir, packs) = packs_dir();
         let tmp = dir.path().join("tmp");
         fs::create_dir(&tmp).unwrap();
         assert!(PackWriter::create(&packs, &tmp).unwrap().finish().unwrap().is_none());
@@ -898,9 +903,7 @@ mod tests {
 
     #[test]
     fn write_then_read_and_detect_corruption() {
-        let dir = tempfile::tempdir().unwrap();
-        let packs = dir.path().join("packs");
-        fs::create_dir(&packs).unwrap();
+        let (dir, packs) = packs_dir();
         let w = PackWriter::create(&packs, dir.path()).unwrap();
         let objs: Vec<Vec<u8>> = vec![b"hello".to_vec(), vec![7u8; 10_000], (0..5000u32).flat_map(|x| (x as u16).to_le_bytes()).collect()];
         let hints = [Hint::Generic, Hint::Generic, Hint::Pixels16];

@@ -24,7 +24,6 @@ fn spec(p: usize, st: usize, se: usize, i: usize) -> SynthSpec {
 }
 
 
-
 /// A store with `n` patients of 4 slices, and a 50/50 split.
 fn dataset(root: &Path, n: usize) {
     fs::create_dir_all(root).unwrap();
@@ -45,13 +44,20 @@ fn remote_packs(remote: &Path) -> Vec<std::path::PathBuf> {
     v
 }
 
-#[test]
-fn folder_remote_push_clone_fetch_pull_and_resume() {
+/// A temp folder holding store `a` with `patients` fake patients (see `dataset`) and a folder
+/// remote `remote`, added to `a` as `origin`.
+fn with_folder_origin(patients: usize) -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
     let t = tempfile::tempdir().unwrap();
     let a = t.path().join("a");
     let remote = t.path().join("remote");
-    dataset(&a, 4);
+    dataset(&a, patients);
     ok(&a, &["remote", "add", "origin", remote.to_str().unwrap()]);
+    (t, a, remote)
+}
+
+#[test]
+fn folder_remote_push_clone_fetch_pull_and_resume() {
+    let (t, a, remote) = with_folder_origin(4);
     let p = json(&a, &["push", "origin", "--json"]);
     assert!(p["objects_sent"].as_u64().unwrap() > 20, "{p}");
     // Again: nothing to send.
@@ -172,11 +178,7 @@ fn tampered_remote_objects_never_enter_and_deid_branches_travel_alone() {
 
 #[test]
 fn partial_clone_fetches_only_its_part_and_the_rest_on_demand() {
-    let t = tempfile::tempdir().unwrap();
-    let a = t.path().join("a");
-    let remote = t.path().join("remote");
-    dataset(&a, 6);
-    ok(&a, &["remote", "add", "origin", remote.to_str().unwrap()]);
+    let (t, a, remote) = with_folder_origin(6);
     ok(&a, &["push", "origin"]);
     let show = json(&a, &["split", "show", "--name", "v1", "--json"]);
     let train_instances = show["parts"]["train"]["instances"].as_u64().unwrap();
