@@ -29,6 +29,9 @@ bench_corpus() {
   if [ ! -f "$src/.complete" ]; then
     rm -rf "$src"; "$G" "$src" "$kind" "$count"; touch "$src/.complete"
   fi
+  # A store left by an earlier run (packs, and the export cache: as many files again) would
+  # be copied by the cp -r baselines below: start from the bare corpus.
+  rm -rf "$src/.cohort"
   local files bytes
   files=$(find "$src" -type f -name '*.dcm' | wc -l)
   bytes=$(du -sb --exclude=.cohort "$src" | cut -f1)
