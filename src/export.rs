@@ -96,14 +96,35 @@ pub fn write_file(store: &Store, e: &TreeEntry, dest: &Path) -> Result<(), Expor
     Ok(())
 }
 
-/// The cached, read-only copy of an entry, made on first use.
+/// The modification time every cache file is given when it is made: a whole second in
+/// 2001–2004 that depends on the entry's id. Writing to a cache file (through a hardlink in an
+/// export or a working tree: read-only modes do not stop root) sets its mtime to the present,
+/// so a cache file whose mtime or size differs is no longer a copy of its entry.
+fn cache_stamp(id: &ObjectId) -> std::time::SystemTime {
+    let n = u32::from_le_bytes(id.0[..4].try_into().expect("4 bytes"));
+    std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000 + u64::from(n % 100_000_000))
+}
+
+/// Whether the cache file at `path` still is what [`cached`] made for `e`: a regular file of
+/// the entry's size with its stamp. (A crash can leave a cache file cut short: it is not
+/// fsynced, being a cache.)
+fn cache_is_intact(path: &Path, e: &TreeEntry) -> Result<bool, ExportError> {
+    match fs::symlink_metadata(path) {
+        Ok(m) => Ok(m.is_file() && m.len() == e.size && m.modified().ok() == Some(cache_stamp(&e.id))),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(err) => Err(ExportError::Io { path: path.to_path_buf(), source: err }),
+    }
+}
+
+/// The cached, read-only copy of an entry, made on first use and made again if it was
+/// changed since (see [`cache_stamp`]).
 fn cached(store: &Store, e: &TreeEntry) -> Result<PathBuf, ExportError> {
     // Sharded by the first two hex digits, like git's loose objects: one flat folder of
     // tens of thousands of files makes every create and link contend on it.
     let hex = e.id.hex();
     let shard = store.cache_dir().join(&hex[..2]);
     let path = shard.join(&hex);
-    if path.exists() {
+    if cache_is_intact(&path, e)? {
         return Ok(path);
     }
     fs::create_dir_all(&shard).map_err(io(&shard))?;
@@ -113,8 +134,11 @@ fn cached(store: &Store, e: &TreeEntry) -> Result<PathBuf, ExportError> {
         write_entry_bytes(store, e.kind, &e.id, &mut w, &path)?;
         w.flush().map_err(io(&path))?;
     }
+    let f = tmp.as_file();
+    f.set_times(fs::FileTimes::new().set_modified(cache_stamp(&e.id))).map_err(io(&path))?;
     let mode = if e.kind == EntryKind::Executable { 0o555 } else { 0o444 };
-    tmp.as_file().set_permissions(fs::Permissions::from_mode(mode)).map_err(io(&path))?;
+    f.set_permissions(fs::Permissions::from_mode(mode)).map_err(io(&path))?;
+    // Replaces a changed copy atomically; files already linked to it keep their content.
     tmp.persist(&path).map_err(|e| ExportError::Io { path: path.clone(), source: e.error })?;
     Ok(path)
 }

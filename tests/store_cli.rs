@@ -89,6 +89,37 @@ fn export_and_checkout_are_byte_exact() {
 }
 
 #[test]
+fn a_hardlink_export_written_to_does_not_change_later_exports() {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    let d = repo();
+    let r = d.path();
+    write(r, "a/one.dat", &b"committed bytes ".repeat(100));
+    write(r, "a/two.dat", b"short");
+    let before = snapshot(r);
+    ok(r, &["commit", "-m", "v1"]);
+    let out = tempfile::tempdir().unwrap();
+    let first = out.path().join("first");
+    ok(r, &["export", "HEAD", first.to_str().unwrap(), "--link", "hardlink"]);
+    // The export shares its inodes with the store's cache. Read-only modes do not stop a
+    // user who makes the file writable (or root): overwrite one in place, cut the other short.
+    for (name, content) in [("a/one.dat", &b"trained on this by mistake"[..]), ("a/two.dat", b"sho")] {
+        let p = first.join(name);
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
+        fs::OpenOptions::new().write(true).truncate(true).open(&p).unwrap().write_all(content).unwrap();
+    }
+    // A later export, and a hardlink checkout, still give the committed bytes.
+    let second = out.path().join("second");
+    ok(r, &["export", "HEAD", second.to_str().unwrap(), "--link", "hardlink"]);
+    assert_eq!(snapshot(&second), before);
+    // The first export kept what was written to it (it is the user's copy).
+    assert_eq!(fs::read(first.join("a/two.dat")).unwrap(), b"sho");
+    let third = out.path().join("third");
+    ok(r, &["export", "HEAD", third.to_str().unwrap(), "--link", "hardlink"]);
+    assert_eq!(snapshot(&third), before);
+}
+
+#[test]
 fn branches_tags_and_op_log() {
     let d = repo();
     let r = d.path();
