@@ -2,10 +2,13 @@
 //!
 //! A commit appends every new object to one pack, fsyncs it once, writes its index and renames
 //! both into `packs/`: a pack is either wholly present or absent, and millions of small objects
-//! never become millions of small files. Each object is compressed on its own (zstd level 1;
-//! 16-bit native pixel data byte-shuffled first, its two byte planes as two frames), so any
-//! object is read with one `pread`. Writers are shared by threads (see [`PackWriter`]).
-//! Layouts are in `docs/format.md` ("Pack files", "Pack index files").
+//! never become millions of small files. Large objects are compressed on their own (zstd level
+//! 1; 16-bit native pixel data byte-shuffled first, its two byte planes as two frames), so any
+//! of them is read with one `pread`. Small generic objects (DICOM headers, records, trees) are
+//! gathered into blocks of about [`BLOCK_LEN`] compressed together: headers of one dataset
+//! share most of their bytes, so a block stores them in a fraction of what they take one by one.
+//! Writers are shared by threads (see [`PackWriter`]). Layouts are in `docs/format.md` ("Pack
+//! files", "Pack index files").
 
 use std::collections::HashSet;
 use std::fs::{self, File};
@@ -18,11 +21,30 @@ use crate::id::ObjectId;
 
 pub const PACK_MAGIC: &[u8; 8] = b"COHPACK\0";
 pub const IDX_MAGIC: &[u8; 8] = b"COHIDX\0\0";
-pub const PACK_VERSION: u32 = 1;
+/// The version this cohort writes. Version 1 (no blocks, shorter index entries) is still read.
+pub const PACK_VERSION: u32 = 2;
 const PACK_HEADER_LEN: u64 = 12;
 const ENTRY_HEADER_LEN: u64 = 32 + 1 + 8 + 8;
-const IDX_ENTRY_LEN: usize = 32 + 8 + 8 + 8 + 1;
+/// Index entry: id, offset, stored length, raw length, codec; version 2 adds the object's place
+/// in its block (offset, block length; both 0 outside blocks).
+const IDX_ENTRY_LEN_V1: usize = 32 + 8 + 8 + 8 + 1;
+const IDX_ENTRY_LEN: usize = IDX_ENTRY_LEN_V1 + 4 + 4;
 const IDX_HEADER_LEN: usize = 8 + 4 + 8;
+/// Generic objects up to this size go into blocks.
+pub const BLOCK_MEMBER_MAX: usize = 16 << 10;
+/// A block is compressed and written once its raw bytes reach this size.
+pub const BLOCK_LEN: usize = 128 << 10;
+/// Largest block length a reader accepts (guards allocations against a corrupt index).
+const MAX_BLOCK: usize = 16 << 20;
+
+/// Index entry length of a pack index version, if this cohort reads that version.
+fn idx_entry_len(version: u32) -> Option<usize> {
+    match version {
+        1 => Some(IDX_ENTRY_LEN_V1),
+        2 => Some(IDX_ENTRY_LEN),
+        _ => None,
+    }
+}
 /// Largest object accepted (guards allocations against a corrupt index).
 pub const MAX_OBJECT: u64 = 1 << 36;
 
@@ -33,7 +55,7 @@ pub enum PackError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("{path}: not a cohort pack index (bad magic)")]
     BadMagic { path: PathBuf },
-    #[error("{path}: pack format version {version} is not supported (this cohort reads version {PACK_VERSION})")]
+    #[error("{path}: pack format version {version} is not supported (this cohort reads versions 1 to {PACK_VERSION})")]
     Version { path: PathBuf, version: u32 },
     #[error("{path}: corrupt pack index: {reason}")]
     CorruptIndex { path: PathBuf, reason: String },
@@ -55,6 +77,10 @@ pub enum Codec {
     Zstd = 1,
     /// Bytes of each 16-bit sample split (all first bytes, then all second bytes), then zstd.
     Shuffle2Zstd = 2,
+    /// A member of a block: the entry in the pack is the whole block (one zstd frame of its
+    /// members' raw bytes, one after another), and the index says where the member lies in it.
+    /// In an [`Encoded`], the data are the raw bytes, still to be gathered into a block.
+    Block = 3,
 }
 
 impl Codec {
@@ -63,6 +89,7 @@ impl Codec {
             0 => Some(Codec::Raw),
             1 => Some(Codec::Zstd),
             2 => Some(Codec::Shuffle2Zstd),
+            3 => Some(Codec::Block),
             _ => None,
         }
     }
@@ -137,7 +164,8 @@ fn unshuffle2(sh: &[u8]) -> Vec<u8> {
     out
 }
 
-/// An object ready to be appended: `data` is `raw` encoded with `codec`.
+/// An object ready to be appended: `data` is `raw` encoded with `codec` (for
+/// [`Codec::Block`], the raw bytes, which the writer gathers into a block).
 pub struct Encoded {
     pub id: ObjectId,
     pub codec: Codec,
@@ -220,9 +248,13 @@ fn zstd_decompress(data: &[u8], raw_len: usize) -> Result<Vec<u8>, String> {
     })
 }
 
-/// Compress an object's bytes (CPU work, meant for worker threads).
+/// Compress an object's bytes (CPU work, meant for worker threads). Small generic objects are
+/// left raw, for the writer to compress in a block with others.
 pub fn encode(id: ObjectId, raw: &[u8], hint: Hint) -> Encoded {
     let raw_len = raw.len() as u64;
+    if hint == Hint::Generic && raw.len() <= BLOCK_MEMBER_MAX {
+        return Encoded { id, codec: Codec::Block, raw_len, data: raw.to_vec() };
+    }
     let attempt = match hint {
         Hint::Incompressible => None,
         _ if raw.len() < 64 => None,
@@ -239,25 +271,72 @@ pub fn encode(id: ObjectId, raw: &[u8], hint: Hint) -> Encoded {
     }
 }
 
+/// Decode the stored bytes of an object that is not in a block.
 fn decode(codec: Codec, data: Vec<u8>, raw_len: u64) -> Result<Vec<u8>, String> {
     match codec {
         Codec::Raw => Ok(data),
         Codec::Zstd => zstd_decompress(&data, raw_len as usize),
         Codec::Shuffle2Zstd => zstd_decompress(&data, raw_len as usize).map(|d| unshuffle2(&d)),
+        Codec::Block => Err("a block member needs its block".into()),
     }
 }
 
-/// Decode an object's stored bytes and check them against its id (objects received from a
-/// remote are checked this way before they enter a store).
-pub fn decode_verified(id: ObjectId, loc: &Location, stored: Vec<u8>) -> Result<Vec<u8>, String> {
-    let raw = decode(loc.codec, stored, loc.raw_len)?;
+/// Decompress a block (the stored bytes of a [`Codec::Block`] location) and check its length.
+pub fn decode_block(loc: &Location, stored: &[u8]) -> Result<Vec<u8>, String> {
+    if loc.block_len as usize > MAX_BLOCK {
+        return Err(format!("its block would hold {} bytes, more than blocks ever do", loc.block_len));
+    }
+    let raw = zstd_decompress(stored, loc.block_len as usize).map_err(|e| format!("cannot decompress its block: {e}"))?;
+    if raw.len() != loc.block_len as usize {
+        return Err(format!("its block holds {} bytes, index says {}", raw.len(), loc.block_len));
+    }
+    Ok(raw)
+}
+
+/// Check raw bytes against the length and id an index gives them.
+fn check_raw(id: ObjectId, loc: &Location, raw: &[u8]) -> Result<(), String> {
     if raw.len() as u64 != loc.raw_len {
         return Err(format!("{} bytes, index says {}", raw.len(), loc.raw_len));
     }
-    if ObjectId::of(&raw) != id {
+    if ObjectId::of(raw) != id {
         return Err("content does not match its id (hash mismatch)".into());
     }
+    Ok(())
+}
+
+/// A block member's bytes, cut from its decompressed block and checked against its id.
+pub fn member_verified(id: ObjectId, loc: &Location, block: &[u8]) -> Result<Vec<u8>, String> {
+    let start = loc.block_at as usize;
+    let raw = start
+        .checked_add(loc.raw_len as usize)
+        .and_then(|end| block.get(start..end))
+        .ok_or_else(|| format!("bytes {start}+{} lie outside its block of {}", loc.raw_len, block.len()))?;
+    check_raw(id, loc, raw)?;
+    Ok(raw.to_vec())
+}
+
+/// Decode an object's stored bytes (for a block member, its whole block) and check them
+/// against its id (objects received from a remote are checked this way before they enter a
+/// store).
+pub fn decode_verified(id: ObjectId, loc: &Location, stored: Vec<u8>) -> Result<Vec<u8>, String> {
+    if loc.codec == Codec::Block {
+        return member_verified(id, loc, &decode_block(loc, &stored)?);
+    }
+    let raw = decode(loc.codec, stored, loc.raw_len)?;
+    check_raw(id, loc, &raw)?;
     Ok(raw)
+}
+
+/// One index entry of a given version (the slice is exactly one entry long).
+fn parse_entry(b: &[u8], version: u32) -> (ObjectId, Option<Codec>, Location) {
+    let id = ObjectId::from_slice(&b[..32]).expect("32 bytes");
+    let u = |r: std::ops::Range<usize>| u64::from_le_bytes(b[r].try_into().expect("8 bytes"));
+    let w = |r: std::ops::Range<usize>| u32::from_le_bytes(b[r].try_into().expect("4 bytes"));
+    // Blocks came with version 2: a version 1 index that names one is corrupt.
+    let codec = Codec::from_u8(b[56]).filter(|c| *c != Codec::Block || version >= 2);
+    let (block_at, block_len) = if version >= 2 { (w(57..61), w(61..65)) } else { (0, 0) };
+    let loc = Location { offset: u(32..40), stored_len: u(40..48), raw_len: u(48..56), codec: codec.unwrap_or(Codec::Raw), block_at, block_len };
+    (id, codec, loc)
 }
 
 /// Parse and check a pack index held in memory (magic, version, length, checksum, codecs).
@@ -266,11 +345,9 @@ pub fn parse_index(idx: &[u8]) -> Result<Vec<(ObjectId, Location)>, String> {
         return Err("not a cohort pack index".into());
     }
     let version = u32::from_le_bytes(idx[8..12].try_into().expect("4 bytes"));
-    if version != PACK_VERSION {
-        return Err(format!("pack index version {version}"));
-    }
+    let entry_len = idx_entry_len(version).ok_or_else(|| format!("pack index version {version}"))?;
     let count = u64::from_le_bytes(idx[12..20].try_into().expect("8 bytes")) as usize;
-    if count.checked_mul(IDX_ENTRY_LEN).and_then(|n| n.checked_add(IDX_HEADER_LEN + 32)) != Some(idx.len()) {
+    if count.checked_mul(entry_len).and_then(|n| n.checked_add(IDX_HEADER_LEN + 32)) != Some(idx.len()) {
         return Err(format!("{} bytes for {count} entries", idx.len()));
     }
     let body = &idx[..idx.len() - 32];
@@ -279,11 +356,11 @@ pub fn parse_index(idx: &[u8]) -> Result<Vec<(ObjectId, Location)>, String> {
     }
     let mut out = Vec::with_capacity(count);
     for i in 0..count {
-        let b = &idx[IDX_HEADER_LEN + i * IDX_ENTRY_LEN..][..IDX_ENTRY_LEN];
-        let id = ObjectId::from_slice(&b[..32]).expect("32 bytes");
-        let u = |r: std::ops::Range<usize>| u64::from_le_bytes(b[r].try_into().expect("8 bytes"));
-        let codec = Codec::from_u8(b[56]).ok_or_else(|| format!("object {id}: unknown codec {}", b[56]))?;
-        let loc = Location { offset: u(32..40), stored_len: u(40..48), raw_len: u(48..56), codec };
+        let b = &idx[IDX_HEADER_LEN + i * entry_len..][..entry_len];
+        let (id, codec, loc) = parse_entry(b, version);
+        if codec.is_none() {
+            return Err(format!("object {id}: unknown codec {}", b[56]));
+        }
         if loc.raw_len > MAX_OBJECT || loc.stored_len > MAX_OBJECT {
             return Err(format!("object {id}: size out of range"));
         }
@@ -295,10 +372,28 @@ pub fn parse_index(idx: &[u8]) -> Result<Vec<(ObjectId, Location)>, String> {
 /// Location of an object inside a pack.
 #[derive(Debug, Clone, Copy)]
 pub struct Location {
+    /// Where the stored bytes start (for a block member: its block's).
     pub offset: u64,
+    /// How many stored bytes (for a block member: its whole block's).
     pub stored_len: u64,
+    /// The object's own length.
     pub raw_len: u64,
     pub codec: Codec,
+    /// For a block member: where it starts in the block's raw bytes, and their length.
+    pub block_at: u32,
+    pub block_len: u32,
+}
+
+impl Location {
+    /// Stored bytes that belong to this object: a block member gets the share of its block in
+    /// proportion to its raw size.
+    pub fn stored_share(&self) -> u64 {
+        if self.codec == Codec::Block && self.block_len > 0 {
+            (u128::from(self.stored_len) * u128::from(self.raw_len) / u128::from(self.block_len)) as u64
+        } else {
+            self.stored_len
+        }
+    }
 }
 
 /// Appends objects to a new pack in the store's temp folder; [`PackWriter::finish`] makes it
@@ -308,7 +403,9 @@ pub struct Location {
 /// object's place in the pack, and one writer thread of the pack's own does the `pwrite`s, so
 /// the threads that read, hash and compress never wait for the filesystem (ext4 serializes
 /// writes to one file, and a write may wait for pages under writeback). Objects smaller than
-/// [`DIRECT_WRITE`] are gathered under the lock and handed over a megabyte at a time.
+/// [`DIRECT_WRITE`] are gathered under the lock and handed over a megabyte at a time. Small
+/// generic objects ([`Codec::Block`] in their [`Encoded`]) go into the open block; the thread
+/// whose object fills it compresses it, outside the lock.
 pub struct PackWriter {
     packs_dir: PathBuf,
     tmp_path: PathBuf,
@@ -331,7 +428,11 @@ struct WriteState {
     buf: Vec<u8>,
     buf_start: u64,
     entries: Vec<(ObjectId, Location)>,
+    /// Every id added, written or not yet (in the open block, or being compressed).
     ids: HashSet<ObjectId>,
+    /// The open block: raw bytes of its members, and each member's id, offset and length.
+    block: Vec<u8>,
+    members: Vec<(ObjectId, u32, u32)>,
 }
 
 /// Bytes to write at a position of the pack.
@@ -379,13 +480,7 @@ impl PackWriter {
             packs_dir: packs_dir.to_path_buf(),
             tmp_path,
             file,
-            state: Mutex::new(WriteState {
-                offset: PACK_HEADER_LEN,
-                buf: Vec::new(),
-                buf_start: PACK_HEADER_LEN,
-                entries: Vec::new(),
-                ids: HashSet::new(),
-            }),
+            state: Mutex::new(WriteState { offset: PACK_HEADER_LEN, buf_start: PACK_HEADER_LEN, ..WriteState::default() }),
             jobs: Some(tx),
             thread: Some(thread),
             failed,
@@ -403,26 +498,71 @@ impl PackWriter {
         self.state().ids.contains(id)
     }
 
+    /// Objects added so far.
     pub fn len(&self) -> usize {
-        self.state().entries.len()
+        self.state().ids.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// Bytes reserved so far (header included).
+    /// Bytes reserved so far (header included), plus the raw bytes of the open block (written
+    /// compressed when it fills or the pack is finished).
     pub fn bytes(&self) -> u64 {
-        self.state().offset
+        let st = self.state();
+        st.offset + st.block.len() as u64
     }
 
     /// Append an encoded object (a second copy of the same id is skipped). Safe to call from
     /// many threads at once.
     pub fn add(&self, e: Encoded) -> Result<(), PackError> {
-        self.add_stored(e.id, e.codec, e.raw_len, e.data)
+        if e.codec == Codec::Block {
+            return self.add_to_block(e.id, &e.data);
+        }
+        if !self.state().ids.insert(e.id) {
+            return Ok(());
+        }
+        self.append(e.id, e.codec, e.raw_len, e.data, None)
     }
 
-    fn add_stored(&self, id: ObjectId, codec: Codec, raw_len: u64, data: Vec<u8>) -> Result<(), PackError> {
+    /// Put a small object's raw bytes into the open block; compress and write the block if
+    /// that filled it.
+    fn add_to_block(&self, id: ObjectId, raw: &[u8]) -> Result<(), PackError> {
+        let full = {
+            let mut st = self.state();
+            if !st.ids.insert(id) {
+                return Ok(());
+            }
+            let at = st.block.len() as u32;
+            st.block.extend_from_slice(raw);
+            st.members.push((id, at, raw.len() as u32));
+            if st.block.len() >= BLOCK_LEN {
+                Some((std::mem::take(&mut st.block), std::mem::take(&mut st.members)))
+            } else {
+                None
+            }
+        };
+        match full {
+            Some((block, members)) => self.write_block(block, members),
+            None => Ok(()),
+        }
+    }
+
+    /// Compress a block and append it, with an index entry for each member.
+    fn write_block(&self, block: Vec<u8>, members: Vec<(ObjectId, u32, u32)>) -> Result<(), PackError> {
+        // One zstd frame at level 1; blocks are small, so this never fails short of memory.
+        let data = zstd_compress(&[(&block, Profile::Generic)]).ok_or_else(|| PackError::Io {
+            path: self.tmp_path.clone(),
+            source: std::io::Error::other("zstd could not compress a block"),
+        })?;
+        self.append(ObjectId::of(&block), Codec::Block, block.len() as u64, data, Some(members))
+    }
+
+    /// Reserve the place of one pack entry (an object, or a block with its `members`), record
+    /// its index entries, and hand its bytes to the writer thread. The caller has put the ids
+    /// into `ids` already.
+    fn append(&self, id: ObjectId, codec: Codec, raw_len: u64, data: Vec<u8>, members: Option<Vec<(ObjectId, u32, u32)>>) -> Result<(), PackError> {
         let mut head = Vec::with_capacity(ENTRY_HEADER_LEN as usize);
         head.extend_from_slice(&id.0);
         head.push(codec as u8);
@@ -431,12 +571,16 @@ impl PackWriter {
         let mut jobs = Vec::new();
         {
             let mut st = self.state();
-            if !st.ids.insert(id) {
-                return Ok(());
-            }
             let at = st.offset;
             st.offset += ENTRY_HEADER_LEN + data.len() as u64;
-            st.entries.push((id, Location { offset: at + ENTRY_HEADER_LEN, stored_len: data.len() as u64, raw_len, codec }));
+            let loc = Location { offset: at + ENTRY_HEADER_LEN, stored_len: data.len() as u64, raw_len, codec, block_at: 0, block_len: 0 };
+            match members {
+                None => st.entries.push((id, loc)),
+                Some(ms) => {
+                    let block_len = raw_len as u32;
+                    st.entries.extend(ms.into_iter().map(|(m, block_at, len)| (m, Location { raw_len: u64::from(len), block_at, block_len, ..loc })));
+                }
+            }
             if data.len() >= DIRECT_WRITE {
                 // The buffer ends where this object starts: hand over both.
                 if !st.buf.is_empty() {
@@ -477,15 +621,32 @@ impl PackWriter {
         }
     }
 
-    /// Copy an object as stored in another pack, without recompressing (used by gc).
+    /// Copy an object as stored in another pack, without recompressing (used by gc and push);
+    /// a block member is read out of its block and goes into a block of this pack.
     pub fn copy_from(&self, pack: &Pack, id: ObjectId, loc: Location) -> Result<(), PackError> {
+        if self.contains(&id) {
+            return Ok(());
+        }
+        if loc.codec == Codec::Block {
+            return self.add_to_block(id, &pack.read(id, loc)?);
+        }
         let data = pack.read_stored(id, loc)?;
-        self.add_stored(id, loc.codec, loc.raw_len, data)
+        if !self.state().ids.insert(id) {
+            return Ok(());
+        }
+        self.append(id, loc.codec, loc.raw_len, data, None)
     }
 
     /// Make the pack durable, write its index, and move both into `packs/`. Returns the pack's
     /// name, or `None` if nothing was added (nothing is written then).
     pub fn finish(mut self) -> Result<Option<String>, PackError> {
+        let open = {
+            let mut st = self.state();
+            (std::mem::take(&mut st.block), std::mem::take(&mut st.members))
+        };
+        if !open.1.is_empty() {
+            self.write_block(open.0, open.1)?;
+        }
         let mut st = std::mem::take(&mut *self.state());
         if !st.buf.is_empty() {
             self.send(WriteJob { at: st.buf_start, parts: vec![std::mem::take(&mut st.buf)] })?;
@@ -515,6 +676,8 @@ impl PackWriter {
             idx.extend_from_slice(&l.stored_len.to_le_bytes());
             idx.extend_from_slice(&l.raw_len.to_le_bytes());
             idx.push(l.codec as u8);
+            idx.extend_from_slice(&l.block_at.to_le_bytes());
+            idx.extend_from_slice(&l.block_len.to_le_bytes());
         }
         let sum = blake3::hash(&idx);
         idx.extend_from_slice(sum.as_bytes());
@@ -600,7 +763,21 @@ pub struct Pack {
     file_len: u64,
     idx: Vec<u8>,
     count: usize,
+    version: u32,
+    entry_len: usize,
+    /// Distinguishes this pack's blocks in [`BLOCK_CACHE`].
+    uid: u64,
 }
+
+/// Recently decompressed blocks, shared by all packs: (pack uid, block offset) and its raw
+/// bytes, most recent last. Reading the members of one block one after another (export,
+/// fsck, gc, push) decompresses it once.
+static BLOCK_CACHE: Mutex<Vec<CachedBlock>> = Mutex::new(Vec::new());
+/// (pack uid, block offset) and the block's raw bytes.
+type CachedBlock = ((u64, u64), Arc<Vec<u8>>);
+/// Blocks kept in [`BLOCK_CACHE`] (at most 32 × ~144 KiB).
+const BLOCK_CACHE_LEN: usize = 32;
+static NEXT_PACK_UID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 impl Pack {
     pub fn open(packs_dir: &Path, name: &str) -> Result<Pack, PackError> {
@@ -611,12 +788,12 @@ impl Pack {
             return Err(PackError::BadMagic { path: idx_path });
         }
         let version = u32::from_le_bytes(idx[8..12].try_into().expect("4 bytes"));
-        if version != PACK_VERSION {
+        let Some(entry_len) = idx_entry_len(version) else {
             return Err(PackError::Version { path: idx_path, version });
-        }
+        };
         let count = u64::from_le_bytes(idx[12..20].try_into().expect("8 bytes")) as usize;
         let expect_len = count
-            .checked_mul(IDX_ENTRY_LEN)
+            .checked_mul(entry_len)
             .and_then(|n| n.checked_add(IDX_HEADER_LEN + 32));
         if expect_len != Some(idx.len()) {
             return Err(PackError::CorruptIndex {
@@ -626,7 +803,8 @@ impl Pack {
         }
         let file = File::open(&pack_path).map_err(io(&pack_path))?;
         let file_len = file.metadata().map_err(io(&pack_path))?.len();
-        Ok(Pack { name: name.to_string(), pack_path, file, file_len, idx, count })
+        let uid = NEXT_PACK_UID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(Pack { name: name.to_string(), pack_path, file, file_len, idx, count, version, entry_len, uid })
     }
 
     /// Check the index's own checksum.
@@ -649,31 +827,49 @@ impl Pack {
         self.count == 0
     }
 
-    /// Check the pack's own structure against its index: magic and version, and that the
-    /// entries, each with a header repeating its id, codec and lengths, exactly tile the file.
+    /// Check the pack's own structure against its index: magic and version, that the entries,
+    /// each with a header repeating its id (a block's: the hash of its raw bytes), codec and
+    /// lengths, exactly tile the file, and that the members of each block exactly tile it.
     /// (Object contents are checked by [`Pack::read`].)
     pub fn verify_layout(&self) -> Result<(), PackError> {
         let bad = |reason: String| PackError::CorruptIndex { path: self.pack_path.clone(), reason };
         let mut head = [0u8; PACK_HEADER_LEN as usize];
         self.file.read_exact_at(&mut head, 0).map_err(|e| PackError::Io { path: self.pack_path.clone(), source: e })?;
-        if &head[..8] != PACK_MAGIC || head[8..12] != PACK_VERSION.to_le_bytes() {
-            return Err(bad("bad pack magic or version".into()));
+        if &head[..8] != PACK_MAGIC || head[8..12] != self.version.to_le_bytes() {
+            return Err(bad("bad pack magic, or a version other than its index's".into()));
         }
         let mut entries: Vec<(ObjectId, Location)> = self.entries().collect();
-        entries.sort_by_key(|e| e.1.offset);
+        // (An empty member starts where the next one does: it sorts first.)
+        entries.sort_by_key(|e| (e.1.offset, e.1.block_at, e.1.raw_len));
         let mut pos = PACK_HEADER_LEN;
-        for (id, loc) in entries {
+        for group in entries.chunk_by(|a, b| a.1.offset == b.1.offset) {
+            let (id, loc) = group[0];
             if loc.offset != pos + ENTRY_HEADER_LEN {
                 return Err(bad(format!("object {id} at offset {} but the previous entry ends at {pos}", loc.offset)));
             }
             let mut h = [0u8; ENTRY_HEADER_LEN as usize];
             self.file.read_exact_at(&mut h, pos).map_err(|e| PackError::Io { path: self.pack_path.clone(), source: e })?;
-            let ok = h[..32] == id.0
+            let entry_raw_len = if loc.codec == Codec::Block { u64::from(loc.block_len) } else { loc.raw_len };
+            let ok = (loc.codec == Codec::Block || h[..32] == id.0)
                 && h[32] == loc.codec as u8
-                && h[33..41] == loc.raw_len.to_le_bytes()
+                && h[33..41] == entry_raw_len.to_le_bytes()
                 && h[41..49] == loc.stored_len.to_le_bytes();
             if !ok {
                 return Err(bad(format!("entry header of object {id} at offset {pos} does not match the index")));
+            }
+            if loc.codec == Codec::Block {
+                let mut at = 0u64;
+                for (m, l) in group {
+                    if l.codec != Codec::Block || l.stored_len != loc.stored_len || l.block_len != loc.block_len || u64::from(l.block_at) != at {
+                        return Err(bad(format!("block member {m} at offset {pos} does not fit its block")));
+                    }
+                    at += l.raw_len;
+                }
+                if at != u64::from(loc.block_len) {
+                    return Err(bad(format!("the members of the block at offset {pos} hold {at} of its {} bytes", loc.block_len)));
+                }
+            } else if group.len() > 1 {
+                return Err(bad(format!("{} objects share offset {}", group.len(), loc.offset)));
             }
             pos = loc.offset + loc.stored_len;
         }
@@ -688,23 +884,14 @@ impl Pack {
     }
 
     fn entry(&self, i: usize) -> (ObjectId, Location) {
-        let b = &self.idx[IDX_HEADER_LEN + i * IDX_ENTRY_LEN..][..IDX_ENTRY_LEN];
-        let id = ObjectId::from_slice(&b[..32]).expect("32 bytes");
-        let u = |r: std::ops::Range<usize>| u64::from_le_bytes(b[r].try_into().expect("8 bytes"));
-        let codec = Codec::from_u8(b[56]).unwrap_or(Codec::Raw);
-        let codec_ok = Codec::from_u8(b[56]).is_some();
-        let loc = Location {
-            offset: u(32..40),
-            stored_len: u(40..48),
-            raw_len: u(48..56),
-            codec,
-        };
+        let b = &self.idx[IDX_HEADER_LEN + i * self.entry_len..][..self.entry_len];
+        let (id, codec, loc) = parse_entry(b, self.version);
         // An unknown codec byte is reported when the object is read.
-        (id, if codec_ok { loc } else { Location { raw_len: u64::MAX, ..loc } })
+        (id, if codec.is_some() { loc } else { Location { raw_len: u64::MAX, ..loc } })
     }
 
     fn id_at(&self, i: usize) -> &[u8] {
-        &self.idx[IDX_HEADER_LEN + i * IDX_ENTRY_LEN..][..32]
+        &self.idx[IDX_HEADER_LEN + i * self.entry_len..][..32]
     }
 
     pub fn find(&self, id: &ObjectId) -> Option<Location> {
@@ -769,22 +956,45 @@ impl Pack {
 
     /// Read, decompress and verify an object against its id.
     pub fn read(&self, id: ObjectId, loc: Location) -> Result<Vec<u8>, PackError> {
-        let stored = self.read_stored(id, loc)?;
         let corrupt = |reason: String| PackError::CorruptObject { id, path: self.pack_path.clone(), reason };
+        if loc.codec == Codec::Block {
+            let block = self.block(id, loc)?;
+            return member_verified(id, &loc, &block).map_err(corrupt);
+        }
+        let stored = self.read_stored(id, loc)?;
         let raw = decode(loc.codec, stored, loc.raw_len).map_err(|e| corrupt(format!("cannot decompress: {e}")))?;
-        if raw.len() as u64 != loc.raw_len {
-            return Err(corrupt(format!("{} bytes, index says {}", raw.len(), loc.raw_len)));
-        }
-        if ObjectId::of(&raw) != id {
-            return Err(corrupt("content does not match its id (hash mismatch)".into()));
-        }
+        check_raw(id, &loc, &raw).map_err(corrupt)?;
         Ok(raw)
+    }
+
+    /// The decompressed block that holds member `id` (from [`BLOCK_CACHE`] if it is there).
+    fn block(&self, id: ObjectId, loc: Location) -> Result<Arc<Vec<u8>>, PackError> {
+        let key = (self.uid, loc.offset);
+        let cache = || BLOCK_CACHE.lock().unwrap_or_else(|e| e.into_inner());
+        {
+            let mut c = cache();
+            if let Some(i) = c.iter().position(|(k, _)| *k == key) {
+                let hit = c.remove(i);
+                let block = Arc::clone(&hit.1);
+                c.push(hit);
+                return Ok(block);
+            }
+        }
+        let stored = self.read_stored(id, loc)?;
+        let block = Arc::new(decode_block(&loc, &stored).map_err(|reason| PackError::CorruptObject { id, path: self.pack_path.clone(), reason })?);
+        let mut c = cache();
+        if c.len() >= BLOCK_CACHE_LEN {
+            c.remove(0);
+        }
+        c.push((key, Arc::clone(&block)));
+        Ok(block)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
 
     #[test]
     fn shuffle_roundtrip() {
@@ -875,12 +1085,11 @@ mod tests {
             }
         });
         assert_eq!(w.len(), objs.len());
-        let reserved = w.bytes();
         let name = w.finish().unwrap().unwrap();
         let p = Pack::open(&packs, &name).unwrap();
         p.verify_index().unwrap();
+        p.verify_layout().unwrap();
         assert_eq!(p.len(), objs.len());
-        assert_eq!(fs::metadata(&p.pack_path).unwrap().len(), reserved);
         for o in &objs {
             let id = ObjectId::of(o);
             assert_eq!(&p.read(id, p.find(&id).unwrap()).unwrap(), o);
@@ -899,6 +1108,149 @@ mod tests {
         drop(w);
         assert_eq!(fs::read_dir(&tmp).unwrap().count(), 0);
         assert_eq!(fs::read_dir(&packs).unwrap().count(), 0);
+    }
+
+    /// Small DICOM-header-like objects: mostly the same bytes, a few that differ.
+    fn header_like(i: u32) -> Vec<u8> {
+        let mut h = b"DICM\x02\x00\x00\x00UL\x04\x00".repeat(40);
+        h.extend_from_slice(format!("FAKE^PATIENT^{i:05} 1.2.826.0.1.3680043.8.498.{i}").as_bytes());
+        h.extend((0..(i % 300)).map(|k| (k * 7) as u8));
+        h
+    }
+
+    #[test]
+    fn small_objects_share_blocks_and_cost_less_than_alone() {
+        let (dir, packs) = packs_dir();
+        let w = PackWriter::create(&packs, dir.path()).unwrap();
+        let mut objs: Vec<Vec<u8>> = (0..3000).map(header_like).collect();
+        std::thread::scope(|s| {
+            for t in 0..3 {
+                let (w, objs) = (&w, &objs);
+                s.spawn(move || {
+                    for o in objs.iter().skip(t) {
+                        w.add(encode(ObjectId::of(o), o, Hint::Generic)).unwrap();
+                    }
+                });
+            }
+        });
+        // An empty member starts where the next one does; here the next one's id sorts before
+        // it (the index is in id order, the layout check must not depend on it).
+        let empty = ObjectId::of(b"");
+        let next = (0u8..).map(|k| vec![k; 3]).find(|o| ObjectId::of(o) < empty).unwrap();
+        for o in [vec![], next] {
+            w.add(encode(ObjectId::of(&o), &o, Hint::Generic)).unwrap();
+            objs.push(o);
+        }
+        assert_eq!(w.len(), objs.len());
+        let name = w.finish().unwrap().unwrap();
+        let p = Pack::open(&packs, &name).unwrap();
+        p.verify_index().unwrap();
+        p.verify_layout().unwrap();
+        let mut offsets = HashSet::new();
+        for o in &objs {
+            let id = ObjectId::of(o);
+            let loc = p.find(&id).unwrap();
+            assert_eq!(loc.codec, Codec::Block);
+            offsets.insert(loc.offset);
+            assert_eq!(&p.read(id, loc).unwrap(), o);
+        }
+        let raw: usize = objs.iter().map(Vec::len).sum();
+        assert!(offsets.len() <= raw / BLOCK_LEN + 3, "{} blocks for {raw} bytes", offsets.len());
+        // Compressed one by one, these would take far more.
+        let alone: usize = objs.iter().map(|o| zstd::bulk::compress(o, LEVEL).unwrap().len()).sum();
+        let packed = fs::metadata(&p.pack_path).unwrap().len() as usize;
+        assert!(packed * 4 < alone, "blocks {packed} bytes, one by one {alone}");
+        // du's shares of the members add up to their blocks' stored bytes (each rounded down).
+        let shares: u64 = p.entries().map(|(_, l)| l.stored_share()).sum();
+        let blocks: HashMap<u64, u64> = p.entries().map(|(_, l)| (l.offset, l.stored_len)).collect();
+        let stored: u64 = blocks.values().sum();
+        assert!(shares <= stored && shares + objs.len() as u64 >= stored, "{shares} of {stored}");
+    }
+
+    #[test]
+    fn block_members_are_copied_into_new_blocks_and_damage_names_the_member() {
+        let (dir, packs) = packs_dir();
+        let w = PackWriter::create(&packs, dir.path()).unwrap();
+        let objs: Vec<Vec<u8>> = (0..200).map(header_like).collect();
+        let big = noisy_pixels(40_000);
+        for o in &objs {
+            w.add(encode(ObjectId::of(o), o, Hint::Generic)).unwrap();
+        }
+        w.add(encode(ObjectId::of(&big), &big, Hint::Pixels16)).unwrap();
+        let a = Pack::open(&packs, &w.finish().unwrap().unwrap()).unwrap();
+        // gc and push copy objects pack to pack: every second one here.
+        let w = PackWriter::create(&packs, dir.path()).unwrap();
+        let keep: Vec<&Vec<u8>> = objs.iter().step_by(2).chain([&big]).collect();
+        for o in &keep {
+            let id = ObjectId::of(o);
+            w.copy_from(&a, id, a.find(&id).unwrap()).unwrap();
+        }
+        let b = Pack::open(&packs, &w.finish().unwrap().unwrap()).unwrap();
+        b.verify_layout().unwrap();
+        assert_eq!(b.len(), keep.len());
+        for o in &keep {
+            let id = ObjectId::of(o);
+            assert_eq!(&b.read(id, b.find(&id).unwrap()).unwrap(), *o);
+        }
+        // Damage the block's compressed bytes: a member read fails and names the member.
+        let id = ObjectId::of(&objs[0]);
+        let loc = b.find(&id).unwrap();
+        let mut bytes = fs::read(&b.pack_path).unwrap();
+        bytes[(loc.offset + loc.stored_len / 2) as usize] ^= 0x55;
+        fs::write(&b.pack_path, &bytes).unwrap();
+        let b = Pack::open(&packs, &b.name).unwrap();
+        let err = b.read(id, loc).unwrap_err().to_string();
+        assert!(err.contains(&id.hex()), "{err}");
+        // The layout still tiles; damage inside a block is content damage, for read to find.
+        b.verify_layout().unwrap();
+    }
+
+    #[test]
+    fn version_1_packs_still_read() {
+        let (_dir, packs) = packs_dir();
+        let objs: Vec<(Vec<u8>, Codec)> = vec![(b"small raw".to_vec(), Codec::Raw), (header_like(3), Codec::Zstd)];
+        let mut pack = PACK_MAGIC.to_vec();
+        pack.extend_from_slice(&1u32.to_le_bytes());
+        let mut entries = Vec::new();
+        for (raw, codec) in &objs {
+            let data = if *codec == Codec::Zstd { zstd::bulk::compress(raw, 1).unwrap() } else { raw.clone() };
+            let id = ObjectId::of(raw);
+            pack.extend_from_slice(&id.0);
+            pack.push(*codec as u8);
+            pack.extend_from_slice(&(raw.len() as u64).to_le_bytes());
+            pack.extend_from_slice(&(data.len() as u64).to_le_bytes());
+            entries.push((id, pack.len() as u64, data.len() as u64, raw.len() as u64, *codec as u8));
+            pack.extend_from_slice(&data);
+        }
+        entries.sort();
+        let mut idx = IDX_MAGIC.to_vec();
+        idx.extend_from_slice(&1u32.to_le_bytes());
+        idx.extend_from_slice(&(entries.len() as u64).to_le_bytes());
+        for (id, off, stored, raw, codec) in &entries {
+            idx.extend_from_slice(&id.0);
+            for v in [off, stored, raw] {
+                idx.extend_from_slice(&v.to_le_bytes());
+            }
+            idx.push(*codec);
+        }
+        let sum = blake3::hash(&idx);
+        idx.extend_from_slice(sum.as_bytes());
+        fs::write(packs.join("pack-old.pack"), &pack).unwrap();
+        fs::write(packs.join("pack-old.idx"), &idx).unwrap();
+        let p = Pack::open(&packs, "pack-old").unwrap();
+        p.verify_index().unwrap();
+        p.verify_layout().unwrap();
+        assert_eq!(parse_index(&idx).unwrap().len(), 2);
+        for (raw, _) in &objs {
+            let id = ObjectId::of(raw);
+            assert_eq!(&p.read(id, p.find(&id).unwrap()).unwrap(), raw);
+        }
+        // A version this cohort does not know is refused with its number.
+        let mut future = idx.clone();
+        future[8..12].copy_from_slice(&9u32.to_le_bytes());
+        fs::write(packs.join("pack-old.idx"), &future).unwrap();
+        let err = Pack::open(&packs, "pack-old").err().unwrap().to_string();
+        assert!(err.contains("version 9"), "{err}");
     }
 
     #[test]

@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::id::ObjectId;
 use crate::object::{EntryKind, Head};
-use crate::pack::Location;
+use crate::pack::{Codec, Location};
 use crate::progress::{Progress, Unit};
 use crate::repo::{Repo, RepoError};
 use crate::store::{ObjectWriter, StoreError};
@@ -465,7 +465,8 @@ pub fn push(repo: &Repo, remote_name: &str, branch: Option<&str>, creds: &Creden
     }
     let index = remote.index(&cache_dir(repo, remote_name))?;
     let mut missing: Vec<ObjectId> = reach.into_iter().filter(|id| !index.by_id.contains_key(id)).collect();
-    missing.sort();
+    // In the order they are stored, so that the members of a block are read one after another.
+    missing.sort_by_cached_key(|id| repo.store.locate(id).map(|(p, l)| (p.name.clone(), l.offset, l.block_at, *id)));
     let total: u64 = missing.iter().filter_map(|id| repo.store.stored_len(id)).sum();
     progress.stage("pushing", Some(total), Unit::Bytes);
     let staging = tempfile::Builder::new().prefix("push-").tempdir_in(repo.store.tmp_dir()).map_err(|source| RemoteError::Io { path: repo.store.tmp_dir(), source })?;
@@ -537,11 +538,14 @@ fn download(repo: &Repo, remote: &Remote, index: &RemoteIndex, ids: &[ObjectId],
         let (pack, loc) = index.by_id.get(id).ok_or_else(|| RemoteError::Missing { remote: remote.name.clone(), id: *id })?;
         by_pack.entry(pack.as_str()).or_default().push((*id, *loc));
     }
-    // Batches of ranges, fetched four at a time, then checked in parallel.
-    let mut batches: Vec<(&str, Vec<(ObjectId, Location)>)> = Vec::new();
+    // Batches of ranges, fetched four at a time, then checked in parallel. The members of one
+    // block share its range: it is fetched and decompressed once for all of them.
+    type Range = Vec<(ObjectId, Location)>;
+    let mut batches: Vec<(&str, Vec<Range>)> = Vec::new();
     for (pack, mut entries) in by_pack {
         entries.sort_by_key(|e| e.1.offset);
-        for b in entries.chunks(128) {
+        let ranges: Vec<Range> = entries.chunk_by(|a, b| a.1.offset == b.1.offset).map(|r| r.to_vec()).collect();
+        for b in ranges.chunks(128) {
             batches.push((pack, b.to_vec()));
         }
     }
@@ -549,7 +553,7 @@ fn download(repo: &Repo, remote: &Remote, index: &RemoteIndex, ids: &[ObjectId],
     for group in batches.chunks(4) {
         let fetched: Vec<Vec<Vec<u8>>> = remote.rt.block_on(async {
             let jobs = group.iter().map(|(pack, batch)| {
-                let ranges: Vec<std::ops::Range<u64>> = batch.iter().map(|(_, l)| l.offset..l.offset + l.stored_len).collect();
+                let ranges: Vec<std::ops::Range<u64>> = batch.iter().map(|r| r[0].1.offset..r[0].1.offset + r[0].1.stored_len).collect();
                 let key = format!("packs/{pack}.pack");
                 async move {
                     remote.store.get_ranges(&remote.key(&key), &ranges).await.map(|v| v.into_iter().map(|b| b.to_vec()).collect::<Vec<_>>()).map_err(|e| remote.store_err(&key, e))
@@ -559,16 +563,40 @@ fn download(repo: &Repo, remote: &Remote, index: &RemoteIndex, ids: &[ObjectId],
         })?;
         for ((pack, batch), data) in group.iter().zip(fetched) {
             use rayon::prelude::*;
-            batch.par_iter().zip(data.par_iter()).try_for_each(|((id, loc), stored)| {
-                if stored.len() as u64 != loc.stored_len {
-                    return Err(RemoteError::Corrupt { remote: remote.name.clone(), id: *id, pack: pack.to_string(), reason: "truncated".into() });
+            let corrupt = |id: &ObjectId, reason: String| RemoteError::Corrupt { remote: remote.name.clone(), id: *id, pack: pack.to_string(), reason };
+            // Block members are checked and kept raw (they go into a block of this store's
+            // pack); other objects are checked and kept as stored.
+            let checked: Vec<Vec<Option<Vec<u8>>>> = batch
+                .par_iter()
+                .zip(data.par_iter())
+                .map(|(range, stored)| {
+                    let (id, loc) = &range[0];
+                    if stored.len() as u64 != loc.stored_len {
+                        return Err(corrupt(id, "truncated".into()));
+                    }
+                    if loc.codec != Codec::Block {
+                        if range.len() > 1 {
+                            return Err(corrupt(id, format!("{} objects at one offset in the remote's index", range.len())));
+                        }
+                        return crate::pack::decode_verified(*id, loc, stored.clone()).map(|_| vec![None]).map_err(|e| corrupt(id, e));
+                    }
+                    let block = crate::pack::decode_block(loc, stored).map_err(|e| corrupt(id, e))?;
+                    range.iter().map(|(id, loc)| crate::pack::member_verified(*id, loc, &block).map(Some).map_err(|e| corrupt(id, e))).collect()
+                })
+                .collect::<Result<_, _>>()?;
+            for ((range, stored), raws) in batch.iter().zip(data).zip(checked) {
+                // Outside blocks a range holds one object (checked above): it takes the bytes.
+                let mut stored = Some(stored);
+                for ((id, loc), raw) in range.iter().zip(raws) {
+                    let e = match (raw, stored.take()) {
+                        (Some(raw), _) => crate::pack::encode(*id, &raw, crate::pack::Hint::Generic),
+                        (None, Some(data)) => crate::pack::Encoded { id: *id, codec: loc.codec, raw_len: loc.raw_len, data },
+                        (None, None) => return Err(corrupt(id, "two objects at one offset".into())),
+                    };
+                    w.add_encoded(e)?;
+                    bytes += loc.stored_share();
+                    progress.inc(loc.stored_share());
                 }
-                crate::pack::decode_verified(*id, loc, stored.clone()).map(|_| ()).map_err(|reason| RemoteError::Corrupt { remote: remote.name.clone(), id: *id, pack: pack.to_string(), reason })
-            })?;
-            for ((id, loc), stored) in batch.iter().zip(data) {
-                w.add_encoded(crate::pack::Encoded { id: *id, codec: loc.codec, raw_len: loc.raw_len, data: stored })?;
-                bytes += loc.stored_len;
-                progress.inc(loc.stored_len);
             }
         }
     }
@@ -621,7 +649,7 @@ pub fn fetch(repo: &Repo, remote_name: &str, creds: &Credentials, partial: Optio
         None => {
             let mut ids: Vec<ObjectId> = index.by_id.keys().copied().filter(|id| !repo.store.contains(id)).collect();
             ids.sort();
-            let total: u64 = ids.iter().map(|id| index.by_id[id].1.stored_len).sum();
+            let total: u64 = ids.iter().map(|id| index.by_id[id].1.stored_share()).sum();
             progress.stage("fetching", Some(total), Unit::Bytes);
             bytes += download(repo, &remote, &index, &ids, &mut w, progress)?;
             objects += ids.len() as u64;
@@ -671,7 +699,7 @@ pub fn fetch(repo: &Repo, remote_name: &str, creds: &Credentials, partial: Optio
             let mut want = part_objects(repo, commit, spec)?;
             want.sort();
             want.dedup();
-            let total: u64 = want.iter().filter_map(|id| index.by_id.get(id)).map(|(_, l)| l.stored_len).sum();
+            let total: u64 = want.iter().filter_map(|id| index.by_id.get(id)).map(|(_, l)| l.stored_share()).sum();
             progress.stage("fetching images", Some(total), Unit::Bytes);
             bytes += download(repo, &remote, &index, &want, &mut w, progress)?;
             objects += want.len() as u64;

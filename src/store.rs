@@ -202,9 +202,10 @@ impl Store {
         self.locate(id).is_some()
     }
 
-    /// The stored size of an object (compressed), if present.
+    /// The stored size of an object (compressed; for a member of a block, its share of the
+    /// block), if present.
     pub fn stored_len(&self, id: &ObjectId) -> Option<u64> {
-        self.locate(id).map(|(_, l)| l.stored_len)
+        self.locate(id).map(|(_, l)| l.stored_share())
     }
 
     /// Read and verify an object's bytes.

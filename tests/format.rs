@@ -186,21 +186,28 @@ fn pack_and_index_keep_their_bytes() {
     let packs = dir.path().join("packs");
     fs::create_dir(&packs).unwrap();
     let w = PackWriter::create(&packs, dir.path()).unwrap();
-    // Small objects are stored raw (codec 0), so these bytes do not depend on zstd's version.
+    // Three small objects go into one block (codec 3): one zstd frame of 9 bytes, which zstd
+    // stores as a raw block inside the frame.
     for o in [&b"alpha"[..], b"beta", b""] {
         w.add(encode(ObjectId::of(o), o, Hint::Generic)).unwrap();
     }
     let name = w.finish().unwrap().unwrap();
     check("sample.pack", &fs::read(packs.join(format!("{name}.pack"))).unwrap());
     check("sample.idx", &fs::read(packs.join(format!("{name}.idx"))).unwrap());
-    // The committed pack is readable by this version.
-    let gd = tempfile::tempdir().unwrap();
-    fs::copy(data("sample.pack"), gd.path().join("pack-x.pack")).unwrap();
-    fs::copy(data("sample.idx"), gd.path().join("pack-x.idx")).unwrap();
-    let p = Pack::open(gd.path(), "pack-x").unwrap();
-    p.verify_index().unwrap();
-    let id = ObjectId::of(b"beta");
-    assert_eq!(p.read(id, p.find(&id).unwrap()).unwrap(), b"beta");
+    // The committed packs are readable by this version: version 2 (blocks), and version 1
+    // (before blocks: objects stored alone, 57-byte index entries), as earlier stores hold.
+    for v in ["sample", "sample-v1"] {
+        let gd = tempfile::tempdir().unwrap();
+        fs::copy(data(&format!("{v}.pack")), gd.path().join("pack-x.pack")).unwrap();
+        fs::copy(data(&format!("{v}.idx")), gd.path().join("pack-x.idx")).unwrap();
+        let p = Pack::open(gd.path(), "pack-x").unwrap();
+        p.verify_index().unwrap();
+        p.verify_layout().unwrap();
+        for o in [&b"alpha"[..], b"beta", b""] {
+            let id = ObjectId::of(o);
+            assert_eq!(p.read(id, p.find(&id).unwrap()).unwrap(), o, "{v}");
+        }
+    }
 }
 
 #[test]
@@ -228,9 +235,15 @@ fn decoders_never_panic_on_damaged_bytes() {
             let _ = Split::from_bytes(id(0), b);
         }
     }
-    // Damaged pack indexes and packs: open or read fails cleanly, never panics.
-    let idx = fs::read(data("sample.idx")).unwrap();
-    let pack = fs::read(data("sample.pack")).unwrap();
+    // Damaged pack indexes and packs (both versions): open or read fails cleanly, never panics.
+    for v in ["sample", "sample-v1"] {
+        damaged_packs_fail_cleanly(&format!("{v}.idx"), &format!("{v}.pack"));
+    }
+}
+
+fn damaged_packs_fail_cleanly(idx_name: &str, pack_name: &str) {
+    let idx = fs::read(data(idx_name)).unwrap();
+    let pack = fs::read(data(pack_name)).unwrap();
     let dir = tempfile::tempdir().unwrap();
     for i in 0..idx.len() {
         let mut b = idx.clone();
