@@ -169,9 +169,7 @@ pub fn fsck_with(repo: &Repo, partial: bool, progress: &dyn Progress) -> Result<
                 corrupt.push(Problem { id: ObjectId::of(b""), place: p.name.clone(), problem: e.to_string() });
             }
         }
-        // In pack order: the members of a block come one after another, so it is decompressed once.
-        let mut entries: Vec<_> = p.entries().collect();
-        entries.sort_by_key(|e| (e.1.offset, e.1.block_at));
+        let entries = p.entries_in_pack_order();
         let bad: Vec<Problem> = entries
             .par_iter()
             .filter_map(|(id, loc)| {
@@ -227,10 +225,7 @@ pub fn gc(repo: &Repo, progress: &dyn Progress) -> Result<GcReport, RepoError> {
     progress.stage("collecting", Some(keep.len() as u64), Unit::Objects);
     let mut w = store.writer()?;
     for p in &packs {
-        // In pack order: the members of a block come one after another.
-        let mut entries: Vec<_> = p.entries().collect();
-        entries.sort_by_key(|e| (e.1.offset, e.1.block_at));
-        for (id, loc) in entries {
+        for (id, loc) in p.entries_in_pack_order() {
             if keep.contains(&id) && !w.contains(&id) {
                 w.copy_from(p, id, loc)?;
                 progress.inc(1);

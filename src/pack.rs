@@ -271,12 +271,13 @@ pub fn encode(id: ObjectId, raw: &[u8], hint: Hint) -> Encoded {
     }
 }
 
-/// Decode the stored bytes of an object that is not in a block.
-fn decode(codec: Codec, data: Vec<u8>, raw_len: u64) -> Result<Vec<u8>, String> {
+/// Decode the stored bytes of an object that is not in a block (raw ones are borrowed).
+fn decode(codec: Codec, data: &[u8], raw_len: u64) -> Result<std::borrow::Cow<'_, [u8]>, String> {
+    use std::borrow::Cow;
     match codec {
-        Codec::Raw => Ok(data),
-        Codec::Zstd => zstd_decompress(&data, raw_len as usize),
-        Codec::Shuffle2Zstd => zstd_decompress(&data, raw_len as usize).map(|d| unshuffle2(&d)),
+        Codec::Raw => Ok(Cow::Borrowed(data)),
+        Codec::Zstd => zstd_decompress(data, raw_len as usize).map(Cow::Owned),
+        Codec::Shuffle2Zstd => zstd_decompress(data, raw_len as usize).map(|d| Cow::Owned(unshuffle2(&d))),
         Codec::Block => Err("a block member needs its block".into()),
     }
 }
@@ -315,16 +316,11 @@ pub fn member_verified(id: ObjectId, loc: &Location, block: &[u8]) -> Result<Vec
     Ok(raw.to_vec())
 }
 
-/// Decode an object's stored bytes (for a block member, its whole block) and check them
-/// against its id (objects received from a remote are checked this way before they enter a
-/// store).
-pub fn decode_verified(id: ObjectId, loc: &Location, stored: Vec<u8>) -> Result<Vec<u8>, String> {
-    if loc.codec == Codec::Block {
-        return member_verified(id, loc, &decode_block(loc, &stored)?);
-    }
-    let raw = decode(loc.codec, stored, loc.raw_len)?;
-    check_raw(id, loc, &raw)?;
-    Ok(raw)
+/// Check the stored bytes of an object that is not in a block against its id, by decoding
+/// them (objects received from a remote are checked this way before they enter a store; block
+/// members with [`decode_block`] and [`member_verified`]).
+pub fn check_stored(id: ObjectId, loc: &Location, stored: &[u8]) -> Result<(), String> {
+    check_raw(id, loc, &decode(loc.codec, stored, loc.raw_len)?)
 }
 
 /// One index entry of a given version (the slice is exactly one entry long).
@@ -339,17 +335,42 @@ fn parse_entry(b: &[u8], version: u32) -> (ObjectId, Option<Codec>, Location) {
     (id, codec, loc)
 }
 
-/// Parse and check a pack index held in memory (magic, version, length, checksum, codecs).
-pub fn parse_index(idx: &[u8]) -> Result<Vec<(ObjectId, Location)>, String> {
+/// What a pack index's header says, once its magic, version and length are checked.
+struct IndexShape {
+    version: u32,
+    entry_len: usize,
+    count: usize,
+}
+
+/// Why a pack index's header was refused.
+enum ShapeError {
+    BadMagic,
+    Version(u32),
+    /// The file's length does not fit its entry count.
+    Length(String),
+}
+
+/// Check the magic, version and length of a pack index (not its checksum).
+fn index_shape(idx: &[u8]) -> Result<IndexShape, ShapeError> {
     if idx.len() < IDX_HEADER_LEN + 32 || &idx[..8] != IDX_MAGIC {
-        return Err("not a cohort pack index".into());
+        return Err(ShapeError::BadMagic);
     }
     let version = u32::from_le_bytes(idx[8..12].try_into().expect("4 bytes"));
-    let entry_len = idx_entry_len(version).ok_or_else(|| format!("pack index version {version}"))?;
+    let entry_len = idx_entry_len(version).ok_or(ShapeError::Version(version))?;
     let count = u64::from_le_bytes(idx[12..20].try_into().expect("8 bytes")) as usize;
     if count.checked_mul(entry_len).and_then(|n| n.checked_add(IDX_HEADER_LEN + 32)) != Some(idx.len()) {
-        return Err(format!("{} bytes for {count} entries", idx.len()));
+        return Err(ShapeError::Length(format!("{} bytes for {count} entries", idx.len())));
     }
+    Ok(IndexShape { version, entry_len, count })
+}
+
+/// Parse and check a pack index held in memory (magic, version, length, checksum, codecs).
+pub fn parse_index(idx: &[u8]) -> Result<Vec<(ObjectId, Location)>, String> {
+    let IndexShape { version, entry_len, count } = index_shape(idx).map_err(|e| match e {
+        ShapeError::BadMagic => "not a cohort pack index".to_string(),
+        ShapeError::Version(v) => format!("pack index version {v}"),
+        ShapeError::Length(reason) => reason,
+    })?;
     let body = &idx[..idx.len() - 32];
     if blake3::hash(body).as_bytes() != &idx[idx.len() - 32..] {
         return Err("checksum mismatch".into());
@@ -520,10 +541,15 @@ impl PackWriter {
         if e.codec == Codec::Block {
             return self.add_to_block(e.id, &e.data);
         }
-        if !self.state().ids.insert(e.id) {
+        self.add_alone(e.id, e.codec, e.raw_len, e.data)
+    }
+
+    /// Append an object stored on its own (a second copy of the same id is skipped).
+    fn add_alone(&self, id: ObjectId, codec: Codec, raw_len: u64, data: Vec<u8>) -> Result<(), PackError> {
+        if !self.state().ids.insert(id) {
             return Ok(());
         }
-        self.append(e.id, e.codec, e.raw_len, e.data, None)
+        self.append(id, codec, raw_len, data, None)
     }
 
     /// Put a small object's raw bytes into the open block; compress and write the block if
@@ -630,11 +656,7 @@ impl PackWriter {
         if loc.codec == Codec::Block {
             return self.add_to_block(id, &pack.read(id, loc)?);
         }
-        let data = pack.read_stored(id, loc)?;
-        if !self.state().ids.insert(id) {
-            return Ok(());
-        }
-        self.append(id, loc.codec, loc.raw_len, data, None)
+        self.add_alone(id, loc.codec, loc.raw_len, pack.read_stored(id, loc)?)
     }
 
     /// Make the pack durable, write its index, and move both into `packs/`. Returns the pack's
@@ -784,23 +806,11 @@ impl Pack {
         let idx_path = packs_dir.join(format!("{name}.idx"));
         let pack_path = packs_dir.join(format!("{name}.pack"));
         let idx = fs::read(&idx_path).map_err(io(&idx_path))?;
-        if idx.len() < IDX_HEADER_LEN + 32 || &idx[..8] != IDX_MAGIC {
-            return Err(PackError::BadMagic { path: idx_path });
-        }
-        let version = u32::from_le_bytes(idx[8..12].try_into().expect("4 bytes"));
-        let Some(entry_len) = idx_entry_len(version) else {
-            return Err(PackError::Version { path: idx_path, version });
-        };
-        let count = u64::from_le_bytes(idx[12..20].try_into().expect("8 bytes")) as usize;
-        let expect_len = count
-            .checked_mul(entry_len)
-            .and_then(|n| n.checked_add(IDX_HEADER_LEN + 32));
-        if expect_len != Some(idx.len()) {
-            return Err(PackError::CorruptIndex {
-                path: idx_path,
-                reason: format!("{} bytes for {count} entries", idx.len()),
-            });
-        }
+        let IndexShape { version, entry_len, count } = index_shape(&idx).map_err(|e| match e {
+            ShapeError::BadMagic => PackError::BadMagic { path: idx_path.clone() },
+            ShapeError::Version(version) => PackError::Version { path: idx_path.clone(), version },
+            ShapeError::Length(reason) => PackError::CorruptIndex { path: idx_path.clone(), reason },
+        })?;
         let file = File::open(&pack_path).map_err(io(&pack_path))?;
         let file_len = file.metadata().map_err(io(&pack_path))?.len();
         let uid = NEXT_PACK_UID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -838,9 +848,7 @@ impl Pack {
         if &head[..8] != PACK_MAGIC || head[8..12] != self.version.to_le_bytes() {
             return Err(bad("bad pack magic, or a version other than its index's".into()));
         }
-        let mut entries: Vec<(ObjectId, Location)> = self.entries().collect();
-        // (An empty member starts where the next one does: it sorts first.)
-        entries.sort_by_key(|e| (e.1.offset, e.1.block_at, e.1.raw_len));
+        let entries = self.entries_in_pack_order();
         let mut pos = PACK_HEADER_LEN;
         for group in entries.chunk_by(|a, b| a.1.offset == b.1.offset) {
             let (id, loc) = group[0];
@@ -936,6 +944,15 @@ impl Pack {
         (0..self.count).map(|i| self.entry(i))
     }
 
+    /// The entries in the order their bytes lie in the pack, block members by their place in
+    /// the block (an empty member starts where the next one does: it comes first). Reading in
+    /// this order decompresses each block once.
+    pub fn entries_in_pack_order(&self) -> Vec<(ObjectId, Location)> {
+        let mut entries: Vec<(ObjectId, Location)> = self.entries().collect();
+        entries.sort_by_key(|e| (e.1.offset, e.1.block_at, e.1.raw_len));
+        entries
+    }
+
     /// The stored (still compressed) bytes of an object.
     pub fn read_stored(&self, id: ObjectId, loc: Location) -> Result<Vec<u8>, PackError> {
         let corrupt = |reason: String| PackError::CorruptObject { id, path: self.pack_path.clone(), reason };
@@ -962,7 +979,12 @@ impl Pack {
             return member_verified(id, &loc, &block).map_err(corrupt);
         }
         let stored = self.read_stored(id, loc)?;
-        let raw = decode(loc.codec, stored, loc.raw_len).map_err(|e| corrupt(format!("cannot decompress: {e}")))?;
+        let decoded = match decode(loc.codec, &stored, loc.raw_len).map_err(|e| corrupt(format!("cannot decompress: {e}")))? {
+            std::borrow::Cow::Owned(raw) => Some(raw),
+            std::borrow::Cow::Borrowed(_) => None,
+        };
+        // Raw objects are their stored bytes.
+        let raw = decoded.unwrap_or(stored);
         check_raw(id, &loc, &raw).map_err(corrupt)?;
         Ok(raw)
     }
@@ -1047,7 +1069,7 @@ mod tests {
                 assert!(first < e.data.len());
                 let low = zstd::bulk::decompress(&e.data[..first], raw.len()).unwrap();
                 assert_eq!(low, shuffle2(&raw)[..raw.len() / 2]);
-                assert_eq!(decode(e.codec, e.data.clone(), e.raw_len).unwrap(), raw);
+                assert_eq!(decode(e.codec, &e.data, e.raw_len).unwrap(), raw);
             }
         }
     }
@@ -1056,7 +1078,7 @@ mod tests {
     fn one_frame_pixel_data_of_earlier_stores_still_decodes() {
         let raw = noisy_pixels(10_000);
         let one_frame = zstd::bulk::compress(&shuffle2(&raw), -5).unwrap();
-        assert_eq!(decode(Codec::Shuffle2Zstd, one_frame, raw.len() as u64).unwrap(), raw);
+        assert_eq!(decode(Codec::Shuffle2Zstd, &one_frame, raw.len() as u64).unwrap(), raw);
     }
 
     #[test]

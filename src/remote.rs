@@ -565,8 +565,8 @@ fn download(repo: &Repo, remote: &Remote, index: &RemoteIndex, ids: &[ObjectId],
             use rayon::prelude::*;
             let corrupt = |id: &ObjectId, reason: String| RemoteError::Corrupt { remote: remote.name.clone(), id: *id, pack: pack.to_string(), reason };
             // Block members are checked and kept raw (they go into a block of this store's
-            // pack); other objects are checked and kept as stored.
-            let checked: Vec<Vec<Option<Vec<u8>>>> = batch
+            // pack); other objects, one to a range, are checked and kept as stored.
+            let checked: Vec<Option<Vec<Vec<u8>>>> = batch
                 .par_iter()
                 .zip(data.par_iter())
                 .map(|(range, stored)| {
@@ -578,21 +578,21 @@ fn download(repo: &Repo, remote: &Remote, index: &RemoteIndex, ids: &[ObjectId],
                         if range.len() > 1 {
                             return Err(corrupt(id, format!("{} objects at one offset in the remote's index", range.len())));
                         }
-                        return crate::pack::decode_verified(*id, loc, stored.clone()).map(|_| vec![None]).map_err(|e| corrupt(id, e));
+                        return crate::pack::check_stored(*id, loc, stored).map(|()| None).map_err(|e| corrupt(id, e));
                     }
                     let block = crate::pack::decode_block(loc, stored).map_err(|e| corrupt(id, e))?;
-                    range.iter().map(|(id, loc)| crate::pack::member_verified(*id, loc, &block).map(Some).map_err(|e| corrupt(id, e))).collect()
+                    range.iter().map(|(id, loc)| crate::pack::member_verified(*id, loc, &block).map_err(|e| corrupt(id, e))).collect::<Result<_, _>>().map(Some)
                 })
                 .collect::<Result<_, _>>()?;
-            for ((range, stored), raws) in batch.iter().zip(data).zip(checked) {
-                // Outside blocks a range holds one object (checked above): it takes the bytes.
-                let mut stored = Some(stored);
-                for ((id, loc), raw) in range.iter().zip(raws) {
-                    let e = match (raw, stored.take()) {
-                        (Some(raw), _) => crate::pack::encode(*id, &raw, crate::pack::Hint::Generic),
-                        (None, Some(data)) => crate::pack::Encoded { id: *id, codec: loc.codec, raw_len: loc.raw_len, data },
-                        (None, None) => return Err(corrupt(id, "two objects at one offset".into())),
-                    };
+            for ((range, stored), members) in batch.iter().zip(data).zip(checked) {
+                let encoded: Vec<(Location, crate::pack::Encoded)> = match members {
+                    None => {
+                        let (id, loc) = range[0];
+                        vec![(loc, crate::pack::Encoded { id, codec: loc.codec, raw_len: loc.raw_len, data: stored })]
+                    }
+                    Some(raws) => range.iter().zip(raws).map(|((id, loc), raw)| (*loc, crate::pack::encode(*id, &raw, crate::pack::Hint::Generic))).collect(),
+                };
+                for (loc, e) in encoded {
                     w.add_encoded(e)?;
                     bytes += loc.stored_share();
                     progress.inc(loc.stored_share());
