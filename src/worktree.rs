@@ -41,8 +41,36 @@ pub enum WorktreeError {
 /// file rewritten within the same timestamp tick is never mistaken for unchanged.
 const RACY_MARGIN_NS: i64 = 1_500_000_000;
 
+/// What the walk keeps of a file's `lstat`: what the stat cache compares, and the file type
+/// (in `mode`). A walk holds one of these for every file of the tree, so it is kept small
+/// (std's `Metadata` is about 180 bytes; the absolute path is rebuilt only for files read).
+#[derive(Debug, Clone, Copy)]
+struct FileStat {
+    size: u64,
+    mtime_ns: i64,
+    ctime_ns: i64,
+    ino: u64,
+    mode: u32,
+}
+
+impl FileStat {
+    fn of(meta: &Metadata) -> FileStat {
+        FileStat {
+            size: meta.len(),
+            mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+            ctime_ns: meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
+            ino: meta.ino(),
+            mode: meta.mode(),
+        }
+    }
+
+    fn is_symlink(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFLNK
+    }
+}
+
 enum Node {
-    File { abs: PathBuf, rel: String, meta: Metadata },
+    File { rel: String, stat: FileStat },
     Dir { entries: Vec<(String, Node)> },
 }
 
@@ -54,8 +82,11 @@ struct Hashed {
     size: u64,
     stat: Option<StatEntry>,
     note: Option<String>,
-    info: Option<InstanceInfo>,
+    /// Boxed: most files of a status come from the stat cache and have none.
+    info: Option<Box<InstanceInfo>>,
     from_cache: bool,
+    /// The stat cache had an entry for this path (used or not).
+    cached_path: bool,
 }
 
 /// The result of a snapshot.
@@ -75,21 +106,12 @@ pub struct Snapshot {
     pub bytes_read: u64,
 }
 
-fn stat_of(meta: &Metadata, kind: EntryKind, id: ObjectId) -> StatEntry {
-    StatEntry {
-        size: meta.len(),
-        mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
-        ctime_ns: meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
-        ino: meta.ino(),
-        mode: meta.mode(),
-        kind,
-        id,
-    }
+fn stat_of(st: &FileStat, kind: EntryKind, id: ObjectId) -> StatEntry {
+    StatEntry { size: st.size, mtime_ns: st.mtime_ns, ctime_ns: st.ctime_ns, ino: st.ino, mode: st.mode, kind, id }
 }
 
-fn stat_matches(c: &StatEntry, meta: &Metadata) -> bool {
-    let s = stat_of(meta, c.kind, c.id);
-    c.size == s.size && c.mtime_ns == s.mtime_ns && c.ctime_ns == s.ctime_ns && c.ino == s.ino && c.mode == s.mode
+fn stat_matches(c: &StatEntry, st: &FileStat) -> bool {
+    c.size == st.size && c.mtime_ns == st.mtime_ns && c.ctime_ns == st.ctime_ns && c.ino == st.ino && c.mode == st.mode
 }
 
 /// One folder of the walk: its entries (sorted by name) and notes about skipped files.
@@ -127,7 +149,7 @@ fn walk(abs: &Path, rel: &str) -> Result<Walked, WorktreeError> {
                 // Like git, folders are recorded through their files: an empty folder is not.
                 ((!entries.is_empty()).then_some((name, Node::Dir { entries })), notes)
             } else if ft.is_file() || ft.is_symlink() {
-                (Some((name, Node::File { abs: path, rel: child_rel, meta })), vec![])
+                (Some((name, Node::File { rel: child_rel, stat: FileStat::of(&meta) })), vec![])
             } else {
                 let note = "skipped: not a regular file, folder or symbolic link (fifo, socket or device)";
                 (None, vec![CommitNote { path: child_rel, note: note.into() }])
@@ -145,10 +167,10 @@ fn walk(abs: &Path, rel: &str) -> Result<Walked, WorktreeError> {
     Ok((out, notes))
 }
 
-fn collect_jobs<'a>(entries: &'a [(String, Node)], out: &mut Vec<(&'a Path, &'a str, &'a Metadata)>) {
+fn collect_jobs<'a>(entries: &'a [(String, Node)], out: &mut Vec<(&'a str, &'a FileStat)>) {
     for (_, n) in entries {
         match n {
-            Node::File { abs, rel, meta, .. } => out.push((abs, rel, meta)),
+            Node::File { rel, stat } => out.push((rel, stat)),
             Node::Dir { entries } => collect_jobs(entries, out),
         }
     }
@@ -243,36 +265,50 @@ pub(crate) fn store_file_bytes(
 }
 
 fn hash_one(
-    abs: &Path,
+    root: &Path,
     rel: &str,
-    meta: &Metadata,
+    st: &FileStat,
     cache: &HashMap<String, StatEntry>,
     store: &Store,
     writer: Option<&ObjectWriter>,
     now_ns: i64,
 ) -> Result<Hashed, WorktreeError> {
-    let read_err = |source| WorktreeError::Read { path: abs.to_path_buf(), source };
-    if meta.file_type().is_symlink() {
-        let target = fs::read_link(abs).map_err(read_err)?;
+    let cached = cache.get(rel);
+    let cached_path = cached.is_some();
+    if !st.is_symlink() {
+        if let Some(c) = cached {
+            if stat_matches(c, st) && (writer.is_none() || store.contains(&c.id)) {
+                return Ok(Hashed { kind: c.kind, id: c.id, size: c.size, stat: None, note: None, info: None, from_cache: true, cached_path });
+            }
+        }
+    }
+    let abs = root.join(rel);
+    let read_err = |source| WorktreeError::Read { path: abs.clone(), source };
+    if st.is_symlink() {
+        let target = fs::read_link(&abs).map_err(read_err)?;
         let b = target.as_os_str().as_bytes();
         let id = ObjectId::of(b);
         Sink { store, writer }.put(id, b, Hint::Generic)?;
-        return Ok(Hashed { kind: EntryKind::Symlink, id, size: b.len() as u64, stat: None, note: None, info: None, from_cache: false });
+        return Ok(Hashed { kind: EntryKind::Symlink, id, size: b.len() as u64, stat: None, note: None, info: None, from_cache: false, cached_path });
     }
-    if let Some(c) = cache.get(rel) {
-        if stat_matches(c, meta) && (writer.is_none() || store.contains(&c.id)) {
-            return Ok(Hashed { kind: c.kind, id: c.id, size: c.size, stat: None, note: None, info: None, from_cache: true });
-        }
+    let bytes = fs::read(&abs).map_err(read_err)?;
+    if bytes.len() as u64 != st.size {
+        return Err(WorktreeError::Changed { path: abs });
     }
-    let bytes = fs::read(abs).map_err(read_err)?;
-    if bytes.len() as u64 != meta.len() {
-        return Err(WorktreeError::Changed { path: abs.to_path_buf() });
-    }
-    let executable = meta.mode() & 0o111 != 0;
+    let executable = st.mode & 0o111 != 0;
     let (kind, id, info, note) = store_file_bytes(&bytes, rel, executable, store, writer)?;
-    let st = stat_of(meta, kind, id);
-    let racy = now_ns - st.mtime_ns < RACY_MARGIN_NS || now_ns - st.ctime_ns < RACY_MARGIN_NS;
-    Ok(Hashed { kind, id, size: bytes.len() as u64, stat: (!racy).then_some(st), note, info, from_cache: false })
+    let entry = stat_of(st, kind, id);
+    let racy = now_ns - entry.mtime_ns < RACY_MARGIN_NS || now_ns - entry.ctime_ns < RACY_MARGIN_NS;
+    Ok(Hashed {
+        kind,
+        id,
+        size: bytes.len() as u64,
+        stat: (!racy).then_some(entry),
+        note,
+        info: info.map(Box::new),
+        from_cache: false,
+        cached_path,
+    })
 }
 
 /// Snapshot the working tree at `root`. With `writer`, every object not yet stored is written.
@@ -290,14 +326,18 @@ pub fn snapshot(
     let now_ns = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
 
     progress.stage(if writer.is_some() { "committing" } else { "scanning" }, Some(jobs.len() as u64), Unit::Files);
-    let results: Vec<Hashed> = jobs
-        .par_iter()
-        .map(|(abs, rel, meta)| {
-            let r = hash_one(abs, rel, meta, cache, store, writer, now_ns);
+    // Collected in place, in walk order (an indexed collect; collecting into a Result gathers
+    // per-thread lists and copies them once more), then checked: the error reported is the
+    // first in walk order, whatever thread met it first.
+    let mut results = Vec::with_capacity(jobs.len());
+    jobs.par_iter()
+        .map(|(rel, st)| {
+            let r = hash_one(root, rel, st, cache, store, writer, now_ns);
             progress.inc(1);
             r
         })
-        .collect::<Result<_, _>>()?;
+        .collect_into_vec(&mut results);
+    let mut results: Vec<Hashed> = results.into_iter().collect::<Result<_, _>>()?;
     progress.finish_stage();
 
     let mut snap = Snapshot {
@@ -312,25 +352,31 @@ pub fn snapshot(
         files_read: 0,
         bytes_read: 0,
     };
-    for ((_, rel, _), h) in jobs.iter().zip(&results) {
-        if let Some(n) = &h.note {
-            snap.notes.push(CommitNote { path: rel.to_string(), note: n.clone() });
+    let mut cached_paths = 0usize;
+    for ((rel, _), h) in jobs.iter().zip(&mut results) {
+        if let Some(n) = h.note.take() {
+            snap.notes.push(CommitNote { path: rel.to_string(), note: n });
         }
-        if let Some(i) = &h.info {
-            snap.instances.insert(h.id, i.clone());
+        if let Some(i) = h.info.take() {
+            snap.instances.insert(h.id, *i);
         }
+        cached_paths += usize::from(h.cached_path);
         if !h.from_cache && h.kind != EntryKind::Symlink {
             snap.files_read += 1;
             snap.bytes_read += h.size;
         }
         match &h.stat {
             Some(st) => snap.stat_set.push((rel.to_string(), st.clone())),
-            None if !h.from_cache && cache.contains_key(*rel) => snap.stat_remove.push(rel.to_string()),
+            None if !h.from_cache && h.cached_path => snap.stat_remove.push(rel.to_string()),
             None => {}
         }
     }
-    let live: std::collections::HashSet<&str> = jobs.iter().map(|(_, r, _)| *r).collect();
-    snap.stat_remove.extend(cache.keys().filter(|k| !live.contains(k.as_str())).cloned());
+    // Entries of paths no longer in the tree: only looked for when some cache entry was not
+    // met by a path of this walk.
+    if cached_paths < cache.len() {
+        let live: std::collections::HashSet<&str> = jobs.iter().map(|(r, _)| *r).collect();
+        snap.stat_remove.extend(cache.keys().filter(|k| !live.contains(k.as_str())).cloned());
+    }
 
     let mut cursor = results.iter();
     let (root_id, size) = build_tree(&tree, &mut cursor, store, writer, &mut snap.trees)?;
