@@ -423,6 +423,13 @@ fn index_shape(idx: &[u8]) -> Result<IndexShape, ShapeError> {
     Ok(IndexShape { version, entry_len, count })
 }
 
+/// Whether a pack index's last 32 bytes are the BLAKE3 hash of the rest (its length was
+/// checked by [`index_shape`]).
+fn checksum_ok(idx: &[u8]) -> bool {
+    let (body, sum) = idx.split_at(idx.len() - 32);
+    blake3::hash(body).as_bytes() == sum
+}
+
 /// Parse and check a pack index held in memory (magic, version, length, checksum, codecs).
 pub fn parse_index(idx: &[u8]) -> Result<Vec<(ObjectId, Location)>, String> {
     let IndexShape { version, entry_len, count } = index_shape(idx).map_err(|e| match e {
@@ -430,8 +437,7 @@ pub fn parse_index(idx: &[u8]) -> Result<Vec<(ObjectId, Location)>, String> {
         ShapeError::Version(v) => format!("pack index version {v}"),
         ShapeError::Length(reason) => reason,
     })?;
-    let body = &idx[..idx.len() - 32];
-    if blake3::hash(body).as_bytes() != &idx[idx.len() - 32..] {
+    if !checksum_ok(idx) {
         return Err("checksum mismatch".into());
     }
     let mut out = Vec::with_capacity(count);
@@ -950,7 +956,7 @@ impl<'a> Sink<'a> {
             }
             let (fill, end) = (d.fill, d.end());
             if fill > 0 {
-                let padded = fill.div_ceil(DIRECT_ALIGN) * DIRECT_ALIGN;
+                let padded = fill.next_multiple_of(DIRECT_ALIGN);
                 d.buf[d.pad + fill..d.pad + padded].fill(0);
                 self.flush_direct(padded)?;
                 self.file.set_len(end)?;
@@ -1066,8 +1072,7 @@ impl Pack {
 
     /// Check the index's own checksum.
     pub fn verify_index(&self) -> Result<(), PackError> {
-        let body = &self.idx[..self.idx.len() - 32];
-        if blake3::hash(body).as_bytes() != &self.idx[self.idx.len() - 32..] {
+        if !checksum_ok(&self.idx) {
             return Err(PackError::CorruptIndex {
                 path: self.pack_path.with_extension("idx"),
                 reason: "checksum mismatch".into(),

@@ -275,13 +275,11 @@ fn hash_one(
 ) -> Result<Hashed, WorktreeError> {
     let cached = cache.get(rel);
     let cached_path = cached.is_some();
-    if !st.is_symlink() {
-        if let Some(c) = cached {
-            if stat_matches(c, st) && (writer.is_none() || store.contains(&c.id)) {
-                return Ok(Hashed { kind: c.kind, id: c.id, size: c.size, stat: None, note: None, info: None, from_cache: true, cached_path });
-            }
-        }
+    // Symbolic links are read every time (they have no stat entry).
+    if let Some(c) = cached.filter(|c| !st.is_symlink() && stat_matches(c, st) && (writer.is_none() || store.contains(&c.id))) {
+        return Ok(Hashed { kind: c.kind, id: c.id, size: c.size, stat: None, note: None, info: None, from_cache: true, cached_path });
     }
+    // Only now: a status of an unchanged tree never builds the absolute paths.
     let abs = root.join(rel);
     let read_err = |source| WorktreeError::Read { path: abs.clone(), source };
     if st.is_symlink() {
