@@ -21,8 +21,9 @@ use crate::id::ObjectId;
 
 pub const PACK_MAGIC: &[u8; 8] = b"COHPACK\0";
 pub const IDX_MAGIC: &[u8; 8] = b"COHIDX\0\0";
-/// The version this cohort writes. Version 1 (no blocks, shorter index entries) is still read.
-pub const PACK_VERSION: u32 = 2;
+/// The version this cohort writes. Versions 1 (no blocks, shorter index entries) and 2 (no
+/// delta-coded pixel data) are still read.
+pub const PACK_VERSION: u32 = 3;
 const PACK_HEADER_LEN: u64 = 12;
 const ENTRY_HEADER_LEN: u64 = 32 + 1 + 8 + 8;
 /// Index entry: id, offset, stored length, raw length, codec; version 2 adds the object's place
@@ -41,7 +42,7 @@ const MAX_BLOCK: usize = 16 << 20;
 fn idx_entry_len(version: u32) -> Option<usize> {
     match version {
         1 => Some(IDX_ENTRY_LEN_V1),
-        2 => Some(IDX_ENTRY_LEN),
+        2 | 3 => Some(IDX_ENTRY_LEN),
         _ => None,
     }
 }
@@ -76,11 +77,15 @@ pub enum Codec {
     Raw = 0,
     Zstd = 1,
     /// Bytes of each 16-bit sample split (all first bytes, then all second bytes), then zstd.
+    /// Written by versions 1 and 2; still read.
     Shuffle2Zstd = 2,
     /// A member of a block: the entry in the pack is the whole block (one zstd frame of its
     /// members' raw bytes, one after another), and the index says where the member lies in it.
     /// In an [`Encoded`], the data are the raw bytes, still to be gathered into a block.
     Block = 3,
+    /// 16-bit samples as differences (each sample minus the one before it), zigzag-mapped
+    /// and split into low and high bytes ([`delta16`]), then zstd. Version 3.
+    Delta16Zstd = 4,
 }
 
 impl Codec {
@@ -90,6 +95,7 @@ impl Codec {
             1 => Some(Codec::Zstd),
             2 => Some(Codec::Shuffle2Zstd),
             3 => Some(Codec::Block),
+            4 => Some(Codec::Delta16Zstd),
             _ => None,
         }
     }
@@ -105,77 +111,146 @@ pub enum Hint {
     Incompressible,
 }
 
-/// The even bytes of `x` (bytes 0, 2, 4, 6), packed into the low 32 bits.
-#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
-fn even_bytes(x: u64) -> u64 {
-    let x = x & 0x00ff_00ff_00ff_00ff;
-    let x = (x | (x >> 8)) & 0x0000_ffff_0000_ffff;
-    (x | (x >> 16)) & 0xffff_ffff
+/// Zigzag: 0, -1, 1, -2, 2 ... to 0, 1, 2, 3, 4 ..., so small differences of either sign have
+/// a zero high byte.
+fn zigzag(d: u16) -> u16 {
+    let d = d as i16;
+    ((d << 1) ^ (d >> 15)) as u16
 }
 
-/// All low bytes of the 16-bit samples, then all high bytes, then an odd trailing byte.
-/// A commit shuffles every native 16-bit pixel byte it stores. Measured on 512 KiB buffers
-/// (figures in docs/benchmarks.md, session 5): a byte loop 1.1 GB/s (the compiler does not
-/// vectorize this de-interleave), 8 samples at a time in two u64 words 5.6 GB/s, SSE2
-/// 14-17 GB/s.
-fn shuffle2(raw: &[u8]) -> Vec<u8> {
+fn unzigzag(z: u16) -> u16 {
+    (z >> 1) ^ (z & 1).wrapping_neg()
+}
+
+/// Native 16-bit pixel data as [`Codec::Delta16Zstd`] stores it before zstd: each little-endian
+/// sample minus the one before it (wrapping; the first minus 0), zigzag-mapped, then all low
+/// bytes of these values, all high bytes, and an odd trailing byte as it was.
+///
+/// Why: neighbouring pixels are close, so the differences are small. Their high bytes are
+/// nearly all zero, and their low bytes are skewed enough for zstd's entropy coder. On the
+/// noisy synthetic CT of `examples/bench.sh`, 45.2% of the raw size with the samples' own bytes
+/// split (codec 2) becomes 36.0%; on pydicom's CT_small and MR_small, 64% becomes 48%
+/// (docs/benchmarks.md, session 6).
+fn delta16(raw: &[u8]) -> Vec<u8> {
     let n = raw.len() / 2;
     let mut out = vec![0u8; raw.len()];
     let (lo, rest) = out.split_at_mut(n);
     let (hi, tail) = rest.split_at_mut(n);
     #[cfg(target_arch = "x86_64")]
-    let done = shuffle2_sse2(raw, lo, hi);
+    let done = delta16_sse2(raw, lo, hi);
     #[cfg(not(target_arch = "x86_64"))]
-    let done = shuffle2_words(raw, lo, hi);
-    for i in done..n {
-        lo[i] = raw[2 * i];
-        hi[i] = raw[2 * i + 1];
-    }
+    let done = 0;
+    delta16_portable(raw, lo, hi, done);
     tail.copy_from_slice(&raw[2 * n..]);
     out
 }
 
-/// Shuffle whole groups of 16 samples with SSE2; returns how many samples it did.
+fn sample(raw: &[u8], i: usize) -> u16 {
+    u16::from_le_bytes([raw[2 * i], raw[2 * i + 1]])
+}
+
+/// [`delta16`] of samples `from..`, one at a time.
+fn delta16_portable(raw: &[u8], lo: &mut [u8], hi: &mut [u8], from: usize) {
+    for i in from..lo.len() {
+        let prev = if i == 0 { 0 } else { sample(raw, i - 1) };
+        let z = zigzag(sample(raw, i).wrapping_sub(prev));
+        lo[i] = z as u8;
+        hi[i] = (z >> 8) as u8;
+    }
+}
+
+/// [`delta16`] of whole groups of 16 samples with SSE2, from sample 1 on (sample 0 has no
+/// predecessor to load); returns the first sample it did not do.
 #[cfg(target_arch = "x86_64")]
-fn shuffle2_sse2(raw: &[u8], lo: &mut [u8], hi: &mut [u8]) -> usize {
+fn delta16_sse2(raw: &[u8], lo: &mut [u8], hi: &mut [u8]) -> usize {
+    use std::arch::x86_64::*;
+    let n = lo.len();
+    if n == 0 {
+        return 0;
+    }
+    // Sample 0 here, so that every group below has a sample before it.
+    delta16_portable(raw, lo, hi, 0);
+    let mut i = 1;
+    while i + 16 <= n {
+        // The group's 16 samples and the one before them.
+        let r = &raw[2 * i - 2..2 * i + 32];
+        // SAFETY: SSE2 is part of the x86_64 baseline, so the CPU has it; `r` is 34 bytes long,
+        // so the four 16-byte loads at 0, 2, 16 and 18 are in bounds; `lo` and `hi` have 16
+        // bytes at `i` (i + 16 <= n); the unaligned load and store intrinsics need no alignment.
+        unsafe {
+            let p = r.as_ptr();
+            let d0 = _mm_sub_epi16(_mm_loadu_si128(p.add(2).cast()), _mm_loadu_si128(p.cast()));
+            let d1 = _mm_sub_epi16(_mm_loadu_si128(p.add(18).cast()), _mm_loadu_si128(p.add(16).cast()));
+            let z0 = _mm_xor_si128(_mm_slli_epi16(d0, 1), _mm_srai_epi16(d0, 15));
+            let z1 = _mm_xor_si128(_mm_slli_epi16(d1, 1), _mm_srai_epi16(d1, 15));
+            let mask = _mm_set1_epi16(0x00ff);
+            let low = _mm_packus_epi16(_mm_and_si128(z0, mask), _mm_and_si128(z1, mask));
+            let high = _mm_packus_epi16(_mm_srli_epi16(z0, 8), _mm_srli_epi16(z1, 8));
+            _mm_storeu_si128(lo[i..i + 16].as_mut_ptr().cast(), low);
+            _mm_storeu_si128(hi[i..i + 16].as_mut_ptr().cast(), high);
+        }
+        i += 16;
+    }
+    i
+}
+
+/// The inverse of [`delta16`]: a cold export runs it on every native 16-bit pixel byte it
+/// writes. A running sum is serial; SSE2 does it 8 samples at a time in three shifted adds.
+fn undelta16(d: &[u8]) -> Vec<u8> {
+    let n = d.len() / 2;
+    let mut out = vec![0u8; d.len()];
+    let (lo, hi) = (&d[..n], &d[n..2 * n]);
+    #[cfg(target_arch = "x86_64")]
+    let (done, prev) = undelta16_sse2(lo, hi, &mut out);
+    #[cfg(not(target_arch = "x86_64"))]
+    let (done, prev) = (0, 0);
+    undelta16_portable(lo, hi, &mut out, done, prev);
+    out[2 * n..].copy_from_slice(&d[2 * n..]);
+    out
+}
+
+/// [`undelta16`] of samples `from..`, given the sample before them.
+fn undelta16_portable(lo: &[u8], hi: &[u8], out: &mut [u8], from: usize, mut prev: u16) {
+    for i in from..lo.len() {
+        prev = prev.wrapping_add(unzigzag(u16::from_le_bytes([lo[i], hi[i]])));
+        out[2 * i..2 * i + 2].copy_from_slice(&prev.to_le_bytes());
+    }
+}
+
+/// [`undelta16`] of whole groups of 16 samples with SSE2; returns how many samples it did
+/// and the last of them.
+#[cfg(target_arch = "x86_64")]
+fn undelta16_sse2(lo: &[u8], hi: &[u8], out: &mut [u8]) -> (usize, u16) {
     use std::arch::x86_64::*;
     let mut done = 0;
-    for ((l, h), r) in lo.chunks_exact_mut(16).zip(hi.chunks_exact_mut(16)).zip(raw.chunks_exact(32)) {
-        // SAFETY: SSE2 is part of the x86_64 baseline, so the CPU has it; `r` is 32 bytes
-        // long and `l`, `h` 16 bytes each (chunks_exact), and the unaligned load and store
-        // intrinsics need no alignment.
+    // SAFETY (all blocks below): SSE2 is part of the x86_64 baseline; every load and store is
+    // of a 16-byte chunk of a slice (chunks_exact); the unaligned intrinsics need no alignment.
+    let mut carry = unsafe { _mm_setzero_si128() };
+    for ((l, h), o) in lo.chunks_exact(16).zip(hi.chunks_exact(16)).zip(out.chunks_exact_mut(32)) {
         unsafe {
-            let mask = _mm_set1_epi16(0x00ff);
-            let a = _mm_loadu_si128(r.as_ptr().cast());
-            let b = _mm_loadu_si128(r.as_ptr().add(16).cast());
-            let low = _mm_packus_epi16(_mm_and_si128(a, mask), _mm_and_si128(b, mask));
-            let high = _mm_packus_epi16(_mm_srli_epi16(a, 8), _mm_srli_epi16(b, 8));
-            _mm_storeu_si128(l.as_mut_ptr().cast(), low);
-            _mm_storeu_si128(h.as_mut_ptr().cast(), high);
+            let (l, h) = (_mm_loadu_si128(l.as_ptr().cast()), _mm_loadu_si128(h.as_ptr().cast()));
+            for (k, z) in [_mm_unpacklo_epi8(l, h), _mm_unpackhi_epi8(l, h)].into_iter().enumerate() {
+                let one = _mm_set1_epi16(1);
+                let mut r = _mm_xor_si128(_mm_srli_epi16(z, 1), _mm_sub_epi16(_mm_setzero_si128(), _mm_and_si128(z, one)));
+                // Running sum within the 8 lanes, then add the last sample of the group before.
+                r = _mm_add_epi16(r, _mm_slli_si128(r, 2));
+                r = _mm_add_epi16(r, _mm_slli_si128(r, 4));
+                r = _mm_add_epi16(r, _mm_slli_si128(r, 8));
+                r = _mm_add_epi16(r, carry);
+                _mm_storeu_si128(o[16 * k..16 * k + 16].as_mut_ptr().cast(), r);
+                // Lane 7 into every lane.
+                let t = _mm_shufflehi_epi16(r, 0xff);
+                carry = _mm_unpackhi_epi64(t, t);
+            }
         }
         done += 16;
     }
-    done
+    let prev = if done == 0 { 0 } else { u16::from_le_bytes([out[2 * done - 2], out[2 * done - 1]]) };
+    (done, prev)
 }
 
-/// Shuffle whole groups of 8 samples in two u64 words (portable); returns how many samples
-/// it did.
-#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
-fn shuffle2_words(raw: &[u8], lo: &mut [u8], hi: &mut [u8]) -> usize {
-    let mut done = 0;
-    for ((l, h), r) in lo.chunks_exact_mut(8).zip(hi.chunks_exact_mut(8)).zip(raw.chunks_exact(16)) {
-        let a = u64::from_le_bytes(r[..8].try_into().expect("8 bytes"));
-        let b = u64::from_le_bytes(r[8..].try_into().expect("8 bytes"));
-        l.copy_from_slice(&(even_bytes(a) | even_bytes(b) << 32).to_le_bytes());
-        h.copy_from_slice(&(even_bytes(a >> 8) | even_bytes(b >> 8) << 32).to_le_bytes());
-        done += 8;
-    }
-    done
-}
-
-/// The inverse of [`shuffle2`]. A cold export unshuffles every native 16-bit pixel byte it
-/// writes; this plain loop over pairs is vectorized by the compiler (16-20 GB/s measured,
-/// against 3.5 GB/s for a u64-word version that appended to the output).
+/// Pixel data of codec 2 (written by versions 1 and 2) back to its samples: low bytes, high
+/// bytes and an odd trailing byte interleaved again. The compiler vectorizes this loop.
 fn unshuffle2(sh: &[u8]) -> Vec<u8> {
     let n = sh.len() / 2;
     let mut out = vec![0u8; sh.len()];
@@ -202,9 +277,9 @@ pub struct Encoded {
 enum Profile {
     /// Headers, trees, records, files that are not DICOM: level 1.
     Generic = 0,
-    /// The high-byte plane of 16-bit pixel data (smooth: long runs and repeats).
+    /// The high bytes of 16-bit pixel differences (nearly all zero).
     PixelHigh = 1,
-    /// The low-byte plane (mostly noise: matches are rare, entropy coding does the work).
+    /// Their low bytes (mostly noise: matches are rare, entropy coding does the work).
     PixelLow = 2,
 }
 
@@ -217,13 +292,16 @@ thread_local! {
 
 /// zstd level 1 for everything but pixel data.
 const LEVEL: i32 = 1;
-/// Pixel data: level -5 for the high-byte plane and -20 for the low-byte plane, both with a
-/// 1 KiB-entry hash table (it stays in the L1 cache) and matches of at least 6 bytes (noise
-/// makes shorter ones rare and costly to try). Measured on 300 noisy synthetic 512x512 CT
-/// slices in one run, stored size and speed: whole shuffled slice at level -5 with zstd's
-/// defaults 44.6% at 690 MB/s; with the hash table and matches above 44.6% at 795 MB/s; the
-/// two planes apart at -5 and -20, 45.2% at 945 MB/s. (Level 1: 39% at 450 MB/s.) Pixel
-/// data is nearly all of a dataset's bytes, and a commit must keep pace with `cp -r`.
+/// Pixel data (after [`delta16`]): level -5 for the high-byte plane and -20 for the low-byte
+/// plane, both with a 1 KiB-entry hash table (it stays in the L1 cache), matches of at least 6
+/// bytes (noise makes shorter ones rare and costly to try), and Huffman coding of literals,
+/// which zstd leaves off at negative levels by default. On the noisy low bytes that entropy
+/// coding is all the gain. Measured on 200 noisy synthetic 512x512 CT slices, one core, stored
+/// size and compression speed of the two planes: without literal coding 42.6% at 1,250 MB/s;
+/// with it on the low plane 37.3% at 680-900 MB/s, on both 36.0% at 930 MB/s; both at level 1
+/// 35.5% at 250 MB/s. (The samples' own bytes split, codec 2 as written before: 45.2% at
+/// 710-950 MB/s.) Pixel data is nearly all of a dataset's bytes, and a commit must keep pace
+/// with `cp -r`.
 const PIXEL_HIGH_LEVEL: i32 = -5;
 const PIXEL_LOW_LEVEL: i32 = -20;
 const PIXEL_HASH_LOG: u32 = 10;
@@ -238,6 +316,7 @@ fn new_compressor(p: Profile) -> Option<zstd::bulk::Compressor<'static>> {
     let mut c = zstd::bulk::Compressor::new(level).ok()?;
     c.set_parameter(zstd::zstd_safe::CParameter::HashLog(PIXEL_HASH_LOG)).ok()?;
     c.set_parameter(zstd::zstd_safe::CParameter::MinMatch(PIXEL_MIN_MATCH)).ok()?;
+    c.set_parameter(zstd::zstd_safe::CParameter::LiteralCompressionMode(zstd::zstd_safe::ParamSwitch::Enable)).ok()?;
     Some(c)
 }
 
@@ -283,9 +362,9 @@ pub fn encode(id: ObjectId, raw: &[u8], hint: Hint) -> Encoded {
         Hint::Incompressible => None,
         _ if raw.len() < 64 => None,
         Hint::Pixels16 => {
-            let sh = shuffle2(raw);
-            let (low, high) = sh.split_at(raw.len() / 2);
-            zstd_compress(&[(low, Profile::PixelLow), (high, Profile::PixelHigh)]).map(|d| (Codec::Shuffle2Zstd, d))
+            let planes = delta16(raw);
+            let (low, high) = planes.split_at(raw.len() / 2);
+            zstd_compress(&[(low, Profile::PixelLow), (high, Profile::PixelHigh)]).map(|d| (Codec::Delta16Zstd, d))
         }
         Hint::Generic => zstd_compress(&[(raw, Profile::Generic)]).map(|d| (Codec::Zstd, d)),
     };
@@ -302,6 +381,7 @@ fn decode(codec: Codec, data: &[u8], raw_len: u64) -> Result<std::borrow::Cow<'_
         Codec::Raw => Ok(Cow::Borrowed(data)),
         Codec::Zstd => zstd_decompress(data, raw_len as usize).map(Cow::Owned),
         Codec::Shuffle2Zstd => zstd_decompress(data, raw_len as usize).map(|d| Cow::Owned(unshuffle2(&d))),
+        Codec::Delta16Zstd => zstd_decompress(data, raw_len as usize).map(|d| Cow::Owned(undelta16(&d))),
         Codec::Block => Err("a block member needs its block".into()),
     }
 }
@@ -387,8 +467,13 @@ fn parse_entry(b: &[u8], version: u32) -> (ObjectId, Option<Codec>, Location) {
     let id = ObjectId::from_slice(&b[..32]).expect("32 bytes");
     let u = |r: std::ops::Range<usize>| u64::from_le_bytes(b[r].try_into().expect("8 bytes"));
     let w = |r: std::ops::Range<usize>| u32::from_le_bytes(b[r].try_into().expect("4 bytes"));
-    // Blocks came with version 2: a version 1 index that names one is corrupt.
-    let codec = Codec::from_u8(b[56]).filter(|c| *c != Codec::Block || version >= 2);
+    // Blocks came with version 2, delta-coded pixel data with version 3: an older index that
+    // names one is corrupt.
+    let codec = Codec::from_u8(b[56]).filter(|c| match c {
+        Codec::Block => version >= 2,
+        Codec::Delta16Zstd => version >= 3,
+        _ => true,
+    });
     let (block_at, block_len) = if version >= 2 { (w(57..61), w(61..65)) } else { (0, 0) };
     let loc = Location { offset: u(32..40), stored_len: u(40..48), raw_len: u(48..56), codec: codec.unwrap_or(Codec::Raw), block_at, block_len };
     (id, codec, loc)
@@ -1310,24 +1395,74 @@ mod tests {
         }
     }
 
+    /// Codec 2's layout (docs/format.md): low bytes, high bytes, odd tail byte.
+    fn shuffle2(v: &[u8]) -> Vec<u8> {
+        let half = v.len() / 2;
+        let mut out: Vec<u8> = (0..half).map(|i| v[2 * i]).collect();
+        out.extend((0..half).map(|i| v[2 * i + 1]));
+        out.extend(&v[2 * half..]);
+        out
+    }
+
     #[test]
-    fn shuffle_roundtrip() {
+    fn unshuffle_undoes_the_layout_of_codec_2() {
         for n in [0usize, 1, 2, 3, 10, 11, 15, 16, 17, 31, 32, 33, 47, 1001, 4096] {
             let v: Vec<u8> = (0..n).map(|i| (i * 37 + i / 256) as u8).collect();
-            // The layout is fixed by docs/format.md: low bytes, high bytes, odd tail byte.
-            let half = n / 2;
-            let mut expected: Vec<u8> = (0..half).map(|i| v[2 * i]).collect();
-            expected.extend((0..half).map(|i| v[2 * i + 1]));
-            expected.extend(&v[2 * half..]);
-            assert_eq!(shuffle2(&v), expected, "n = {n}");
-            assert_eq!(unshuffle2(&expected), v, "n = {n}");
-            // The portable path, whatever the machine running the tests.
-            let (mut lo, mut hi) = (vec![0u8; half], vec![0u8; half]);
-            let done = shuffle2_words(&v, &mut lo, &mut hi);
-            assert_eq!(done, half / 8 * 8);
-            assert_eq!(lo[..done], expected[..done], "n = {n}");
-            assert_eq!(hi[..done], expected[half..half + done], "n = {n}");
+            assert_eq!(unshuffle2(&shuffle2(&v)), v, "n = {n}");
         }
+    }
+
+    /// [`delta16`] as docs/format.md words it, one sample at a time.
+    fn delta16_reference(v: &[u8]) -> Vec<u8> {
+        let half = v.len() / 2;
+        let z: Vec<u16> = (0..half)
+            .map(|i| {
+                let prev = if i == 0 { 0 } else { u16::from_le_bytes([v[2 * i - 2], v[2 * i - 1]]) };
+                let d = u16::from_le_bytes([v[2 * i], v[2 * i + 1]]).wrapping_sub(prev) as i16;
+                ((d << 1) ^ (d >> 15)) as u16
+            })
+            .collect();
+        let mut out: Vec<u8> = z.iter().map(|z| *z as u8).collect();
+        out.extend(z.iter().map(|z| (*z >> 8) as u8));
+        out.extend(&v[2 * half..]);
+        out
+    }
+
+    #[test]
+    fn delta16_matches_its_definition_and_undelta16_undoes_it() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for n in [0usize, 1, 2, 3, 4, 5, 30, 31, 32, 33, 34, 35, 63, 64, 65, 66, 67, 1001, 4096, 70_001] {
+            // Smooth runs, jumps of either sign across the whole range (wrapping), and noise.
+            let v: Vec<u8> = (0..n)
+                .map(|i| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    match (i / 40) % 3 {
+                        0 => (i / 3) as u8,
+                        1 => x as u8,
+                        _ => [0x00, 0xff, 0x80, 0x7f][x as usize % 4],
+                    }
+                })
+                .collect();
+            let expected = delta16_reference(&v);
+            assert_eq!(delta16(&v), expected, "n = {n}");
+            assert_eq!(undelta16(&expected), v, "n = {n}");
+            // The portable paths, whatever the machine running the tests.
+            let half = n / 2;
+            let (mut lo, mut hi) = (vec![0u8; half], vec![0u8; half]);
+            delta16_portable(&v, &mut lo, &mut hi, 0);
+            assert_eq!(lo[..], expected[..half], "n = {n}");
+            assert_eq!(hi[..], expected[half..2 * half], "n = {n}");
+            let mut out = vec![0u8; 2 * half];
+            undelta16_portable(&expected[..half], &expected[half..2 * half], &mut out, 0, 0);
+            assert_eq!(out[..], v[..2 * half], "n = {n}");
+        }
+        // Every difference maps to its zigzag code and back.
+        for d in 0..=u16::MAX {
+            assert_eq!(unzigzag(zigzag(d)), d);
+        }
+        assert_eq!([zigzag(0), zigzag(u16::MAX), zigzag(1), zigzag(0xfffe)], [0, 1, 2, 3]);
     }
 
     /// A temp folder with an empty `packs` folder in it.
@@ -1352,7 +1487,7 @@ mod tests {
     }
 
     #[test]
-    fn pixel_data_is_two_zstd_frames_that_decode_as_one() {
+    fn pixel_data_is_two_zstd_frames_of_differences_that_decode_as_one() {
         for n in [4096usize, 512 * 512] {
             let mut raw = noisy_pixels(n);
             for odd in [false, true] {
@@ -1360,23 +1495,34 @@ mod tests {
                     raw.push(0x5a);
                 }
                 let e = encode(ObjectId::of(&raw), &raw, Hint::Pixels16);
-                assert_eq!(e.codec, Codec::Shuffle2Zstd, "n = {n}");
+                assert_eq!(e.codec, Codec::Delta16Zstd, "n = {n}");
                 assert!(e.data.len() < raw.len() * 3 / 4, "noisy 16-bit data shrinks: {} of {}", e.data.len(), raw.len());
                 // The low-byte plane is the first frame; the high bytes (and odd byte) the second.
                 let first = zstd::zstd_safe::find_frame_compressed_size(&e.data).unwrap();
                 assert!(first < e.data.len());
                 let low = zstd::bulk::decompress(&e.data[..first], raw.len()).unwrap();
-                assert_eq!(low, shuffle2(&raw)[..raw.len() / 2]);
+                assert_eq!(low, delta16_reference(&raw)[..raw.len() / 2]);
                 assert_eq!(decode(e.codec, &e.data, e.raw_len).unwrap(), raw);
+                // Smaller than the samples' own bytes split and compressed as codec 2 did.
+                let planes = shuffle2(&raw);
+                let (lo, hi) = planes.split_at(raw.len() / 2);
+                let before = zstd::bulk::compress(lo, -20).unwrap().len() + zstd::bulk::compress(hi, -5).unwrap().len();
+                assert!(e.data.len() < before, "{} against {before}", e.data.len());
             }
         }
     }
 
     #[test]
-    fn one_frame_pixel_data_of_earlier_stores_still_decodes() {
+    fn pixel_data_of_earlier_stores_still_decodes() {
         let raw = noisy_pixels(10_000);
+        // One frame at level -5 (version 1), and the two planes as two frames (version 2).
         let one_frame = zstd::bulk::compress(&shuffle2(&raw), -5).unwrap();
         assert_eq!(decode(Codec::Shuffle2Zstd, &one_frame, raw.len() as u64).unwrap(), raw);
+        let planes = shuffle2(&raw);
+        let (lo, hi) = planes.split_at(raw.len() / 2);
+        let mut two = zstd::bulk::compress(lo, -20).unwrap();
+        two.extend(zstd::bulk::compress(hi, -5).unwrap());
+        assert_eq!(decode(Codec::Shuffle2Zstd, &two, raw.len() as u64).unwrap(), raw);
     }
 
     #[test]
@@ -1610,26 +1756,24 @@ mod tests {
         b.verify_layout().unwrap();
     }
 
-    #[test]
-    fn version_1_packs_still_read() {
-        let (_dir, packs) = packs_dir();
-        let objs: Vec<(Vec<u8>, Codec)> = vec![(b"small raw".to_vec(), Codec::Raw), (header_like(3), Codec::Zstd)];
+    /// A pack and its index of an older `version`, made by hand: each object's raw bytes,
+    /// codec and stored bytes (no blocks).
+    fn handmade_pack(packs: &Path, name: &str, version: u32, objs: &[(Vec<u8>, Codec, Vec<u8>)]) -> Vec<u8> {
         let mut pack = PACK_MAGIC.to_vec();
-        pack.extend_from_slice(&1u32.to_le_bytes());
+        pack.extend_from_slice(&version.to_le_bytes());
         let mut entries = Vec::new();
-        for (raw, codec) in &objs {
-            let data = if *codec == Codec::Zstd { zstd::bulk::compress(raw, 1).unwrap() } else { raw.clone() };
+        for (raw, codec, data) in objs {
             let id = ObjectId::of(raw);
             pack.extend_from_slice(&id.0);
             pack.push(*codec as u8);
             pack.extend_from_slice(&(raw.len() as u64).to_le_bytes());
             pack.extend_from_slice(&(data.len() as u64).to_le_bytes());
             entries.push((id, pack.len() as u64, data.len() as u64, raw.len() as u64, *codec as u8));
-            pack.extend_from_slice(&data);
+            pack.extend_from_slice(data);
         }
         entries.sort();
         let mut idx = IDX_MAGIC.to_vec();
-        idx.extend_from_slice(&1u32.to_le_bytes());
+        idx.extend_from_slice(&version.to_le_bytes());
         idx.extend_from_slice(&(entries.len() as u64).to_le_bytes());
         for (id, off, stored, raw, codec) in &entries {
             idx.extend_from_slice(&id.0);
@@ -1637,25 +1781,58 @@ mod tests {
                 idx.extend_from_slice(&v.to_le_bytes());
             }
             idx.push(*codec);
+            if version >= 2 {
+                idx.extend_from_slice(&[0; 8]);
+            }
         }
         let sum = blake3::hash(&idx);
         idx.extend_from_slice(sum.as_bytes());
-        fs::write(packs.join("pack-old.pack"), &pack).unwrap();
-        fs::write(packs.join("pack-old.idx"), &idx).unwrap();
-        let p = Pack::open(&packs, "pack-old").unwrap();
-        p.verify_index().unwrap();
-        p.verify_layout().unwrap();
-        assert_eq!(parse_index(&idx).unwrap().len(), 2);
-        for (raw, _) in &objs {
-            let id = ObjectId::of(raw);
-            assert_eq!(&p.read(id, p.find(&id).unwrap()).unwrap(), raw);
+        fs::write(packs.join(format!("{name}.pack")), &pack).unwrap();
+        fs::write(packs.join(format!("{name}.idx")), &idx).unwrap();
+        idx
+    }
+
+    #[test]
+    fn version_1_and_2_packs_still_read() {
+        let (_dir, packs) = packs_dir();
+        let header = header_like(3);
+        let pixels = noisy_pixels(5000);
+        let planes = shuffle2(&pixels);
+        let (lo, hi) = planes.split_at(pixels.len() / 2);
+        let mut two_frames = zstd::bulk::compress(lo, -20).unwrap();
+        two_frames.extend(zstd::bulk::compress(hi, -5).unwrap());
+        let objs = vec![
+            (b"small raw".to_vec(), Codec::Raw, b"small raw".to_vec()),
+            (header.clone(), Codec::Zstd, zstd::bulk::compress(&header, 1).unwrap()),
+            (pixels.clone(), Codec::Shuffle2Zstd, two_frames),
+        ];
+        for version in [1, 2] {
+            let name = format!("pack-v{version}");
+            let idx = handmade_pack(&packs, &name, version, &objs);
+            let p = Pack::open(&packs, &name).unwrap();
+            p.verify_index().unwrap();
+            p.verify_layout().unwrap();
+            assert_eq!(parse_index(&idx).unwrap().len(), 3);
+            for (raw, _, _) in &objs {
+                let id = ObjectId::of(raw);
+                assert_eq!(&p.read(id, p.find(&id).unwrap()).unwrap(), raw);
+            }
+            // A version this cohort does not know is refused with its number.
+            let mut future = idx.clone();
+            future[8..12].copy_from_slice(&9u32.to_le_bytes());
+            fs::write(packs.join(format!("{name}.idx")), &future).unwrap();
+            let err = Pack::open(&packs, &name).err().unwrap().to_string();
+            assert!(err.contains("version 9"), "{err}");
         }
-        // A version this cohort does not know is refused with its number.
-        let mut future = idx.clone();
-        future[8..12].copy_from_slice(&9u32.to_le_bytes());
-        fs::write(packs.join("pack-old.idx"), &future).unwrap();
-        let err = Pack::open(&packs, "pack-old").err().unwrap().to_string();
-        assert!(err.contains("version 9"), "{err}");
+        // Delta-coded pixel data came with version 3: an older index naming it is corrupt.
+        let e = encode(ObjectId::of(&pixels), &pixels, Hint::Pixels16);
+        assert_eq!(e.codec, Codec::Delta16Zstd);
+        let idx = handmade_pack(&packs, "pack-v2-delta", 2, &[(pixels.clone(), e.codec, e.data.clone())]);
+        assert!(parse_index(&idx).unwrap_err().contains("unknown codec 4"));
+        let idx = handmade_pack(&packs, "pack-v3-delta", 3, &[(pixels.clone(), e.codec, e.data)]);
+        assert_eq!(parse_index(&idx).unwrap().len(), 1);
+        let p = Pack::open(&packs, "pack-v3-delta").unwrap();
+        assert_eq!(p.read(ObjectId::of(&pixels), p.find(&ObjectId::of(&pixels)).unwrap()).unwrap(), pixels);
     }
 
     #[test]

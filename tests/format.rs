@@ -191,12 +191,18 @@ fn pack_and_index_keep_their_bytes() {
     for o in [&b"alpha"[..], b"beta", b""] {
         w.add(encode(ObjectId::of(o), o, Hint::Generic)).unwrap();
     }
+    // And 16-bit pixel data, delta-coded (codec 4, version 3).
+    let pixels = sample_pixels();
+    let e = encode(ObjectId::of(&pixels), &pixels, Hint::Pixels16);
+    assert_eq!(e.codec, cohort::pack::Codec::Delta16Zstd);
+    w.add(e).unwrap();
     let name = w.finish().unwrap().unwrap();
     check("sample.pack", &fs::read(packs.join(format!("{name}.pack"))).unwrap());
     check("sample.idx", &fs::read(packs.join(format!("{name}.idx"))).unwrap());
-    // The committed packs are readable by this version: version 2 (blocks), and version 1
-    // (before blocks: objects stored alone, 57-byte index entries), as earlier stores hold.
-    for v in ["sample", "sample-v1"] {
+    // The committed packs are readable by this version: version 3 (delta-coded pixel data),
+    // version 2 (blocks), and version 1 (before blocks: objects stored alone, 57-byte index
+    // entries), as earlier stores hold.
+    for v in ["sample", "sample-v2", "sample-v1"] {
         let gd = tempfile::tempdir().unwrap();
         fs::copy(data(&format!("{v}.pack")), gd.path().join("pack-x.pack")).unwrap();
         fs::copy(data(&format!("{v}.idx")), gd.path().join("pack-x.idx")).unwrap();
@@ -207,7 +213,19 @@ fn pack_and_index_keep_their_bytes() {
             let id = ObjectId::of(o);
             assert_eq!(p.read(id, p.find(&id).unwrap()).unwrap(), o, "{v}");
         }
+        if v == "sample" {
+            let id = ObjectId::of(&pixels);
+            assert_eq!(p.read(id, p.find(&id).unwrap()).unwrap(), pixels);
+        }
     }
+}
+
+/// 201 little-endian 16-bit samples (an odd byte at the end): a ramp with a wobble, which
+/// crosses a byte boundary and goes down as well as up.
+fn sample_pixels() -> Vec<u8> {
+    let mut v: Vec<u8> = (0..201u16).flat_map(|i| (1000 + i * 3 - (i % 7) * 5).to_le_bytes()).collect();
+    v.push(0x5a);
+    v
 }
 
 #[test]
@@ -236,7 +254,7 @@ fn decoders_never_panic_on_damaged_bytes() {
         }
     }
     // Damaged pack indexes and packs (both versions): open or read fails cleanly, never panics.
-    for v in ["sample", "sample-v1"] {
+    for v in ["sample", "sample-v2", "sample-v1"] {
         damaged_packs_fail_cleanly(&format!("{v}.idx"), &format!("{v}.pack"));
     }
 }
