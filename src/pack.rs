@@ -168,8 +168,11 @@ fn delta16_sse2(raw: &[u8], lo: &mut [u8], hi: &mut [u8]) -> usize {
     if n == 0 {
         return 0;
     }
-    // Sample 0 here, so that every group below has a sample before it.
-    delta16_portable(raw, lo, hi, 0);
+    // Sample 0 here (its difference is itself), so that every group below has a sample
+    // before it.
+    let z = zigzag(sample(raw, 0));
+    lo[0] = z as u8;
+    hi[0] = (z >> 8) as u8;
     let mut i = 1;
     while i + 16 <= n {
         // The group's 16 samples and the one before them.
