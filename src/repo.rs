@@ -147,6 +147,10 @@ pub struct LogEntry {
     pub kind: String,
 }
 
+/// How many files [`Repo::ls_each`] gathers before it reads their DICOM records (in parallel)
+/// and hands them over.
+const LS_BATCH: usize = 4096;
+
 #[derive(Debug, Clone, Serialize)]
 pub struct LsEntry {
     pub path: String,
@@ -574,18 +578,47 @@ impl Repo {
 
     /// Every file of a revision, with DICOM identifiers.
     pub fn ls(&self, rev: &str) -> Result<Vec<LsEntry>, RepoError> {
+        let mut out = Vec::new();
+        self.ls_each(rev, &mut |e| out.push(e))?;
+        Ok(out)
+    }
+
+    /// Every file of a revision, with DICOM identifiers, handed to `each` in path order. Only
+    /// a batch of entries is held at a time (their DICOM records read in parallel), so memory
+    /// stays flat whatever the number of files.
+    pub fn ls_each(&self, rev: &str, each: &mut dyn FnMut(LsEntry)) -> Result<(), RepoError> {
         let c = self.store.read_commit(&self.resolve(rev)?)?;
         let src = TreeSource { store: &self.store, extra: None };
-        let mut files = Vec::new();
-        diff::list_files(&src, &c.tree, "", &mut files)?;
-        let out: Result<Vec<LsEntry>, StoreError> = files
-            .into_par_iter()
+        let mut batch = Vec::new();
+        self.ls_tree(&src, &c.tree, "", &mut batch, each)?;
+        self.ls_flush(&mut batch, each)
+    }
+
+    fn ls_tree(&self, src: &TreeSource, id: &ObjectId, prefix: &str, batch: &mut Vec<(String, crate::object::TreeEntry)>, each: &mut dyn FnMut(LsEntry)) -> Result<(), RepoError> {
+        for e in src.tree(id)?.entries {
+            let path = if prefix.is_empty() { e.name.clone() } else { format!("{prefix}/{}", e.name) };
+            if e.kind == EntryKind::Tree {
+                self.ls_tree(src, &e.id, &path, batch, each)?;
+            } else {
+                batch.push((path, e));
+                if batch.len() >= LS_BATCH {
+                    self.ls_flush(batch, each)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn ls_flush(&self, batch: &mut Vec<(String, crate::object::TreeEntry)>, each: &mut dyn FnMut(LsEntry)) -> Result<(), RepoError> {
+        let entries: Result<Vec<LsEntry>, StoreError> = batch
+            .par_drain(..)
             .map(|(path, e)| {
                 let dicom = if e.kind == EntryKind::Dicom { Some(self.store.read_dicom(&e.id)?.info) } else { None };
                 Ok(LsEntry { path, kind: e.kind, size: e.size, id: e.id, dicom })
             })
             .collect();
-        Ok(out?)
+        entries?.into_iter().for_each(each);
+        Ok(())
     }
 
     /// Differences between two revisions, with the DICOM view.

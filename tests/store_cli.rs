@@ -236,6 +236,45 @@ fn bad_input_is_named() {
 }
 
 #[test]
+fn ls_streams_every_file_in_path_order() {
+    let d = repo();
+    let r = d.path();
+    // An empty commit lists nothing.
+    ok(r, &["commit", "-m", "empty"]);
+    assert_eq!(json(r, &["ls", "--json"]), serde_json::json!([]));
+    assert_eq!(ok(r, &["ls"]), "");
+    // More files than `ls` gathers at once (4,096), in several folders, plus one DICOM file.
+    let mut expected = Vec::new();
+    for i in 0..4200 {
+        let rel = format!("d{}/f{i:05}.txt", i % 3);
+        write(r, &rel, format!("{i}").as_bytes());
+        expected.push(rel);
+    }
+    write(r, "d1/ct.dcm", &cohort::dicom::synth::synth_instance(&fake_ct("ls", 0, 0, 0, 0, 8)));
+    expected.push("d1/ct.dcm".into());
+    expected.sort();
+    ok(r, &["commit", "-m", "many"]);
+    let text = ok(r, &["ls", "--json"]);
+    // The same bytes as serde_json's pretty printer gives for the whole list at once.
+    let whole = {
+        use cohort::repo::{Context, Repo};
+        let repo = Repo::open(r, cohort::store::Mode::Read, Context { user: "t".into(), time_us: None, command: vec![] }).unwrap();
+        serde_json::to_string_pretty(&repo.ls("HEAD").unwrap()).unwrap() + "\n"
+    };
+    let differs = text.bytes().zip(whole.bytes()).position(|(a, b)| a != b);
+    assert!(text == whole, "lengths {} and {}, first difference at {differs:?}", text.len(), whole.len());
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let paths: Vec<&str> = v.as_array().unwrap().iter().map(|e| e["path"].as_str().unwrap()).collect();
+    assert_eq!(paths, expected);
+    let ct = v.as_array().unwrap().iter().find(|e| e["path"] == "d1/ct.dcm").unwrap();
+    assert_eq!(ct["kind"], "dicom");
+    assert_eq!(ct["dicom"]["patient_id"], fake_ct("ls", 0, 0, 0, 0, 8).patient_id);
+    let lines: Vec<String> = ok(r, &["ls"]).lines().map(String::from).collect();
+    assert_eq!(lines.len(), expected.len());
+    assert!(lines.iter().zip(&expected).all(|(l, p)| l.split('\t').next().unwrap().ends_with(&format!(" {p}"))));
+}
+
+#[test]
 fn a_tree_that_would_escape_the_export_folder_is_rejected() {
     use cohort::object::{Activity, Agent, Commit, EntryKind, Head, Tree, TreeEntry};
     use cohort::pack::Hint;

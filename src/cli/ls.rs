@@ -3,7 +3,7 @@ use std::process::ExitCode;
 
 use cohort::store::Mode;
 
-use super::{json, out, CliResult, Env};
+use super::{out, CliResult, Env};
 
 /// Paths, sizes and ids of a revision's files; for DICOM also patient, study, series and SOP
 /// instance UIDs and modality.
@@ -17,24 +17,53 @@ pub struct Args {
 
 pub fn run(env: &Env, a: Args) -> CliResult {
     let repo = env.repo(Mode::Read)?;
-    let list = repo.ls(&a.rev)?;
-    if a.json {
-        json(&list);
-        return Ok(ExitCode::SUCCESS);
-    }
-    let mut s = String::new();
+    // Written as the entries come: a revision of millions of files is never held whole.
+    let mut w = Lines::default();
+    let mut first = true;
     let d = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
-    for e in &list {
-        let kind = serde_json::to_value(e.kind).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
-        s.push_str(&format!("{kind:<10} {:>12} {} {}", e.size, e.id.short(), e.path));
-        if let Some(i) = &e.dicom {
-            s.push_str(&format!(
-                "\tpatient={} study={} series={} sop={} modality={}",
-                d(&i.patient_id), d(&i.study_uid), d(&i.series_uid), d(&i.sop_instance_uid), d(&i.modality)
-            ));
+    repo.ls_each(&a.rev, &mut |e| {
+        if a.json {
+            // The layout of serde_json's pretty printer for the whole array, one element at a time.
+            let item = serde_json::to_string_pretty(&e).expect("serializable");
+            w.push(if first { "[\n" } else { ",\n" });
+            for (i, line) in item.lines().enumerate() {
+                w.push(if i == 0 { "  " } else { "\n  " });
+                w.push(line);
+            }
+        } else {
+            let kind = serde_json::to_value(e.kind).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+            w.push(&format!("{kind:<10} {:>12} {} {}", e.size, e.id.short(), e.path));
+            if let Some(i) = &e.dicom {
+                w.push(&format!(
+                    "\tpatient={} study={} series={} sop={} modality={}",
+                    d(&i.patient_id), d(&i.study_uid), d(&i.series_uid), d(&i.sop_instance_uid), d(&i.modality)
+                ));
+            }
+            w.push("\n");
         }
-        s.push('\n');
+        first = false;
+    })?;
+    if a.json {
+        w.push(if first { "[]\n" } else { "\n]\n" });
     }
-    out(&s);
+    w.flush();
     Ok(ExitCode::SUCCESS)
+}
+
+/// Output gathered in 64 KiB pieces, each written as soon as it is full.
+#[derive(Default)]
+struct Lines(String);
+
+impl Lines {
+    fn push(&mut self, s: &str) {
+        self.0.push_str(s);
+        if self.0.len() >= 64 << 10 {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        out(&self.0);
+        self.0.clear();
+    }
 }
