@@ -1,6 +1,7 @@
 //! Keeping a store honest: `fsck` (re-hash everything, find what is missing), `gc` (drop what
 //! no ref reaches) and `du` (logical versus physical bytes).
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fs;
 
@@ -39,66 +40,92 @@ pub type Edge = (ObjectId, String);
 /// Walk everything reachable from `roots`, calling `visit` on each id once; returns the ids.
 /// Objects that cannot be read are reported through `missing` and not descended into.
 pub fn reachable(store: &Store, roots: &[Edge], missing: &mut Vec<Problem>) -> HashSet<ObjectId> {
-    reachable_as(store, roots, b'c', missing)
+    reachable_as(store, roots, b'c', missing, None)
 }
 
 /// [`reachable`] from trees instead of commits.
 pub fn reachable_from_trees(store: &Store, roots: &[Edge], missing: &mut Vec<Problem>) -> HashSet<ObjectId> {
-    reachable_as(store, roots, b't', missing)
+    reachable_as(store, roots, b't', missing, None)
 }
 
-/// [`reachable`] from roots of a given kind (`b'c'` commits, `b't'` trees).
-fn reachable_as(store: &Store, roots: &[Edge], root_kind: u8, missing: &mut Vec<Problem>) -> HashSet<ObjectId> {
+/// Where the walk met an object, for the report of one that is missing or unreadable. Only
+/// formatted then: a walk meets every object of a store, and nearly all are fine.
+enum Place {
+    Root(String),
+    /// `what`, then `rel` (" of commit ", " in tree "...), then the parent's short id.
+    Child { what: Cow<'static, str>, rel: &'static str, parent: ObjectId },
+}
+
+impl Place {
+    fn child(what: impl Into<Cow<'static, str>>, rel: &'static str, parent: ObjectId) -> Place {
+        Place::Child { what: what.into(), rel, parent }
+    }
+
+    fn describe(self) -> String {
+        match self {
+            Place::Root(s) => s,
+            Place::Child { what, rel, parent } => format!("{what}{rel}{}", parent.short()),
+        }
+    }
+}
+
+/// [`reachable`] from roots of a given kind (`b'c'` commits, `b't'` trees); adds the stored
+/// size of every object it finds to `stored`, if given. Each object is looked up once in the
+/// pack indexes (and once more to read it, for commits, trees, records and annotations).
+fn reachable_as(store: &Store, roots: &[Edge], root_kind: u8, missing: &mut Vec<Problem>, mut stored: Option<&mut u64>) -> HashSet<ObjectId> {
     let mut seen = HashSet::new();
-    let mut stack: Vec<(ObjectId, String, u8)> = roots.iter().map(|(id, why)| (*id, why.clone(), root_kind)).collect();
+    let mut stack: Vec<(ObjectId, Place, u8)> = roots.iter().map(|(id, why)| (*id, Place::Root(why.clone()), root_kind)).collect();
     while let Some((id, why, kind)) = stack.pop() {
         if !seen.insert(id) {
             continue;
         }
-        if !store.contains(&id) {
-            missing.push(Problem { id, place: why, problem: "missing".into() });
+        let Some((_, loc)) = store.locate(&id) else {
+            missing.push(Problem { id, place: why.describe(), problem: "missing".into() });
             continue;
+        };
+        if let Some(total) = stored.as_deref_mut() {
+            *total += loc.stored_share();
         }
         let res: Result<(), StoreError> = (|| {
             match kind {
                 b'c' => {
                     let c = store.read_commit(&id)?;
-                    stack.push((c.tree, format!("tree of commit {}", id.short()), b't'));
+                    stack.push((c.tree, Place::child("tree", " of commit ", id), b't'));
                     // Objects an activity produced besides the tree (reports, ...).
                     for o in &c.activity.outputs {
                         if crate::OBJECT_ROLES.contains(&o.role.as_str()) {
                             if let Ok(oid) = o.value.parse() {
-                                stack.push((oid, format!("{} of commit {}", o.role, id.short()), b'b'));
+                                stack.push((oid, Place::child(o.role.clone(), " of commit ", id), b'b'));
                             }
                         }
                     }
                     if let Some(k) = c.catalog {
-                        stack.push((k, format!("catalog of commit {}", id.short()), b'k'));
+                        stack.push((k, Place::child("catalog", " of commit ", id), b'k'));
                     }
                     for p in c.parents {
-                        stack.push((p, format!("parent of commit {}", id.short()), b'c'));
+                        stack.push((p, Place::child("parent", " of commit ", id), b'c'));
                     }
                 }
                 b'k' => {
                     let cat = store.read_catalog(&id)?;
                     for ((task, reader), a) in &cat.annotations {
-                        stack.push((*a, format!("annotations {task}/{reader} of catalog {}", id.short()), b'a'));
+                        stack.push((*a, Place::child(format!("annotations {task}/{reader}"), " of catalog ", id), b'a'));
                     }
                     for (name, s) in &cat.splits {
-                        stack.push((*s, format!("split {name} of catalog {}", id.short()), b'b'));
+                        stack.push((*s, Place::child(format!("split {name}"), " of catalog ", id), b'b'));
                     }
                 }
                 b'a' => {
                     let set = store.read_annotations(&id)?;
                     for s in &set.segmentations {
-                        stack.push((s.mask, format!("mask of series {} in annotation set {}", s.series_uid, id.short()), b'b'));
+                        stack.push((s.mask, Place::child(format!("mask of series {}", s.series_uid), " in annotation set ", id), b'b'));
                     }
                     if let Some(p) = set.previous {
-                        stack.push((p, format!("previous version of annotation set {}", id.short()), b'a'));
+                        stack.push((p, Place::child("previous version", " of annotation set ", id), b'a'));
                     }
                     if let Some(d) = &set.derivation {
                         for (r, i) in &d.inputs {
-                            stack.push((*i, format!("input {r} of consensus {}", id.short()), b'a'));
+                            stack.push((*i, Place::child(format!("input {r}"), " of consensus ", id), b'a'));
                         }
                     }
                 }
@@ -109,14 +136,14 @@ fn reachable_as(store: &Store, roots: &[Edge], root_kind: u8, missing: &mut Vec<
                             EntryKind::Dicom => b'd',
                             _ => b'b',
                         };
-                        stack.push((e.id, format!("{} in tree {}", e.name, id.short()), k));
+                        stack.push((e.id, Place::child(e.name, " in tree ", id), k));
                     }
                 }
                 b'd' => {
                     let d = store.read_dicom(&id)?;
-                    stack.push((d.header, format!("header of DICOM record {}", id.short()), b'b'));
+                    stack.push((d.header, Place::child("header", " of DICOM record ", id), b'b'));
                     if let Some(p) = d.pixel {
-                        stack.push((p, format!("pixel data of DICOM record {}", id.short()), b'b'));
+                        stack.push((p, Place::child("pixel data", " of DICOM record ", id), b'b'));
                     }
                 }
                 _ => {}
@@ -124,7 +151,7 @@ fn reachable_as(store: &Store, roots: &[Edge], root_kind: u8, missing: &mut Vec<
             Ok(())
         })();
         if let Err(e) = res {
-            missing.push(Problem { id, place: why, problem: format!("unreadable: {e}") });
+            missing.push(Problem { id, place: why.describe(), problem: format!("unreadable: {e}") });
         }
     }
     seen
@@ -299,9 +326,11 @@ pub fn du(repo: &Repo, rev: &str) -> Result<DuReport, RepoError> {
     crate::diff::list_files(&crate::diff::TreeSource { store, extra: None }, &c.tree, "", &mut files)?;
     let mut missing = Vec::new();
     // This commit's content only, not its history.
-    let mut reach = reachable_as(store, &[(c.tree, rev.to_string())], b't', &mut missing);
-    reach.insert(id);
-    let physical: u64 = reach.iter().filter_map(|i| store.stored_len(i)).sum();
+    let mut physical = 0;
+    let mut reach = reachable_as(store, &[(c.tree, rev.to_string())], b't', &mut missing, Some(&mut physical));
+    if reach.insert(id) {
+        physical += store.stored_len(&id).unwrap_or(0);
+    }
     Ok(DuReport {
         commit: id,
         files: files.len() as u64,

@@ -275,6 +275,43 @@ fn ls_streams_every_file_in_path_order() {
 }
 
 #[test]
+fn fsck_and_du_name_where_a_missing_object_was_met() {
+    use cohort::object::{Activity, Agent, Commit, EntryKind, Tree, TreeEntry};
+    use cohort::repo::{Context, Repo};
+    use cohort::store::Mode;
+    let d = repo();
+    let r = d.path();
+    write(r, "ok.txt", b"fine");
+    ok(r, &["commit", "-m", "one"]);
+    // Forge a commit whose tree names an object the store never had.
+    let absent = cohort::ObjectId::of(b"never stored");
+    let tree = {
+        let repo = Repo::open(r, Mode::Write, Context { user: "t".into(), time_us: None, command: vec![] }).unwrap();
+        let mut w = repo.store.writer().unwrap();
+        let t = Tree { entries: vec![TreeEntry { name: "gone.txt".into(), kind: EntryKind::File, id: absent, size: 12 }] };
+        let tree = w.put(&t).unwrap();
+        let act = Activity { kind: "commit".into(), agent: Agent { user: "t".into(), tool: "x".into(), tool_version: "0".into() }, parameters: Default::default(), inputs: vec![], outputs: vec![], started_us: 0, ended_us: 0 };
+        let c = w.put(&Commit { tree, parents: vec![], author: "t".into(), time_us: 0, message: "lost".into(), activity: act, catalog: None, signature: None, notes: vec![] }).unwrap();
+        let mut view = repo.store.view().unwrap();
+        view.branches.insert("lost".into(), c);
+        repo.publish(w, "forge".into(), view).unwrap();
+        tree
+    };
+    let o = cohort(r).args(["fsck", "--json"]).output().unwrap();
+    assert_ne!(o.status.code(), Some(0));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let missing = report["missing"].as_array().unwrap();
+    assert_eq!(missing.len(), 1, "{report}");
+    assert_eq!(missing[0]["id"], absent.to_string());
+    assert_eq!(missing[0]["problem"], "missing");
+    assert_eq!(missing[0]["place"], format!("gone.txt in tree {}", tree.short()));
+    // du counts what is there: the tree and the commit, not the absent file.
+    let du = json(r, &["du", "lost", "--json"]);
+    assert_eq!(du["objects"], 3);
+    assert!(du["physical_bytes"].as_u64().unwrap() > 0);
+}
+
+#[test]
 fn a_tree_that_would_escape_the_export_folder_is_rejected() {
     use cohort::object::{Activity, Agent, Commit, EntryKind, Head, Tree, TreeEntry};
     use cohort::pack::Hint;
