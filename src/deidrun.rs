@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::deid::{BurnedIn, DeidConfig, DeidKey, DeidOutput, Deidentifier, InstanceReport, PixelInput};
 use crate::diff::{list_files, TreeSource};
 use crate::id::ObjectId;
-use crate::object::{ActivityRef, DicomFile, EntryKind, Structured};
+use crate::object::{path_component, ActivityRef, DicomFile, EntryKind, Structured};
 use crate::pack::Hint;
 use crate::progress::{Progress, Unit};
 use crate::repo::{CommitDraft, Repo, RepoError};
@@ -118,13 +118,6 @@ pub struct DeidSummary {
     pub followed: crate::annotate::follow::FollowSummary,
 }
 
-fn component(s: Option<&String>, fallback: &str) -> String {
-    match s {
-        Some(v) if !v.is_empty() && crate::object::valid_name(v) => v.clone(),
-        _ => fallback.to_string(),
-    }
-}
-
 struct Done {
     old_info: crate::object::InstanceInfo,
     new_path: String,
@@ -206,10 +199,10 @@ pub fn deidentify(repo: &Repo, req: DeidRequest, progress: &dyn Progress) -> Res
             };
             let new_path = format!(
                 "{}/{}/{}/{}",
-                component(Some(&out.new_patient_id), "unknown-patient"),
-                component(out.new_study_uid.as_ref(), "unknown-study"),
-                component(out.new_series_uid.as_ref(), "unknown-series"),
-                component(out.new_sop_uid.as_ref(), "unknown-instance"),
+                path_component(Some(&out.new_patient_id), "unknown-patient"),
+                path_component(out.new_study_uid.as_deref(), "unknown-study"),
+                path_component(out.new_series_uid.as_deref(), "unknown-series"),
+                path_component(out.new_sop_uid.as_deref(), "unknown-instance"),
             );
             progress.inc(1);
             Ok(Done { old_info: rec.info.clone(), new_path, out, record, header_id, cleaned })

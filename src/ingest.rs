@@ -18,7 +18,7 @@ use serde::Serialize;
 use crate::dataset::Dataset;
 use crate::dicomweb::{Client, DicomWebError};
 use crate::id::ObjectId;
-use crate::object::ActivityRef;
+use crate::object::{path_component, ActivityRef};
 use crate::progress::{Progress, Unit};
 use crate::repo::{CommitOptions, Repo, RepoError};
 
@@ -63,13 +63,6 @@ pub struct IngestSummary {
     pub series_retrieved: usize,
     pub instances: usize,
     pub bytes: u64,
-}
-
-fn component(s: Option<&str>, fallback: &str) -> String {
-    match s.map(|v| v.trim_matches(|c: char| c == ' ' || c == '\0')) {
-        Some(v) if !v.is_empty() && crate::object::valid_name(v) && !v.starts_with('.') => v.to_string(),
-        _ => fallback.to_string(),
-    }
 }
 
 /// Retrieve what the query matches and commit it.
@@ -122,7 +115,7 @@ pub fn ingest(repo: &Repo, req: &IngestRequest, progress: &dyn Progress) -> Resu
     progress.stage("retrieving series", Some(plan.len() as u64), Unit::Files);
     let mut failures: Vec<(String, String, String)> = Vec::new();
     for (study, series) in &plan {
-        let dir = staging.join(component(Some(study), "study")).join(component(Some(series), "series"));
+        let dir = staging.join(path_component(Some(study), "study")).join(path_component(Some(series), "series"));
         if dir.join("complete").exists() {
             progress.inc(1);
             continue;
@@ -157,7 +150,7 @@ pub fn ingest(repo: &Repo, req: &IngestRequest, progress: &dyn Progress) -> Resu
     let (mut instances, mut bytes) = (0usize, 0u64);
     let mut moves = Vec::new();
     for (study, series) in &plan {
-        let dir = staging.join(component(Some(study), "study")).join(component(Some(series), "series"));
+        let dir = staging.join(path_component(Some(study), "study")).join(path_component(Some(series), "series"));
         let mut files: Vec<PathBuf> = std::fs::read_dir(&dir).map_err(io(&dir))?.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "dcm")).collect();
         files.sort();
         for f in files {
@@ -168,10 +161,10 @@ pub fn ingest(repo: &Repo, req: &IngestRequest, progress: &dyn Progress) -> Resu
             };
             let rel = format!(
                 "{}/{}/{}/{}.dcm",
-                component(info.patient_id.as_deref(), "unknown-patient"),
-                component(info.study_uid.as_deref().or(Some(study)), "unknown-study"),
-                component(info.series_uid.as_deref().or(Some(series)), "unknown-series"),
-                component(info.sop_instance_uid.as_deref(), &format!("instance-{instances}")),
+                path_component(info.patient_id.as_deref(), "unknown-patient"),
+                path_component(info.study_uid.as_deref().or(Some(study)), "unknown-study"),
+                path_component(info.series_uid.as_deref().or(Some(series)), "unknown-series"),
+                path_component(info.sop_instance_uid.as_deref(), &format!("instance-{instances}")),
             );
             instances += 1;
             bytes += b.len() as u64;

@@ -145,6 +145,17 @@ pub fn valid_name(name: &str) -> bool {
         || name.contains('\0'))
 }
 
+/// A DICOM value (a patient id, a study, series or instance UID) as one folder or file name
+/// of a layout that cohort makes (ingest, de-identification), or `fallback` when the value is
+/// absent, empty once its padding (spaces, NUL) is trimmed, not a [`valid_name`], or would
+/// make a hidden entry (a leading dot).
+pub fn path_component(value: Option<&str>, fallback: &str) -> String {
+    match value.map(|v| v.trim_matches(|c: char| c == ' ' || c == '\0')) {
+        Some(v) if valid_name(v) && !v.starts_with('.') => v.to_string(),
+        _ => fallback.to_string(),
+    }
+}
+
 impl Tree {
     /// Decode and check a tree: names must be single, safe path components, sorted and unique.
     pub fn decode(id: ObjectId, bytes: &[u8]) -> Result<Tree, ObjectError> {
@@ -348,6 +359,17 @@ impl Structured for Operation {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn path_components_drop_padding_and_fall_back_on_unsafe_values() {
+        let c = |v: Option<&str>| path_component(v, "fallback");
+        assert_eq!(c(Some("PAT001")), "PAT001");
+        assert_eq!(c(Some("1.2.840.10008.1 \0")), "1.2.840.10008.1");
+        assert_eq!(c(Some("  with inner space ")), "with inner space");
+        for bad in [None, Some(""), Some("  "), Some("\0"), Some("."), Some(".."), Some(".hidden"), Some("a/b"), Some("a\\b"), Some("a\0b")] {
+            assert_eq!(c(bad), "fallback", "{bad:?}");
+        }
+    }
 
     #[test]
     fn roundtrip_and_magic() {
