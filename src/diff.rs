@@ -65,13 +65,21 @@ fn join(prefix: &str, name: &str) -> String {
 
 /// Every file below a tree, as (path, entry).
 pub fn list_files(src: &TreeSource, id: &ObjectId, prefix: &str, out: &mut Vec<(String, TreeEntry)>) -> Result<(), StoreError> {
-    let t = src.tree(id)?;
-    for e in t.entries {
+    for_each_file(src, id, prefix, &mut |p, e| {
+        out.push((p, e));
+        Ok(())
+    })
+}
+
+/// Hand every file below a tree to `f`, as (path, entry), in path order; stops at the first
+/// error, of the store or of `f`.
+pub fn for_each_file<E: From<StoreError>>(src: &TreeSource, id: &ObjectId, prefix: &str, f: &mut dyn FnMut(String, TreeEntry) -> Result<(), E>) -> Result<(), E> {
+    for e in src.tree(id)?.entries {
         let p = join(prefix, &e.name);
         if e.kind == EntryKind::Tree {
-            list_files(src, &e.id, &p, out)?;
+            for_each_file(src, &e.id, &p, f)?;
         } else {
-            out.push((p, e));
+            f(p, e)?;
         }
     }
     Ok(())

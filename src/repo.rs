@@ -590,26 +590,18 @@ impl Repo {
         let c = self.store.read_commit(&self.resolve(rev)?)?;
         let src = TreeSource { store: &self.store, extra: None };
         let mut batch = Vec::new();
-        self.ls_tree(&src, &c.tree, "", &mut batch, each)?;
-        self.ls_flush(&mut batch, each)
-    }
-
-    fn ls_tree(&self, src: &TreeSource, id: &ObjectId, prefix: &str, batch: &mut Vec<(String, crate::object::TreeEntry)>, each: &mut dyn FnMut(LsEntry)) -> Result<(), RepoError> {
-        for e in src.tree(id)?.entries {
-            let path = if prefix.is_empty() { e.name.clone() } else { format!("{prefix}/{}", e.name) };
-            if e.kind == EntryKind::Tree {
-                self.ls_tree(src, &e.id, &path, batch, each)?;
-            } else {
-                batch.push((path, e));
-                if batch.len() >= LS_BATCH {
-                    self.ls_flush(batch, each)?;
-                }
+        diff::for_each_file(&src, &c.tree, "", &mut |path, e| {
+            batch.push((path, e));
+            if batch.len() >= LS_BATCH {
+                self.ls_flush(&mut batch, each)?;
             }
-        }
-        Ok(())
+            Ok::<(), StoreError>(())
+        })?;
+        Ok(self.ls_flush(&mut batch, each)?)
     }
 
-    fn ls_flush(&self, batch: &mut Vec<(String, crate::object::TreeEntry)>, each: &mut dyn FnMut(LsEntry)) -> Result<(), RepoError> {
+    /// Read the DICOM records of a batch of files (in parallel) and hand the entries over.
+    fn ls_flush(&self, batch: &mut Vec<(String, crate::object::TreeEntry)>, each: &mut dyn FnMut(LsEntry)) -> Result<(), StoreError> {
         let entries: Result<Vec<LsEntry>, StoreError> = batch
             .par_drain(..)
             .map(|(path, e)| {
