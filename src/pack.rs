@@ -140,7 +140,7 @@ fn delta16(raw: &[u8]) -> Vec<u8> {
     let done = delta16_sse2(raw, lo, hi);
     #[cfg(not(target_arch = "x86_64"))]
     let done = 0;
-    delta16_portable(raw, lo, hi, done);
+    delta16_portable(raw, lo, hi, done..n);
     tail.copy_from_slice(&raw[2 * n..]);
     out
 }
@@ -149,9 +149,9 @@ fn sample(raw: &[u8], i: usize) -> u16 {
     u16::from_le_bytes([raw[2 * i], raw[2 * i + 1]])
 }
 
-/// [`delta16`] of samples `from..`, one at a time.
-fn delta16_portable(raw: &[u8], lo: &mut [u8], hi: &mut [u8], from: usize) {
-    for i in from..lo.len() {
+/// [`delta16`] of the samples in `range`, one at a time.
+fn delta16_portable(raw: &[u8], lo: &mut [u8], hi: &mut [u8], range: std::ops::Range<usize>) {
+    for i in range {
         let prev = if i == 0 { 0 } else { sample(raw, i - 1) };
         let z = zigzag(sample(raw, i).wrapping_sub(prev));
         lo[i] = z as u8;
@@ -168,11 +168,9 @@ fn delta16_sse2(raw: &[u8], lo: &mut [u8], hi: &mut [u8]) -> usize {
     if n == 0 {
         return 0;
     }
-    // Sample 0 here (its difference is itself), so that every group below has a sample
+    // Sample 0 first (its difference is itself), so that every group below has a sample
     // before it.
-    let z = zigzag(sample(raw, 0));
-    lo[0] = z as u8;
-    hi[0] = (z >> 8) as u8;
+    delta16_portable(raw, lo, hi, 0..1);
     let mut i = 1;
     while i + 16 <= n {
         // The group's 16 samples and the one before them.
@@ -1454,7 +1452,7 @@ mod tests {
             // The portable paths, whatever the machine running the tests.
             let half = n / 2;
             let (mut lo, mut hi) = (vec![0u8; half], vec![0u8; half]);
-            delta16_portable(&v, &mut lo, &mut hi, 0);
+            delta16_portable(&v, &mut lo, &mut hi, 0..half);
             assert_eq!(lo[..], expected[..half], "n = {n}");
             assert_eq!(hi[..], expected[half..2 * half], "n = {n}");
             let mut out = vec![0u8; 2 * half];
