@@ -274,29 +274,36 @@ fn ls_streams_every_file_in_path_order() {
     assert!(lines.iter().zip(&expected).all(|(l, p)| l.split('\t').next().unwrap().ends_with(&format!(" {p}"))));
 }
 
-#[test]
-fn fsck_and_du_name_where_a_missing_object_was_met() {
-    use cohort::object::{Activity, Agent, Commit, EntryKind, Tree, TreeEntry};
+/// Write the tree `make` builds (it may store objects first) and a commit of it on a new
+/// branch, bypassing every check of `cohort commit`: what a hostile or corrupted store holds.
+/// HEAD stays where it was. Returns the tree's id.
+fn forge_branch(r: &std::path::Path, branch: &str, make: impl FnOnce(&mut cohort::store::ObjectWriter) -> cohort::object::Tree) -> cohort::ObjectId {
+    use cohort::object::{Activity, Agent, Commit, Head};
     use cohort::repo::{Context, Repo};
     use cohort::store::Mode;
+    let repo = Repo::open(r, Mode::Write, Context { user: "t".into(), time_us: None, command: vec![] }).unwrap();
+    let mut w = repo.store.writer().unwrap();
+    let t = make(&mut w);
+    let tree = w.put(&t).unwrap();
+    let act = Activity { kind: "commit".into(), agent: Agent { user: "t".into(), tool: "x".into(), tool_version: "0".into() }, parameters: Default::default(), inputs: vec![], outputs: vec![], started_us: 0, ended_us: 0 };
+    let c = w.put(&Commit { tree, parents: vec![], author: "t".into(), time_us: 0, message: branch.into(), activity: act, catalog: None, signature: None, notes: vec![] }).unwrap();
+    let mut view = repo.store.view().unwrap();
+    view.branches.insert(branch.into(), c);
+    assert_eq!(view.head, Head::Branch("main".into()));
+    repo.publish(w, "forge".into(), view).unwrap();
+    tree
+}
+
+#[test]
+fn fsck_and_du_name_where_a_missing_object_was_met() {
+    use cohort::object::{EntryKind, Tree, TreeEntry};
     let d = repo();
     let r = d.path();
     write(r, "ok.txt", b"fine");
     ok(r, &["commit", "-m", "one"]);
     // Forge a commit whose tree names an object the store never had.
     let absent = cohort::ObjectId::of(b"never stored");
-    let tree = {
-        let repo = Repo::open(r, Mode::Write, Context { user: "t".into(), time_us: None, command: vec![] }).unwrap();
-        let mut w = repo.store.writer().unwrap();
-        let t = Tree { entries: vec![TreeEntry { name: "gone.txt".into(), kind: EntryKind::File, id: absent, size: 12 }] };
-        let tree = w.put(&t).unwrap();
-        let act = Activity { kind: "commit".into(), agent: Agent { user: "t".into(), tool: "x".into(), tool_version: "0".into() }, parameters: Default::default(), inputs: vec![], outputs: vec![], started_us: 0, ended_us: 0 };
-        let c = w.put(&Commit { tree, parents: vec![], author: "t".into(), time_us: 0, message: "lost".into(), activity: act, catalog: None, signature: None, notes: vec![] }).unwrap();
-        let mut view = repo.store.view().unwrap();
-        view.branches.insert("lost".into(), c);
-        repo.publish(w, "forge".into(), view).unwrap();
-        tree
-    };
+    let tree = forge_branch(r, "lost", |_| Tree { entries: vec![TreeEntry { name: "gone.txt".into(), kind: EntryKind::File, id: absent, size: 12 }] });
     let o = cohort(r).args(["fsck", "--json"]).output().unwrap();
     assert_ne!(o.status.code(), Some(0));
     let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -313,28 +320,17 @@ fn fsck_and_du_name_where_a_missing_object_was_met() {
 
 #[test]
 fn a_tree_that_would_escape_the_export_folder_is_rejected() {
-    use cohort::object::{Activity, Agent, Commit, EntryKind, Head, Tree, TreeEntry};
+    use cohort::object::{EntryKind, Tree, TreeEntry};
     use cohort::pack::Hint;
-    use cohort::repo::{Context, Repo};
-    use cohort::store::Mode;
     let d = repo();
     let r = d.path();
     write(r, "ok.txt", b"fine");
     ok(r, &["commit", "-m", "one"]);
     // Forge a commit whose tree names "..": as a hostile or corrupted store would.
-    {
-        let repo = Repo::open(r, Mode::Write, Context { user: "t".into(), time_us: None, command: vec![] }).unwrap();
-        let mut w = repo.store.writer().unwrap();
+    forge_branch(r, "evil", |w| {
         let blob = w.put_blob(b"escaped", Hint::Generic).unwrap();
-        let evil = Tree { entries: vec![TreeEntry { name: "..".into(), kind: EntryKind::File, id: blob, size: 7 }] };
-        let tree = w.put(&evil).unwrap();
-        let act = Activity { kind: "commit".into(), agent: Agent { user: "t".into(), tool: "x".into(), tool_version: "0".into() }, parameters: Default::default(), inputs: vec![], outputs: vec![], started_us: 0, ended_us: 0 };
-        let c = w.put(&Commit { tree, parents: vec![], author: "t".into(), time_us: 0, message: "evil".into(), activity: act, catalog: None, signature: None, notes: vec![] }).unwrap();
-        let mut view = repo.store.view().unwrap();
-        view.branches.insert("evil".into(), c);
-        assert_eq!(view.head, Head::Branch("main".into()));
-        repo.publish(w, "forge".into(), view).unwrap();
-    }
+        Tree { entries: vec![TreeEntry { name: "..".into(), kind: EntryKind::File, id: blob, size: 7 }] }
+    });
     let out = tempfile::tempdir().unwrap();
     let dest = out.path().join("inner");
     let e = fails(r, &["export", "evil", dest.to_str().unwrap()]);
