@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmark cohort against b3sum, cp -r and (if installed) dvc on synthetic CT corpora.
 #
-#   examples/bench.sh [WORKDIR]        (default /tmp/cohort-bench; needs ~5 GB free)
+#   examples/bench.sh [WORKDIR]        (default /tmp/cohort-bench; needs ~RUNS+3 GB free)
 #
 # Needs hyperfine and b3sum (Debian packages); dvc is optional (pip install dvc).
 # Corpora: 1 GB in 2,000 CT slices of 512x512 16-bit, and 20,000 small instances.
@@ -18,6 +18,24 @@ C="$here/target/release/cohort"
 G="$here/target/release/examples/gen_corpus"
 export COHORT_USER=bench
 res="$work/results"
+
+# Outputs of earlier runs are moved aside, not deleted, before each timed run, and the trash
+# is emptied between steps followed by `sync` and 6 s of rest. This machine's ext4 has no
+# journal, and then the kernel skips inodes freed in the last seconds when it allocates new
+# ones (`recently_deleted`): a run right after `rm -rf` of thousands of files spent up to
+# half its CPU scanning past them, whichever tool it was (see docs/benchmarks.md).
+trash="$work/trash"
+A="$work/aside"
+cat > "$A" <<EOF
+#!/bin/sh
+# aside PATH...: move PATHs into $trash, then flush what the last run wrote.
+mkdir -p "$trash"
+for p in "\$@"; do if [ -e "\$p" ]; then mv "\$p" "$trash/\$(date +%s%N)"; fi; done
+sync
+EOF
+chmod +x "$A"
+empty_trash() { rm -rf "$trash"; sync; sleep 6; }
+empty_trash
 
 for tool in hyperfine b3sum; do
   command -v $tool >/dev/null || { echo "missing $tool (apt-get install $tool)"; exit 1; }
@@ -40,16 +58,19 @@ bench_corpus() {
   # Baselines.
   hyperfine -N --runs "$runs" --export-json "$res/$name-b3sum.json" \
     "bash -c 'find $src -name \"*.dcm\" -print0 | xargs -0 b3sum > /dev/null'" >&2
-  hyperfine --runs "$runs" --prepare "rm -rf $work/cp-out" --export-json "$res/$name-cp.json" \
+  hyperfine --runs "$runs" --prepare "$A $work/cp-out" --export-json "$res/$name-cp.json" \
     "cp -r $src $work/cp-out" >&2
+  empty_trash
   # cp -r leaves its copy in the page cache; cohort makes its pack durable before it reports
   # a commit. This is the like-for-like copy.
-  hyperfine --runs "$runs" --prepare "rm -rf $work/cp-out; sync" --export-json "$res/$name-cp-sync.json" \
+  hyperfine --runs "$runs" --prepare "$A $work/cp-out" --export-json "$res/$name-cp-sync.json" \
     "cp -r $src $work/cp-out && sync" >&2
+  empty_trash
 
   # cohort init + commit of a fresh copy (the working tree is the corpus itself).
-  hyperfine --runs "$runs" --prepare "rm -rf $src/.cohort" --export-json "$res/$name-commit.json" \
+  hyperfine --runs "$runs" --prepare "$A $src/.cohort" --export-json "$res/$name-commit.json" \
     "cd $src && $C -q init >/dev/null && $C -q commit -m import >/dev/null" >&2
+  empty_trash
   # Leave a committed store behind for the next steps.
   rm -rf "$src/.cohort"; (cd "$src" && $C -q init >/dev/null && $C -q commit -m import >/dev/null)
   # De-identification of the whole commit (basic profile), and how much the store grows.
@@ -86,23 +107,25 @@ bench_corpus() {
   (cd "$src" && $C -q checkout --force HEAD~1 >/dev/null && $C -q checkout main > /dev/null) || true
 
   # Export: copy, and hardlink (cold cache first run, then warm).
-  hyperfine --runs "$runs" --prepare "rm -rf $work/exp" --export-json "$res/$name-export-copy.json" \
+  hyperfine --runs "$runs" --prepare "$A $work/exp" --export-json "$res/$name-export-copy.json" \
     "$C -C $src -q export HEAD $work/exp" >&2
-  hyperfine --runs "$runs" --prepare "rm -rf $work/exp $src/.cohort/cache && mkdir $src/.cohort/cache" \
+  empty_trash
+  hyperfine --runs "$runs" --prepare "$A $work/exp $src/.cohort/cache && mkdir $src/.cohort/cache" \
     --export-json "$res/$name-export-hardlink-cold.json" \
     "$C -C $src -q export HEAD $work/exp --link hardlink" >&2
-  hyperfine --runs "$runs" --prepare "rm -rf $work/exp" --export-json "$res/$name-export-hardlink.json" \
+  empty_trash
+  hyperfine --runs "$runs" --prepare "$A $work/exp" --export-json "$res/$name-export-hardlink.json" \
     "$C -C $src -q export HEAD $work/exp --link hardlink" >&2
-  rm -rf "$work/exp"
+  rm -rf "$work/exp"; empty_trash
   du -sb "$src/.cohort/packs" | cut -f1 > "$res/$name-packs-bytes.txt"
   echo "$bytes" > "$res/$name-bytes.txt"
 
   if command -v dvc >/dev/null; then
     local dv="$work/dvc-$name"
     hyperfine --runs "$runs" \
-      --prepare "rm -rf $dv && mkdir -p $dv && cp -r $src $dv/data && rm -rf $dv/data/.cohort && cd $dv && git init -q && dvc init -q" \
+      --prepare "$A $dv && mkdir -p $dv && cp -r $src $dv/data && rm -rf $dv/data/.cohort && cd $dv && git init -q && dvc init -q && sync" \
       --export-json "$res/$name-dvc.json" "cd $dv && dvc add -q data" >&2
-    rm -rf "$dv"
+    rm -rf "$dv"; empty_trash
   fi
   for f in "${edited[@]}"; do cp "$work/bak/$(echo "$f" | tr / _)" "$f"; done
 }
