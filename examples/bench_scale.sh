@@ -22,7 +22,13 @@ src="$work/small-$count"
 if [ ! -f "$src/.complete" ]; then
   rm -rf "$src"; "$G" "$src" small "$count"; touch "$src/.complete"
 fi
-rm -rf "$src/.cohort"
+# The store and export of an earlier run are moved aside and deleted at the end, not before:
+# on ext4 without a journal, files created right after an rm -rf of many others pay for a
+# scan past the freed inodes (see docs/benchmarks.md, session 7).
+rm -rf "$work/old"; mkdir -p "$work/old"
+for d in "$src/.cohort" "$work/exp"; do
+  if [ -e "$d" ]; then mv "$d" "$work/old/$(basename "$d")"; fi
+done
 cd "$src"
 out="$work/scale-$count.tsv"
 : > "$out"
@@ -51,9 +57,8 @@ measure "log" "$C" log
 measure "ls HEAD --json" "$C" ls HEAD --json
 measure "du" "$C" du
 measure "fsck" "$C" -q fsck
-rm -rf "$work/exp"
 measure "export --link hardlink, cold" "$C" -q export HEAD "$work/exp" --link hardlink
-rm -rf "$work/exp"
+rm -rf "$work/exp" "$work/old"
 
 files=$(find "$src" -name '*.dcm' | wc -l)  # (the .complete marker is committed too)
 echo "| $files files | seconds | peak RSS (MB) |"
