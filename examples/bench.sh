@@ -22,7 +22,7 @@ res="$work/results"
 # Outputs of earlier runs are moved aside, not deleted, before each timed run, and the trash
 # is emptied between steps followed by `sync` and 6 s of rest. This machine's ext4 has no
 # journal, and then the kernel skips inodes freed in the last seconds when it allocates new
-# ones (`recently_deleted`): a run right after `rm -rf` of thousands of files spent up to
+# ones (`recently_deleted`): a run right after `rm -rf` of thousands of files spent about
 # half its CPU scanning past them, whichever tool it was (see docs/benchmarks.md).
 trash="$work/trash"
 A="$work/aside"

@@ -12,9 +12,10 @@
 # alternates. Before every timed command, `sync` and SETTLE seconds of rest, so no command
 # pays for the write-back of the one before it.
 #
-# Outputs are moved aside, not deleted, until the end: ext4 skips inodes freed in the last
-# five minutes (`recently_deleted`, up to 50 % of a run's CPU in `perf`) when it allocates
-# new ones, so a run right after `rm -rf` of 2,000 files times that scan, not the command.
+# Outputs are moved aside, not deleted, until the end: ext4 without a journal (this VM's)
+# skips recently freed inodes when it allocates new ones (`recently_deleted`, 45-60 % of a
+# run's samples in `perf`), so a run right after `rm -rf` of 2,000 files times that scan,
+# not the command.
 # Needs about 2 GB free per pair, and 1 GB more.
 #
 # Uses the 1 GB CT corpus of bench.sh (made here if missing). Prints one line per run and
