@@ -437,7 +437,7 @@ impl Repo {
             added: count(Status::Added),
             removed: count(Status::Removed),
             modified: count(Status::Modified),
-            dicom_instances: snap.instances.len(),
+            dicom_instances: snap.dicom_instances,
             notes: snap.notes,
         })
     }

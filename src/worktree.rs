@@ -17,7 +17,7 @@ use rayon::prelude::*;
 use crate::dicom::{self, Analysis};
 use crate::id::ObjectId;
 use crate::index::StatEntry;
-use crate::object::{valid_name, CommitNote, DicomFile, EntryKind, InstanceInfo, Structured, Tree, TreeEntry};
+use crate::object::{valid_name, CommitNote, DicomFile, EntryKind, Structured, Tree, TreeEntry};
 use crate::pack::{self, Hint};
 use crate::progress::{Progress, Unit};
 use crate::store::{ObjectWriter, Store, StoreError, STORE_DIR};
@@ -82,8 +82,8 @@ struct Hashed {
     size: u64,
     stat: Option<StatEntry>,
     note: Option<String>,
-    /// Boxed: most files of a status come from the stat cache and have none.
-    info: Option<Box<InstanceInfo>>,
+    /// A DICOM file read (not taken from the stat cache): its id is a record's.
+    dicom_read: bool,
     from_cache: bool,
     /// The stat cache had an entry for this path (used or not).
     cached_path: bool,
@@ -97,8 +97,9 @@ pub struct Snapshot {
     pub trees: HashMap<ObjectId, Tree>,
     /// Files stored whole that looked like DICOM, and other things worth telling.
     pub notes: Vec<CommitNote>,
-    /// DICOM instances read in this snapshot (not those taken from the stat cache).
-    pub instances: HashMap<ObjectId, InstanceInfo>,
+    /// Distinct DICOM instances read in this snapshot (not those taken from the stat cache).
+    /// Only their number is kept: their records are in the store.
+    pub dicom_instances: usize,
     pub stat_set: Vec<(String, StatEntry)>,
     pub stat_remove: Vec<String>,
     pub files: u64,
@@ -199,18 +200,17 @@ impl Sink<'_> {
 }
 
 /// Split file bytes into objects (DICOM parts and record, or one blob) and hand them to `sink`.
-/// Returns the entry kind, id, and for DICOM the instance info.
+/// Returns the entry kind (DICOM or not), the id and a note for the commit summary.
 pub(crate) fn store_file_bytes(
     bytes: &[u8],
     rel: &str,
     executable: bool,
     store: &Store,
     writer: Option<&ObjectWriter>,
-) -> Result<(EntryKind, ObjectId, Option<InstanceInfo>, Option<String>), StoreError> {
+) -> Result<(EntryKind, ObjectId, Option<String>), StoreError> {
     let sink = Sink { store, writer };
     match dicom::analyze(bytes) {
         Analysis::Dicom(layout) => {
-            let info = layout.summary.clone();
             let rec = match layout.pixel {
                 Some(px) => {
                     let (es, vs, ve) = (px.element_start as usize, px.value_start as usize, px.value_end as usize);
@@ -233,7 +233,7 @@ pub(crate) fn store_file_bytes(
                         pixel: Some(pid),
                         trailer: bytes[ve..].to_vec(),
                         size: bytes.len() as u64,
-                        info: info.clone(),
+                        info: layout.summary,
                     }
                 }
                 None => {
@@ -245,21 +245,21 @@ pub(crate) fn store_file_bytes(
                         pixel: None,
                         trailer: vec![],
                         size: bytes.len() as u64,
-                        info: info.clone(),
+                        info: layout.summary,
                     }
                 }
             };
             let rb = rec.to_bytes();
             let rid = ObjectId::of(&rb);
             sink.put(rid, &rb, Hint::Generic)?;
-            Ok((EntryKind::Dicom, rid, Some(info), None))
+            Ok((EntryKind::Dicom, rid, None))
         }
         Analysis::NotDicom { reason } => {
             let id = ObjectId::of(bytes);
             sink.put(id, bytes, Hint::Generic)?;
             let note = looks_like_dicom(rel, bytes).then(|| format!("stored whole, not as DICOM: {reason}"));
             let kind = if executable { EntryKind::Executable } else { EntryKind::File };
-            Ok((kind, id, None, note))
+            Ok((kind, id, note))
         }
     }
 }
@@ -277,7 +277,7 @@ fn hash_one(
     let cached_path = cached.is_some();
     // Symbolic links are read every time (they have no stat entry).
     if let Some(c) = cached.filter(|c| !st.is_symlink() && stat_matches(c, st) && (writer.is_none() || store.contains(&c.id))) {
-        return Ok(Hashed { kind: c.kind, id: c.id, size: c.size, stat: None, note: None, info: None, from_cache: true, cached_path });
+        return Ok(Hashed { kind: c.kind, id: c.id, size: c.size, stat: None, note: None, dicom_read: false, from_cache: true, cached_path });
     }
     // Only now: a status of an unchanged tree never builds the absolute paths.
     let abs = root.join(rel);
@@ -287,14 +287,14 @@ fn hash_one(
         let b = target.as_os_str().as_bytes();
         let id = ObjectId::of(b);
         Sink { store, writer }.put(id, b, Hint::Generic)?;
-        return Ok(Hashed { kind: EntryKind::Symlink, id, size: b.len() as u64, stat: None, note: None, info: None, from_cache: false, cached_path });
+        return Ok(Hashed { kind: EntryKind::Symlink, id, size: b.len() as u64, stat: None, note: None, dicom_read: false, from_cache: false, cached_path });
     }
     let bytes = fs::read(&abs).map_err(read_err)?;
     if bytes.len() as u64 != st.size {
         return Err(WorktreeError::Changed { path: abs });
     }
     let executable = st.mode & 0o111 != 0;
-    let (kind, id, info, note) = store_file_bytes(&bytes, rel, executable, store, writer)?;
+    let (kind, id, note) = store_file_bytes(&bytes, rel, executable, store, writer)?;
     let entry = stat_of(st, kind, id);
     let racy = now_ns - entry.mtime_ns < RACY_MARGIN_NS || now_ns - entry.ctime_ns < RACY_MARGIN_NS;
     Ok(Hashed {
@@ -303,7 +303,7 @@ fn hash_one(
         size: bytes.len() as u64,
         stat: (!racy).then_some(entry),
         note,
-        info: info.map(Box::new),
+        dicom_read: kind == EntryKind::Dicom,
         from_cache: false,
         cached_path,
     })
@@ -343,7 +343,7 @@ pub fn snapshot(
         size: 0,
         trees: HashMap::new(),
         notes,
-        instances: HashMap::new(),
+        dicom_instances: 0,
         stat_set: Vec::new(),
         stat_remove: Vec::new(),
         files: results.len() as u64,
@@ -351,12 +351,13 @@ pub fn snapshot(
         bytes_read: 0,
     };
     let mut cached_paths = 0usize;
+    let mut dicom_read = std::collections::HashSet::new();
     for ((rel, _), h) in jobs.iter().zip(&mut results) {
         if let Some(n) = h.note.take() {
             snap.notes.push(CommitNote { path: rel.to_string(), note: n });
         }
-        if let Some(i) = h.info.take() {
-            snap.instances.insert(h.id, *i);
+        if h.dicom_read {
+            dicom_read.insert(h.id);
         }
         cached_paths += usize::from(h.cached_path);
         if !h.from_cache && h.kind != EntryKind::Symlink {
@@ -369,6 +370,7 @@ pub fn snapshot(
             None => {}
         }
     }
+    snap.dicom_instances = dicom_read.len();
     // Entries of paths no longer in the tree: only looked for when some cache entry was not
     // met by a path of this walk.
     if cached_paths < cache.len() {

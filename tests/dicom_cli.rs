@@ -96,6 +96,23 @@ fn every_encoding_commits_and_exports_byte_exactly() {
 }
 
 #[test]
+fn commit_counts_the_distinct_dicom_instances_it_read() {
+    let d = tempfile::tempdir().unwrap();
+    let r = d.path();
+    ok(r, &["init"]);
+    let a = synth_instance(&small(0, 0, 0, 0));
+    write(r, "a.dcm", &a);
+    write(r, "copy/a.dcm", &a);
+    write(r, "b.dcm", &synth_instance(&small(0, 0, 0, 1)));
+    write(r, "broken.dcm", &truncate(&a, a.len() / 2));
+    write(r, "table.csv", b"a,b\n1,2\n");
+    let c = json(r, &["commit", "-m", "import", "--json"]);
+    assert_eq!(c["files"], 5);
+    // Two distinct instances: the copy has the same record, the truncated file is stored whole.
+    assert_eq!(c["dicom_instances"], 2, "{c}");
+}
+
+#[test]
 fn header_only_changes_share_pixel_data() {
     let d = tempfile::tempdir().unwrap();
     let r = d.path();
