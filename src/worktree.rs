@@ -82,8 +82,6 @@ struct Hashed {
     size: u64,
     stat: Option<StatEntry>,
     note: Option<String>,
-    /// A DICOM file read (not taken from the stat cache): its id is a record's.
-    dicom_read: bool,
     from_cache: bool,
     /// The stat cache had an entry for this path (used or not).
     cached_path: bool,
@@ -277,7 +275,7 @@ fn hash_one(
     let cached_path = cached.is_some();
     // Symbolic links are read every time (they have no stat entry).
     if let Some(c) = cached.filter(|c| !st.is_symlink() && stat_matches(c, st) && (writer.is_none() || store.contains(&c.id))) {
-        return Ok(Hashed { kind: c.kind, id: c.id, size: c.size, stat: None, note: None, dicom_read: false, from_cache: true, cached_path });
+        return Ok(Hashed { kind: c.kind, id: c.id, size: c.size, stat: None, note: None, from_cache: true, cached_path });
     }
     // Only now: a status of an unchanged tree never builds the absolute paths.
     let abs = root.join(rel);
@@ -287,7 +285,7 @@ fn hash_one(
         let b = target.as_os_str().as_bytes();
         let id = ObjectId::of(b);
         Sink { store, writer }.put(id, b, Hint::Generic)?;
-        return Ok(Hashed { kind: EntryKind::Symlink, id, size: b.len() as u64, stat: None, note: None, dicom_read: false, from_cache: false, cached_path });
+        return Ok(Hashed { kind: EntryKind::Symlink, id, size: b.len() as u64, stat: None, note: None, from_cache: false, cached_path });
     }
     let bytes = fs::read(&abs).map_err(read_err)?;
     if bytes.len() as u64 != st.size {
@@ -303,7 +301,6 @@ fn hash_one(
         size: bytes.len() as u64,
         stat: (!racy).then_some(entry),
         note,
-        dicom_read: kind == EntryKind::Dicom,
         from_cache: false,
         cached_path,
     })
@@ -356,7 +353,7 @@ pub fn snapshot(
         if let Some(n) = h.note.take() {
             snap.notes.push(CommitNote { path: rel.to_string(), note: n });
         }
-        if h.dicom_read {
+        if h.kind == EntryKind::Dicom && !h.from_cache {
             dicom_read.insert(h.id);
         }
         cached_paths += usize::from(h.cached_path);
