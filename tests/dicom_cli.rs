@@ -97,9 +97,8 @@ fn every_encoding_commits_and_exports_byte_exactly() {
 
 #[test]
 fn commit_counts_the_distinct_dicom_instances_it_read() {
-    let d = tempfile::tempdir().unwrap();
+    let d = repo();
     let r = d.path();
-    ok(r, &["init"]);
     let a = synth_instance(&small(0, 0, 0, 0));
     write(r, "a.dcm", &a);
     write(r, "copy/a.dcm", &a);

@@ -6,12 +6,6 @@ use std::fs;
 
 use common::*;
 
-fn repo() -> tempfile::TempDir {
-    let d = tempfile::tempdir().unwrap();
-    ok(d.path(), &["init"]);
-    d
-}
-
 #[test]
 fn commit_status_log_show_roundtrip() {
     let d = repo();

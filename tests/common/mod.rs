@@ -28,6 +28,13 @@ pub fn ok(dir: &Path, args: &[&str]) -> String {
 }
 
 /// Run and require failure; returns the output.
+/// A temporary folder with an empty store in it.
+pub fn repo() -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    ok(d.path(), &["init"]);
+    d
+}
+
 pub fn fails(dir: &Path, args: &[&str]) -> Output {
     let o = cohort(dir).args(args).output().expect("run cohort");
     assert!(!o.status.success(), "cohort {args:?} should have failed:\nstdout: {}", String::from_utf8_lossy(&o.stdout));
