@@ -13,10 +13,7 @@ work=${1:-/tmp/cohort-bench}
 runs=${RUNS:-3}
 mkdir -p "$work/results"
 cd "$here"
-cargo build --release --quiet --example gen_corpus --bin cohort
-C="$here/target/release/cohort"
-G="$here/target/release/examples/gen_corpus"
-export COHORT_USER=bench
+. "$here/examples/bench_common.sh"
 res="$work/results"
 
 # Outputs of earlier runs are moved aside, not deleted, before each timed run, and the trash
@@ -44,9 +41,7 @@ done
 bench_corpus() {
   local name=$1 kind=$2 count=$3
   local src="$work/$name"
-  if [ ! -f "$src/.complete" ]; then
-    rm -rf "$src"; "$G" "$src" "$kind" "$count"; touch "$src/.complete"
-  fi
+  corpus "$src" "$kind" "$count"
   # A store left by an earlier run (packs, and the export cache: as many files again) would
   # be copied by the cp -r baselines below: start from the bare corpus.
   rm -rf "$src/.cohort"

@@ -26,15 +26,10 @@ work=${1:-/tmp/cohort-bench}
 pairs=${PAIRS:-4}
 settle=${SETTLE:-2}
 cd "$here"
-cargo build --release --quiet --example gen_corpus --bin cohort
-C="$here/target/release/cohort"
-G="$here/target/release/examples/gen_corpus"
-export COHORT_USER=bench
+. "$here/examples/bench_common.sh"
 src="$work/ct"
 mkdir -p "$work/results"
-if [ ! -f "$src/.complete" ]; then
-  rm -rf "$src"; "$G" "$src" ct "${CT_COUNT:-2000}"; touch "$src/.complete"
-fi
+corpus "$src" ct "${CT_COUNT:-2000}"
 rm -rf "$work/trash" "$work/cp-out" "$work/exp"; sync; sleep 6
 need=$(( (2 * pairs + 1) * 1024 * 1024 ))
 free=$(df -Pk "$work" | awk 'NR == 2 { print $4 }')

@@ -12,16 +12,11 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 count=${1:-200000}
 work=${2:-/tmp/cohort-scale}
 cd "$here"
-cargo build --release --quiet --example gen_corpus --bin cohort
-C="$here/target/release/cohort"
-G="$here/target/release/examples/gen_corpus"
-export COHORT_USER=bench
+. "$here/examples/bench_common.sh"
 [ -x /usr/bin/time ] || { echo "missing /usr/bin/time (apt-get install time)"; exit 1; }
 
 src="$work/small-$count"
-if [ ! -f "$src/.complete" ]; then
-  rm -rf "$src"; "$G" "$src" small "$count"; touch "$src/.complete"
-fi
+corpus "$src" small "$count"
 # The store and export of an earlier run are moved aside and deleted at the end, not before:
 # on ext4 without a journal, files created right after an rm -rf of many others pay for a
 # scan past the freed inodes (see docs/benchmarks.md, session 7).
