@@ -189,20 +189,49 @@ pub fn place(store: &Store, e: &TreeEntry, dest: &Path, mode: LinkMode) -> Resul
     }
 }
 
-/// Export the files of a tree into `out` (which must not exist or be empty).
-pub fn export_tree(store: &Store, tree: ObjectId, out: &Path, mode: LinkMode, progress: &dyn Progress) -> Result<ExportSummary, ExportError> {
-    if out.exists() {
-        let mut rd = fs::read_dir(out).map_err(io(out))?;
-        if rd.next().is_some() {
-            return Err(ExportError::NotEmpty(out.to_path_buf()));
+/// Run `write` to fill the folder `out`, which must not exist or be empty, and create it first.
+/// If `write` fails, everything it put in `out` is removed again (and `out` itself if it did
+/// not exist), so a failed export leaves no half-written dataset that looks complete, and can
+/// be run again at once (with `--link copy` after "reflinks are not supported", say). A
+/// cleanup that fails is not reported over the error that caused it.
+pub(crate) fn into_new_folder<T, E: From<ExportError>>(out: &Path, write: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+    let existed = match fs::read_dir(out) {
+        Ok(mut rd) => {
+            if rd.next().is_some() {
+                return Err(ExportError::NotEmpty(out.to_path_buf()).into());
+            }
+            true
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => return Err(io(out)(e).into()),
+    };
+    fs::create_dir_all(out).map_err(io(out))?;
+    let r = write();
+    if r.is_err() {
+        if existed {
+            if let Ok(rd) = fs::read_dir(out) {
+                for e in rd.flatten() {
+                    let p = e.path();
+                    let _ = if e.file_type().is_ok_and(|t| t.is_dir()) { fs::remove_dir_all(&p) } else { fs::remove_file(&p) };
+                }
+            }
+        } else {
+            let _ = fs::remove_dir_all(out);
         }
     }
-    fs::create_dir_all(out).map_err(io(out))?;
-    let src = TreeSource { store, extra: None };
-    let mut files = Vec::new();
-    list_files(&src, &tree, "", &mut files)?;
-    write_files(store, out, &files, mode, progress)?;
-    Ok(ExportSummary { files: files.len() as u64, bytes: files.iter().map(|(_, e)| e.size).sum(), link: mode })
+    r
+}
+
+/// Export the files of a tree into `out` (which must not exist or be empty; see
+/// [`into_new_folder`] for what a failure leaves).
+pub fn export_tree(store: &Store, tree: ObjectId, out: &Path, mode: LinkMode, progress: &dyn Progress) -> Result<ExportSummary, ExportError> {
+    into_new_folder(out, || {
+        let src = TreeSource { store, extra: None };
+        let mut files = Vec::new();
+        list_files(&src, &tree, "", &mut files)?;
+        write_files(store, out, &files, mode, progress)?;
+        Ok(ExportSummary { files: files.len() as u64, bytes: files.iter().map(|(_, e)| e.size).sum(), link: mode })
+    })
 }
 
 /// Write files (paths relative to `root`) in parallel, creating folders as needed.

@@ -30,8 +30,6 @@ pub const MANIFEST_VERSION: u32 = 1;
 pub enum MlExportError {
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
-    #[error("{0}: export folder exists and is not empty")]
-    NotEmpty(PathBuf),
     #[error("series {series}: {problem}")]
     Series { series: String, problem: String },
     #[error("--task {task:?}: {problem}")]
@@ -180,9 +178,6 @@ pub fn export(repo: &Repo, req: &MlExportRequest, progress: &dyn Progress) -> Re
             .into());
         }
     }
-    if req.out.exists() && fs::read_dir(&req.out).map_err(io(&req.out))?.next().is_some() {
-        return Err(MlExportError::NotEmpty(req.out.clone()));
-    }
     let cat = repo.store.catalog_of(&repo.store.read_commit(&commit)?)?;
     let sid = cat.splits[&req.split];
     let parts: Vec<Option<String>> = crate::split::parts_of(&ds, &split)
@@ -215,46 +210,47 @@ pub fn export(repo: &Repo, req: &MlExportRequest, progress: &dyn Progress) -> Re
         cat.readers(t).into_iter().find(|(_, id)| task_set.as_ref().is_some_and(|(_, s)| repo.store.read_annotations(id).map(|x| &x == s).unwrap_or(false))).map(|(_, id)| id)
     });
 
-    fs::create_dir_all(&req.out).map_err(io(&req.out))?;
-    let mut cases = Vec::new();
-    let mut skipped = Vec::new();
-    match req.format {
-        Format::Files => export_files(&mut cx, req, progress)?,
-        Format::Csv => {
-            export_files(&mut cx, req, progress)?;
-            let csv = csv_table(&cx, &cat, &commit, req)?;
-            cx.write_generated("dataset.csv", &csv)?;
-        }
-        Format::Nnunet | Format::Monai => {
-            let set = task_set.as_ref().map(|(_, s)| s);
-            if let Some(s) = set {
-                if req.format == Format::Nnunet && s.kind != AnnotationKind::Segmentation {
-                    return Err(MlExportError::Task { task: s.task.clone(), problem: format!("is a {} task; nnunet needs a segmentation task", s.kind.name()) });
-                }
+    crate::export::into_new_folder(&req.out, || {
+        let mut cases = Vec::new();
+        let mut skipped = Vec::new();
+        match req.format {
+            Format::Files => export_files(&mut cx, req, progress)?,
+            Format::Csv => {
+                export_files(&mut cx, req, progress)?;
+                let csv = csv_table(&cx, &cat, &commit, req)?;
+                cx.write_generated("dataset.csv", &csv)?;
             }
-            volumes(&mut cx, req, set, &split.parts, &mut cases, &mut skipped, progress)?;
+            Format::Nnunet | Format::Monai => {
+                let set = task_set.as_ref().map(|(_, s)| s);
+                if let Some(s) = set {
+                    if req.format == Format::Nnunet && s.kind != AnnotationKind::Segmentation {
+                        return Err(MlExportError::Task { task: s.task.clone(), problem: format!("is a {} task; nnunet needs a segmentation task", s.kind.name()) });
+                    }
+                }
+                volumes(&mut cx, req, set, &split.parts, &mut cases, &mut skipped, progress)?;
+            }
         }
-    }
-    cx.written.sort_by(|a, b| a.path.cmp(&b.path));
-    let manifest = Manifest {
-        format: MANIFEST_FORMAT,
-        version: MANIFEST_VERSION,
-        tool: TOOL.into(),
-        tool_version: VERSION.into(),
-        commit,
-        split: req.split.clone(),
-        split_id: sid,
-        part: req.part.clone(),
-        export_format: req.format,
-        task: task_set.as_ref().map(|(t, _)| t.clone()),
-        annotation_set: set_id,
-        cases: cases.clone(),
-        skipped: skipped.clone(),
-        files: cx.written.clone(),
-    };
-    let mpath = req.out.join(MANIFEST);
-    fs::write(&mpath, json_bytes(&manifest)).map_err(io(&mpath))?;
-    Ok(MlExportSummary { commit, split: req.split.clone(), format: req.format, files: cx.written.len(), cases: cases.len(), skipped: skipped.len(), manifest: mpath })
+        cx.written.sort_by(|a, b| a.path.cmp(&b.path));
+        let manifest = Manifest {
+            format: MANIFEST_FORMAT,
+            version: MANIFEST_VERSION,
+            tool: TOOL.into(),
+            tool_version: VERSION.into(),
+            commit,
+            split: req.split.clone(),
+            split_id: sid,
+            part: req.part.clone(),
+            export_format: req.format,
+            task: task_set.as_ref().map(|(t, _)| t.clone()),
+            annotation_set: set_id,
+            cases: cases.clone(),
+            skipped: skipped.clone(),
+            files: cx.written.clone(),
+        };
+        let mpath = req.out.join(MANIFEST);
+        fs::write(&mpath, json_bytes(&manifest)).map_err(io(&mpath))?;
+        Ok(MlExportSummary { commit, split: req.split.clone(), format: req.format, files: cx.written.len(), cases: cases.len(), skipped: skipped.len(), manifest: mpath })
+    })
 }
 
 /// The selected instances by path: `OUT/path` for one part, `OUT/<part>/path` for all.

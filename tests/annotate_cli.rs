@@ -504,6 +504,18 @@ fn export_nnunet_monai_csv_files_with_manifest() {
     // An unknown part is an error naming the parts.
     let e = String::from_utf8_lossy(&fails(r, &["export", "HEAD", d.join("x").to_str().unwrap(), "--split", "main", "--part", "dev"]).stderr).into_owned();
     assert!(e.contains("train, validation, test"), "{e}");
+    // A training export that fails half-way (here: the store's export cache cannot be
+    // written) leaves no folder that looks like a finished export, and can be run again.
+    let cache = r.join(".cohort/cache");
+    fs::remove_dir_all(&cache).unwrap();
+    fs::write(&cache, b"not a folder").unwrap();
+    let hl = d.join("hardlinked");
+    let e = String::from_utf8_lossy(&fails(r, &["export", "HEAD", hl.to_str().unwrap(), "--split", "main", "--format", "csv", "--task", "finding", "--link", "hardlink"]).stderr).into_owned();
+    assert!(e.contains(".cohort/cache"), "{e}");
+    assert!(!hl.exists());
+    fs::remove_file(&cache).unwrap();
+    ok(r, &["export", "HEAD", hl.to_str().unwrap(), "--split", "main", "--format", "csv", "--task", "finding", "--link", "hardlink"]);
+    assert!(hl.join("cohort-manifest.json").is_file());
 }
 
 #[test]

@@ -114,6 +114,39 @@ fn a_hardlink_export_written_to_does_not_change_later_exports() {
 }
 
 #[test]
+fn a_failed_export_leaves_nothing_behind_and_can_be_run_again() {
+    let d = repo();
+    let r = d.path();
+    for i in 0..12 {
+        write(r, &format!("p{}/s{}/f{i}.dat", i % 3, i % 2), format!("bytes {i}").as_bytes());
+    }
+    let before = snapshot(r);
+    ok(r, &["commit", "-m", "v1"]);
+    // The store's export cache cannot be written (a file where its folder should be), so a
+    // hardlink export fails after it made the export's folders.
+    let cache = r.join(".cohort/cache");
+    fs::remove_dir_all(&cache).unwrap();
+    fs::write(&cache, b"not a folder").unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let fresh = out.path().join("new/x");
+    let empty = out.path().join("empty");
+    fs::create_dir(&empty).unwrap();
+    for dest in [&fresh, &empty] {
+        let e = fails(r, &["export", "HEAD", dest.to_str().unwrap(), "--link", "hardlink"]);
+        assert!(String::from_utf8_lossy(&e.stderr).contains(".cohort/cache"), "{}", String::from_utf8_lossy(&e.stderr));
+    }
+    // A folder the export made is gone; a folder that was there (empty) is there, still empty.
+    assert!(!fresh.exists());
+    assert_eq!(fs::read_dir(&empty).unwrap().count(), 0);
+    // So the same command works once the cause is gone, and so does a copy in the meantime.
+    ok(r, &["export", "HEAD", empty.to_str().unwrap(), "--link", "copy"]);
+    assert_eq!(snapshot(&empty), before);
+    fs::remove_file(&cache).unwrap();
+    ok(r, &["export", "HEAD", fresh.to_str().unwrap(), "--link", "hardlink"]);
+    assert_eq!(snapshot(&fresh), before);
+}
+
+#[test]
 fn branches_tags_and_op_log() {
     let d = repo();
     let r = d.path();
