@@ -1,7 +1,8 @@
 //! DICOM series → 3D volume, and label masks onto a series grid.
 //!
 //! This module owns the geometry bridge between DICOM and NIfTI for cohort:
-//! [`series_volume`] stacks the single-frame, uncompressed slices of one
+//! [`series_volume`] stacks the single-frame slices (native, or compressed
+//! with RLE, JPEG baseline or lossless, or JPEG 2000) of one
 //! series into a [`Volume`] (sorted along the slice normal, rescaled, with a
 //! voxel → RAS+ affine in the NIfTI convention), [`volume_to_nifti`] and
 //! [`label_nifti`] turn a volume or a label map on its grid into a
@@ -43,8 +44,9 @@ pub enum VolumeError {
     /// The file could not be parsed as DICOM.
     #[error("{name}: not a readable DICOM file: {reason}")]
     Parse { name: String, reason: String },
-    /// The transfer syntax is not native (uncompressed) little/big endian.
-    #[error("{name}: transfer syntax {transfer_syntax} is not an uncompressed native syntax (only implicit VR LE, explicit VR LE and explicit VR BE are supported)")]
+    /// The transfer syntax is neither native (uncompressed) nor one whose pixel data cohort
+    /// decodes.
+    #[error("{name}: cannot decode the pixel data of transfer syntax {transfer_syntax} (cohort reads native little and big endian, RLE, JPEG baseline and lossless, and JPEG 2000)")]
     Compressed {
         name: String,
         transfer_syntax: String,
@@ -481,9 +483,12 @@ fn parse_slice(name: &str, bytes: &[u8]) -> Result<Slice, VolumeError> {
     let meta = FileMetaTable::from_reader(&body[..])
         .map_err(|e| parse_err(format!("file meta group: {e}")))?;
     let ts = meta.transfer_syntax().to_string();
+    let encapsulated = decodes_encapsulated(&ts);
     let big_endian = match ts.as_str() {
         IMPLICIT_VR_LE | EXPLICIT_VR_LE => false,
         EXPLICIT_VR_BE => true,
+        // Every syntax with encapsulated pixel data encodes its data set in explicit VR LE.
+        _ if encapsulated => false,
         _ => {
             return Err(VolumeError::Compressed {
                 name: name.to_string(),
@@ -497,11 +502,11 @@ fn parse_slice(name: &str, bytes: &[u8]) -> Result<Slice, VolumeError> {
     };
     scan_elements(&body, meta_end, body.len(), enc, false, 0)
         .map_err(|e| parse_err(format!("data set: {e}")))?;
-    let obj = OpenFileOptions::new()
+    let obj_file = OpenFileOptions::new()
         .read_preamble(ReadPreamble::Never)
         .from_reader(&body[..])
         .map_err(|e| parse_err(e.to_string()))?;
-    let obj: &InMemDicomObject = &obj;
+    let obj: &InMemDicomObject = &obj_file;
     let a = Attrs { obj, name };
 
     if let Some(frames) = a
@@ -572,7 +577,11 @@ fn parse_slice(name: &str, bytes: &[u8]) -> Result<Slice, VolumeError> {
         .flatten();
 
     let (rows, cols) = (rows as usize, cols as usize);
-    let raw = decode_pixels(&a, rows * cols, bits, bits_stored, signed, big_endian)?;
+    let raw = if encapsulated {
+        decode_encapsulated(&obj_file, &a, rows * cols, bits, bits_stored, signed)?
+    } else {
+        decode_pixels(&a, rows * cols, bits, bits_stored, signed, big_endian)?
+    };
 
     Ok(Slice {
         name: name.to_string(),
@@ -588,6 +597,68 @@ fn parse_slice(name: &str, bytes: &[u8]) -> Result<Slice, VolumeError> {
         intercept,
         raw,
     })
+}
+
+/// A syntax with encapsulated (compressed) pixel data that the codecs built in can decode.
+fn decodes_encapsulated(ts: &str) -> bool {
+    use dicom_transfer_syntax_registry::{TransferSyntaxIndex, TransferSyntaxRegistry};
+    TransferSyntaxRegistry.get(ts).is_some_and(|t| t.is_encapsulated_pixel_data() && t.can_decode_all())
+}
+
+/// The largest frame cohort decodes from compressed pixel data. Compressed data says little
+/// about the size it decodes to (a blank image compresses to almost nothing), so a corrupt
+/// Rows x Columns must not decide how much memory is taken: 4096 x 4096 16-bit images are
+/// 32 MiB, the largest CT, MR and mammography frames well below this.
+const MAX_DECODED_FRAME: usize = 256 << 20;
+
+/// Decode the single frame of encapsulated pixel data (the codecs run under `catch_unwind`:
+/// they see bytes from the store, which may come from anywhere) into stored values.
+fn decode_encapsulated(
+    file: &dicom_object::DefaultDicomObject,
+    a: &Attrs<'_>,
+    count: usize,
+    bits: u32,
+    bits_stored: u32,
+    signed: bool,
+) -> Result<Vec<i32>, VolumeError> {
+    use dicom_pixeldata::PixelDecoder;
+    match a.get(tags::PIXEL_DATA).map(|e| e.value()) {
+        None => return Err(a.missing("PixelData")),
+        Some(Value::PixelSequence(_)) => {}
+        Some(_) => return Err(a.invalid("PixelData", "is not encapsulated, as its transfer syntax says it is".into())),
+    }
+    let bytes_per = (bits / 8) as usize;
+    let need = count.saturating_mul(bytes_per);
+    if need > MAX_DECODED_FRAME {
+        return Err(a.unsupported(format!("a frame of {need} bytes decoded (more than {MAX_DECODED_FRAME})")));
+    }
+    let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| file.decode_pixel_data_frame(0).map(|d| d.into_data())));
+    let data = match decoded {
+        Ok(Ok(d)) => d,
+        Ok(Err(e)) => return Err(a.invalid("PixelData", format!("cannot decode: {e}"))),
+        Err(_) => return Err(a.invalid("PixelData", "cannot decode: the decoder panicked".into())),
+    };
+    if data.len() < need {
+        return Err(a.invalid("PixelData", format!("decodes to {} bytes, but {count} pixels of {bits} bits need {need}", data.len())));
+    }
+    // The decoders give samples in native byte order.
+    Ok(if bytes_per == 1 {
+        data[..need].iter().map(|&b| stored_value(b as u32, bits_stored, signed)).collect()
+    } else {
+        data[..need].chunks_exact(2).map(|c| stored_value(u16::from_ne_bytes([c[0], c[1]]) as u32, bits_stored, signed)).collect()
+    })
+}
+
+/// The stored value of a sample: its low `bits_stored` bits, sign-extended when signed.
+fn stored_value(u: u32, bits_stored: u32, signed: bool) -> i32 {
+    if signed {
+        let shift = 32 - bits_stored;
+        ((u << shift) as i32) >> shift
+    } else if bits_stored >= 32 {
+        u as i32
+    } else {
+        (u & ((1u32 << bits_stored) - 1)) as i32
+    }
 }
 
 fn decode_pixels(
@@ -638,19 +709,7 @@ fn decode_pixels(
             ),
         ));
     }
-    let shift = 32 - bits_stored;
-    let mask = if bits_stored >= 32 {
-        u32::MAX
-    } else {
-        (1u32 << bits_stored) - 1
-    };
-    let convert = |u: u32| -> i32 {
-        if signed {
-            ((u << shift) as i32) >> shift
-        } else {
-            (u & mask) as i32
-        }
-    };
+    let convert = |u: u32| stored_value(u, bits_stored, signed);
     Ok(if bytes_per == 1 {
         le[..need].iter().map(|&b| convert(b as u32)).collect()
     } else {
@@ -1081,6 +1140,7 @@ mod tests {
             DataElement::new(tags::BITS_STORED, VR::US, PrimitiveValue::from(s.bits)),
             DataElement::new(tags::HIGH_BIT, VR::US, PrimitiveValue::from(s.bits - 1)),
             DataElement::new(tags::SAMPLES_PER_PIXEL, VR::US, PrimitiveValue::from(1u16)),
+            DataElement::new(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, PrimitiveValue::from("MONOCHROME2")),
             DataElement::new(
                 tags::PIXEL_REPRESENTATION,
                 VR::US,
@@ -1146,6 +1206,12 @@ mod tests {
                 PrimitiveValue::U8(b.into_iter().collect()),
             )
         };
+        let px = if s.ts == RLE_LOSSLESS {
+            let fragment = rle_encode(&s.pixels, s.bits);
+            DataElement::new(tags::PIXEL_DATA, VR::OB, dicom_core::value::PixelFragmentSequence::new(Vec::<u32>::new(), vec![fragment]))
+        } else {
+            px
+        };
         els.push(px);
         let els: Vec<_> = els
             .into_iter()
@@ -1157,6 +1223,40 @@ mod tests {
             .expect("meta");
         let mut out = Vec::new();
         file.write_all(&mut out).expect("write dicom");
+        out
+    }
+
+    const RLE_LOSSLESS: &str = "1.2.840.10008.1.2.5";
+
+    /// RLE Lossless (PS3.5 Annex G) of one frame, by hand and independent of the decoder: one
+    /// segment per byte of a sample, most significant first, each a run of PackBits literals.
+    fn rle_encode(pixels: &[i32], bits: u16) -> Vec<u8> {
+        let planes: Vec<Vec<u8>> = if bits == 16 {
+            vec![pixels.iter().map(|&v| (v as u16 >> 8) as u8).collect(), pixels.iter().map(|&v| v as u8).collect()]
+        } else {
+            vec![pixels.iter().map(|&v| v as u8).collect()]
+        };
+        let mut segments = Vec::new();
+        for plane in planes {
+            let mut seg = Vec::new();
+            for chunk in plane.chunks(128) {
+                seg.push((chunk.len() - 1) as u8);
+                seg.extend_from_slice(chunk);
+            }
+            if seg.len() % 2 == 1 {
+                seg.push(0x80); // a no-op byte pads the segment to an even length
+            }
+            segments.push(seg);
+        }
+        let mut header = [0u32; 16];
+        header[0] = segments.len() as u32;
+        let mut at = 64u32;
+        for (i, seg) in segments.iter().enumerate() {
+            header[i + 1] = at;
+            at += seg.len() as u32;
+        }
+        let mut out: Vec<u8> = header.iter().flat_map(|v| v.to_le_bytes()).collect();
+        segments.iter().for_each(|seg| out.extend_from_slice(seg));
         out
     }
 
@@ -1339,6 +1439,67 @@ mod tests {
     }
 
     #[test]
+    fn rle_compressed_slices_give_the_volume_of_the_uncompressed_ones() {
+        for (bits, signed) in [(16u16, true), (16, false), (8, false), (8, true)] {
+            let mut s = three();
+            for x in s.iter_mut() {
+                x.bits = bits;
+                x.signed = signed;
+                x.intercept = Some(0.0);
+                x.pixels = (0..20i32)
+                    .map(|p| match (bits, signed) {
+                        (16, true) => p * 1999 - 20000,
+                        (16, false) => p * 3000 + 7,
+                        (_, true) => p * 13 - 128,
+                        _ => p * 13,
+                    })
+                    .collect();
+            }
+            let native = series_volume(&files(&s)).unwrap();
+            s.iter_mut().for_each(|x| x.ts = RLE_LOSSLESS);
+            let f = files(&s);
+            assert!(f[0].1.windows(4).any(|w| w == [0xFE, 0xFF, 0x00, 0xE0]), "the pixel data is encapsulated");
+            assert_eq!(series_volume(&f).unwrap(), native, "{bits} bits, signed {signed}");
+        }
+    }
+
+    #[test]
+    fn compressed_pixel_data_that_does_not_decode_is_an_error_naming_the_file() {
+        let mut s = three();
+        s.iter_mut().for_each(|x| x.ts = RLE_LOSSLESS);
+        let good = files(&s);
+        // Point the second segment past the end of the fragment, claim more segments than
+        // there are, and claim one segment for 16-bit samples.
+        type Damage = fn(&mut Vec<u8>, usize);
+        let damage: [(&str, Damage); 3] = [
+            ("offset", |b, at| b[at + 9] = 0xFF),
+            ("segments", |b, at| b[at] = 9),
+            ("one segment", |b, at| b[at] = 1),
+        ];
+        for (what, hurt) in damage {
+            let mut f = good.clone();
+            let b = &mut f[2].1;
+            // The fragment starts after the empty offset table item and the fragment item header.
+            let px = b.windows(4).rposition(|w| w == [0xE0, 0x7F, 0x10, 0x00]).unwrap();
+            let at = px + 12 + 8 + 8;
+            hurt(b, at);
+            match series_volume(&f) {
+                Err(e) => assert!(e.to_string().starts_with("1.2.3.2.dcm: invalid PixelData: cannot decode"), "{what}: {e}"),
+                Ok(_) => panic!("{what}: damaged RLE decoded"),
+            }
+        }
+        // A syntax whose codec is not built in (JPEG-LS) is named as such.
+        let mut s = three();
+        s[1].ts = "1.2.840.10008.1.2.4.80";
+        match series_volume(&files(&s)).unwrap_err() {
+            VolumeError::Compressed { name, transfer_syntax } => {
+                assert_eq!((name.as_str(), transfer_syntax.as_str()), ("1.2.3.1.dcm", "1.2.840.10008.1.2.4.80"));
+            }
+            e => panic!("{e}"),
+        }
+    }
+
+    #[test]
     fn bits_stored_masks_and_sign_extends() {
         let mut s = three();
         s.truncate(1);
@@ -1375,22 +1536,14 @@ mod tests {
     fn series_errors() {
         assert!(matches!(series_volume(&[]), Err(VolumeError::Empty)));
 
-        // compressed: patch the transfer syntax UID in the meta group
+        // RLE claimed, native pixel data given: patch the transfer syntax UID in the meta group
         let mut f = files(&three());
         let from = b"1.2.840.10008.1.2.1\0";
         let to = b"1.2.840.10008.1.2.5\0"; // RLE lossless
         let at = f[1].1.windows(from.len()).position(|w| w == from).unwrap();
         f[1].1[at..at + from.len()].copy_from_slice(to);
-        match series_volume(&f).unwrap_err() {
-            VolumeError::Compressed {
-                name,
-                transfer_syntax,
-            } => {
-                assert_eq!(name, "1.2.3.1.dcm");
-                assert_eq!(transfer_syntax, "1.2.840.10008.1.2.5");
-            }
-            e => panic!("{e}"),
-        }
+        let e = series_volume(&f).unwrap_err();
+        assert!(e.to_string().starts_with("1.2.3.1.dcm"), "{e}");
 
         for (tag, kw) in [
             (tags::IMAGE_POSITION_PATIENT, "ImagePositionPatient"),
@@ -1491,7 +1644,7 @@ mod tests {
 
     #[test]
     fn truncated_and_flipped_dicom_never_panics() {
-        for ts in [IMPLICIT_VR_LE, EXPLICIT_VR_LE, EXPLICIT_VR_BE] {
+        for ts in [IMPLICIT_VR_LE, EXPLICIT_VR_LE, EXPLICIT_VR_BE, RLE_LOSSLESS] {
             let mut sp = spec(0, 0.0);
             sp.ts = ts;
             let good = make_dicom(&sp);

@@ -23,7 +23,7 @@ fn spec(p: usize, i: usize) -> SynthSpec {
     s
 }
 
-const SIZE: u16 = 16;
+const SIZE: u16 = 32;
 const SLICES: usize = 4;
 
 fn path_of(p: usize, i: usize) -> String {
@@ -214,9 +214,9 @@ fn boxes_added_and_moved() {
     assert_eq!(boxes[0]["change"], "moved");
     assert_eq!(boxes[0]["old"][0], 2.0);
     assert_eq!(boxes[0]["new"][0], 6.0);
-    // A box outside the 16x16 image, an unknown category, an unknown file.
+    // A box outside the image (x 30..34 of 32 columns), an unknown category, an unknown file.
     for (body, needle) in [
-        (coco(14.0), "annotations[0]"),
+        (coco(f64::from(SIZE) - 2.0), "annotations[0]"),
         (coco(2.0).replace("\"category_id\":7", "\"category_id\":8"), "category_id 8"),
         (coco(2.0).replace("P0/S0/IM0.dcm", "P9/none.dcm"), "images[0]"),
     ] {
@@ -227,7 +227,7 @@ fn boxes_added_and_moved() {
 }
 
 /// The NIfTI affine (RAS) of the synthetic series, from the synthesizer's geometry: origin
-/// (-5.6, -5.6, z) LPS, 0.7 mm pixels, slices 2.5 mm apart, lowest slice (instance 3) first.
+/// (-11.2, -11.2, z) LPS, 0.7 mm pixels, slices 2.5 mm apart, lowest slice (instance 3) first.
 fn expected_affine() -> [[f64; 4]; 4] {
     let half = f64::from(SIZE) * 0.7 / 2.0;
     [[-0.7, 0.0, 0.0, half], [0.0, -0.7, 0.0, half], [0.0, 0.0, 2.5, -2.5 * (SLICES as f64 - 1.0)], [0.0, 0.0, 0.0, 1.0]]
@@ -407,7 +407,7 @@ for case in manifest["cases"]:
     files = [d for d in files if d.SeriesInstanceUID == case["series_uid"]]
     files.sort(key=lambda d: float(d.ImagePositionPatient[2]))
     data = np.asarray(img.dataobj)
-    assert data.shape == (16, 16, 4), data.shape
+    assert data.shape == (32, 32, 4), data.shape
     for k, d in enumerate(files):
         px = d.pixel_array.astype(np.float64) * float(d.RescaleSlope) + float(d.RescaleIntercept)
         assert np.array_equal(data[:, :, k].T, px), ("values differ", case["case"], k)
@@ -422,7 +422,7 @@ for case in manifest["cases"]:
         lab = nib.load(os.path.join(out, "labels" + sub, case["case"] + ".nii.gz"))
         assert np.allclose(lab.affine, ras, atol=1e-4)
         ld = np.asarray(lab.dataobj)
-        assert ld.shape == (16, 16, 4)
+        assert ld.shape == (32, 32, 4)
         assert set(np.unique(ld)) <= {0, 1}, np.unique(ld)
         assert int((ld == 1).sum()) == 72, int((ld == 1).sum())
         assert ld[4, 4, 1] == 1 and ld[4, 4, 0] == 0
@@ -518,6 +518,97 @@ fn export_nnunet_monai_csv_files_with_manifest() {
     assert!(hl.join("cohort-manifest.json").is_file());
 }
 
+/// The DICOM files of the three patients `compressed_series_export_the_same_volumes_as_uncompressed_ones` uses.
+fn dicom_files(r: &Path) -> Vec<std::path::PathBuf> {
+    (0..3).flat_map(|p| (0..SLICES).map(move |i| r.join(path_of(p, i)))).collect()
+}
+
+/// Compress every DICOM file of `r` in place with a lossless codec: dcmtk's JPEG lossless
+/// (process 14, first-order prediction) or RLE, or JPEG 2000 lossless through pydicom with
+/// pylibjpeg-openjpeg. Returns the transfer syntax UID the files now have.
+fn compress_in_place(r: &Path, codec: &str) -> &'static str {
+    let files = dicom_files(r);
+    let run = |c: &mut Command| {
+        let o = c.output().unwrap_or_else(|e| panic!("{codec}: cannot run the encoder ({e}); .ci/run installs dcmtk, pydicom, pylibjpeg and pylibjpeg-openjpeg"));
+        assert!(o.status.success(), "{codec}: {}", String::from_utf8_lossy(&o.stderr));
+    };
+    if codec == "jpeg2000-lossless" {
+        let j2k = "import sys, pydicom
+from pydicom.uid import JPEG2000Lossless
+for f in sys.argv[1:]:
+    d = pydicom.dcmread(f)
+    d.compress(JPEG2000Lossless, generate_instance_uid=False)
+    d.save_as(f)";
+        run(Command::new("python3").args(["-c", j2k]).args(&files));
+    } else {
+        for f in &files {
+            let tmp = f.with_extension("tmp");
+            run(Command::new(if codec == "rle" { "dcmcrle" } else { "dcmcjpeg" }).arg(f).arg(&tmp));
+            fs::rename(&tmp, f).unwrap();
+        }
+    }
+    match codec {
+        "jpeg-lossless" => "1.2.840.10008.1.2.4.70",
+        "rle" => "1.2.840.10008.1.2.5",
+        _ => "1.2.840.10008.1.2.4.90",
+    }
+}
+
+#[test]
+fn compressed_series_export_the_same_volumes_as_uncompressed_ones() {
+    let t = dataset(3);
+    let rp = t.path().join("ds");
+    let r = rp.as_path();
+    let d = r.join("..");
+    let m = nifti_file(&d, "m.nii.gz", mask(4, 10, 1));
+    for p in 0..3 {
+        import_mask(r, &m, "a", p);
+    }
+    ok(r, &["split", "create", "--name", "main", "--ratios", "70,30", "--parts", "train,test"]);
+    // Signed samples with negative values, as CT stores Hounsfield units: the case where a
+    // decoder that hands back unsigned bit patterns would go wrong.
+    require_nibabel();
+    let signed = "import sys, numpy as np, pydicom
+for f in sys.argv[1:]:
+    d = pydicom.dcmread(f)
+    a = d.pixel_array.astype(np.int32) - 1024
+    assert a.min() < 0
+    d.PixelRepresentation = 1; d.BitsStored = 16; d.HighBit = 15
+    d.PixelData = a.astype('<i2').tobytes()
+    d.save_as(f)";
+    let o = Command::new("python3").args(["-c", signed]).args(dicom_files(r)).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    ok(r, &["commit", "-m", "signed"]);
+    let originals = snapshot(r);
+    let volumes = |out: &Path| {
+        let mut all = snapshot(out);
+        all.remove("cohort-manifest.json");
+        all
+    };
+    let plain = d.join("plain");
+    ok(r, &["export", "HEAD", plain.to_str().unwrap(), "--split", "main", "--format", "nnunet"]);
+    let expected = volumes(&plain);
+    assert_eq!(expected.keys().filter(|k| k.ends_with(".nii.gz")).count(), 6, "{:?}", expected.keys());
+    for codec in ["jpeg-lossless", "rle", "jpeg2000-lossless"] {
+        let ts = compress_in_place(r, codec);
+        let sop = test_uid(NS, "sop 0 0 0 0");
+        let listed = json(r, &["ls", "--json"]).to_string();
+        assert!(listed.contains(&sop), "{listed}");
+        let dump = Command::new("dcmdump").args(["-Un", "+P", "0002,0010"]).arg(r.join(path_of(0, 0))).output().unwrap();
+        assert!(String::from_utf8_lossy(&dump.stdout).contains(ts), "{codec}: {}", String::from_utf8_lossy(&dump.stdout));
+        ok(r, &["commit", "-m", &format!("recompressed: {codec}")]);
+        let out = d.join(codec);
+        ok(r, &["export", "HEAD", out.to_str().unwrap(), "--split", "main", "--format", "nnunet"]);
+        assert!(volumes(&out) == expected, "{codec}: the volumes differ from the uncompressed series' export");
+        // Back to the uncompressed files for the next codec.
+        for (path, bytes) in &originals {
+            if !path.starts_with(".cohort") {
+                write(r, path, bytes);
+            }
+        }
+    }
+}
+
 #[test]
 fn annotations_and_splits_follow_deidentification() {
     let t = dataset(4);
@@ -605,7 +696,7 @@ fn dicom_seg_import_matches_the_same_mask_from_nifti() {
         m
     };
     let sources: Vec<SegSource> = (0..SLICES)
-        .map(|i| SegSource { sop_uid: test_uid(NS, &format!("sop 0 0 0 {i}")), sop_class_uid: "1.2.840.10008.5.1.4.1.1.2".into(), position: [-5.6, -5.6, -2.5 * i as f64] })
+        .map(|i| SegSource { sop_uid: test_uid(NS, &format!("sop 0 0 0 {i}")), sop_class_uid: "1.2.840.10008.5.1.4.1.1.2".into(), position: [-f64::from(SIZE) * 0.35, -f64::from(SIZE) * 0.35, -2.5 * i as f64] })
         .collect();
     let segments = [SegmentInfo { number: 1, label: "lesion".into() }, SegmentInfo { number: 2, label: "vessel".into() }];
     // Lesion on instances 1 and 2 (volume slices 2 and 1, as in `mask`), vessel on instance 0.
