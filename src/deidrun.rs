@@ -187,14 +187,17 @@ pub fn deidentify(repo: &Repo, req: DeidRequest, progress: &dyn Progress) -> Res
             };
             // The file is header ++ pixel element ++ pixels ++ trailer; only the header changes
             // (and the pixels, when cleaned).
+            // (and the pixels, when cleaned; compressed ones decoded to be cleaned get a native
+            // element header too).
             let pixel_len = rec.size - (header.len() + rec.pixel_element.len() + rec.trailer.len()) as u64;
             let new_pixel_len = cleaned.as_ref().map_or(pixel_len, |c| c.1.len() as u64);
+            let pixel_element = out.pixel_element.clone().unwrap_or_else(|| rec.pixel_element.clone());
             let record = DicomFile {
                 header: header_id,
-                pixel_element: rec.pixel_element.clone(),
+                size: (out.header.len() + pixel_element.len() + rec.trailer.len()) as u64 + new_pixel_len,
+                pixel_element,
                 pixel: cleaned.as_ref().map(|c| c.0).or(rec.pixel),
                 trailer: rec.trailer.clone(),
-                size: (out.header.len() + rec.pixel_element.len() + rec.trailer.len()) as u64 + new_pixel_len,
                 info,
             };
             let new_path = format!(

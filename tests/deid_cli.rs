@@ -1175,6 +1175,92 @@ fn clean_pixel_data_blanks_the_rule_rectangle() {
 /// (`src/phiscan.rs`, `scan`) open headers with `ReadPreamble::Auto` only and fail with "Could
 /// not parse meta group data set": `deid` exits 2 and so does `phi-scan` of the source.
 #[test]
+fn clean_pixel_data_decodes_compressed_pixel_data_and_writes_it_native() {
+    require_dcmdump();
+    require_pydicom();
+    let e = env();
+    let w = &e.work;
+    // Three ultrasound instances, compressed in place by dcmtk: 16-bit RLE and JPEG lossless,
+    // 8-bit JPEG baseline (lossy; its SOP Instance UID kept).
+    let codecs: [(u16, &str, &[&str], &str); 3] = [
+        (16, "dcmcrle", &[], "1.2.840.10008.1.2.5"),
+        (16, "dcmcjpeg", &[], "1.2.840.10008.1.2.4.70"),
+        (8, "dcmcjpeg", &["+eb", "+un"], "1.2.840.10008.1.2.4.50"),
+    ];
+    let mut insts = Vec::new();
+    for (i, (bits, tool, args, _)) in codecs.iter().enumerate() {
+        let mut sp = spec(0, 0, 0, i, 32);
+        sp.modality = "US".into();
+        sp.bits_allocated = *bits;
+        let inst = put(w, sp, identified_path(&spec(0, 0, 0, i, 32), 0, i));
+        let f = w.join(&inst.path);
+        let tmp = f.with_extension("tmp");
+        let o = Command::new(tool).args(*args).arg(&f).arg(&tmp).output().expect("run dcmtk");
+        assert!(o.status.success(), "{tool}: {}", String::from_utf8_lossy(&o.stderr));
+        fs::rename(&tmp, &f).unwrap();
+        insts.push(inst);
+    }
+    // What the compressed files hold, decoded by dcmtk (for the lossy one, its own decoder).
+    let reference: Vec<Vec<u8>> = insts
+        .iter()
+        .zip(&codecs)
+        .map(|(i, (_, encoder, _, _))| {
+            let out = e.root.join("plain.dcm");
+            let tool = if *encoder == "dcmcrle" { "dcmdrle" } else { "dcmdjpeg" };
+            let o = Command::new(tool).arg(w.join(&i.path)).arg(&out).output().unwrap();
+            assert!(o.status.success(), "{tool}: {}", String::from_utf8_lossy(&o.stderr));
+            let b = fs::read(&out).unwrap();
+            b[b.len() - 32 * 32 * usize::from(i.spec.bits_allocated / 8)..].to_vec()
+        })
+        .collect();
+    ok(w, &["commit", "-m", "compressed ultrasound"]);
+    let (x0, y0, rw, rh) = (6usize, 10usize, 14usize, 8usize);
+    let rules = e.root.join("rules.json");
+    fs::write(&rules, format!(r#"{{"version": 1, "rules": [{{"name": "test-us-banner", "modality": "US", "rectangles": [{{"x": {x0}, "y": {y0}, "width": {rw}, "height": {rh}}}]}}]}}"#)).unwrap();
+    let sum = deid(w, "main", &e.key, &["--branch", "clean", "--option", "clean-pixel-data", "--pixel-rules", s(&rules)]);
+    assert_eq!((sum["pixels_cleaned"].as_u64(), sum["burned_in_not_cleaned"].as_u64()), (Some(3), Some(0)), "{sum}");
+    let eng = engine(&key_bytes(1));
+    let (dir, _) = export(w, &e.root, "clean");
+    let inside = |k: usize| (y0..y0 + rh).contains(&(k / 32)) && (x0..x0 + rw).contains(&(k % 32));
+    for ((inst, want), (bits, _, _, ts)) in insts.iter().zip(&reference).zip(&codecs) {
+        let f = dir.join(pseudonymous_path(&eng, &inst.spec));
+        let dump = Command::new("dcmdump").args(["-Un", "+P", "0002,0010", "+P", "0028,2110"]).arg(&f).output().unwrap();
+        let dump = String::from_utf8_lossy(&dump.stdout).into_owned();
+        assert!(dump.contains("[1.2.840.10008.1.2.1]"), "{ts}: written as explicit VR little endian: {dump}");
+        assert_eq!(dump.contains("[01]"), ts.ends_with(".50"), "{ts}: LossyImageCompression: {dump}");
+        let bpp = usize::from(bits / 8);
+        let b = fs::read(&f).unwrap();
+        let got = &b[b.len() - 32 * 32 * bpp..];
+        let value = |p: &[u8], k: usize| if bpp == 2 { i32::from(u16::from_le_bytes([p[2 * k], p[2 * k + 1]])) } else { i32::from(p[k]) };
+        let blanked = (0..32 * 32).filter(|k| inside(*k) && value(want, *k) != 0).count();
+        assert!(blanked > rw * rh / 2, "{ts}: the rectangle has content to blank");
+        for k in 0..32 * 32 {
+            let (g, o) = (value(got, k), value(want, k));
+            if inside(k) {
+                assert_eq!(g, 0, "{ts}: pixel {k} (x {}, y {}) not blanked", k % 32, k / 32);
+            } else if ts.ends_with(".50") {
+                // Two JPEG decoders (jpeg-decoder here, libjpeg in dcmtk) may round differently.
+                assert!((g - o).abs() <= 2, "{ts}: pixel {k}: {g} against dcmtk's {o}");
+            } else {
+                assert_eq!(g, o, "{ts}: pixel {k} (x {}, y {}) changed", k % 32, k / 32);
+            }
+        }
+        // An independent reader decodes the file as written.
+        let py = "import sys, pydicom; d = pydicom.dcmread(sys.argv[1]); a = d.pixel_array; assert a.shape == (32, 32), a.shape; assert (a[10:18, 6:20] == 0).all(); assert d.BurnedInAnnotation == 'NO'; print(d.file_meta.TransferSyntaxUID)";
+        let o = Command::new("python3").args(["-c", py]).arg(&f).output().unwrap();
+        assert!(o.status.success(), "{ts}: pydicom: {}", String::from_utf8_lossy(&o.stderr));
+    }
+    assert_eq!(exit_code(w, &["phi-scan", "clean"]).0, Some(0), "cleaned instances pass the scan");
+    let report = json(w, &["deid-report", "clean", "--json"]);
+    for inst in report["instances"].as_array().unwrap() {
+        assert_eq!(inst["report"]["burned_in"]["status"], "cleaned", "{inst}");
+        assert_eq!(inst["report"]["transfer_syntax"], "1.2.840.10008.1.2.1", "{inst}");
+        let notes = inst["report"]["notes"].to_string();
+        assert!(notes.contains("decoded from transfer syntax"), "{notes}");
+    }
+}
+
+#[test]
 fn instances_without_preamble_are_deidentified_and_scanned() {
     let e = env();
     let w = &e.work;

@@ -28,6 +28,8 @@ use super::{
 type Elem = InMemElement<StandardDataDictionary>;
 type Obj = InMemDicomObject<StandardDataDictionary>;
 
+const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
+
 const PIXEL_TAGS: [Tag; 3] = [
     tags::PIXEL_DATA,
     tags::FLOAT_PIXEL_DATA,
@@ -607,17 +609,87 @@ fn pixel_facts(obj: &Obj) -> PixelFacts {
     }
 }
 
-/// Decide the burned-in status and clean pixels if required and possible.
+/// What decoding compressed pixel data to clean it changed: the output is native, with this
+/// photometric interpretation and sample layout.
+struct Decoded {
+    photometric: String,
+    samples_per_pixel: u16,
+    bits_allocated: u16,
+}
+
+/// The largest pixel data (all frames) decoded to be cleaned: a 200-frame 640 x 480 RGB
+/// ultrasound clip is 184 MB. Compressed bytes do not bound the decoded size, so the header's
+/// geometry is checked against this before anything is decoded.
+const MAX_DECODED_PIXELS: usize = 1 << 30;
+
+/// Decode encapsulated pixel data (the value: basic offset table item, fragment items,
+/// sequence delimiter) of the instance whose header is `file`, with the codecs of
+/// `dicom-pixeldata`, under `catch_unwind`. All frames, interleaved samples.
+fn decode_encapsulated(file: &dicom_object::DefaultDicomObject, facts: &PixelFacts, value: &[u8]) -> Result<(Vec<u8>, Decoded), String> {
+    use dicom_pixeldata::PixelDecoder;
+    let frames = facts.number_of_frames.unwrap_or(1).max(1) as usize;
+    let size = [facts.rows, facts.columns, facts.samples_per_pixel.or(Some(1)), facts.bits_allocated.map(|b| b.div_ceil(8))]
+        .into_iter()
+        .try_fold(frames, |acc, v| v.and_then(|v| acc.checked_mul(v as usize)))
+        .ok_or("Rows, Columns or BitsAllocated missing, or the size overflows")?;
+    if size > MAX_DECODED_PIXELS {
+        return Err(format!("the pixel data would decode to {size} bytes (more than {MAX_DECODED_PIXELS})"));
+    }
+    let mut items = Vec::new();
+    let mut at = 0usize;
+    while at + 8 <= value.len() {
+        let tag = (u16::from_le_bytes([value[at], value[at + 1]]), u16::from_le_bytes([value[at + 2], value[at + 3]]));
+        let len = u32::from_le_bytes([value[at + 4], value[at + 5], value[at + 6], value[at + 7]]) as usize;
+        at += 8;
+        match tag {
+            (0xFFFE, 0xE0DD) => break,
+            (0xFFFE, 0xE000) if len <= value.len() - at => {
+                items.push(value[at..at + len].to_vec());
+                at += len;
+            }
+            _ => return Err(format!("the encapsulated pixel data has no valid item at byte {}", at - 8)),
+        }
+    }
+    if items.is_empty() {
+        return Err("the encapsulated pixel data has no basic offset table item".into());
+    }
+    let table = items.remove(0);
+    let offsets: Vec<u32> = table.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    let mut f = file.clone();
+    f.put(DataElement::new(tags::PIXEL_DATA, VR::OB, dicom_core::value::PixelFragmentSequence::new(offsets, items)));
+    let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f.decode_pixel_data()));
+    let d = match decoded {
+        Ok(Ok(d)) => d,
+        Ok(Err(e)) => return Err(format!("its pixel data cannot be decoded: {e}")),
+        Err(_) => return Err("its pixel data cannot be decoded: the decoder panicked".into()),
+    };
+    let info = Decoded { photometric: d.photometric_interpretation().as_str().to_string(), samples_per_pixel: d.samples_per_pixel(), bits_allocated: d.bits_allocated() };
+    Ok((d.into_data(), info))
+}
+
+/// The Pixel Data element header of native pixel bytes (padded to even length by the caller).
+fn native_pixel_element(bits_allocated: u16, len: usize) -> Result<Vec<u8>, String> {
+    let len = u32::try_from(len).map_err(|_| format!("{len} bytes of pixel data do not fit one element"))?;
+    let mut e = vec![0xE0, 0x7F, 0x10, 0x00];
+    e.extend_from_slice(if bits_allocated > 8 { b"OW" } else { b"OB" });
+    e.extend_from_slice(&[0, 0]);
+    e.extend_from_slice(&len.to_le_bytes());
+    Ok(e)
+}
+
+/// Decide the burned-in status and clean pixels if required and possible. Compressed pixel
+/// data is decoded to be cleaned (and then written native: the [`Decoded`] says how).
 fn burned_in(
     d: &Deidentifier,
     facts: &PixelFacts,
+    file: &dicom_object::DefaultDicomObject,
     pixel: Option<PixelInput<'_>>,
-) -> (BurnedIn, Option<Vec<u8>>, Option<String>) {
+) -> (BurnedIn, Option<Vec<u8>>, Option<String>, Option<Decoded>) {
     let flag = facts.flag_reason();
     if !d.has(DeidOption::CleanPixelData) {
         return match flag {
-            Some(reason) => (BurnedIn::Flagged { reason }, None, None),
-            None => (BurnedIn::NotFlagged, None, None),
+            Some(reason) => (BurnedIn::Flagged { reason }, None, None, None),
+            None => (BurnedIn::NotFlagged, None, None, None),
         };
     }
     let rule = d.config.pixel_rules.iter().find(|r| facts.matches(r));
@@ -629,49 +701,42 @@ fn burned_in(
                 },
                 None,
                 None,
+                None,
             ),
-            None => (BurnedIn::NotFlagged, None, None),
+            None => (BurnedIn::NotFlagged, None, None, None),
         };
     };
     let name = Some(rule.name.clone());
-    match pixel {
-        None => (
-            BurnedIn::NotCleaned {
-                reason: format!(
-                    "rule {:?} matches but no pixel data was supplied",
-                    rule.name
-                ),
-            },
-            None,
-            name,
-        ),
-        Some(p) if p.encapsulated => (
-            BurnedIn::NotCleaned {
-                reason: format!(
-                    "rule {:?} matches but the pixel data is encapsulated (compressed) and is \
-                     not decoded",
-                    rule.name
-                ),
-            },
-            None,
-            name,
-        ),
-        Some(p) => match facts.blank(p.bytes, rule) {
-            Ok(bytes) => (
-                BurnedIn::Cleaned {
-                    rule: rule.name.clone(),
-                },
-                Some(bytes),
-                name,
-            ),
-            Err(why) => (
-                BurnedIn::NotCleaned {
-                    reason: format!("rule {:?} matches but {why}", rule.name),
-                },
-                None,
-                name,
-            ),
+    let not_cleaned = |why: String| (BurnedIn::NotCleaned { reason: format!("rule {:?} matches but {why}", rule.name) }, None, name.clone(), None);
+    let Some(p) = pixel else {
+        return not_cleaned("no pixel data was supplied".into());
+    };
+    let (native, decoded) = if p.encapsulated {
+        match decode_encapsulated(file, facts, p.bytes) {
+            Ok((bytes, info)) => (std::borrow::Cow::Owned(bytes), Some(info)),
+            Err(why) => return not_cleaned(why),
+        }
+    } else {
+        (std::borrow::Cow::Borrowed(p.bytes), None)
+    };
+    let layout = match &decoded {
+        Some(info) => PixelFacts {
+            photometric: Some(info.photometric.clone()),
+            samples_per_pixel: Some(u32::from(info.samples_per_pixel)),
+            bits_allocated: Some(u32::from(info.bits_allocated)),
+            planar_configuration: Some(0),
+            ..facts.clone()
         },
+        None => facts.clone(),
+    };
+    match layout.blank(&native, rule) {
+        Ok(mut bytes) => {
+            if bytes.len() % 2 == 1 {
+                bytes.push(0);
+            }
+            (BurnedIn::Cleaned { rule: rule.name.clone() }, Some(bytes), name, decoded)
+        }
+        Err(why) => not_cleaned(why),
     }
 }
 
@@ -690,6 +755,9 @@ pub(crate) fn deidentify(
     }
     let meta = file.meta().clone();
     let ts = meta.transfer_syntax().to_string();
+    let facts = pixel_facts(&file);
+    // Decided before the header is taken apart: decoding compressed pixel data needs it whole.
+    let (burned, cleaned_pixel, pixel_rule, decoded) = burned_in(d, &facts, &file, pixel);
     let obj: Obj = file.into_inner();
     for t in PIXEL_TAGS {
         if obj.get(t).is_some() {
@@ -697,7 +765,6 @@ pub(crate) fn deidentify(
         }
     }
 
-    let facts = pixel_facts(&obj);
     let orig_id = first_str(&obj, tags::PATIENT_ID).unwrap_or_default();
     let orig_name = first_str(&obj, tags::PATIENT_NAME).unwrap_or_default();
     let patient_key = if !orig_id.is_empty() {
@@ -742,7 +809,6 @@ pub(crate) fn deidentify(
     }
 
     // burned-in annotation
-    let (burned, cleaned_pixel, pixel_rule) = burned_in(d, &facts, pixel);
     if matches!(burned, BurnedIn::Cleaned { .. }) {
         let existed = out.get(tags::BURNED_IN_ANNOTATION).is_some();
         out.put(DataElement::new(
@@ -761,6 +827,33 @@ pub(crate) fn deidentify(
             action,
             "clean-pixel-data",
         );
+    }
+    // Compressed pixel data that was decoded to be cleaned is written native, in explicit VR
+    // little endian (the data set of every encapsulated syntax is already encoded so), with the
+    // sample layout the decoder gave.
+    let mut out_ts = ts.clone();
+    let mut pixel_element = None;
+    if let (Some(info), Some(px)) = (&decoded, &cleaned_pixel) {
+        pixel_element = Some(native_pixel_element(info.bits_allocated, px.len()).map_err(|reason| DeidError::Write { transfer_syntax: ts.clone(), reason })?);
+        out_ts = EXPLICIT_VR_LE.to_string();
+        // JPEG baseline and extended are always lossy: once decoded, nothing else says so.
+        let lossy = ["1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51"].contains(&ts.as_str())
+            && first_str(&out, tags::LOSSY_IMAGE_COMPRESSION).is_none();
+        let mut set = |tag: Tag, vr: VR, value: PrimitiveValue| {
+            let existed = out.get(tag).is_some();
+            out.put(DataElement::new(tag, vr, value));
+            ctx.entry(tag, &tag_text(tag), if existed { ReportAction::Replaced } else { ReportAction::Added }, "clean-pixel-data");
+        };
+        if facts.photometric.as_deref().map(str::trim) != Some(info.photometric.as_str()) {
+            set(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, PrimitiveValue::from(info.photometric.as_str()));
+        }
+        if info.samples_per_pixel > 1 && facts.planar_configuration != Some(0) {
+            set(tags::PLANAR_CONFIGURATION, VR::US, PrimitiveValue::from(0u16));
+        }
+        if lossy {
+            set(tags::LOSSY_IMAGE_COMPRESSION, VR::CS, PrimitiveValue::from("01"));
+        }
+        ctx.notes.insert(format!("pixel data decoded from transfer syntax {ts} to be cleaned; written as explicit VR little endian"));
     }
 
     // options applied and the record of the method
@@ -852,12 +945,12 @@ pub(crate) fn deidentify(
     let new_meta = FileMetaTableBuilder::new()
         .media_storage_sop_class_uid(meta.media_storage_sop_class_uid())
         .media_storage_sop_instance_uid(media_uid)
-        .transfer_syntax(ts.as_str())
+        .transfer_syntax(out_ts.as_str())
         .implementation_class_uid(IMPLEMENTATION_CLASS_UID)
         .implementation_version_name(IMPLEMENTATION_VERSION_NAME)
         .build()
         .map_err(|e| DeidError::Write {
-            transfer_syntax: ts.clone(),
+            transfer_syntax: out_ts.clone(),
             reason: e.to_string(),
         })?;
 
@@ -866,7 +959,7 @@ pub(crate) fn deidentify(
     let file = out.with_exact_meta(new_meta);
     let mut bytes = Vec::with_capacity(header.len() + 512);
     file.write_all(&mut bytes).map_err(|e| DeidError::Write {
-        transfer_syntax: ts.clone(),
+        transfer_syntax: out_ts.clone(),
         reason: e.to_string(),
     })?;
 
@@ -875,7 +968,7 @@ pub(crate) fn deidentify(
         profile_revision: PROFILE_REVISION.to_string(),
         options: applied.iter().map(|o| o.name().to_string()).collect(),
         key_fingerprint: d.key_fingerprint(),
-        transfer_syntax: ts,
+        transfer_syntax: out_ts,
         entries: ctx.entries,
         totals,
         burned_in: burned.clone(),
@@ -885,6 +978,7 @@ pub(crate) fn deidentify(
     Ok(DeidOutput {
         header: bytes,
         cleaned_pixel,
+        pixel_element,
         report,
         burned_in: burned,
         new_patient_id: pseudo_patient,

@@ -308,6 +308,11 @@ pub struct DeidOutput {
     /// Pixel bytes with burned-in regions blanked, when pixels were cleaned; otherwise `None`
     /// and the original pixel value stays valid.
     pub cleaned_pixel: Option<Vec<u8>>,
+    /// When compressed pixel data was decoded to be cleaned: the new Pixel Data element's tag,
+    /// VR and length bytes (native, explicit VR little endian, as `header` now says); `None`
+    /// when the original element header stays valid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pixel_element: Option<Vec<u8>>,
     /// What was done, attribute by attribute (no values).
     pub report: InstanceReport,
     /// Burned-in annotation status of the instance.

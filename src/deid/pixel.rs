@@ -6,8 +6,9 @@
 //!
 //! With the clean-pixel-data option, the first [`PixelRule`] matching the instance (modality,
 //! manufacturer, model name, rows, columns; unset fields match anything) gives rectangles that
-//! are set to 0 in every frame of native pixel data. Encapsulated (compressed) pixel data is never
-//! decoded: an instance that a rule would touch is reported [`BurnedIn::NotCleaned`].
+//! are set to 0 in every frame of the pixel data. Encapsulated (compressed) pixel data is decoded
+//! first (`engine::decode_encapsulated`) and written native; what cannot be decoded is reported
+//! [`BurnedIn::NotCleaned`].
 
 use serde::{Deserialize, Serialize};
 

@@ -85,7 +85,8 @@ pub struct InstanceReport {
     pub options: Vec<String>,
     /// Fingerprint of the key used.
     pub key_fingerprint: String,
-    /// Transfer syntax of input and output.
+    /// Transfer syntax of the output: the input's, unless compressed pixel data was decoded to be
+    /// cleaned (then explicit VR little endian, and a note says from what).
     pub transfer_syntax: String,
     /// Every attribute touched, in data set order.
     pub entries: Vec<ReportEntry>,
