@@ -1464,6 +1464,35 @@ mod tests {
     }
 
     #[test]
+    fn pydicom_files_decode_as_pydicom_decodes_them() {
+        let read = |name: &str| {
+            let path = format!("{}/tests/data/pydicom/{name}", env!("CARGO_MANIFEST_DIR"));
+            (name.to_string(), std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}")))
+        };
+        let values = |v: &Volume| -> Vec<f64> {
+            match &v.data {
+                NiftiData::I16(d) => d.iter().map(|&x| f64::from(x)).collect(),
+                NiftiData::F32(d) => d.iter().map(|&x| f64::from(x)).collect(),
+                other => panic!("{other:?}"),
+            }
+        };
+        // The same MR image in four encodings, two of them compressed: one volume.
+        let native = series_volume(&[read("MR_small_implicit.dcm")]).unwrap();
+        for name in ["MR_small_bigendian.dcm", "MR_small_RLE.dcm", "MR_small_jp2klossless.dcm"] {
+            let v = series_volume(&[read(name)]).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(values(&v), values(&native), "{name}");
+            assert_eq!((v.dims, v.affine), (native.dims, native.affine), "{name}");
+        }
+        // Sums of pixel_array * RescaleSlope + RescaleIntercept by pydicom 3.0.2 with
+        // pylibjpeg-openjpeg 2.6: an independent decoder of the same data.
+        for (name, dims, sum) in [("MR_small_implicit.dcm", [64, 64, 1], 2_125_338.0), ("693_J2KI.dcm", [512, 512, 1], -270_617_240.0)] {
+            let v = series_volume(&[read(name)]).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(v.dims, dims, "{name}");
+            assert_eq!(values(&v).iter().sum::<f64>(), sum, "{name}");
+        }
+    }
+
+    #[test]
     fn compressed_pixel_data_that_does_not_decode_is_an_error_naming_the_file() {
         let mut s = three();
         s.iter_mut().for_each(|x| x.ts = RLE_LOSSLESS);
