@@ -149,14 +149,20 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn write_generated(&mut self, rel: &str, bytes: &[u8]) -> Result<(), MlExportError> {
-        let p = self.out.join(rel);
-        if let Some(d) = p.parent() {
-            fs::create_dir_all(d).map_err(io(d))?;
-        }
-        fs::write(&p, bytes).map_err(io(&p))?;
-        self.written.push(ManifestFile { path: rel.into(), size: bytes.len() as u64, object: None, blake3: Some(ObjectId::of(bytes)) });
+        let f = write_generated(&self.out, rel, bytes)?;
+        self.written.push(f);
         Ok(())
     }
+}
+
+/// Write a file cohort made (a volume, a table) at `out/rel`; its manifest entry.
+fn write_generated(out: &Path, rel: &str, bytes: &[u8]) -> Result<ManifestFile, MlExportError> {
+    let p = out.join(rel);
+    if let Some(d) = p.parent() {
+        fs::create_dir_all(d).map_err(io(d))?;
+    }
+    fs::write(&p, bytes).map_err(io(&p))?;
+    Ok(ManifestFile { path: rel.into(), size: bytes.len() as u64, object: None, blake3: Some(ObjectId::of(bytes)) })
 }
 
 fn json_bytes<T: Serialize>(v: &T) -> Vec<u8> {
@@ -374,8 +380,9 @@ fn volumes(
     progress.stage("writing volumes", Some(todo.len() as u64), Unit::Files);
     let repo = cx.repo;
     let ds = &cx.ds;
-    type Written = Vec<(String, Vec<u8>)>;
-    let built: Vec<(Case, Written)> = todo
+    let dest = &cx.out;
+    // Each case is written as soon as it is built: a dataset's volumes are never all in memory.
+    let built: Vec<(Case, Vec<ManifestFile>)> = todo
         .par_iter()
         .enumerate()
         .map(|(n, (s, part, items, mask))| -> Result<_, MlExportError> {
@@ -393,7 +400,8 @@ fn volumes(
             } else {
                 (format!("images/{case}.nii.gz"), format!("labels/{case}.nii.gz"))
             };
-            let mut out = vec![(img_rel, img)];
+            let mut out = vec![write_generated(dest, &img_rel, &img)?];
+            drop(img);
             if let Some(g) = mask {
                 if g.slice_sops != vol.slice_sops || g.dims.map(|d| d as usize) != vol.dims {
                     return Err(MlExportError::Series { series: s.clone(), problem: "the mask's grid no longer matches the series".into() });
@@ -402,7 +410,7 @@ fn volumes(
                 let lut = g.value_map(&names);
                 let labels: Vec<u8> = raw.into_iter().map(|v| lut[usize::from(v)]).collect();
                 let lab = crate::nifti::write_nifti(&crate::volume::label_nifti(&vol, labels), true).map_err(|e| MlExportError::Series { series: s.clone(), problem: e.to_string() })?;
-                out.push((lab_rel, lab));
+                out.push(write_generated(dest, &lab_rel, &lab)?);
             }
             progress.inc(1);
             let first = &ds.items[items[0]];
@@ -422,9 +430,7 @@ fn volumes(
         .collect::<Result<_, _>>()?;
     progress.finish_stage();
     for (case, files) in built {
-        for (rel, bytes) in files {
-            cx.write_generated(&rel, &bytes)?;
-        }
+        cx.written.extend(files);
         cases.push(case);
     }
     if nnunet {

@@ -749,15 +749,13 @@ impl Attrs<'_> {
     /// The element, unless absent or with an empty value.
     fn get(&self, tag: Tag) -> Option<&InMemElement> {
         let e = self.obj.element_opt(tag).ok().flatten()?;
+        let blank = |s: &str| s.trim_matches(|c: char| c.is_whitespace() || c == '\0').is_empty();
         match e.value() {
             Value::Primitive(PrimitiveValue::Empty) => None,
-            Value::Primitive(p)
-                if p.to_str()
-                    .trim_matches(|c: char| c.is_whitespace() || c == '\0')
-                    .is_empty() =>
-            {
-                None
-            }
+            // Only text is looked at as text: formatting Pixel Data (OW) as a string to see
+            // whether it is empty took a quarter of a CT series' export.
+            Value::Primitive(p @ (PrimitiveValue::Str(_) | PrimitiveValue::Strs(_))) if blank(&p.to_str()) => None,
+            Value::Primitive(p) if p.multiplicity() == 0 => None,
             _ => Some(e),
         }
     }
