@@ -1261,6 +1261,41 @@ fn clean_pixel_data_decodes_compressed_pixel_data_and_writes_it_native() {
 }
 
 #[test]
+fn clean_pixel_data_decodes_colour_jpeg_to_rgb_as_pydicom_does() {
+    require_pydicom();
+    let e = env();
+    let w = &e.work;
+    // pydicom's test file (MIT): 100x100 colour JPEG baseline, YBR_FULL_422, modality OT.
+    let name = "SC_rgb_dcmtk_+eb+cy+s2.dcm";
+    let original = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/pydicom").join(name);
+    fs::copy(&original, w.join(name)).unwrap();
+    ok(w, &["commit", "-m", "colour"]);
+    let rules = e.root.join("rules.json");
+    fs::write(&rules, r#"{"version": 1, "rules": [{"name": "banner", "modality": "OT", "rectangles": [{"x": 0, "y": 0, "width": 50, "height": 20}]}]}"#).unwrap();
+    let sum = deid(w, "main", &e.key, &["--branch", "clean", "--option", "clean-pixel-data", "--pixel-rules", s(&rules)]);
+    assert_eq!(sum["pixels_cleaned"], 1, "{sum}");
+    let (dir, files) = export(w, &e.root, "clean");
+    assert_eq!(files.len(), 1);
+    let out = dir.join(files.keys().next().unwrap());
+    // pydicom decodes both (the original through its own JPEG plugin, YBR to RGB): the output
+    // is RGB, zero in the rectangle and pydicom's decode of the original elsewhere.
+    let py = "import sys, numpy as np, pydicom
+o = pydicom.dcmread(sys.argv[1]).pixel_array.astype(int)
+d = pydicom.dcmread(sys.argv[2])
+n = d.pixel_array.astype(int)
+assert d.file_meta.TransferSyntaxUID == '1.2.840.10008.1.2.1', d.file_meta.TransferSyntaxUID
+assert d.PhotometricInterpretation == 'RGB' and d.PlanarConfiguration == 0 and d.LossyImageCompression == '01'
+assert n.shape == o.shape == (100, 100, 3), (n.shape, o.shape)
+assert (n[:20, :50] == 0).all() and o[:20, :50].any()
+m = np.ones(o.shape[:2], bool); m[:20, :50] = False
+# Two JPEG decoders (jpeg-decoder here, libjpeg through Pillow there) may round differently.
+assert np.abs(n[m] - o[m]).max() <= 2, np.abs(n[m] - o[m]).max()
+print('ok')";
+    let o = Command::new("python3").args(["-c", py]).arg(&original).arg(&out).output().unwrap();
+    assert!(o.status.success(), "{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
 fn instances_without_preamble_are_deidentified_and_scanned() {
     let e = env();
     let w = &e.work;
