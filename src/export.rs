@@ -24,7 +24,7 @@ use crate::store::{Store, StoreError};
 pub enum ExportError {
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
-    #[error("{0}: export folder exists and is not empty")]
+    #[error("{0}: export folder exists and is not empty (remove it, or export into another folder)")]
     NotEmpty(PathBuf),
     #[error("{path}: reflinks are not supported here ({source}); use --link copy or --link hardlink")]
     ReflinkUnsupported { path: PathBuf, source: std::io::Error },

@@ -392,6 +392,7 @@ fn volumes(
                 files.push((ds.items[i].path.clone(), ds.file_bytes(&repo.store, i)?));
             }
             let vol = crate::volume::series_volume(&files).map_err(|e| MlExportError::Series { series: s.clone(), problem: e.to_string() })?;
+            drop(files);
             let img = crate::nifti::write_nifti(&crate::volume::volume_to_nifti(&vol), true).map_err(|e| MlExportError::Series { series: s.clone(), problem: e.to_string() })?;
             let is_test = part == "test";
             let (img_rel, lab_rel) = if nnunet {
