@@ -186,7 +186,6 @@ pub fn deidentify(repo: &Repo, req: DeidRequest, progress: &dyn Progress) -> Res
                 crate::dicom::Analysis::NotDicom { .. } => Default::default(),
             };
             // The file is header ++ pixel element ++ pixels ++ trailer; only the header changes
-            // (and the pixels, when cleaned).
             // (and the pixels, when cleaned; compressed ones decoded to be cleaned get a native
             // element header too).
             let pixel_len = rec.size - (header.len() + rec.pixel_element.len() + rec.trailer.len()) as u64;

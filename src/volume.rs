@@ -611,8 +611,7 @@ fn decodes_encapsulated(ts: &str) -> bool {
 /// 32 MiB, the largest CT, MR and mammography frames well below this.
 const MAX_DECODED_FRAME: usize = 256 << 20;
 
-/// Decode the single frame of encapsulated pixel data (the codecs run under `catch_unwind`:
-/// they see bytes from the store, which may come from anywhere) into stored values.
+/// Decode the single frame of encapsulated pixel data into stored values.
 fn decode_encapsulated(
     file: &dicom_object::DefaultDicomObject,
     a: &Attrs<'_>,
@@ -621,7 +620,6 @@ fn decode_encapsulated(
     bits_stored: u32,
     signed: bool,
 ) -> Result<Vec<i32>, VolumeError> {
-    use dicom_pixeldata::PixelDecoder;
     match a.get(tags::PIXEL_DATA).map(|e| e.value()) {
         None => return Err(a.missing("PixelData")),
         Some(Value::PixelSequence(_)) => {}
@@ -632,32 +630,31 @@ fn decode_encapsulated(
     if need > MAX_DECODED_FRAME {
         return Err(a.unsupported(format!("a frame of {need} bytes decoded (more than {MAX_DECODED_FRAME})")));
     }
-    let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| file.decode_pixel_data_frame(0).map(|d| d.into_data())));
-    let data = match decoded {
-        Ok(Ok(d)) => d,
-        Ok(Err(e)) => return Err(a.invalid("PixelData", format!("cannot decode: {e}"))),
-        Err(_) => return Err(a.invalid("PixelData", "cannot decode: the decoder panicked".into())),
-    };
+    let data = crate::dicom::decode_pixel_data(file, Some(0)).map_err(|why| a.invalid("PixelData", format!("cannot decode: {why}")))?.data;
     if data.len() < need {
         return Err(a.invalid("PixelData", format!("decodes to {} bytes, but {count} pixels of {bits} bits need {need}", data.len())));
     }
     // The decoders give samples in native byte order.
-    Ok(if bytes_per == 1 {
-        data[..need].iter().map(|&b| stored_value(b as u32, bits_stored, signed)).collect()
-    } else {
-        data[..need].chunks_exact(2).map(|c| stored_value(u16::from_ne_bytes([c[0], c[1]]) as u32, bits_stored, signed)).collect()
-    })
+    Ok(stored_values(&data[..need], bytes_per, bits_stored, signed, u16::from_ne_bytes))
 }
 
-/// The stored value of a sample: its low `bits_stored` bits, sign-extended when signed.
-fn stored_value(u: u32, bits_stored: u32, signed: bool) -> i32 {
-    if signed {
-        let shift = 32 - bits_stored;
-        ((u << shift) as i32) >> shift
-    } else if bits_stored >= 32 {
-        u as i32
+/// The stored values of `samples`, 1 or 2 bytes each (`u16_of` reads a 2-byte one in its byte
+/// order): each sample's low `bits_stored` bits, sign-extended when signed.
+fn stored_values(samples: &[u8], bytes_per: usize, bits_stored: u32, signed: bool, u16_of: fn([u8; 2]) -> u16) -> Vec<i32> {
+    let value = |u: u32| -> i32 {
+        if signed {
+            let shift = 32 - bits_stored;
+            ((u << shift) as i32) >> shift
+        } else if bits_stored >= 32 {
+            u as i32
+        } else {
+            (u & ((1u32 << bits_stored) - 1)) as i32
+        }
+    };
+    if bytes_per == 1 {
+        samples.iter().map(|&b| value(u32::from(b))).collect()
     } else {
-        (u & ((1u32 << bits_stored) - 1)) as i32
+        samples.chunks_exact(2).map(|c| value(u32::from(u16_of([c[0], c[1]])))).collect()
     }
 }
 
@@ -709,15 +706,7 @@ fn decode_pixels(
             ),
         ));
     }
-    let convert = |u: u32| stored_value(u, bits_stored, signed);
-    Ok(if bytes_per == 1 {
-        le[..need].iter().map(|&b| convert(b as u32)).collect()
-    } else {
-        le[..need]
-            .chunks_exact(2)
-            .map(|c| convert(u16::from_le_bytes([c[0], c[1]]) as u32))
-            .collect()
-    })
+    Ok(stored_values(&le[..need], bytes_per, bits_stored, signed, u16::from_le_bytes))
 }
 
 struct Attrs<'a> {

@@ -16,6 +16,7 @@ use dicom_object::mem::InMemElement;
 use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
 
 use super::pixel::PixelFacts;
+use crate::dicom::DecodedPixels;
 use super::profile::Action;
 use super::report::{InstanceReport, ReportAction, ReportEntry};
 use super::text::{self, Scrubber};
@@ -609,14 +610,6 @@ fn pixel_facts(obj: &Obj) -> PixelFacts {
     }
 }
 
-/// What decoding compressed pixel data to clean it changed: the output is native, with this
-/// photometric interpretation and sample layout.
-struct Decoded {
-    photometric: String,
-    samples_per_pixel: u16,
-    bits_allocated: u16,
-}
-
 /// The largest pixel data (all frames) decoded to be cleaned: a 200-frame 640 x 480 RGB
 /// ultrasound clip is 184 MB. Compressed bytes do not bound the decoded size, so the header's
 /// geometry is checked against this before anything is decoded.
@@ -625,8 +618,7 @@ const MAX_DECODED_PIXELS: usize = 1 << 30;
 /// Decode encapsulated pixel data (the value: basic offset table item, fragment items,
 /// sequence delimiter) of the instance whose header is `file`, with the codecs of
 /// `dicom-pixeldata`, under `catch_unwind`. All frames, interleaved samples.
-fn decode_encapsulated(file: &dicom_object::DefaultDicomObject, facts: &PixelFacts, value: &[u8]) -> Result<(Vec<u8>, Decoded), String> {
-    use dicom_pixeldata::PixelDecoder;
+fn decode_encapsulated(file: &dicom_object::DefaultDicomObject, facts: &PixelFacts, value: &[u8]) -> Result<DecodedPixels, String> {
     let frames = facts.number_of_frames.unwrap_or(1).max(1) as usize;
     let size = [facts.rows, facts.columns, facts.samples_per_pixel.or(Some(1)), facts.bits_allocated.map(|b| b.div_ceil(8))]
         .into_iter()
@@ -657,14 +649,7 @@ fn decode_encapsulated(file: &dicom_object::DefaultDicomObject, facts: &PixelFac
     let offsets: Vec<u32> = table.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
     let mut f = file.clone();
     f.put(DataElement::new(tags::PIXEL_DATA, VR::OB, dicom_core::value::PixelFragmentSequence::new(offsets, items)));
-    let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f.decode_pixel_data()));
-    let d = match decoded {
-        Ok(Ok(d)) => d,
-        Ok(Err(e)) => return Err(format!("its pixel data cannot be decoded: {e}")),
-        Err(_) => return Err("its pixel data cannot be decoded: the decoder panicked".into()),
-    };
-    let info = Decoded { photometric: d.photometric_interpretation().as_str().to_string(), samples_per_pixel: d.samples_per_pixel(), bits_allocated: d.bits_allocated() };
-    Ok((d.into_data(), info))
+    crate::dicom::decode_pixel_data(&f, None).map_err(|why| format!("its pixel data cannot be decoded: {why}"))
 }
 
 /// The Pixel Data element header of native pixel bytes (padded to even length by the caller).
@@ -678,13 +663,14 @@ fn native_pixel_element(bits_allocated: u16, len: usize) -> Result<Vec<u8>, Stri
 }
 
 /// Decide the burned-in status and clean pixels if required and possible. Compressed pixel
-/// data is decoded to be cleaned (and then written native: the [`Decoded`] says how).
+/// data is decoded to be cleaned (and then written native, in the layout the returned
+/// [`DecodedPixels`] says; its `data` is moved out, what is left is that layout).
 fn burned_in(
     d: &Deidentifier,
     facts: &PixelFacts,
     file: &dicom_object::DefaultDicomObject,
     pixel: Option<PixelInput<'_>>,
-) -> (BurnedIn, Option<Vec<u8>>, Option<String>, Option<Decoded>) {
+) -> (BurnedIn, Option<Vec<u8>>, Option<String>, Option<DecodedPixels>) {
     let flag = facts.flag_reason();
     if !d.has(DeidOption::CleanPixelData) {
         return match flag {
@@ -713,7 +699,7 @@ fn burned_in(
     };
     let (native, decoded) = if p.encapsulated {
         match decode_encapsulated(file, facts, p.bytes) {
-            Ok((bytes, info)) => (std::borrow::Cow::Owned(bytes), Some(info)),
+            Ok(mut d) => (std::borrow::Cow::Owned(std::mem::take(&mut d.data)), Some(d)),
             Err(why) => return not_cleaned(why),
         }
     } else {

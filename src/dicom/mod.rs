@@ -204,6 +204,40 @@ fn open_object(bytes: &[u8]) -> Result<DefaultDicomObject, DicomError> {
     }
 }
 
+/// Pixel data decoded by the codecs of `dicom-pixeldata` (RLE, JPEG, JPEG 2000): samples
+/// interleaved, in native byte order, with the layout the decoder gives.
+pub(crate) struct DecodedPixels {
+    pub data: Vec<u8>,
+    /// RGB after a colour JPEG, whatever the header said.
+    pub photometric: String,
+    pub samples_per_pixel: u16,
+    pub bits_allocated: u16,
+}
+
+/// Decode one frame (or, with `None`, all frames) of the encapsulated pixel data of `file`.
+/// The codecs run under `catch_unwind`: they see bytes from the store, which may come from
+/// anywhere. The error is the reason, for the caller to put in context.
+pub(crate) fn decode_pixel_data(file: &DefaultDicomObject, frame: Option<u32>) -> Result<DecodedPixels, String> {
+    use dicom_pixeldata::PixelDecoder;
+    let decoded = catch_unwind(AssertUnwindSafe(|| {
+        let d = match frame {
+            Some(f) => file.decode_pixel_data_frame(f),
+            None => file.decode_pixel_data(),
+        }?;
+        Ok::<_, dicom_pixeldata::Error>(DecodedPixels {
+            photometric: d.photometric_interpretation().as_str().to_string(),
+            samples_per_pixel: d.samples_per_pixel(),
+            bits_allocated: d.bits_allocated(),
+            data: d.into_data(),
+        })
+    }));
+    match decoded {
+        Ok(Ok(d)) => Ok(d),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("the decoder panicked".into()),
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::synth::{synth_instance, truncate, SynthSpec, SynthSyntax};
