@@ -262,6 +262,17 @@ fn import_mask(r: &Path, file: &Path, reader: &str, p: usize) {
     );
 }
 
+/// [`dataset`] with `n` patients, each with the same lesion mask from reader `a`.
+fn masked_dataset(n: usize) -> tempfile::TempDir {
+    let t = dataset(n);
+    let r = t.path().join("ds");
+    let m = nifti_file(t.path(), "m.nii.gz", mask(4, 10, 1));
+    for p in 0..n {
+        import_mask(&r, &m, "a", p);
+    }
+    t
+}
+
 #[test]
 fn segmentations_dice_between_readers_and_versions() {
     let t = dataset(2);
@@ -431,14 +442,10 @@ print("ok", len(manifest["cases"]))
 
 #[test]
 fn export_nnunet_monai_csv_files_with_manifest() {
-    let t = dataset(6);
+    let t = masked_dataset(6);
     let rp = t.path().join("ds");
     let r = rp.as_path();
     let d = r.join("..");
-    let m = nifti_file(&d, "m.nii.gz", mask(4, 10, 1));
-    for p in 0..6 {
-        import_mask(r, &m, "a", p);
-    }
     let f = labels_csv(r, "l.csv", &A);
     import_labels(r, &f, "a");
     ok(r, &["split", "create", "--name", "main", "--ratios", "60,20,20"]);
@@ -556,14 +563,10 @@ for f in sys.argv[1:]:
 
 #[test]
 fn compressed_series_export_the_same_volumes_as_uncompressed_ones() {
-    let t = dataset(3);
+    let t = masked_dataset(3);
     let rp = t.path().join("ds");
     let r = rp.as_path();
     let d = r.join("..");
-    let m = nifti_file(&d, "m.nii.gz", mask(4, 10, 1));
-    for p in 0..3 {
-        import_mask(r, &m, "a", p);
-    }
     ok(r, &["split", "create", "--name", "main", "--ratios", "70,30", "--parts", "train,test"]);
     // Signed samples with negative values, as CT stores Hounsfield units: the case where a
     // decoder that hands back unsigned bit patterns would go wrong.

@@ -1167,13 +1167,6 @@ fn clean_pixel_data_blanks_the_rule_rectangle() {
     assert_eq!(json(w, &["show", "clean", "--json"])["activity"]["parameters"]["pixel-rules"], "test-us-banner");
 }
 
-// ------------------------------------------------------------------ known bug, outside deidrun
-
-/// A file that starts directly with the file meta group (no preamble, no "DICM", as dcmtk
-/// reads and writes them) is committed as DICOM (`dicom::open_object` prepends the magic for
-/// dicom-object), but the engine (`src/deid/engine.rs`, `deidentify`) and the scanner
-/// (`src/phiscan.rs`, `scan`) open headers with `ReadPreamble::Auto` only and fail with "Could
-/// not parse meta group data set": `deid` exits 2 and so does `phi-scan` of the source.
 #[test]
 fn clean_pixel_data_decodes_compressed_pixel_data_and_writes_it_native() {
     require_dcmdump();
@@ -1295,6 +1288,13 @@ print('ok')";
     assert!(o.status.success(), "{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
 }
 
+// ------------------------------------------------------------------ known bug, outside deidrun
+
+/// A file that starts directly with the file meta group (no preamble, no "DICM", as dcmtk
+/// reads and writes them) is committed as DICOM (`dicom::open_object` prepends the magic for
+/// dicom-object), but the engine (`src/deid/engine.rs`, `deidentify`) and the scanner
+/// (`src/phiscan.rs`, `scan`) open headers with `ReadPreamble::Auto` only and fail with "Could
+/// not parse meta group data set": `deid` exits 2 and so does `phi-scan` of the source.
 #[test]
 fn instances_without_preamble_are_deidentified_and_scanned() {
     let e = env();
