@@ -590,7 +590,15 @@ pub struct PackWriter {
     /// Set by the writer thread when a write failed (disk full...), so that the threads adding
     /// objects stop at their next object instead of compressing the rest for nothing.
     failed: Arc<Mutex<Option<(std::io::ErrorKind, String)>>>,
+    /// Buffers of small objects the writer thread is done with, for the next ones (see
+    /// [`SPARE_BUFFERS`]).
+    spare: Arc<Mutex<Vec<Vec<u8>>>>,
 }
+
+/// Buffers of small objects kept for reuse. A fresh 1 MiB buffer grown by doubling costs a
+/// copy of everything in it and, in new memory, a page fault for every 4 KiB: on a commit of
+/// 20,000 small files, 11 % of the CPU (`perf`, session 9).
+const SPARE_BUFFERS: usize = 4;
 
 #[derive(Default)]
 struct WriteState {
@@ -647,11 +655,12 @@ impl PackWriter {
         let file = Arc::new(file);
         let failed = Arc::new(Mutex::new(None));
         let (tx, rx) = std::sync::mpsc::sync_channel::<WriteJob>(QUEUE_LEN);
+        let spare = Arc::new(Mutex::new(Vec::new()));
         let thread = {
-            let (file, failed) = (Arc::clone(&file), Arc::clone(&failed));
+            let (file, failed, spare) = (Arc::clone(&file), Arc::clone(&failed), Arc::clone(&spare));
             std::thread::Builder::new()
                 .name("cohort-pack-writer".into())
-                .spawn(move || write_jobs(&file, direct_file, rx, &failed))
+                .spawn(move || write_jobs(&file, direct_file, rx, &failed, &spare))
                 .map_err(io(&tmp_path))?
         };
         let w = PackWriter {
@@ -662,6 +671,7 @@ impl PackWriter {
             jobs: Some(tx),
             thread: Some(thread),
             failed,
+            spare,
         };
         w.send(WriteJob { at: 0, parts: vec![header] })?;
         Ok(w)
@@ -720,6 +730,10 @@ impl PackWriter {
                 return Ok(());
             }
             let at = st.block.len() as u32;
+            if st.block.capacity() == 0 {
+                // Room for a full block at once: no copies as it grows.
+                st.block.reserve_exact(BLOCK_LEN + BLOCK_MEMBER_MAX);
+            }
             st.block.extend_from_slice(raw);
             st.members.push((id, at, raw.len() as u32));
             if st.block.len() >= BLOCK_LEN {
@@ -774,6 +788,9 @@ impl PackWriter {
                 st.buf_start = st.offset;
                 jobs.push(WriteJob { at, parts: vec![head, data] });
             } else {
+                if st.buf.capacity() == 0 {
+                    st.buf = self.spare_buffer();
+                }
                 st.buf.extend_from_slice(&head);
                 st.buf.extend_from_slice(&data);
                 if st.buf.len() >= BUFFER_LEN {
@@ -786,6 +803,13 @@ impl PackWriter {
             self.send(job)?;
         }
         Ok(())
+    }
+
+    /// An empty buffer for small objects, with room for [`BUFFER_LEN`] bytes and one more
+    /// object: one the writer thread gave back, else a new one.
+    fn spare_buffer(&self) -> Vec<u8> {
+        let spare = self.spare.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        spare.unwrap_or_else(|| Vec::with_capacity(BUFFER_LEN + DIRECT_WRITE + ENTRY_HEADER_LEN as usize))
     }
 
     fn send(&self, job: WriteJob) -> Result<(), PackError> {
@@ -913,6 +937,8 @@ struct Sink<'a> {
     since_kick: u64,
     /// Bytes handed over so far (header included).
     taken: u64,
+    /// Where written buffers of small objects go back to (see [`SPARE_BUFFERS`]).
+    spare: &'a Mutex<Vec<Vec<u8>>>,
 }
 
 struct Direct {
@@ -946,8 +972,19 @@ fn is_einval(e: &std::io::Error) -> bool {
 }
 
 impl<'a> Sink<'a> {
-    fn new(file: &'a File, direct: Option<File>) -> Sink<'a> {
-        Sink { file, direct: direct.and_then(Direct::new), since_kick: 0, taken: 0 }
+    fn new(file: &'a File, direct: Option<File>, spare: &'a Mutex<Vec<Vec<u8>>>) -> Sink<'a> {
+        Sink { file, direct: direct.and_then(Direct::new), since_kick: 0, taken: 0, spare }
+    }
+
+    /// Give the buffers of a written job that are worth keeping back to the adding threads.
+    fn recycle(&self, job: WriteJob) {
+        let mut spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
+        for mut part in job.parts {
+            if part.capacity() >= BUFFER_LEN && spare.len() < SPARE_BUFFERS {
+                part.clear();
+                spare.push(part);
+            }
+        }
     }
 
     fn put(&mut self, job: WriteJob) -> std::io::Result<()> {
@@ -965,6 +1002,7 @@ impl<'a> Sink<'a> {
                 self.put_part(part, at)?;
                 at += part.len() as u64;
             }
+            self.recycle(job);
             next = match &mut self.direct {
                 Some(d) => d.early.remove(&d.end()),
                 None => None,
@@ -1055,8 +1093,14 @@ impl<'a> Sink<'a> {
 /// The writer thread: write each job where it belongs (see [`Sink`]), and return the bytes
 /// written (header included). After an error it keeps taking jobs without writing them, so
 /// that no adding thread waits forever.
-fn write_jobs(file: &File, direct: Option<File>, jobs: std::sync::mpsc::Receiver<WriteJob>, flag: &Mutex<Option<(std::io::ErrorKind, String)>>) -> std::io::Result<u64> {
-    let mut sink = Sink::new(file, direct);
+fn write_jobs(
+    file: &File,
+    direct: Option<File>,
+    jobs: std::sync::mpsc::Receiver<WriteJob>,
+    flag: &Mutex<Option<(std::io::ErrorKind, String)>>,
+    spare: &Mutex<Vec<Vec<u8>>>,
+) -> std::io::Result<u64> {
+    let mut sink = Sink::new(file, direct, spare);
     let mut failed = None;
     for job in jobs {
         if failed.is_some() {
@@ -1566,7 +1610,8 @@ mod tests {
                 eprintln!("direct I/O is not offered for {}: only the buffered path was tested", path.display());
                 continue;
             }
-            let mut sink = Sink::new(&file, direct_file);
+            let spare = Mutex::new(Vec::new());
+            let mut sink = Sink::new(&file, direct_file, &spare);
             assert_eq!(sink.direct.is_some(), direct);
             for j in &jobs {
                 sink.put(WriteJob { at: j.at, parts: j.parts.clone() }).unwrap();
@@ -1582,7 +1627,8 @@ mod tests {
         let path = dir.path().join("refused");
         let file = File::create(&path).unwrap();
         if let Some(d) = open_direct(&path) {
-            let mut sink = Sink::new(&file, Some(d));
+            let spare = Mutex::new(Vec::new());
+            let mut sink = Sink::new(&file, Some(d), &spare);
             sink.direct.as_mut().unwrap().pad += 1;
             for j in &jobs {
                 sink.put(WriteJob { at: j.at, parts: j.parts.clone() }).unwrap();
@@ -1598,7 +1644,8 @@ mod tests {
         let path = dir.path().join("gap");
         let file = File::create(&path).unwrap();
         if let Some(d) = open_direct(&path) {
-            let mut sink = Sink::new(&file, Some(d));
+            let spare = Mutex::new(Vec::new());
+            let mut sink = Sink::new(&file, Some(d), &spare);
             sink.put(WriteJob { at: 0, parts: vec![vec![1; 10]] }).unwrap();
             sink.put(WriteJob { at: 20, parts: vec![vec![2; 10]] }).unwrap();
             assert!(sink.finish().unwrap_err().to_string().contains("offset 20"));

@@ -35,6 +35,8 @@ use dicom_object::file::ReadPreamble;
 use dicom_object::mem::InMemElement;
 use dicom_object::{DefaultDicomObject, FileMetaTableBuilder, InMemDicomObject, OpenFileOptions};
 
+use crate::dicom::error_chain;
+
 /// SOP Class UID of the (binary / fractional) Segmentation Storage IOD.
 pub const SEG_SOP_CLASS_UID: &str = uids::SEGMENTATION_STORAGE;
 
@@ -558,18 +560,6 @@ fn open_checked(bytes: &[u8], meta_start: usize) -> Result<DefaultDicomObject, S
         }),
         Err(_) => Err(SegError::ParserPanicked),
     }
-}
-
-/// An error's message followed by those of its sources.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 fn missing(keyword: &'static str, context: &str) -> SegError {
