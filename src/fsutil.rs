@@ -26,6 +26,40 @@ pub fn replace_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     sync_dir(dir)
 }
 
+/// Read a whole file whose size a `stat` gave just before. For a small file this takes an
+/// open, one read, one read that finds the end, and a close: `fs::read` also `stat`s the file
+/// again to size its buffer, and std's read loops read 8 KiB at first (on a commit of 20,000
+/// small files, 3.6 % of the CPU went to that `stat` alone). The file is read to its end
+/// whatever its size now, so the caller can compare.
+pub fn read_sized(path: &Path, expected: u64) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    /// Above this, a second `stat` is nothing next to the read, and zeroing the buffer first
+    /// would cost more than it saves.
+    const SMALL: u64 = 64 << 10;
+    if expected > SMALL {
+        return fs::read(path);
+    }
+    let mut f = File::open(path)?;
+    // One byte more than expected, so that the read that finds the end needs no new buffer.
+    let mut bytes = vec![0u8; expected as usize + 1];
+    let mut filled = 0;
+    while filled < bytes.len() {
+        match f.read(&mut bytes[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if filled < bytes.len() {
+        bytes.truncate(filled);
+    } else {
+        // The file grew since its stat: the rest too.
+        f.read_to_end(&mut bytes)?;
+    }
+    Ok(bytes)
+}
+
 /// Remove a file if it exists.
 pub fn remove_if_exists(path: &Path) -> io::Result<()> {
     match fs::remove_file(path) {
@@ -95,6 +129,22 @@ impl Drop for Mapped {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Whatever size the caller expects, the whole file comes back: the size it had at its
+    /// stat, a file that grew or shrank since, empty and large files.
+    #[test]
+    fn read_sized_reads_the_whole_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        for len in [0usize, 1, 5, 8191, 8192, 8193, 64 << 10, (64 << 10) + 1, 300_000] {
+            let bytes: Vec<u8> = (0..len).map(|i| (i * 7 + len) as u8).collect();
+            fs::write(&path, &bytes).unwrap();
+            for expected in [len as u64, (len as u64).saturating_sub(3), len as u64 + 10, 0, 1 << 20] {
+                assert_eq!(read_sized(&path, expected).unwrap(), bytes, "{len} bytes, {expected} expected");
+            }
+        }
+        assert!(read_sized(&dir.path().join("missing"), 3).is_err());
+    }
 
     #[test]
     fn mapped_reads_the_file() {

@@ -287,7 +287,7 @@ fn hash_one(
         Sink { store, writer }.put(id, b, Hint::Generic)?;
         return Ok(Hashed { kind: EntryKind::Symlink, id, size: b.len() as u64, stat: None, note: None, from_cache: false, cached_path });
     }
-    let bytes = fs::read(&abs).map_err(read_err)?;
+    let bytes = crate::fsutil::read_sized(&abs, st.size).map_err(read_err)?;
     if bytes.len() as u64 != st.size {
         return Err(WorktreeError::Changed { path: abs });
     }
