@@ -599,6 +599,9 @@ pub struct PackWriter {
 /// copy of everything in it and, in new memory, a page fault for every 4 KiB: on a commit of
 /// 20,000 small files, 11 % of the CPU (`perf`, session 9).
 const SPARE_BUFFERS: usize = 4;
+/// The capacity of a buffer of small objects: [`BUFFER_LEN`] and one more object. Only buffers
+/// of exactly this capacity are kept, not the data of a large object (which may be any size).
+const SMALL_BUFFER_CAPACITY: usize = BUFFER_LEN + DIRECT_WRITE + ENTRY_HEADER_LEN as usize;
 
 #[derive(Default)]
 struct WriteState {
@@ -809,7 +812,7 @@ impl PackWriter {
     /// object: one the writer thread gave back, else a new one.
     fn spare_buffer(&self) -> Vec<u8> {
         let spare = self.spare.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        spare.unwrap_or_else(|| Vec::with_capacity(BUFFER_LEN + DIRECT_WRITE + ENTRY_HEADER_LEN as usize))
+        spare.unwrap_or_else(|| Vec::with_capacity(SMALL_BUFFER_CAPACITY))
     }
 
     fn send(&self, job: WriteJob) -> Result<(), PackError> {
@@ -980,7 +983,7 @@ impl<'a> Sink<'a> {
     fn recycle(&self, job: WriteJob) {
         let mut spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
         for mut part in job.parts {
-            if part.capacity() >= BUFFER_LEN && spare.len() < SPARE_BUFFERS {
+            if part.capacity() == SMALL_BUFFER_CAPACITY && spare.len() < SPARE_BUFFERS {
                 part.clear();
                 spare.push(part);
             }
@@ -1684,7 +1687,13 @@ mod tests {
             }
         });
         assert_eq!(w.len(), objs.len());
+        let spare = Arc::clone(&w.spare);
         let name = w.finish().unwrap().unwrap();
+        // The writer thread gave the full buffers of small objects back (over 2 MiB of them
+        // went through), and kept nothing else: not the data of a large object.
+        let spare = spare.lock().unwrap();
+        assert!(!spare.is_empty() && spare.len() <= SPARE_BUFFERS, "{} spare buffers", spare.len());
+        assert!(spare.iter().all(|b| b.is_empty() && b.capacity() == SMALL_BUFFER_CAPACITY));
         let p = Pack::open(&packs, &name).unwrap();
         p.verify_index().unwrap();
         p.verify_layout().unwrap();
@@ -1693,6 +1702,28 @@ mod tests {
             let id = ObjectId::of(o);
             assert_eq!(&p.read(id, p.find(&id).unwrap()).unwrap(), o);
         }
+    }
+
+    /// Only the writer's own buffers of small objects go back for reuse, emptied, and at most
+    /// [`SPARE_BUFFERS`] of them; the data of a large object, whatever its size, does not.
+    #[test]
+    fn only_buffers_of_small_objects_are_kept_for_reuse() {
+        let file = tempfile::tempfile().unwrap();
+        let spare = Mutex::new(Vec::new());
+        let sink = Sink::new(&file, None, &spare);
+        let small = || {
+            let mut b = Vec::with_capacity(SMALL_BUFFER_CAPACITY);
+            b.extend_from_slice(&[7; BUFFER_LEN]);
+            b
+        };
+        let large = vec![1u8; BUFFER_LEN + 300_000];
+        let larger = vec![2u8; SMALL_BUFFER_CAPACITY * 2];
+        sink.recycle(WriteJob { at: 0, parts: vec![large, small(), larger, vec![3; 10]] });
+        assert_eq!(spare.lock().unwrap().len(), 1);
+        sink.recycle(WriteJob { at: 0, parts: (0..SPARE_BUFFERS + 2).map(|_| small()).collect() });
+        let spare = spare.lock().unwrap();
+        assert_eq!(spare.len(), SPARE_BUFFERS);
+        assert!(spare.iter().all(|b| b.is_empty() && b.capacity() == SMALL_BUFFER_CAPACITY));
     }
 
     #[test]
