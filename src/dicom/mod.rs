@@ -180,10 +180,8 @@ pub(crate) fn open_header_checked(bytes: &[u8]) -> Result<(DefaultDicomObject, b
 /// "DICM", as dcmtk writes and reads them) is given to `dicom-object` with a
 /// "DICM" prepended, since it insists on the magic code.
 fn open_object(bytes: &[u8]) -> Result<DefaultDicomObject, DicomError> {
-    let has_magic = bytes.starts_with(b"DICM") || bytes.get(128..132) == Some(&b"DICM"[..]);
-    let bare_meta = !has_magic && bytes.starts_with(&[0x02, 0x00]);
-    let result = catch_unwind(AssertUnwindSafe(|| {
-        if bare_meta {
+    guarded(|| {
+        let opened = if bare_meta(bytes) {
             OpenFileOptions::new()
                 .read_preamble(ReadPreamble::Never)
                 .from_reader(Read::chain(&b"DICM"[..], Cursor::new(bytes)))
@@ -191,16 +189,24 @@ fn open_object(bytes: &[u8]) -> Result<DefaultDicomObject, DicomError> {
             OpenFileOptions::new()
                 .read_preamble(ReadPreamble::Auto)
                 .from_reader(Cursor::new(bytes))
-        }
-    }));
-    match result {
-        Ok(Ok(obj)) => Ok(obj),
-        Ok(Err(e)) => Err(DicomError::Parse {
-            reason: e.to_string(),
-        }),
-        Err(_) => Err(DicomError::Parse {
-            reason: "parser panicked".to_string(),
-        }),
+        };
+        opened.map_err(|e| e.to_string())
+    })
+}
+
+/// Whether `bytes` start with the file meta group itself: no preamble and no "DICM".
+fn bare_meta(bytes: &[u8]) -> bool {
+    let has_magic = bytes.starts_with(b"DICM") || bytes.get(128..132) == Some(&b"DICM"[..]);
+    !has_magic && bytes.starts_with(&[0x02, 0x00])
+}
+
+/// Run a parse of bytes from anywhere: its error, or a panic of the parser, becomes
+/// [`DicomError::Parse`].
+fn guarded<T>(parse: impl FnOnce() -> Result<T, String>) -> Result<T, DicomError> {
+    match catch_unwind(AssertUnwindSafe(parse)) {
+        Ok(Ok(t)) => Ok(t),
+        Ok(Err(reason)) => Err(DicomError::Parse { reason }),
+        Err(_) => Err(DicomError::Parse { reason: "parser panicked".to_string() }),
     }
 }
 
@@ -216,10 +222,8 @@ fn open_object(bytes: &[u8]) -> Result<DefaultDicomObject, DicomError> {
 /// that is not a multiple of their size. The unit test `fast_check_agrees_with_dicom_object`
 /// holds the two to the same verdict on thousands of damaged files.
 fn check_object(bytes: &[u8]) -> Result<(), DicomError> {
-    let has_magic = bytes.starts_with(b"DICM") || bytes.get(128..132) == Some(&b"DICM"[..]);
-    let bare_meta = !has_magic && bytes.starts_with(&[0x02, 0x00]);
-    let result = catch_unwind(AssertUnwindSafe(|| {
-        if bare_meta {
+    guarded(|| {
+        if bare_meta(bytes) {
             check_parts(Read::chain(&b"DICM"[..], bytes), bytes)
         } else if bytes.len() < 4 {
             Err("could not read the preamble: the file is shorter than 4 bytes".to_string())
@@ -228,12 +232,7 @@ fn check_object(bytes: &[u8]) -> Result<(), DicomError> {
         } else {
             check_parts(bytes, bytes)
         }
-    }));
-    match result {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(reason)) => Err(DicomError::Parse { reason }),
-        Err(_) => Err(DicomError::Parse { reason: "parser panicked".to_string() }),
-    }
+    })
 }
 
 /// The file meta group and the data set of [`check_object`], from `src` (after the preamble).
@@ -250,13 +249,17 @@ fn check_parts<R: Read>(mut src: R, whole: &[u8]) -> Result<(), String> {
     if matches!(ts.codec(), Codec::Dataset(_)) {
         // A data set codec (deflate): the walker stores these whole before we get here, so
         // leave them to dicom-object itself should that ever change.
-        return open_object(whole).map(drop).map_err(|e| e.to_string());
+        return open_object(whole).map(drop).map_err(|e| match e {
+            // `guarded` adds the "dicom-object:" of this variant again.
+            DicomError::Parse { reason } => reason,
+            other => other.to_string(),
+        });
     }
     let options = DataSetReaderOptions::default().value_read(ValueReadStrategy::Raw);
     let mut tokens = DataSetReader::new_with_ts_options(std::io::BufReader::new(src), ts, options)
         .map_err(|e| format!("could not create the data set parser: {}", error_chain(&e)))?;
     let mut top_sequences = Vec::new();
-    check_tokens(&mut tokens, false, &mut top_sequences)?;
+    check_tokens(&mut tokens, Some(&mut top_sequences))?;
     // dicom-object fills an empty Media Storage SOP Class / Instance UID from the data set,
     // and fails if that attribute is a sequence.
     use dicom_dictionary_std::tags::{SOP_CLASS_UID, SOP_INSTANCE_UID};
@@ -273,21 +276,24 @@ fn check_parts<R: Read>(mut src: R, whole: &[u8]) -> Result<(), String> {
 
 type Token = Result<dicom_parser::dataset::DataToken, dicom_parser::dataset::read::Error>;
 
-/// One data set (the top level, or an item when `in_item`) of the token stream, as
-/// dicom-object's object builder reads it. `top_sequences` collects the tags of the top
-/// level's sequences.
-fn check_tokens<I>(tokens: &mut I, in_item: bool, top_sequences: &mut Vec<dicom_core::Tag>) -> Result<(), String>
+/// A token, or why it could not be read.
+fn read_token(t: Token) -> Result<dicom_parser::dataset::DataToken, String> {
+    t.map_err(|e| format!("could not read a data set token: {}", error_chain(&e)))
+}
+
+/// One data set of the token stream, as dicom-object's object builder reads it: the top level,
+/// whose sequences' tags go to `top_sequences`, or (`None`) an item.
+fn check_tokens<I>(tokens: &mut I, mut top_sequences: Option<&mut Vec<dicom_core::Tag>>) -> Result<(), String>
 where
     I: Iterator<Item = Token> + ?Sized,
 {
     use dicom_parser::dataset::DataToken;
-    let read = |t: Token| t.map_err(|e| format!("could not read a data set token: {}", error_chain(&e)));
     while let Some(token) = tokens.next() {
-        match read(token)? {
+        match read_token(token)? {
             DataToken::PixelSequenceStart => {
                 // Fragments and the offset table, up to the sequence delimiter (or the end).
                 for token in &mut *tokens {
-                    match read(token)? {
+                    match read_token(token)? {
                         DataToken::SequenceEnd => break,
                         DataToken::OffsetTable(_) | DataToken::ItemValue(_) | DataToken::ItemStart { .. } | DataToken::ItemEnd => {}
                         other => return Err(format!("unexpected token {other} in encapsulated pixel data")),
@@ -295,23 +301,23 @@ where
                 }
             }
             DataToken::ElementHeader(header) => {
-                if !in_item {
+                if let Some(top) = top_sequences.as_deref_mut() {
                     // The last element of a tag is the one dicom-object keeps.
-                    top_sequences.retain(|t| *t != header.tag);
+                    top.retain(|t| *t != header.tag);
                 }
-                match tokens.next().map(read).transpose()? {
+                match tokens.next().map(read_token).transpose()? {
                     Some(DataToken::PrimitiveValue(_)) => {}
                     Some(other) => return Err(format!("unexpected token {other} after the header of {}", header.tag)),
                     None => return Err(format!("missing the value of {}", header.tag)),
                 }
             }
             DataToken::SequenceStart { tag, .. } => {
-                if !in_item {
-                    top_sequences.push(tag);
+                if let Some(top) = top_sequences.as_deref_mut() {
+                    top.push(tag);
                 }
                 check_sequence(tokens, tag)?;
             }
-            DataToken::ItemEnd if in_item => return Ok(()),
+            DataToken::ItemEnd if top_sequences.is_none() => return Ok(()),
             other => return Err(format!("unexpected token {other}")),
         }
     }
@@ -325,8 +331,8 @@ where
 {
     use dicom_parser::dataset::DataToken;
     while let Some(token) = tokens.next() {
-        match token.map_err(|e| format!("could not read a data set token: {}", error_chain(&e)))? {
-            DataToken::ItemStart { .. } => check_tokens(tokens, true, &mut Vec::new())?,
+        match read_token(token)? {
+            DataToken::ItemStart { .. } => check_tokens(tokens, None)?,
             DataToken::SequenceEnd => return Ok(()),
             other => return Err(format!("unexpected token {other} in sequence {tag}")),
         }
