@@ -166,6 +166,8 @@ pub struct BoxEntry {
 pub struct SegEntry {
     pub series_uid: String,
     pub dims: [u32; 3],
+    /// The slice ids of the series' volume (`crate::volume::slice_id`): a SOP Instance UID,
+    /// or `UID/frame` for a frame of a multi-frame image.
     pub slice_sops: Vec<String>,
     /// label value → name
     pub segments: BTreeMap<u8, String>,

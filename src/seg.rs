@@ -147,6 +147,9 @@ pub struct SegFrame {
     /// DerivationImageSequence > SourceImageSequence > ReferencedSOPInstanceUID
     /// (per-frame, else shared functional groups), if present.
     pub source_sop_uid: Option<String>,
+    /// ReferencedFrameNumber of that source image item, if present: the frame (from 1) of
+    /// a multi-frame source image.
+    pub source_frame: Option<u32>,
     /// PlanePositionSequence > ImagePositionPatient (per-frame, else shared),
     /// if present.
     pub position: Option<[f64; 3]>,
@@ -174,8 +177,11 @@ pub struct Seg {
 pub struct SegSource {
     pub sop_uid: String,
     pub sop_class_uid: String,
-    /// ImagePositionPatient of the source image.
+    /// ImagePositionPatient of the source image (of its frame, for a frame).
     pub position: [f64; 3],
+    /// For a multi-frame source image, the frame (from 1) the SEG frame lies on: written as
+    /// ReferencedFrameNumber.
+    pub frame: Option<u32>,
 }
 
 /// What [`write_seg`] encodes.
@@ -787,9 +793,19 @@ fn decode_seg(obj: &InMemDicomObject) -> Result<Seg, SegError> {
                 segment,
             });
         }
-        let source_sop_uid = group(item, shared, tags::DERIVATION_IMAGE_SEQUENCE)
-            .and_then(|d| first_item(d, tags::SOURCE_IMAGE_SEQUENCE))
-            .and_then(|s| text(s, tags::REFERENCED_SOP_INSTANCE_UID));
+        let source = group(item, shared, tags::DERIVATION_IMAGE_SEQUENCE)
+            .and_then(|d| first_item(d, tags::SOURCE_IMAGE_SEQUENCE));
+        let source_sop_uid = source.and_then(|s| text(s, tags::REFERENCED_SOP_INSTANCE_UID));
+        let source_frame = match source.and_then(|s| text(s, tags::REFERENCED_FRAME_NUMBER)) {
+            None => None,
+            Some(t) => Some(
+                t.split('\\')
+                    .next()
+                    .and_then(|n| n.trim().parse::<u32>().ok())
+                    .filter(|&n| n > 0)
+                    .ok_or_else(|| invalid("ReferencedFrameNumber", &ctx, format!("{t:?} is not a frame number")))?,
+            ),
+        };
         let position = match group(item, shared, tags::PLANE_POSITION_SEQUENCE) {
             Some(p) => read_position(p, &ctx)?,
             None => None,
@@ -813,6 +829,7 @@ fn decode_seg(obj: &InMemDicomObject) -> Result<Seg, SegError> {
         frames.push(SegFrame {
             segment,
             source_sop_uid,
+            source_frame,
             position,
             mask,
         });
@@ -1292,6 +1309,10 @@ fn build_seg_object(spec: &SegWriteSpec) -> Result<InMemDicomObject, SegError> {
                                 &source.sop_class_uid,
                             ),
                             text_el(tags::REFERENCED_SOP_INSTANCE_UID, VR::UI, &source.sop_uid),
+                        ]
+                        .into_iter()
+                        .chain(source.frame.map(|f| text_el(tags::REFERENCED_FRAME_NUMBER, VR::IS, &f.to_string())))
+                        .chain([
                             seq_el(
                                 tags::PURPOSE_OF_REFERENCE_CODE_SEQUENCE,
                                 vec![code_item(
@@ -1301,7 +1322,8 @@ fn build_seg_object(spec: &SegWriteSpec) -> Result<InMemDicomObject, SegError> {
                                 )],
                             ),
                             text_el(tags::SPATIAL_LOCATIONS_PRESERVED, VR::CS, "YES"),
-                        ])],
+                        ])
+                        .collect())],
                     ),
                     seq_el(
                         tags::DERIVATION_CODE_SEQUENCE,
@@ -1502,6 +1524,8 @@ mod tests {
                     sop_uid: format!("1.2.826.0.1.3680043.8.498.10.{}", i + 1),
                     sop_class_uid: CT.to_string(),
                     position: [-100.25, -120.5, 2.5 * i as f64],
+                    // the last a frame of a multi-frame image
+                    frame: (i == 2).then_some(7),
                 })
                 .collect();
             let segments = vec![
@@ -1563,6 +1587,7 @@ mod tests {
                 let src = &self.sources[*source];
                 assert_eq!(got.segment, *segment);
                 assert_eq!(got.source_sop_uid.as_deref(), Some(src.sop_uid.as_str()));
+                assert_eq!(got.source_frame, src.frame);
                 assert_eq!(got.position, Some(src.position));
                 assert_eq!(&got.mask, mask);
             }

@@ -1,11 +1,15 @@
 //! DICOM series → 3D volume, and label masks onto a series grid.
 //!
 //! This module owns the geometry bridge between DICOM and NIfTI for cohort:
-//! [`series_volume`] stacks the single-frame slices (native, or compressed
-//! with RLE, JPEG baseline or lossless, or JPEG 2000) of one
-//! series into a [`Volume`] (sorted along the slice normal, rescaled, with a
-//! voxel → RAS+ affine in the NIfTI convention), [`volume_to_nifti`] and
-//! [`label_nifti`] turn a volume or a label map on its grid into a
+//! [`series_volume`] stacks the slices (native, or compressed with RLE, JPEG
+//! baseline or lossless, or JPEG 2000) of one series into a [`Volume`] (sorted
+//! along the slice normal, rescaled, with a voxel → RAS+ affine in the NIfTI
+//! convention). A slice is a single-frame image or one frame of a multi-frame
+//! one: enhanced CT/MR/PET, placed by its per-frame functional groups, or an RT
+//! Dose grid, placed by GridFrameOffsetVector and scaled to Gy by
+//! DoseGridScaling. Grey-scale only: colour is an error.
+//!
+//! [`volume_to_nifti`] and [`label_nifti`] turn a volume or a label map on its grid into a
 //! `crate::nifti::Nifti`, and [`mask_onto_grid`] maps an integer mask read
 //! from NIfTI back onto a series grid, accepting only grids that are the same
 //! up to axis permutation and flips.
@@ -13,7 +17,7 @@
 use std::borrow::Cow;
 
 use dicom_core::value::{PrimitiveValue, Value};
-use dicom_core::Tag;
+use dicom_core::{Tag, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::file::ReadPreamble;
 use dicom_object::mem::InMemElement;
@@ -34,6 +38,7 @@ const GRID_TOL: f64 = 0.01;
 const IMPLICIT_VR_LE: &str = "1.2.840.10008.1.2";
 const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
 const EXPLICIT_VR_BE: &str = "1.2.840.10008.1.2.2";
+const RLE_LOSSLESS: &str = "1.2.840.10008.1.2.5";
 
 /// Errors produced while building volumes or mapping masks.
 #[derive(Debug, Error)]
@@ -61,7 +66,8 @@ pub enum VolumeError {
         keyword: &'static str,
         reason: String,
     },
-    /// A valid DICOM feature this module does not handle (multi-frame, colour, ...).
+    /// A valid DICOM feature this module does not handle (colour, a multi-frame image that
+    /// gives no position per frame, ...).
     #[error("{name}: unsupported: {reason}")]
     Unsupported { name: String, reason: String },
     /// A slice disagrees with the first slice on grid geometry.
@@ -104,7 +110,8 @@ pub struct Volume {
     pub spacing: [f64; 3],
     /// voxel → RAS+ (the DICOM LPS affine with its x and y rows negated)
     pub affine: [[f64; 4]; 4],
-    /// SOP Instance UID of each slice, in volume order (k = 0..)
+    /// The id of each slice, in volume order (k = 0..): its SOP Instance UID, or
+    /// `UID/frame` for a frame of a multi-frame image ([`slice_id`])
     pub slice_sops: Vec<String>,
     /// Rescaled values, x fastest: I16 when every slope is 1, every intercept
     /// an integer and all values fit i16, else F32.
@@ -117,14 +124,7 @@ struct Slice {
     sop: String,
     rows: usize,
     cols: usize,
-    row_cos: [f64; 3],
-    col_cos: [f64; 3],
-    pos: [f64; 3],
-    /// DICOM PixelSpacing: [between rows, between columns]
-    pixel_spacing: [f64; 2],
-    thickness: Option<f64>,
-    slope: f64,
-    intercept: f64,
+    g: FrameGeometry,
     /// stored values, row by row, column fastest
     raw: Vec<i32>,
 }
@@ -139,8 +139,11 @@ pub fn series_volume(files: &[(String, Vec<u8>)]) -> Result<Volume, VolumeError>
     }
     let mut slices = files
         .iter()
-        .map(|(name, bytes)| parse_slice(name, bytes))
-        .collect::<Result<Vec<_>, _>>()?;
+        .map(|(name, bytes)| parse_frames(name, bytes))
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>();
 
     let first = &slices[0];
     for s in &slices[1..] {
@@ -155,32 +158,32 @@ pub fn series_volume(files: &[(String, Vec<u8>)]) -> Result<Volume, VolumeError>
                 s.rows, s.cols, first.rows, first.cols
             )));
         }
-        let o1 = [s.row_cos, s.col_cos].concat();
-        let o0 = [first.row_cos, first.col_cos].concat();
+        let o1 = [s.g.row_cos, s.g.col_cos].concat();
+        let o0 = [first.g.row_cos, first.g.col_cos].concat();
         if o1.iter().zip(&o0).any(|(a, b)| (a - b).abs() > GEOM_TOL) {
             return Err(inconsistent(format!(
                 "ImageOrientationPatient ({o1:?} vs {o0:?})"
             )));
         }
-        if s.pixel_spacing
+        if s.g.pixel_spacing
             .iter()
-            .zip(&first.pixel_spacing)
+            .zip(&first.g.pixel_spacing)
             .any(|(a, b)| (a - b).abs() > GEOM_TOL * b.abs().max(1.0))
         {
             return Err(inconsistent(format!(
                 "PixelSpacing ({:?} vs {:?})",
-                s.pixel_spacing, first.pixel_spacing
+                s.g.pixel_spacing, first.g.pixel_spacing
             )));
         }
     }
 
-    let (row_cos, col_cos) = (first.row_cos, first.col_cos);
+    let (row_cos, col_cos) = (first.g.row_cos, first.g.col_cos);
     let normal = normalize(cross(row_cos, col_cos)).ok_or_else(|| VolumeError::Invalid {
         name: first.name.clone(),
         keyword: "ImageOrientationPatient",
         reason: "row and column directions are parallel".into(),
     })?;
-    let key = |s: &Slice| dot(s.pos, normal);
+    let key = |s: &Slice| dot(s.g.pos, normal);
     slices.sort_by(|a, b| key(a).total_cmp(&key(b)));
 
     for w in slices.windows(2) {
@@ -197,7 +200,7 @@ pub fn series_volume(files: &[(String, Vec<u8>)]) -> Result<Volume, VolumeError>
     let first = &slices[0];
     let last = &slices[n - 1];
     let (step, slice_spacing) = if n == 1 {
-        let t = first.thickness.filter(|t| *t > 0.0).unwrap_or(1.0);
+        let t = first.g.thickness.filter(|t| *t > 0.0).unwrap_or(1.0);
         (normal.map(|c| c * t), t)
     } else {
         let mean = (key(last) - key(first)) / (n - 1) as f64;
@@ -212,11 +215,11 @@ pub fn series_volume(files: &[(String, Vec<u8>)]) -> Result<Volume, VolumeError>
                 });
             }
         }
-        let step = [0, 1, 2].map(|r| (last.pos[r] - first.pos[r]) / (n - 1) as f64);
+        let step = [0, 1, 2].map(|r| (last.g.pos[r] - first.g.pos[r]) / (n - 1) as f64);
         let step_len = dot(step, step).sqrt();
         for (k, s) in slices.iter().enumerate() {
-            let expected = [0, 1, 2].map(|r| first.pos[r] + k as f64 * step[r]);
-            let off = [0, 1, 2].map(|r| s.pos[r] - expected[r]);
+            let expected = [0, 1, 2].map(|r| first.g.pos[r] + k as f64 * step[r]);
+            let off = [0, 1, 2].map(|r| s.g.pos[r] - expected[r]);
             let dist = dot(off, off).sqrt();
             if dist > SPACING_REL_TOL * step_len + DUP_TOL_MM {
                 return Err(VolumeError::NonUniformSpacing {
@@ -230,7 +233,7 @@ pub fn series_volume(files: &[(String, Vec<u8>)]) -> Result<Volume, VolumeError>
         (step, step_len)
     };
 
-    let [row_sp, col_sp] = first.pixel_spacing;
+    let [row_sp, col_sp] = first.g.pixel_spacing;
     let mut affine = [[0.0; 4]; 4];
     affine[3][3] = 1.0;
     for r in 0..3 {
@@ -238,18 +241,18 @@ pub fn series_volume(files: &[(String, Vec<u8>)]) -> Result<Volume, VolumeError>
         affine[r][0] = flip * row_cos[r] * col_sp;
         affine[r][1] = flip * col_cos[r] * row_sp;
         affine[r][2] = flip * step[r];
-        affine[r][3] = flip * first.pos[r];
+        affine[r][3] = flip * first.g.pos[r];
     }
 
     let (rows, cols) = (first.rows, first.cols);
     let integral = slices
         .iter()
-        .all(|s| s.slope == 1.0 && s.intercept.fract() == 0.0 && s.intercept.abs() <= 1e9);
+        .all(|s| s.g.slope == 1.0 && s.g.intercept.fract() == 0.0 && s.g.intercept.abs() <= 1e9);
     let as_i16 = if integral {
         let mut out = Vec::with_capacity(rows * cols * n);
         let mut fits = true;
         'outer: for s in &slices {
-            let inter = s.intercept as i64;
+            let inter = s.g.intercept as i64;
             for &v in &s.raw {
                 match i16::try_from(v as i64 + inter) {
                     Ok(x) => out.push(x),
@@ -272,7 +275,7 @@ pub fn series_volume(files: &[(String, Vec<u8>)]) -> Result<Volume, VolumeError>
                 .flat_map(|s| {
                     s.raw
                         .iter()
-                        .map(move |&v| (v as f64 * s.slope + s.intercept) as f32)
+                        .map(move |&v| (v as f64 * s.g.slope + s.g.intercept) as f32)
                 })
                 .collect(),
         ),
@@ -458,7 +461,9 @@ pub fn mask_onto_grid(
 // DICOM parsing
 // ---------------------------------------------------------------------------
 
-fn parse_slice(name: &str, bytes: &[u8]) -> Result<Slice, VolumeError> {
+/// The slices of one file: its one frame, or every frame of a multi-frame image (enhanced
+/// CT, MR or PET with functional groups, or an RT Dose grid with GridFrameOffsetVector).
+fn parse_frames(name: &str, bytes: &[u8]) -> Result<Vec<Slice>, VolumeError> {
     let parse_err = |reason: String| VolumeError::Parse {
         name: name.to_string(),
         reason,
@@ -509,12 +514,11 @@ fn parse_slice(name: &str, bytes: &[u8]) -> Result<Slice, VolumeError> {
     let obj: &InMemDicomObject = &obj_file;
     let a = Attrs { obj, name };
 
-    if let Some(frames) = a
-        .opt_uint(tags::NUMBER_OF_FRAMES, "NumberOfFrames")?
-        .filter(|&f| f != 1)
-    {
-        return Err(a.unsupported(format!("multi-frame image (NumberOfFrames = {frames})")));
-    }
+    let frames = match a.opt_uint(tags::NUMBER_OF_FRAMES, "NumberOfFrames")? {
+        None => 1,
+        Some(0) => return Err(a.invalid("NumberOfFrames", "is 0".into())),
+        Some(f) => f as usize,
+    };
     if let Some(spp) = a
         .opt_uint(tags::SAMPLES_PER_PIXEL, "SamplesPerPixel")?
         .filter(|&s| s != 1)
@@ -530,8 +534,8 @@ fn parse_slice(name: &str, bytes: &[u8]) -> Result<Slice, VolumeError> {
         return Err(a.invalid("Rows", format!("image is {rows} rows x {cols} columns")));
     }
     let bits = a.req_uint(tags::BITS_ALLOCATED, "BitsAllocated")?;
-    if bits != 8 && bits != 16 {
-        return Err(a.unsupported(format!("BitsAllocated = {bits} (only 8 or 16)")));
+    if !matches!(bits, 8 | 16 | 32) {
+        return Err(a.unsupported(format!("BitsAllocated = {bits} (only 8, 16 or 32)")));
     }
     let bits_stored = a.opt_uint(tags::BITS_STORED, "BitsStored")?.unwrap_or(bits);
     if bits_stored == 0 || bits_stored > bits {
@@ -545,58 +549,148 @@ fn parse_slice(name: &str, bytes: &[u8]) -> Result<Slice, VolumeError> {
         1 => true,
         other => return Err(a.invalid("PixelRepresentation", format!("{other} (must be 0 or 1)"))),
     };
-    let pos = a.req_floats::<3>(tags::IMAGE_POSITION_PATIENT, "ImagePositionPatient")?;
-    let iop = a.req_floats::<6>(tags::IMAGE_ORIENTATION_PATIENT, "ImageOrientationPatient")?;
-    let pixel_spacing = a.req_floats::<2>(tags::PIXEL_SPACING, "PixelSpacing")?;
-    if pixel_spacing.iter().any(|v| *v <= 0.0) {
-        return Err(a.invalid(
-            "PixelSpacing",
-            format!("{pixel_spacing:?} must be positive"),
-        ));
-    }
-    let bad_iop = || {
-        a.invalid(
-            "ImageOrientationPatient",
-            format!("{iop:?} is not two orthogonal directions"),
-        )
-    };
-    let row_cos = normalize([iop[0], iop[1], iop[2]]).ok_or_else(bad_iop)?;
-    let col_cos = normalize([iop[3], iop[4], iop[5]]).ok_or_else(bad_iop)?;
-    if dot(row_cos, col_cos).abs() > 0.01 {
-        return Err(bad_iop());
-    }
-    let slope = a
-        .opt_float(tags::RESCALE_SLOPE, "RescaleSlope")?
-        .unwrap_or(1.0);
-    let intercept = a
-        .opt_float(tags::RESCALE_INTERCEPT, "RescaleIntercept")?
-        .unwrap_or(0.0);
-    let thickness = a
-        .opt_float(tags::SLICE_THICKNESS, "SliceThickness")
-        .ok()
-        .flatten();
+    // Geometry first: it also proves that `frames` is what the file holds.
+    let geometry = frame_geometry(&a, frames)?;
 
     let (rows, cols) = (rows as usize, cols as usize);
-    let raw = if encapsulated {
-        decode_encapsulated(&obj_file, &a, rows * cols, bits, bits_stored, signed)?
+    let per_frame = rows * cols;
+    let mut raw: Vec<Vec<i32>> = if encapsulated {
+        (0..frames)
+            .map(|k| decode_encapsulated(&obj_file, &a, k, per_frame, bits, bits_stored, signed))
+            .collect::<Result<_, _>>()?
     } else {
-        decode_pixels(&a, rows * cols, bits, bits_stored, signed, big_endian)?
+        let mut all = decode_pixels(&a, per_frame.saturating_mul(frames), bits, bits_stored, signed, big_endian)?;
+        let mut out: Vec<Vec<i32>> = (1..frames).rev().map(|k| all.split_off(k * per_frame)).collect();
+        out.push(all);
+        out.reverse();
+        out
     };
 
-    Ok(Slice {
-        name: name.to_string(),
-        sop,
-        rows,
-        cols,
-        row_cos,
-        col_cos,
-        pos,
-        pixel_spacing,
-        thickness,
-        slope,
-        intercept,
-        raw,
-    })
+    Ok(geometry
+        .into_iter()
+        .zip(raw.iter_mut())
+        .enumerate()
+        .map(|(k, (g, raw))| Slice {
+            name: if frames == 1 { name.to_string() } else { format!("{name} frame {}", k + 1) },
+            sop: slice_id(&sop, k, frames),
+            rows,
+            cols,
+            g,
+            raw: std::mem::take(raw),
+        })
+        .collect())
+}
+
+/// The name of a slice in [`Volume::slice_sops`] and in a stored segmentation: the SOP
+/// Instance UID of a single-frame image, `<SOP Instance UID>/<frame number>` (from 1) for a
+/// frame of a multi-frame one. A UID holds only digits and dots, so the two cannot clash.
+pub fn slice_id(sop: &str, frame: usize, frames: usize) -> String {
+    if frames == 1 {
+        sop.to_string()
+    } else {
+        format!("{sop}/{}", frame + 1)
+    }
+}
+
+/// The SOP Instance UID of a slice id, and its frame number if it names a frame.
+pub fn split_slice_id(id: &str) -> (&str, Option<&str>) {
+    match id.split_once('/') {
+        Some((sop, frame)) => (sop, Some(frame)),
+        None => (id, None),
+    }
+}
+
+/// Where one frame lies and how its stored values become real values.
+#[derive(Clone, Copy)]
+struct FrameGeometry {
+    pos: [f64; 3],
+    row_cos: [f64; 3],
+    col_cos: [f64; 3],
+    /// DICOM PixelSpacing: [between rows, between columns]
+    pixel_spacing: [f64; 2],
+    thickness: Option<f64>,
+    slope: f64,
+    intercept: f64,
+}
+
+/// The first item of sequence `tag` of `obj`.
+fn first_item(obj: &InMemDicomObject, tag: Tag) -> Option<&InMemDicomObject> {
+    obj.element_opt(tag).ok().flatten()?.items()?.first()
+}
+
+/// The geometry of each of the `frames` frames of an image:
+/// - an image with PerFrameFunctionalGroupsSequence (enhanced CT, MR, PET...): each frame's
+///   Plane Position, Plane Orientation, Pixel Measures and Pixel Value Transformation
+///   macros, from its own item, else from SharedFunctionalGroupsSequence, else (orientation,
+///   spacing, thickness, rescale) from the top level;
+/// - an RT Dose grid: ImagePositionPatient moved along the slice normal by each value of
+///   GridFrameOffsetVector (PS3.3 C.8.8.3.2: relative to the first frame when the first
+///   value is 0; z coordinates, for an axial grid, when it equals the position's z);
+/// - a single frame: the top level.
+///
+/// DoseGridScaling, where present, scales the rescaled values (the dose in Gy).
+fn frame_geometry(a: &Attrs<'_>, frames: usize) -> Result<Vec<FrameGeometry>, VolumeError> {
+    let dose_scaling = a.opt_float(tags::DOSE_GRID_SCALING, "DoseGridScaling")?.unwrap_or(1.0);
+    let top = |at: &Attrs<'_>, plane: Option<&Attrs<'_>>, orient: Option<&Attrs<'_>>, measures: Option<&Attrs<'_>>, values: Option<&Attrs<'_>>| -> Result<FrameGeometry, VolumeError> {
+        let pos = plane.unwrap_or(at).req_floats::<3>(tags::IMAGE_POSITION_PATIENT, "ImagePositionPatient")?;
+        let o = orient.unwrap_or(at);
+        let iop = o.req_floats::<6>(tags::IMAGE_ORIENTATION_PATIENT, "ImageOrientationPatient")?;
+        let (row_cos, col_cos) = o.orientation(iop)?;
+        let m = measures.filter(|m| m.get(tags::PIXEL_SPACING).is_some()).unwrap_or(at);
+        let pixel_spacing = m.req_floats::<2>(tags::PIXEL_SPACING, "PixelSpacing")?;
+        if pixel_spacing.iter().any(|v| *v <= 0.0) {
+            return Err(m.invalid("PixelSpacing", format!("{pixel_spacing:?} must be positive")));
+        }
+        let thickness = measures
+            .and_then(|m| m.opt_float(tags::SLICE_THICKNESS, "SliceThickness").ok().flatten())
+            .or_else(|| at.opt_float(tags::SLICE_THICKNESS, "SliceThickness").ok().flatten());
+        let v = values.filter(|v| v.get(tags::RESCALE_SLOPE).is_some() || v.get(tags::RESCALE_INTERCEPT).is_some()).unwrap_or(at);
+        let slope = v.opt_float(tags::RESCALE_SLOPE, "RescaleSlope")?.unwrap_or(1.0);
+        let intercept = v.opt_float(tags::RESCALE_INTERCEPT, "RescaleIntercept")?.unwrap_or(0.0);
+        Ok(FrameGeometry { pos, row_cos, col_cos, pixel_spacing, thickness, slope: slope * dose_scaling, intercept: intercept * dose_scaling })
+    };
+
+    if let Some(items) = a.obj.element_opt(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE).ok().flatten().and_then(|e| e.items()) {
+        if items.len() != frames {
+            return Err(a.invalid("PerFrameFunctionalGroupsSequence", format!("has {} items for {frames} frames", items.len())));
+        }
+        let shared = first_item(a.obj, tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE);
+        return items
+            .iter()
+            .enumerate()
+            .map(|(k, item)| {
+                let name = format!("{} frame {}", a.name, k + 1);
+                let group = |tag: Tag| first_item(item, tag).or_else(|| shared.and_then(|s| first_item(s, tag))).map(|obj| Attrs { obj, name: &name });
+                let at = Attrs { obj: a.obj, name: &name };
+                let plane = group(tags::PLANE_POSITION_SEQUENCE).ok_or(VolumeError::Missing { name: name.clone(), keyword: "PlanePositionSequence" })?;
+                top(&at, Some(&plane), group(tags::PLANE_ORIENTATION_SEQUENCE).as_ref(), group(tags::PIXEL_MEASURES_SEQUENCE).as_ref(), group(tags::PIXEL_VALUE_TRANSFORMATION_SEQUENCE).as_ref())
+            })
+            .collect();
+    }
+    let first = top(a, None, None, None, None)?;
+    if frames == 1 {
+        return Ok(vec![first]);
+    }
+    let Some(offsets) = a.get(tags::GRID_FRAME_OFFSET_VECTOR) else {
+        return Err(a.unsupported(format!("multi-frame image (NumberOfFrames = {frames}) that gives no position per frame (neither PerFrameFunctionalGroupsSequence nor GridFrameOffsetVector)")));
+    };
+    let offsets = offsets.to_multi_float64().map_err(|e| a.invalid("GridFrameOffsetVector", e.to_string()))?;
+    if offsets.len() != frames || offsets.iter().any(|v| !v.is_finite()) {
+        return Err(a.invalid("GridFrameOffsetVector", format!("{} values for {frames} frames", offsets.len())));
+    }
+    let normal = normalize(cross(first.row_cos, first.col_cos)).ok_or_else(|| a.invalid("ImageOrientationPatient", "row and column directions are parallel".into()))?;
+    let axial = first.row_cos == [1.0, 0.0, 0.0] && first.col_cos == [0.0, 1.0, 0.0];
+    let base = if offsets[0] == 0.0 {
+        0.0
+    } else if axial && (offsets[0] - first.pos[2]).abs() < DUP_TOL_MM {
+        first.pos[2]
+    } else {
+        return Err(a.invalid("GridFrameOffsetVector", format!("first value {} is neither 0 nor the z of ImagePositionPatient of an axial grid", offsets[0])));
+    };
+    Ok(offsets
+        .iter()
+        .map(|off| FrameGeometry { pos: [0, 1, 2].map(|r| first.pos[r] + (off - base) * normal[r]), ..first })
+        .collect())
 }
 
 /// A syntax with encapsulated (compressed) pixel data that the codecs built in can decode.
@@ -611,16 +705,17 @@ fn decodes_encapsulated(ts: &str) -> bool {
 /// 32 MiB, the largest CT, MR and mammography frames well below this.
 const MAX_DECODED_FRAME: usize = 256 << 20;
 
-/// Decode the single frame of encapsulated pixel data into stored values.
+/// Decode frame `frame` (from 0) of encapsulated pixel data into stored values.
 fn decode_encapsulated(
     file: &dicom_object::DefaultDicomObject,
     a: &Attrs<'_>,
+    frame: usize,
     count: usize,
     bits: u32,
     bits_stored: u32,
     signed: bool,
 ) -> Result<Vec<i32>, VolumeError> {
-    match a.get(tags::PIXEL_DATA).map(|e| e.value()) {
+    match a.get(tags::PIXEL_DATA).as_deref().map(|e| e.value()) {
         None => return Err(a.missing("PixelData")),
         Some(Value::PixelSequence(_)) => {}
         Some(_) => return Err(a.invalid("PixelData", "is not encapsulated, as its transfer syntax says it is".into())),
@@ -630,31 +725,101 @@ fn decode_encapsulated(
     if need > MAX_DECODED_FRAME {
         return Err(a.unsupported(format!("a frame of {need} bytes decoded (more than {MAX_DECODED_FRAME})")));
     }
-    let data = crate::dicom::decode_pixel_data(file, Some(0)).map_err(|why| a.invalid("PixelData", format!("cannot decode: {why}")))?.data;
+    let cannot = |why: String| a.invalid("PixelData", format!("cannot decode frame {}: {why}", frame + 1));
+    if file.meta().transfer_syntax().trim_end_matches('\0') == RLE_LOSSLESS {
+        // dicom-pixeldata 0.10 decodes RLE of 8 and 16 bits only; RT Dose grids are 32.
+        let Some(Value::PixelSequence(seq)) = a.obj.element_opt(tags::PIXEL_DATA).ok().flatten().map(|e| e.value()) else {
+            return Err(a.missing("PixelData"));
+        };
+        let fragment = seq.fragments().get(frame).ok_or_else(|| cannot(format!("RLE has one fragment per frame, and there are {}", seq.fragments().len())))?;
+        let data = rle_decode(fragment, count, bytes_per).map_err(cannot)?;
+        return stored_values(a, &data, bytes_per, bits_stored, signed, u16::from_le_bytes);
+    }
+    let frame_no = u32::try_from(frame).map_err(|_| a.invalid("NumberOfFrames", format!("{frame} frames")))?;
+    let data = crate::dicom::decode_pixel_data(file, Some(frame_no)).map_err(cannot)?.data;
     if data.len() < need {
         return Err(a.invalid("PixelData", format!("decodes to {} bytes, but {count} pixels of {bits} bits need {need}", data.len())));
     }
     // The decoders give samples in native byte order.
-    Ok(stored_values(&data[..need], bytes_per, bits_stored, signed, u16::from_ne_bytes))
+    stored_values(a, &data[..need], bytes_per, bits_stored, signed, u16::from_ne_bytes)
 }
 
-/// The stored values of `samples`, 1 or 2 bytes each (`u16_of` reads a 2-byte one in its byte
-/// order): each sample's low `bits_stored` bits, sign-extended when signed.
-fn stored_values(samples: &[u8], bytes_per: usize, bits_stored: u32, signed: bool, u16_of: fn([u8; 2]) -> u16) -> Vec<i32> {
-    let value = |u: u32| -> i32 {
+/// One frame of grey-scale RLE Lossless (PS3.5 Annex G) to `count` samples of `bytes_per`
+/// bytes each, little endian: a 64-byte header (the number of segments, then the offset of
+/// each), one PackBits segment per byte of a sample, the most significant first.
+fn rle_decode(fragment: &[u8], count: usize, bytes_per: usize) -> Result<Vec<u8>, String> {
+    let word = |i: usize| fragment.get(4 * i..4 * i + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
+    let segments = word(0).ok_or("the RLE header is truncated")?;
+    if segments != bytes_per {
+        return Err(format!("{segments} RLE segments, but grey-scale samples of {bytes_per} bytes need {bytes_per}"));
+    }
+    let mut out = vec![0u8; count * bytes_per];
+    for seg in 0..segments {
+        let start = word(1 + seg).ok_or("the RLE header is truncated")?;
+        let end = if seg + 1 < segments { word(2 + seg).ok_or("the RLE header is truncated")? } else { fragment.len() };
+        let data = fragment.get(start..end).filter(|_| start >= 64).ok_or_else(|| format!("RLE segment {} at bytes {start}..{end} of a fragment of {}", seg + 1, fragment.len()))?;
+        // Segment `seg` holds byte `bytes_per - 1 - seg` (little-endian order) of every sample.
+        let byte = bytes_per - 1 - seg;
+        let (mut at, mut n) = (0, 0);
+        while n < count && at < data.len() {
+            let control = data[at] as i8;
+            at += 1;
+            match control {
+                -128 => {}
+                0.. => {
+                    let run = control as usize + 1;
+                    let lit = data.get(at..at + run).ok_or_else(|| format!("RLE segment {} ends inside a literal run", seg + 1))?;
+                    for &b in lit.iter().take(count - n) {
+                        out[n * bytes_per + byte] = b;
+                        n += 1;
+                    }
+                    at += run;
+                }
+                _ => {
+                    let b = *data.get(at).ok_or_else(|| format!("RLE segment {} ends inside a repeat run", seg + 1))?;
+                    at += 1;
+                    for _ in 0..(1 - control as isize).min((count - n) as isize) {
+                        out[n * bytes_per + byte] = b;
+                        n += 1;
+                    }
+                }
+            }
+        }
+        if n < count {
+            return Err(format!("RLE segment {} decodes to {n} bytes, {count} needed", seg + 1));
+        }
+    }
+    Ok(out)
+}
+
+/// The stored values of `samples`, 1, 2 or 4 bytes each (`u16_of` reads 2 bytes in their
+/// byte order): each sample's low `bits_stored` bits, sign-extended when signed. An unsigned
+/// 32-bit value above `i32::MAX` is an error (it names the value); no dose grid or image
+/// seen holds one.
+fn stored_values(a: &Attrs<'_>, samples: &[u8], bytes_per: usize, bits_stored: u32, signed: bool, u16_of: fn([u8; 2]) -> u16) -> Result<Vec<i32>, VolumeError> {
+    let value = |u: u32| -> Result<i32, VolumeError> {
         if signed {
             let shift = 32 - bits_stored;
-            ((u << shift) as i32) >> shift
-        } else if bits_stored >= 32 {
-            u as i32
+            Ok(((u << shift) as i32) >> shift)
         } else {
-            (u & ((1u32 << bits_stored) - 1)) as i32
+            let u = if bits_stored >= 32 { u } else { u & ((1u32 << bits_stored) - 1) };
+            i32::try_from(u).map_err(|_| a.unsupported(format!("stored pixel value {u} (above {})", i32::MAX)))
         }
     };
-    if bytes_per == 1 {
-        samples.iter().map(|&b| value(u32::from(b))).collect()
-    } else {
-        samples.chunks_exact(2).map(|c| value(u32::from(u16_of([c[0], c[1]])))).collect()
+    match bytes_per {
+        1 => samples.iter().map(|&b| value(u32::from(b))).collect(),
+        2 => samples.chunks_exact(2).map(|c| value(u32::from(u16_of([c[0], c[1]])))).collect(),
+        // Samples of 4 bytes in the byte order of `u16_of`: its low half first if little endian.
+        _ => {
+            let little = u16_of([1, 0]) == 1;
+            samples
+                .chunks_exact(4)
+                .map(|c| {
+                    let (lo, hi) = if little { (u16_of([c[0], c[1]]), u16_of([c[2], c[3]])) } else { (u16_of([c[2], c[3]]), u16_of([c[0], c[1]])) };
+                    value(u32::from(lo) | u32::from(hi) << 16)
+                })
+                .collect()
+        }
     }
 }
 
@@ -678,13 +843,19 @@ fn decode_pixels(
     };
     // Bytes in little-endian sample order. dicom-object decodes OW values to
     // native u16 per the transfer syntax; OB stays raw bytes.
+    // A big-endian 32-bit sample read as two native 16-bit words has its high word first.
     let le: Cow<[u8]> = match prim {
-        PrimitiveValue::U8(b) if big_endian && bits == 16 => {
-            Cow::Owned(b.chunks(2).flat_map(|c| c.iter().rev().copied()).collect())
+        PrimitiveValue::U8(b) if big_endian && bits > 8 => {
+            Cow::Owned(b.chunks(bits as usize / 8).flat_map(|c| c.iter().rev().copied()).collect())
         }
         PrimitiveValue::U8(b) => Cow::Borrowed(&b[..]),
+        PrimitiveValue::U16(v) if big_endian && bits == 32 => {
+            Cow::Owned(v.chunks(2).flat_map(|c| c.iter().rev().flat_map(|x| x.to_le_bytes())).collect())
+        }
         PrimitiveValue::U16(v) => Cow::Owned(v.iter().flat_map(|x| x.to_le_bytes()).collect()),
         PrimitiveValue::I16(v) => Cow::Owned(v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+        PrimitiveValue::U32(v) => Cow::Owned(v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+        PrimitiveValue::I32(v) => Cow::Owned(v.iter().flat_map(|x| x.to_le_bytes()).collect()),
         other => {
             return Err(a.invalid(
                 "PixelData",
@@ -706,7 +877,31 @@ fn decode_pixels(
             ),
         ));
     }
-    Ok(stored_values(&le[..need], bytes_per, bits_stored, signed, u16::from_le_bytes))
+    stored_values(a, &le[..need], bytes_per, bits_stored, signed, u16::from_le_bytes)
+}
+
+/// The value of a standard element stored as UN, in its dictionary VR (text, or the binary
+/// numbers little endian); `None` for a private or unknown tag, a VR kept as bytes, or
+/// bytes that do not fit the VR.
+fn un_as_dictionary_vr(tag: Tag, bytes: &[u8]) -> Option<(VR, PrimitiveValue)> {
+    use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
+    let vr = dicom_dictionary_std::StandardDataDictionary.by_tag(tag)?.vr().relaxed();
+    let nums = |n: usize| bytes.len().is_multiple_of(n).then(|| bytes.chunks_exact(n));
+    let value = match vr {
+        VR::AE | VR::AS | VR::CS | VR::DA | VR::DS | VR::DT | VR::IS | VR::LO | VR::PN | VR::SH | VR::TM | VR::UC | VR::UI => {
+            let text = std::str::from_utf8(bytes).ok()?;
+            PrimitiveValue::Strs(text.trim_end_matches(['\0', ' ']).split('\\').map(str::to_string).collect())
+        }
+        VR::LT | VR::ST | VR::UT | VR::UR => PrimitiveValue::Str(std::str::from_utf8(bytes).ok()?.trim_end_matches(['\0', ' ']).to_string()),
+        VR::US => PrimitiveValue::U16(nums(2)?.map(|c| u16::from_le_bytes([c[0], c[1]])).collect()),
+        VR::SS => PrimitiveValue::I16(nums(2)?.map(|c| i16::from_le_bytes([c[0], c[1]])).collect()),
+        VR::UL => PrimitiveValue::U32(nums(4)?.map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()),
+        VR::SL => PrimitiveValue::I32(nums(4)?.map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()),
+        VR::FL => PrimitiveValue::F32(nums(4)?.map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()),
+        VR::FD => PrimitiveValue::F64(nums(8)?.map(|c| f64::from_le_bytes(std::array::from_fn(|i| c[i]))).collect()),
+        _ => return None,
+    };
+    Some((vr, value))
 }
 
 struct Attrs<'a> {
@@ -735,9 +930,18 @@ impl Attrs<'_> {
         }
     }
 
-    /// The element, unless absent or with an empty value.
-    fn get(&self, tag: Tag) -> Option<&InMemElement> {
+    /// The element, unless absent or with an empty value. A standard element stored as UN
+    /// (explicit VR writers that did not know its VR) is read as its dictionary VR, as
+    /// PS3.5 6.2.2 allows: its bytes are the value encoded little endian.
+    fn get(&self, tag: Tag) -> Option<Cow<'_, InMemElement>> {
         let e = self.obj.element_opt(tag).ok().flatten()?;
+        let e = match e.value() {
+            Value::Primitive(PrimitiveValue::U8(bytes)) if e.vr() == VR::UN => match un_as_dictionary_vr(tag, bytes) {
+                Some((vr, value)) => Cow::Owned(InMemElement::new(tag, vr, value)),
+                None => Cow::Borrowed(e),
+            },
+            _ => Cow::Borrowed(e),
+        };
         let blank = |s: &str| s.trim_matches(|c: char| c.is_whitespace() || c == '\0').is_empty();
         match e.value() {
             Value::Primitive(PrimitiveValue::Empty) => None,
@@ -784,6 +988,18 @@ impl Attrs<'_> {
                 Ok(Some(v))
             }
         }
+    }
+
+    /// The row and column direction cosines of ImageOrientationPatient `iop`, normalised;
+    /// an error unless they are two orthogonal directions.
+    fn orientation(&self, iop: [f64; 6]) -> Result<([f64; 3], [f64; 3]), VolumeError> {
+        let bad = || self.invalid("ImageOrientationPatient", format!("{iop:?} is not two orthogonal directions"));
+        let row = normalize([iop[0], iop[1], iop[2]]).ok_or_else(bad)?;
+        let col = normalize([iop[3], iop[4], iop[5]]).ok_or_else(bad)?;
+        if dot(row, col).abs() > 0.01 {
+            return Err(bad());
+        }
+        Ok((row, col))
     }
 
     fn req_floats<const N: usize>(
@@ -1083,6 +1299,8 @@ mod tests {
         pixels: Vec<i32>,
         ts: &'static str,
         omit: Option<Tag>,
+        /// more top-level elements
+        extra: Vec<InMemElement>,
     }
 
     fn spec(k: usize, z: f64) -> Spec {
@@ -1102,6 +1320,7 @@ mod tests {
             pixels: (0..20).map(|p| (k * 100 + p) as i32).collect(),
             ts: EXPLICIT_VR_LE,
             omit: None,
+            extra: Vec::new(),
         }
     }
 
@@ -1193,9 +1412,12 @@ mod tests {
                 PrimitiveValue::U8(b.into_iter().collect()),
             )
         };
+        els.extend(s.extra.iter().cloned());
         let px = if s.ts == RLE_LOSSLESS {
-            let fragment = rle_encode(&s.pixels, s.bits);
-            DataElement::new(tags::PIXEL_DATA, VR::OB, dicom_core::value::PixelFragmentSequence::new(Vec::<u32>::new(), vec![fragment]))
+            // one fragment per frame
+            let per_frame = usize::from(s.rows) * usize::from(s.cols);
+            let fragments = s.pixels.chunks(per_frame).map(|f| rle_encode(f, s.bits)).collect::<Vec<_>>();
+            DataElement::new(tags::PIXEL_DATA, VR::OB, dicom_core::value::PixelFragmentSequence::new(Vec::<u32>::new(), fragments))
         } else {
             px
         };
@@ -1212,8 +1434,6 @@ mod tests {
         file.write_all(&mut out).expect("write dicom");
         out
     }
-
-    const RLE_LOSSLESS: &str = "1.2.840.10008.1.2.5";
 
     /// RLE Lossless (PS3.5 Annex G) of one frame, by hand and independent of the decoder: one
     /// segment per byte of a sample, most significant first, each a run of PackBits literals.
@@ -1476,6 +1696,157 @@ mod tests {
             let v = series_volume(&[read(name)]).unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(v.dims, dims, "{name}");
             assert_eq!(values(&v).iter().sum::<f64>(), sum, "{name}");
+        }
+    }
+
+    #[test]
+    fn rt_dose_grids_decode_as_pydicom_decodes_them() {
+        let read = |name: &str| {
+            let path = format!("{}/tests/data/pydicom/{name}", env!("CARGO_MANIFEST_DIR"));
+            (name.to_string(), std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}")))
+        };
+        // 15 frames of 10x10 unsigned 32-bit values, DoseGridScaling 1e-6, frames 5 mm apart
+        // by GridFrameOffsetVector. pydicom 3.0.2: pixel_array.sum() 1519910000, and
+        // pixel_array[3, 4, 5] (frame, row, column) 1026000.
+        let implicit = series_volume(&[read("rtdose.dcm")]).unwrap();
+        assert_eq!(implicit.dims, [10, 10, 15]);
+        let d = f32_data(&implicit);
+        let sum: f64 = d.iter().map(|&x| f64::from(x)).sum();
+        assert!((sum - 1519.91).abs() < 1e-3, "{sum}");
+        assert!((d[5 + 4 * 10 + 3 * 100] - 1.026).abs() < 1e-6, "{}", d[345]);
+        let want = [
+            [-10.0, 0.0, 0.0, -189.43125],
+            [0.0, -10.0, 0.0, -199.43125],
+            [0.0, 0.0, 5.0, -761.87],
+            [0.0, 0.0, 0.0, 1.0],
+        ];
+        assert!(close(&implicit.affine, &want), "{:?}", implicit.affine);
+        let sop = implicit.slice_sops[0].split_once('/').unwrap().0.to_string();
+        assert_eq!(implicit.slice_sops, (1..=15).map(|k| format!("{sop}/{k}")).collect::<Vec<_>>());
+        assert_eq!(split_slice_id(&implicit.slice_sops[2]), (sop.as_str(), Some("3")));
+        // The same grid in big endian and RLE: the same volume.
+        for name in ["rtdose_expb.dcm", "rtdose_rle.dcm"] {
+            let v = series_volume(&[read(name)]).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(v, implicit, "{name}");
+        }
+        // One frame: no frame number in its id, and (no SliceThickness) 1 mm thick.
+        let one = series_volume(&[read("rtdose_1frame.dcm")]).unwrap();
+        assert_eq!(one.dims, [10, 10, 1]);
+        assert_eq!(one.slice_sops, [sop]);
+        let sum: f64 = f32_data(&one).iter().map(|&x| f64::from(x)).sum();
+        assert!((sum - 101.378).abs() < 1e-4, "{sum}");
+    }
+
+    /// An enhanced multi-frame image holding the frames of `specs` (in their order): its
+    /// positions per frame, its orientation and pixel measures shared, its rescale per
+    /// frame; the top level has no position and a wrong pixel spacing, to show they are
+    /// not what is read.
+    fn enhanced(specs: &[Spec], sop: &str) -> Spec {
+        let item = |els: Vec<InMemElement>| InMemDicomObject::from_element_iter(els);
+        let seq = |tag: Tag, obj: InMemDicomObject| DataElement::new(tag, VR::SQ, DataSetSequence::from(vec![obj]));
+        let per_frame: Vec<InMemDicomObject> = specs
+            .iter()
+            .map(|s| {
+                item(vec![
+                    seq(tags::PLANE_POSITION_SEQUENCE, item(vec![DataElement::new(tags::IMAGE_POSITION_PATIENT, VR::DS, ds(&s.pos))])),
+                    seq(
+                        tags::PIXEL_VALUE_TRANSFORMATION_SEQUENCE,
+                        item(vec![
+                            DataElement::new(tags::RESCALE_INTERCEPT, VR::DS, ds(&[s.intercept.unwrap_or(0.0)])),
+                            DataElement::new(tags::RESCALE_SLOPE, VR::DS, ds(&[s.slope.unwrap_or(1.0)])),
+                        ]),
+                    ),
+                ])
+            })
+            .collect();
+        let first = &specs[0];
+        let shared = item(vec![
+            seq(tags::PIXEL_MEASURES_SEQUENCE, item(vec![
+                DataElement::new(tags::PIXEL_SPACING, VR::DS, ds(&first.spacing)),
+                DataElement::new(tags::SLICE_THICKNESS, VR::DS, ds(&[first.thickness.unwrap_or(1.0)])),
+            ])),
+            seq(tags::PLANE_ORIENTATION_SEQUENCE, item(vec![DataElement::new(tags::IMAGE_ORIENTATION_PATIENT, VR::DS, ds(&first.iop))])),
+        ]);
+        Spec {
+            sop: sop.to_string(),
+            spacing: [9.0, 9.0],
+            slope: None,
+            intercept: None,
+            thickness: None,
+            frames: Some(specs.len() as u32),
+            pixels: specs.iter().flat_map(|s| s.pixels.iter().copied()).collect(),
+            omit: Some(tags::IMAGE_POSITION_PATIENT),
+            extra: vec![
+                DataElement::new(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE, VR::SQ, DataSetSequence::from(per_frame)),
+                DataElement::new(tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE, VR::SQ, DataSetSequence::from(vec![shared])),
+            ],
+            ..first.clone()
+        }
+    }
+
+    #[test]
+    fn enhanced_multi_frame_is_the_volume_of_its_frames() {
+        let s = three();
+        let single = series_volume(&files(&s)).unwrap();
+        // Frames stored out of order: at z 15, 10, 12.5.
+        for ts in [EXPLICIT_VR_LE, IMPLICIT_VR_LE, EXPLICIT_VR_BE, RLE_LOSSLESS] {
+            let mut multi = enhanced(&[s[2].clone(), s[0].clone(), s[1].clone()], "1.2.3.9");
+            multi.ts = ts;
+            let v = series_volume(&files(&[multi])).unwrap_or_else(|e| panic!("{ts}: {e}"));
+            assert_eq!((v.dims, v.affine, &v.data), (single.dims, single.affine, &single.data), "{ts}");
+            assert_eq!(v.slice_sops, ["1.2.3.9/2", "1.2.3.9/3", "1.2.3.9/1"], "{ts}");
+        }
+        // Two multi-frame files of one series, and a per-frame slope that is not 1.
+        let mut s2 = three();
+        s2[1].slope = Some(0.5);
+        let single = series_volume(&files(&s2)).unwrap();
+        let a = enhanced(&[s2[0].clone(), s2[2].clone()], "1.2.3.10");
+        let b = enhanced(&[s2[1].clone()], "1.2.3.11");
+        let v = series_volume(&files(&[a, b])).unwrap();
+        assert_eq!((v.dims, v.affine, &v.data), (single.dims, single.affine, &single.data));
+        assert_eq!(v.slice_sops, ["1.2.3.10/1", "1.2.3.11", "1.2.3.10/2"]);
+    }
+
+    #[test]
+    fn multi_frame_errors_name_the_file_and_frame() {
+        let s = three();
+        // Fewer per-frame items than frames.
+        let mut m = enhanced(&s, "1.2.3.9");
+        m.frames = Some(4);
+        match err(&[m]) {
+            VolumeError::Invalid { name, keyword, reason } => {
+                assert_eq!((name.as_str(), keyword, reason.as_str()), ("1.2.3.9.dcm", "PerFrameFunctionalGroupsSequence", "has 3 items for 4 frames"));
+            }
+            e => panic!("{e}"),
+        }
+        // A frame without a position.
+        let mut m = enhanced(&s, "1.2.3.9");
+        if let Value::Sequence(seq) = m.extra[0].value() {
+            let mut items = seq.items().to_vec();
+            items[1].remove_element(tags::PLANE_POSITION_SEQUENCE);
+            m.extra[0] = DataElement::new(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE, VR::SQ, DataSetSequence::from(items));
+        }
+        match err(&[m]) {
+            VolumeError::Missing { name, keyword } => assert_eq!((name.as_str(), keyword), ("1.2.3.9.dcm frame 2", "PlanePositionSequence")),
+            e => panic!("{e}"),
+        }
+        // Pixel data for fewer frames than NumberOfFrames says.
+        let mut m = enhanced(&s, "1.2.3.9");
+        m.pixels.truncate(40);
+        match err(&[m]) {
+            VolumeError::Invalid { name, keyword, .. } => assert_eq!((name.as_str(), keyword), ("1.2.3.9.dcm", "PixelData")),
+            e => panic!("{e}"),
+        }
+        // Frames with nothing to place them by.
+        let mut m = spec(0, 1.0);
+        m.frames = Some(2);
+        m.pixels = (0..40).collect();
+        match err(&[m]) {
+            VolumeError::Unsupported { name, reason } => {
+                assert_eq!(name, "1.2.3.0.dcm");
+                assert!(reason.contains("no position per frame"), "{reason}");
+            }
+            e => panic!("{e}"),
         }
     }
 

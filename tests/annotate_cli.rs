@@ -699,7 +699,7 @@ fn dicom_seg_import_matches_the_same_mask_from_nifti() {
         m
     };
     let sources: Vec<SegSource> = (0..SLICES)
-        .map(|i| SegSource { sop_uid: test_uid(NS, &format!("sop 0 0 0 {i}")), sop_class_uid: "1.2.840.10008.5.1.4.1.1.2".into(), position: [-f64::from(SIZE) * 0.35, -f64::from(SIZE) * 0.35, -2.5 * i as f64] })
+        .map(|i| SegSource { sop_uid: test_uid(NS, &format!("sop 0 0 0 {i}")), sop_class_uid: "1.2.840.10008.5.1.4.1.1.2".into(), position: [-f64::from(SIZE) * 0.35, -f64::from(SIZE) * 0.35, -2.5 * i as f64], frame: None })
         .collect();
     let segments = [SegmentInfo { number: 1, label: "lesion".into() }, SegmentInfo { number: 2, label: "vessel".into() }];
     // Lesion on instances 1 and 2 (volume slices 2 and 1, as in `mask`), vessel on instance 0.
@@ -742,4 +742,99 @@ fn dicom_seg_import_matches_the_same_mask_from_nifti() {
     // Not a SEG at all.
     let e = String::from_utf8_lossy(&fails(r, &["annotate", "import", "main", rp.join(path_of(0, 0)).to_str().unwrap(), "--reader", "c", "--kind", "segmentation", "--source", "weak"]).stderr).into_owned();
     assert!(e.contains("IM0.dcm"), "{e}");
+}
+
+/// pydicom's RT Dose grid (15 frames, unsigned 32-bit, DoseGridScaling) with a SEG drawn on
+/// two of its frames (ReferencedFrameNumber): imported, and exported for nnU-Net as a
+/// volume in Gy with its label map, checked with nibabel against pydicom's reading of the
+/// same file.
+#[test]
+fn rt_dose_grid_with_a_seg_on_its_frames_exports_for_training() {
+    use cohort::seg::{write_seg, SegSource, SegWriteSpec, SegmentInfo};
+    const DOSE_CHECK: &str = r#"
+import sys, glob, os
+import nibabel as nib, numpy as np, pydicom
+out, dose = sys.argv[1], sys.argv[2]
+d = pydicom.dcmread(dose)
+gy = d.pixel_array.astype(np.float64) * float(d.DoseGridScaling)
+img = nib.load(glob.glob(os.path.join(out, "imagesTr", "*.nii.gz"))[0])
+data = np.asarray(img.dataobj)
+assert data.shape == (10, 10, 15), data.shape
+for k in range(15):
+    assert np.allclose(data[:, :, k].T, gy[k], atol=1e-6), ("frame", k)
+o = [float(x) for x in d.ImagePositionPatient]
+ras = np.diag([-1, -1, 1, 1]) @ np.array([[10, 0, 0, o[0]], [0, 10, 0, o[1]], [0, 0, 5, o[2]], [0, 0, 0, 1]])
+assert np.allclose(img.affine, ras, atol=1e-4), img.affine
+lab = np.asarray(nib.load(glob.glob(os.path.join(out, "labelsTr", "*.nii.gz"))[0]).dataobj)
+assert int((lab == 1).sum()) == 36, int((lab == 1).sum())
+for k in (3, 4):
+    assert (lab[:, :, k].T[2:5, 1:7] == 1).all(), k
+print("ok")
+"#;
+    let t = tempfile::tempdir().unwrap();
+    let rp = t.path().join("ds");
+    let r = rp.as_path();
+    fs::create_dir_all(r.join("dose")).unwrap();
+    let dose = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/pydicom/rtdose.dcm");
+    fs::copy(&dose, r.join("dose/rtdose.dcm")).unwrap();
+    ok(r, &["init"]);
+    ok(r, &["commit", "-m", "dose grid"]);
+
+    let sop = "1.9.999.999.99.9.9999.9999.20030818153516";
+    let sources: Vec<SegSource> = (0..15u32)
+        .map(|k| SegSource { sop_uid: sop.into(), sop_class_uid: "1.2.840.10008.5.1.4.1.1.481.2".into(), position: [189.43125, 199.43125, -761.87 + 5.0 * f64::from(k)], frame: Some(k + 1) })
+        .collect();
+    let mut plane = vec![0u8; 100];
+    for y in 2..5 {
+        for x in 1..7 {
+            plane[y * 10 + x] = 1;
+        }
+    }
+    let segments = [SegmentInfo { number: 1, label: "target".into() }];
+    let frames = vec![(1u16, 3usize, plane.clone()), (1, 4, plane)];
+    let spec = SegWriteSpec {
+        patient_id: "id11111".into(),
+        patient_name: "Lastname^Firstname".into(),
+        study_uid: "1.2.999.999.99.9.9999.8888".into(),
+        series_uid: "1.2.777.777.77.7.7777.7777".into(),
+        seg_series_uid: test_uid(NS, "dose seg series"),
+        seg_sop_uid: test_uid(NS, "dose seg sop"),
+        rows: 10,
+        columns: 10,
+        pixel_spacing: [10.0, 10.0],
+        orientation: [1.0, 0.0, 0.0, 0.0, 1.0, 0.0],
+        sources: &sources,
+        segments: &segments,
+        frames: &frames,
+    };
+    // Without ReferencedFrameNumber a frame of a multi-frame image is not named.
+    let unframed: Vec<SegSource> = sources.iter().map(|s| SegSource { frame: None, ..s.clone() }).collect();
+    let p = t.path().join("unframed.seg.dcm");
+    fs::write(&p, write_seg(&SegWriteSpec { sources: &unframed, ..spec.clone() }).unwrap()).unwrap();
+    let e = String::from_utf8_lossy(&fails(r, &["annotate", "import", "main", p.to_str().unwrap(), "--reader", "a", "--kind", "segmentation", "--source", "prospective"]).stderr).into_owned();
+    assert!(e.contains("unframed.seg.dcm") && e.contains("ReferencedFrameNumber"), "{e}");
+
+    let seg = t.path().join("target.seg.dcm");
+    fs::write(&seg, write_seg(&spec).unwrap()).unwrap();
+    ok(r, &["annotate", "import", "main", seg.to_str().unwrap(), "--reader", "a", "--kind", "segmentation", "--source", "prospective"]);
+    ok(r, &["split", "create", "--name", "main", "--ratios", "50,50"]);
+    let out = t.path().join("nn");
+    ok(r, &["export", "HEAD", out.to_str().unwrap(), "--split", "main", "--format", "nnunet"]);
+    let manifest: Value = serde_json::from_slice(&fs::read(out.join("cohort-manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["cases"][0]["part"], "train", "{manifest}");
+    require_nibabel();
+    let o = Command::new("python3").args(["-c", DOSE_CHECK, out.to_str().unwrap(), dose.to_str().unwrap()]).output().unwrap();
+    assert!(o.status.success(), "nibabel check failed:\n{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+
+    // De-identified, the grid gets a new SOP Instance UID: the segmentation follows it frame
+    // by frame, and the export of the de-identified commit has the same label map.
+    let key = t.path().join("key");
+    fs::write(&key, b"a test key that is long enough 0123456789").unwrap();
+    ok(r, &["deid", "HEAD", "--key-file", key.to_str().unwrap()]);
+    let sets = json(r, &["annotate", "list", "deid", "--json"]);
+    assert_eq!(sets.as_array().unwrap().len(), 1, "{sets}");
+    let out2 = t.path().join("nn-deid");
+    ok(r, &["export", "deid", out2.to_str().unwrap(), "--split", "main", "--format", "nnunet"]);
+    let labels = |dir: &Path| fs::read(fs::read_dir(dir.join("labelsTr")).unwrap().next().unwrap().unwrap().path()).unwrap();
+    assert_eq!(labels(&out2), labels(&out));
 }

@@ -112,7 +112,15 @@ fn map_set(src: &Store, dst: &Store, w: &mut ObjectWriter, s: &AnnotationSet, m:
     out.segmentations.clear();
     for g in &s.segmentations {
         let series = m.uids.get(&g.series_uid);
-        let slices: Option<Vec<String>> = g.slice_sops.iter().map(|u| m.uids.get(u).cloned()).collect();
+        // A slice id is a SOP Instance UID, or "UID/frame" for a frame of a multi-frame image.
+        let slices: Option<Vec<String>> = g
+            .slice_sops
+            .iter()
+            .map(|id| match crate::volume::split_slice_id(id) {
+                (sop, None) => m.uids.get(sop).cloned(),
+                (sop, Some(frame)) => m.uids.get(sop).map(|u| format!("{u}/{frame}")),
+            })
+            .collect();
         let (Some(series), Some(slices)) = (series, slices) else {
             *dropped += 1;
             continue;

@@ -96,9 +96,23 @@ pub(super) fn import(
         }
         for (fi, f) in seg.frames.iter().enumerate() {
             let k = match (&f.source_sop_uid, &f.position) {
-                (Some(src), _) => *slice_of.get(src.as_str()).ok_or_else(|| {
-                    file_err(file, format!("frame {}: source image {src} is not a slice of series {series} in this commit", fi + 1))
-                })?,
+                // A frame of a multi-frame source image is the slice "SOP/frame".
+                (Some(src), _) => {
+                    let id = match f.source_frame {
+                        Some(n) => format!("{src}/{n}"),
+                        None => src.clone(),
+                    };
+                    match slice_of.get(id.as_str()) {
+                        Some(&k) => k,
+                        None if f.source_frame.is_none() && slice_of.contains_key(format!("{src}/1").as_str()) => {
+                            return Err(file_err(file, format!("frame {}: source image {src} is multi-frame, and the frame names no ReferencedFrameNumber", fi + 1)));
+                        }
+                        None => {
+                            let what = f.source_frame.map_or(format!("source image {src}"), |n| format!("frame {n} of source image {src}"));
+                            return Err(file_err(file, format!("frame {}: {what} is not a slice of series {series} in this commit", fi + 1)));
+                        }
+                    }
+                }
                 (None, Some(pos)) => slice_at(&vol, pos).ok_or_else(|| file_err(file, format!("frame {}: position {pos:?} is on no slice of series {series}", fi + 1)))?,
                 (None, None) => return Err(file_err(file, format!("frame {}: names neither a source image nor a position", fi + 1))),
             };
