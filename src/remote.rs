@@ -8,6 +8,7 @@
 //!                                    after its pack, so a visible index names a whole pack
 //! refs/branches/<name>/head          "cohort-ref 1\n<seq>\n<commit hex>\n"
 //! refs/branches/<name>/claims/<seq>/<nonce>   "<time_us> <commit hex>\n"
+//! refs/tags/<name>/head, refs/tags/<name>/claims/...   the same, for tags (which never move)
 //! ```
 //! Only objects reachable from the pushed ref travel (a de-identified branch never carries the
 //! identified objects of the same store), and only those the remote lacks, in packs of at most
@@ -72,6 +73,8 @@ pub enum RemoteError {
     Contended { remote: String, name: String },
     #[error("remote {remote} has no branch {name:?}")]
     NoRemoteBranch { remote: String, name: String },
+    #[error("remote {remote}: tag {name:?} is at {remote_commit}, not {local_commit}; tags never move: push the commit under a new tag name")]
+    TagMoved { remote: String, name: String, remote_commit: String, local_commit: String },
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
@@ -346,10 +349,21 @@ impl Remote {
 
     /// Branches on the remote.
     pub fn branches(&self) -> Result<BTreeMap<String, ObjectId>, RemoteError> {
+        self.refs("branches")
+    }
+
+    /// Tags on the remote.
+    pub fn tags(&self) -> Result<BTreeMap<String, ObjectId>, RemoteError> {
+        self.refs("tags")
+    }
+
+    /// The refs of one kind (`branches` or `tags`) on the remote.
+    fn refs(&self, kind: &str) -> Result<BTreeMap<String, ObjectId>, RemoteError> {
+        let prefix = format!("refs/{kind}/");
         let mut out = BTreeMap::new();
-        for k in self.list("refs/branches/")? {
-            if let Some(name) = k.strip_prefix("refs/branches/").and_then(|k| k.strip_suffix("/head")) {
-                if let Some((_, id)) = self.read_ref("branches", name)? {
+        for k in self.list(&prefix)? {
+            if let Some(name) = k.strip_prefix(&prefix).and_then(|k| k.strip_suffix("/head")) {
+                if let Some((_, id)) = self.read_ref(kind, name)? {
                     out.insert(name.to_string(), id);
                 }
             }
@@ -407,7 +421,10 @@ pub fn open_named(repo: &Repo, name: &str, creds: &Credentials) -> Result<(Remot
 #[derive(Debug, Clone, Serialize)]
 pub struct PushSummary {
     pub remote: String,
-    pub branch: String,
+    /// "branch" or "tag"
+    pub kind: &'static str,
+    /// The branch or tag pushed.
+    pub name: String,
     pub commit: ObjectId,
     pub previous: Option<ObjectId>,
     pub objects_sent: u64,
@@ -450,16 +467,44 @@ pub fn push(repo: &Repo, remote_name: &str, branch: Option<&str>, creds: &Creden
     let expected = remote.read_ref("branches", &branch)?;
     if let Some((_, cur)) = expected {
         if cur == commit {
-            return Ok(PushSummary { remote: remote_name.into(), branch, commit, previous: Some(cur), objects_sent: 0, bytes_sent: 0, packs_sent: 0, up_to_date: true });
+            return Ok(PushSummary { remote: remote_name.into(), kind: "branch", name: branch, commit, previous: Some(cur), objects_sent: 0, bytes_sent: 0, packs_sent: 0, up_to_date: true });
         }
         if !repo.store.contains(&cur) || !is_ancestor(repo, cur, commit) {
             let why = if repo.store.contains(&cur) { "is not an ancestor of your commit" } else { "you have not fetched" };
             return Err(RemoteError::FetchFirst { remote: remote_name.into(), what: "branch", name: branch, remote_commit: cur.short(), why: why.into() });
         }
     }
+    let (objects_sent, bytes_sent, packs_sent) = send_reachable(repo, &remote, remote_name, commit, &format!("branch {branch}"), progress)?;
+    remote.update_ref("branches", &branch, expected, commit, repo.ctx.now_us())?;
+    Ok(PushSummary { remote: remote_name.into(), kind: "branch", name: branch, commit, previous: expected.map(|e| e.1), objects_sent, bytes_sent, packs_sent, up_to_date: false })
+}
+
+/// Push a tag (and every object it reaches that the remote lacks). Tags never move: a tag of
+/// the same name at another commit on the remote is an error, and nothing is sent.
+pub fn push_tag(repo: &Repo, remote_name: &str, tag: &str, creds: &Credentials, progress: &dyn Progress) -> Result<PushSummary, RemoteError> {
+    let (remote, _) = open_named(repo, remote_name, creds)?;
+    remote.check_marker(true)?;
+    let view = repo.store.view()?;
+    let commit = *view.tags.get(tag).ok_or_else(|| RepoError::NoSuchRef { what: "tag", name: tag.into() })?;
+    match remote.read_ref("tags", tag)? {
+        Some((_, cur)) if cur == commit => {
+            return Ok(PushSummary { remote: remote_name.into(), kind: "tag", name: tag.into(), commit, previous: Some(cur), objects_sent: 0, bytes_sent: 0, packs_sent: 0, up_to_date: true });
+        }
+        Some((_, cur)) => return Err(RemoteError::TagMoved { remote: remote_name.into(), name: tag.into(), remote_commit: cur.short(), local_commit: commit.short() }),
+        None => {}
+    }
+    let (objects_sent, bytes_sent, packs_sent) = send_reachable(repo, &remote, remote_name, commit, &format!("tag {tag}"), progress)?;
+    // Two pushes of the same new tag race like two pushes of a branch: one wins.
+    remote.update_ref("tags", tag, None, commit, repo.ctx.now_us())?;
+    Ok(PushSummary { remote: remote_name.into(), kind: "tag", name: tag.into(), commit, previous: None, objects_sent, bytes_sent, packs_sent, up_to_date: false })
+}
+
+/// Send every object `commit` reaches that the remote lacks, in packs; `what` names the ref
+/// for errors. Returns (objects, stored bytes, packs) sent.
+fn send_reachable(repo: &Repo, remote: &Remote, remote_name: &str, commit: ObjectId, what: &str, progress: &dyn Progress) -> Result<(u64, u64, usize), RemoteError> {
     // What the ref reaches, minus what the remote has.
     let mut problems = Vec::new();
-    let reach = crate::maint::reachable(&repo.store, &[(commit, format!("branch {branch}"))], &mut problems);
+    let reach = crate::maint::reachable(&repo.store, &[(commit, what.to_string())], &mut problems);
     if let Some(p) = problems.first() {
         return Err(RemoteError::Missing { remote: format!("(local) {}", p.place), id: p.id });
     }
@@ -524,8 +569,7 @@ pub fn push(repo: &Repo, remote_name: &str, branch: Option<&str>, creds: &Creden
     build(&mut chunk, &mut chunk_bytes, &mut ready)?;
     upload(&mut ready, &mut sent_objects, &mut sent_bytes, &mut packs)?;
     progress.finish_stage();
-    remote.update_ref("branches", &branch, expected, commit, repo.ctx.now_us())?;
-    Ok(PushSummary { remote: remote_name.into(), branch, commit, previous: expected.map(|e| e.1), objects_sent: sent_objects, bytes_sent: sent_bytes, packs_sent: packs, up_to_date: false })
+    Ok((sent_objects, sent_bytes, packs))
 }
 
 /// Download `ids` from the remote into `w`, checking each against its id first.
@@ -607,6 +651,11 @@ fn download(repo: &Repo, remote: &Remote, index: &RemoteIndex, ids: &[ObjectId],
 pub struct FetchSummary {
     pub remote: String,
     pub branches: BTreeMap<String, ObjectId>,
+    /// Tags of the remote this store did not have, now created here.
+    pub new_tags: BTreeMap<String, ObjectId>,
+    /// Tags of the remote whose name is taken here by another commit: left as they are
+    /// (tags never move); the remote's commit.
+    pub tag_conflicts: BTreeMap<String, ObjectId>,
     pub objects: u64,
     pub bytes: u64,
 }
@@ -641,6 +690,7 @@ pub fn fetch(repo: &Repo, remote_name: &str, creds: &Credentials, partial: Optio
     let (remote, _) = open_named(repo, remote_name, creds)?;
     remote.check_marker(false)?;
     let branches = remote.branches()?;
+    let tags = remote.tags()?;
     let index = remote.index(&cache_dir(repo, remote_name))?;
     let mut w = repo.store.writer()?;
     let mut objects = 0u64;
@@ -713,8 +763,24 @@ pub fn fetch(repo: &Repo, remote_name: &str, creds: &Credentials, partial: Optio
             view.branches.insert(format!("{TRACKING}/{remote_name}/{b}"), *id);
         }
     }
-    repo.publish(w, format!("fetch {remote_name}: {} branch(es), {objects} object(s)", branches.len()), view)?;
-    Ok(FetchSummary { remote: remote_name.into(), branches, objects, bytes })
+    // Tags are created as they are on the remote, never moved (a partial fetch skips those
+    // whose commit it did not bring).
+    let (mut new_tags, mut tag_conflicts) = (BTreeMap::new(), BTreeMap::new());
+    for (t, id) in tags {
+        match view.tags.get(&t) {
+            Some(local) if *local == id => {}
+            Some(_) => {
+                tag_conflicts.insert(t, id);
+            }
+            None if repo.store.contains(&id) || w.contains(&id) => {
+                view.tags.insert(t.clone(), id);
+                new_tags.insert(t, id);
+            }
+            None => {}
+        }
+    }
+    repo.publish(w, format!("fetch {remote_name}: {} branch(es), {} new tag(s), {objects} object(s)", branches.len(), new_tags.len()), view)?;
+    Ok(FetchSummary { remote: remote_name.into(), branches, new_tags, tag_conflicts, objects, bytes })
 }
 
 /// Fetch the objects a commit's files need that this (partial) store lacks, from its promisor

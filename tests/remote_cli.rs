@@ -112,6 +112,48 @@ fn folder_remote_push_clone_fetch_pull_and_resume() {
 }
 
 #[test]
+fn tags_travel_and_never_move() {
+    let (t, a, remote) = with_folder_origin(2);
+    ok(&a, &["tag", "v1"]);
+    let v1 = json(&a, &["log", "--json"])[0]["id"].as_str().unwrap().to_string();
+    let p = json(&a, &["push", "origin", "--tag", "v1", "--json"]);
+    assert_eq!((p["kind"].as_str(), p["name"].as_str(), p["commit"].as_str()), (Some("tag"), Some("v1"), Some(v1.as_str())), "{p}");
+    assert!(p["objects_sent"].as_u64().unwrap() > 0, "{p}");
+    assert_eq!(json(&a, &["push", "origin", "--tag", "v1", "--json"])["up_to_date"], true);
+    // The tag took every object along: the branch at the same commit sends none.
+    let b = json(&a, &["push", "origin", "--json"]);
+    assert_eq!((b["kind"].as_str(), b["objects_sent"].as_u64()), (Some("branch"), Some(0)), "{b}");
+
+    // A clone has the tag.
+    let c = t.path().join("c");
+    ok(t.path(), &["clone", remote.to_str().unwrap(), c.to_str().unwrap()]);
+    assert!(ok(&c, &["tag"]).contains("v1"), "{}", ok(&c, &["tag"]));
+    assert_eq!(json(&c, &["show", "v1", "--json"])["id"], v1.as_str());
+
+    // Re-made here at another commit, v1 cannot be pushed over the remote's.
+    write(&a, "notes.txt", b"later\n");
+    ok(&a, &["commit", "-m", "later"]);
+    ok(&a, &["tag", "-d", "v1"]);
+    ok(&a, &["tag", "v1"]);
+    let e = String::from_utf8_lossy(&fails(&a, &["push", "origin", "--tag", "v1"]).stderr).into_owned();
+    assert!(e.contains("tag \"v1\"") && e.contains("never move"), "{e}");
+    assert!(fs::read_to_string(remote.join("refs/tags/v1/head")).unwrap().contains(&v1));
+
+    // A tag pushed from the clone arrives with fetch; the remote's v1 does not replace ours.
+    ok(&c, &["tag", "v2"]);
+    ok(&c, &["push", "origin", "--tag", "v2"]);
+    let f = json(&a, &["fetch", "origin", "--json"]);
+    assert_eq!(f["new_tags"]["v2"], v1.as_str(), "{f}");
+    assert_eq!(f["tag_conflicts"]["v1"], v1.as_str(), "{f}");
+    let tags = ok(&a, &["tag"]);
+    assert!(tags.contains("v2"), "{tags}");
+    assert_ne!(json(&a, &["show", "v1", "--json"])["id"], v1.as_str());
+    // A tag that does not exist here is named.
+    let e = String::from_utf8_lossy(&fails(&a, &["push", "origin", "--tag", "v9"]).stderr).into_owned();
+    assert!(e.contains("v9"), "{e}");
+}
+
+#[test]
 fn ref_updates_are_compare_and_swap() {
     let t = tempfile::tempdir().unwrap();
     let spec = cohort::remote::RemoteSpec { url: t.path().join("r").display().to_string(), endpoint: None, region: None, allow_http: false, promisor: false };

@@ -84,13 +84,17 @@ pub fn run_remote(env: &Env, c: RemoteCommand) -> CliResult {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Send a branch and every object it reaches that the remote lacks; the remote's branch moves
-/// only if it is an ancestor of yours (else: fetch first).
+/// Send a branch (or with --tag a tag) and every object it reaches that the remote lacks; the
+/// remote's branch moves only if it is an ancestor of yours (else: fetch first), a tag never.
 #[derive(clap::Args)]
 pub struct PushArgs {
     remote: String,
     /// Branch (default: the current one).
     branch: Option<String>,
+    /// Push this tag instead of a branch. Tags never move: a tag of the same name at another
+    /// commit on the remote is an error.
+    #[arg(long, conflicts_with = "branch")]
+    tag: Option<String>,
     #[command(flatten)]
     s3: S3Flags,
     #[arg(long)]
@@ -99,16 +103,19 @@ pub struct PushArgs {
 
 pub fn run_push(env: &Env, a: PushArgs) -> CliResult {
     let repo = env.repo(Mode::Read)?;
-    let s = remote::push(&repo, &a.remote, a.branch.as_deref(), &credentials(&a.s3), &env.progress())?;
+    let s = match &a.tag {
+        Some(t) => remote::push_tag(&repo, &a.remote, t, &credentials(&a.s3), &env.progress())?,
+        None => remote::push(&repo, &a.remote, a.branch.as_deref(), &credentials(&a.s3), &env.progress())?,
+    };
+    let what = if s.kind == "tag" { format!("tag {}", s.name) } else { s.name.clone() };
     if a.json {
         json(&s);
     } else if s.up_to_date {
-        out(&format!("{} {}: up to date at {}\n", s.remote, s.branch, s.commit.short()));
+        out(&format!("{} {what}: up to date at {}\n", s.remote, s.commit.short()));
     } else {
         out(&format!(
-            "{} {}: {} -> {} ({} objects, {} in {} pack(s))\n",
+            "{} {what}: {} -> {} ({} objects, {} in {} pack(s))\n",
             s.remote,
-            s.branch,
             s.previous.map(|p| p.short()).unwrap_or_else(|| "(new)".into()),
             s.commit.short(),
             s.objects_sent,
@@ -139,9 +146,19 @@ pub fn run_fetch(env: &Env, a: FetchArgs) -> CliResult {
         for (b, id) in &s.branches {
             out(&format!("remotes/{}/{b} {}\n", s.remote, id.short()));
         }
+        for (t, id) in &s.new_tags {
+            out(&format!("tag {t} {} (new)\n", id.short()));
+        }
+        warn_tag_conflicts(&s);
         eprintln!("fetched {} objects ({})", s.objects, human_bytes(s.bytes));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn warn_tag_conflicts(s: &remote::FetchSummary) {
+    for (t, id) in &s.tag_conflicts {
+        eprintln!("warning: remote {} has tag {t} at {}, another commit than here; kept yours (tags never move)", s.remote, id.short());
+    }
 }
 
 /// Fetch, then fast-forward the current branch to the remote's branch of the same name and
@@ -156,6 +173,7 @@ pub struct PullArgs {
 pub fn run_pull(env: &Env, a: PullArgs) -> CliResult {
     let repo = env.repo(Mode::Write)?;
     let s = remote::fetch(&repo, &a.remote, &credentials(&a.s3), None, &env.progress())?;
+    warn_tag_conflicts(&s);
     let (head, branch) = repo.head()?;
     let branch = branch.ok_or_else(|| CliError { message: "HEAD is detached: check out a branch to pull into".into(), code: 2 })?;
     let theirs = *s.branches.get(&branch).ok_or_else(|| CliError { message: format!("remote {} has no branch {branch}", a.remote), code: 2 })?;
