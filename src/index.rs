@@ -129,6 +129,25 @@ impl Index {
         })
     }
 
+    /// Open the index at `path`; if sled finds it damaged (a process killed while sled
+    /// rewrote its files), move it to `<path>.corrupt` (replacing an older one) and start an
+    /// empty one. The index only caches what the objects hold: the lookups are rebuilt from
+    /// them on first use, the stat cache by reading the files once. Returns the damage found.
+    pub fn open_or_rebuild(path: &Path) -> Result<(Index, Option<String>), IndexError> {
+        match Index::open(path) {
+            Err(IndexError::Sled { source: source @ sled::Error::Corruption { .. }, .. }) => {
+                let aside = path.with_extension("corrupt");
+                let io = |e: std::io::Error| IndexError::Sled { path: path.to_path_buf(), source: sled::Error::Io(e) };
+                if aside.exists() {
+                    std::fs::remove_dir_all(&aside).map_err(io)?;
+                }
+                std::fs::rename(path, &aside).map_err(io)?;
+                Ok((Index::open(path)?, Some(source.to_string())))
+            }
+            other => other.map(|i| (i, None)),
+        }
+    }
+
     fn err(&self) -> impl Fn(sled::Error) -> IndexError + '_ {
         |source| IndexError::Sled { path: self.path.clone(), source }
     }
@@ -288,6 +307,30 @@ mod tests {
 
     fn entry(n: u64) -> StatEntry {
         StatEntry { size: n, mtime_ns: n as i64, ctime_ns: 7, ino: n, mode: 0o100644, kind: EntryKind::File, id: ObjectId::of(&n.to_le_bytes()) }
+    }
+
+    #[test]
+    fn a_damaged_index_is_moved_aside_and_started_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("index");
+        {
+            let idx = Index::open(&p).unwrap();
+            idx.set_applied_op(ObjectId::of(b"op")).unwrap();
+            idx.flush().unwrap();
+        }
+        let (idx, damage) = Index::open_or_rebuild(&p).unwrap();
+        assert_eq!((damage, idx.applied_op().unwrap()), (None, Some(ObjectId::of(b"op"))));
+        drop(idx);
+        // sled's `conf` torn, as by a kill while sled rewrote it.
+        let conf = p.join("conf");
+        let mut b = std::fs::read(&conf).unwrap();
+        b.iter_mut().take(16).for_each(|x| *x ^= 0x5a);
+        std::fs::write(&conf, b).unwrap();
+        assert!(matches!(Index::open(&p), Err(IndexError::Sled { source: sled::Error::Corruption { .. }, .. })));
+        let (idx, damage) = Index::open_or_rebuild(&p).unwrap();
+        assert!(damage.is_some_and(|d| d.contains("corrupt")));
+        assert_eq!(idx.applied_op().unwrap(), None, "an empty index: the lookups will be rebuilt");
+        assert!(p.with_extension("corrupt").join("conf").is_file(), "the damaged one is kept aside");
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub mod index;
 pub mod ingest;
 pub mod lineage;
 pub mod maint;
+pub mod merge;
 pub mod mlexport;
 pub mod nifti;
 pub mod object;

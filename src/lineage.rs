@@ -215,11 +215,12 @@ fn image_lineage(repo: &Repo, target: &str, start: ObjectId, mut it: Item) -> Re
             }
             continue;
         }
-        let parent_id = c.parents.first().copied();
+        let src = crate::diff::TreeSource { store: &repo.store, extra: None };
+        let parent_id = follow_parent(repo, &c, |p| Ok(crate::run::entry_at(&src, p.tree, &it.path)?.map(|e| e.id) == Some(it.entry.id)))?;
         let parent = parent_id.map(|p| repo.store.read_commit(&p)).transpose()?;
         catalog_events(repo, id, &c, parent.as_ref(), &it, &mut events)?;
         let before = match &parent {
-            Some(p) => crate::run::entry_at(&crate::diff::TreeSource { store: &repo.store, extra: None }, p.tree, &it.path)?,
+            Some(p) => crate::run::entry_at(&src, p.tree, &it.path)?,
             None => None,
         };
         match before {
@@ -265,6 +266,19 @@ fn image_lineage(repo: &Repo, target: &str, start: ObjectId, mut it: Item) -> Re
     Ok(BlameReport { target: target.into(), commit: start, subject: "image", events, stopped })
 }
 
+/// The parent whose history a lineage follows: the first, except at a merge, where it is the
+/// first parent holding the subject as the merge commit does (the side it came from).
+fn follow_parent(repo: &Repo, c: &Commit, same: impl Fn(&Commit) -> Result<bool, LineageError>) -> Result<Option<ObjectId>, LineageError> {
+    if c.parents.len() > 1 {
+        for p in &c.parents {
+            if same(&repo.store.read_commit(p)?)? {
+                return Ok(Some(*p));
+            }
+        }
+    }
+    Ok(c.parents.first().copied())
+}
+
 fn annotation_lineage(repo: &Repo, target: &str, start: ObjectId, task: &str, reader: &str) -> Result<BlameReport, LineageError> {
     let key = (task.to_string(), reader.to_string());
     let mut events = Vec::new();
@@ -285,7 +299,7 @@ fn annotation_lineage(repo: &Repo, target: &str, start: ObjectId, task: &str, re
             cur = Some(src);
             continue;
         }
-        let parent_id = c.parents.first().copied();
+        let parent_id = follow_parent(repo, &c, |p| Ok(repo.store.catalog_of(p)?.annotations.get(&key) == Some(&set_id)))?;
         let before = match parent_id {
             Some(p) => repo.store.catalog_of(&repo.store.read_commit(&p)?)?.annotations.get(&key).copied(),
             None => None,

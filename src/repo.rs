@@ -646,6 +646,16 @@ impl Repo {
         if !st.clean && !force {
             return Err(RepoError::Dirty { count: st.changes.len(), example: st.changes[0].path.clone() });
         }
+        self.write_worktree(&snap, target_tree, progress)?;
+        let mut view = self.store.view()?;
+        view.head = if view.branches.contains_key(rev) { Head::Branch(rev.to_string()) } else { Head::Detached(target) };
+        self.publish(self.store.writer()?, format!("checkout {rev} ({})", target.short()), view)?;
+        Ok(target)
+    }
+
+    /// Make the working tree (as `snap` found it) hold tree `target_tree`: write what differs,
+    /// remove what it lacks. Refs are left to the caller.
+    pub(crate) fn write_worktree(&self, snap: &worktree::Snapshot, target_tree: ObjectId, progress: &dyn Progress) -> Result<(), RepoError> {
         let src = TreeSource { store: &self.store, extra: Some(&snap.trees) };
         let changes = diff::diff_trees(&src, Some(snap.root), Some(target_tree))?;
         let mut to_write = Vec::new();
@@ -677,10 +687,7 @@ impl Repo {
         }
         export::write_files(&self.store, &self.root, &to_write, LinkMode::Copy, progress)?;
         self.store.index().update_stat(&[], &touched)?;
-        let mut view = self.store.view()?;
-        view.head = if view.branches.contains_key(rev) { Head::Branch(rev.to_string()) } else { Head::Detached(target) };
-        self.publish(self.store.writer()?, format!("checkout {rev} ({})", target.short()), view)?;
-        Ok(target)
+        Ok(())
     }
 
     /// Export a revision's files into a new folder.

@@ -63,6 +63,9 @@ pub struct Store {
     packs: RwLock<Vec<Arc<Pack>>>,
     _lock: Option<File>,
     index: Option<Index>,
+    /// Set when the index was found damaged on open and started again empty (see
+    /// [`Index::open_or_rebuild`]): what sled reported.
+    pub index_damage: Option<String>,
 }
 
 impl Store {
@@ -93,6 +96,7 @@ impl Store {
             packs: RwLock::new(Vec::new()),
             _lock: None,
             index: None,
+            index_damage: None,
         };
         let op = Operation {
             parents: vec![],
@@ -141,10 +145,12 @@ impl Store {
         } else {
             None
         };
-        let mut store = Store { dir: dir.to_path_buf(), packs: RwLock::new(Vec::new()), _lock: lock, index: None };
+        let mut store = Store { dir: dir.to_path_buf(), packs: RwLock::new(Vec::new()), _lock: lock, index: None, index_damage: None };
         store.reload_packs()?;
         if mode == Mode::Write {
-            store.index = Some(Index::open(&dir.join("index"))?);
+            let (index, damage) = Index::open_or_rebuild(&dir.join("index"))?;
+            store.index = Some(index);
+            store.index_damage = damage;
         }
         Ok(store)
     }

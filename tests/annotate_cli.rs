@@ -838,3 +838,31 @@ print("ok")
     let labels = |dir: &Path| fs::read(fs::read_dir(dir.join("labelsTr")).unwrap().next().unwrap().unwrap().path()).unwrap();
     assert_eq!(labels(&out2), labels(&out));
 }
+
+/// Two readers label on two branches; merging the branches gives both annotation sets, and
+/// Cohen's kappa as if they had worked on one branch. The same reader on both is a conflict.
+#[test]
+fn readers_on_two_branches_merge_into_one_catalog() {
+    let t = dataset(6);
+    let rp = t.path().join("ds");
+    let r = rp.as_path();
+    ok(r, &["branch", "reader-b"]);
+    ok(r, &["branch", "reader-b-too"]);
+    import_labels(r, &labels_csv(r, "a.csv", &A), "reader-a");
+    let f = labels_csv(r, "b.csv", &B);
+    ok(r, &["annotate", "import", "reader-b", f.to_str().unwrap(), "--reader", "reader-b", "--kind", "label", "--source", "retrospective", "--task", "finding"]);
+    let m = json(r, &["merge", "reader-b", "--json"]);
+    assert_eq!((m["outcome"].as_str(), m["catalog_from_theirs"].as_u64(), m["files_from_theirs"].as_u64()), (Some("merge"), Some(1), Some(0)), "{m}");
+    let ag = json(r, &["agreement", "--task", "finding", "--json"]);
+    assert!((ag["overall"].as_f64().unwrap() - 1.0 / 3.0).abs() < 1e-9, "{ag}");
+    // blame of reader-b's set leads to the commit on its branch.
+    let on_branch = json(r, &["log", "reader-b", "--json"])[0]["id"].as_str().unwrap().to_string();
+    let b = json(r, &["blame", "finding/reader-b", "--json"]);
+    assert_eq!(b["events"][0]["commit"], on_branch.as_str(), "{b}");
+    // reader-a labelled on the other branch as well, differently: a conflict naming the set.
+    ok(r, &["annotate", "import", "reader-b-too", labels_csv(r, "c.csv", &C).to_str().unwrap(), "--reader", "reader-a", "--kind", "label", "--source", "retrospective", "--task", "finding"]);
+    let e = fails(r, &["merge", "reader-b-too"]);
+    assert_eq!(e.status.code(), Some(1));
+    let msg = String::from_utf8_lossy(&e.stderr).into_owned();
+    assert!(msg.contains("annotations finding/reader-a"), "{msg}");
+}

@@ -109,6 +109,14 @@ fn folder_remote_push_clone_fetch_pull_and_resume() {
     ok(&a, &["push", "origin"]);
     let e = String::from_utf8_lossy(&fails(&b, &["push", "origin"]).stderr).into_owned();
     assert!(e.contains("fetch first"), "{e}");
+    // pull merges the diverged branches; then b's push goes through, and a pulls it.
+    let e = String::from_utf8_lossy(&cohort(&b).args(["pull", "origin"]).output().unwrap().stderr).into_owned();
+    assert!(e.contains("merged remotes/origin/main"), "{e}");
+    assert!(b.join("a.txt").is_file() && b.join("b.txt").is_file());
+    assert_eq!(json(&b, &["show", "--json"])["parents"].as_array().unwrap().len(), 2);
+    ok(&b, &["push", "origin"]);
+    ok(&a, &["pull", "origin"]);
+    assert_eq!(snapshot(&a), snapshot(&b));
 }
 
 #[test]

@@ -147,6 +147,74 @@ fn a_failed_export_leaves_nothing_behind_and_can_be_run_again() {
 }
 
 #[test]
+fn merge_of_two_branches_fast_forward_and_conflicts() {
+    let d = repo();
+    let r = d.path();
+    write(r, "shared.csv", b"id\n1\n");
+    write(r, "P0/a.bin", b"patient 0");
+    let base = ok(r, &["commit", "-m", "base"]).trim().to_string();
+    ok(r, &["branch", "other"]);
+    // main adds a patient and edits shared.csv; other adds another patient and removes P0.
+    write(r, "P1/a.bin", b"patient 1");
+    write(r, "shared.csv", b"id\n1\n2\n");
+    let ours = ok(r, &["commit", "-m", "ours"]).trim().to_string();
+    ok(r, &["checkout", "other"]);
+    write(r, "P2/a.bin", b"patient 2");
+    fs::remove_dir_all(r.join("P0")).unwrap();
+    let theirs = ok(r, &["commit", "-m", "theirs"]).trim().to_string();
+    ok(r, &["checkout", "main"]);
+    let m = json(r, &["merge", "other", "--json"]);
+    assert_eq!((m["outcome"].as_str(), m["base"].as_str(), m["files_from_theirs"].as_u64()), (Some("merge"), Some(base.as_str()), Some(2)), "{m}");
+    let files: Vec<String> = snapshot(r).into_keys().collect();
+    assert_eq!(files, ["P1/a.bin", "P2/a.bin", "shared.csv"]);
+    assert_eq!(fs::read(r.join("shared.csv")).unwrap(), b"id\n1\n2\n");
+    assert!(ok(r, &["status"]).contains("working tree clean"));
+    let show = json(r, &["show", "--json"]);
+    assert_eq!(show["parents"], serde_json::json!([ours, theirs]));
+    assert_eq!(show["activity"]["kind"], "merge");
+    ok(r, &["fsck"]);
+    ok(r, &["verify"]);
+    // blame follows each file to the side it came from.
+    for (path, from) in [("P2/a.bin", &theirs), ("P1/a.bin", &ours)] {
+        let b = json(r, &["blame", path, "--json"]);
+        assert_eq!((b["events"].as_array().unwrap().len(), b["events"][0]["commit"].as_str()), (1, Some(from.as_str())), "{path}: {b}");
+    }
+    // Again: nothing to do.
+    assert_eq!(json(r, &["merge", "other", "--json"])["outcome"], "up to date");
+
+    // A branch ahead of main: fast-forward.
+    ok(r, &["branch", "ahead"]);
+    ok(r, &["checkout", "ahead"]);
+    write(r, "P3/a.bin", b"patient 3");
+    let ahead = ok(r, &["commit", "-m", "ahead"]).trim().to_string();
+    ok(r, &["checkout", "main"]);
+    let m = json(r, &["merge", "ahead", "--json"]);
+    assert_eq!((m["outcome"].as_str(), m["commit"].as_str()), (Some("fast-forward"), Some(ahead.as_str())), "{m}");
+    assert!(r.join("P3/a.bin").is_file());
+
+    // The same file changed differently on both sides: nothing changes, exit status 1.
+    ok(r, &["branch", "rival"]);
+    write(r, "shared.csv", b"main's version\n");
+    let head = ok(r, &["commit", "-m", "main edits"]).trim().to_string();
+    ok(r, &["checkout", "rival"]);
+    write(r, "shared.csv", b"rival's version\n");
+    write(r, "P4/a.bin", b"patient 4");
+    ok(r, &["commit", "-m", "rival edits"]);
+    ok(r, &["checkout", "main"]);
+    let before = snapshot(r);
+    let e = fails(r, &["merge", "rival"]);
+    assert_eq!(e.status.code(), Some(1));
+    let msg = String::from_utf8_lossy(&e.stderr).into_owned();
+    assert!(msg.contains("1 conflict(s)") && msg.contains("shared.csv") && !msg.contains("P4"), "{msg}");
+    assert_eq!(json(r, &["log", "--json"])[0]["id"], head.as_str());
+    assert_eq!(snapshot(r), before);
+    // A dirty working tree is refused.
+    write(r, "scratch.txt", b"wip");
+    let e = String::from_utf8_lossy(&fails(r, &["merge", "rival"]).stderr).into_owned();
+    assert!(e.contains("scratch.txt") && e.contains("before merging"), "{e}");
+}
+
+#[test]
 fn branches_tags_and_op_log() {
     let d = repo();
     let r = d.path();

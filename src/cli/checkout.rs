@@ -27,6 +27,52 @@ pub fn run_checkout(env: &Env, a: CheckoutArgs) -> CliResult {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Merge a revision into the current branch (the working tree must be clean): a fast-forward
+/// when possible, else a commit with two parents. Files and catalog entries (annotation sets,
+/// splits) changed on one side take that side; changed differently on both, they are
+/// conflicts, listed, and nothing changes (exit status 1).
+#[derive(clap::Args)]
+pub struct MergeArgs {
+    rev: String,
+    /// Message of the merge commit (default: "Merge REV into BRANCH").
+    #[arg(short, long)]
+    message: Option<String>,
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run_merge(env: &Env, a: MergeArgs) -> CliResult {
+    let repo = env.repo(Mode::Write)?;
+    cohort::remote::fill_missing(&repo, &a.rev, None, &super::remote::credentials(&Default::default()), &env.progress())?;
+    let s = merge_into_head(env, &repo, &a.rev, a.message.as_deref())?;
+    if a.json {
+        json(&s);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Merge `rev` into the current branch and say what happened (on stderr, so `--json` output
+/// stays clean); conflicts exit with status 1.
+pub fn merge_into_head(env: &Env, repo: &cohort::Repo, rev: &str, message: Option<&str>) -> Result<cohort::merge::MergeSummary, super::CliError> {
+    let s = match cohort::merge::merge(repo, rev, message, &env.progress()) {
+        Ok(s) => s,
+        Err(e @ cohort::merge::MergeError::Conflicts { .. }) => return Err(super::CliError { message: e.to_string(), code: 1 }),
+        Err(e) => return Err(e.into()),
+    };
+    match s.outcome {
+        "merge" => eprintln!(
+            "{}: merged {rev} ({} file(s) and {} annotation set(s) or split(s) from it): {}",
+            s.branch,
+            s.files_from_theirs,
+            s.catalog_from_theirs,
+            s.commit.short()
+        ),
+        "fast-forward" => eprintln!("{}: fast-forward to {}", s.branch, s.commit.short()),
+        _ => eprintln!("{}: already up to date with {rev}", s.branch),
+    }
+    Ok(s)
+}
+
 #[derive(Clone, Copy, clap::ValueEnum)]
 pub enum Link {
     Copy,

@@ -57,6 +57,7 @@ enum Command {
     Ls(ls::Args),
     Diff(diff::Args),
     Checkout(checkout::CheckoutArgs),
+    Merge(checkout::MergeArgs),
     Export(checkout::ExportArgs),
     Branch(refs::BranchArgs),
     Tag(refs::TagArgs),
@@ -131,7 +132,14 @@ impl Env {
     /// Open the store of the working folder containing `cwd`.
     pub fn repo(&self, mode: Mode) -> Result<Repo, CliError> {
         let root = Store::discover(&self.cwd)?;
-        Ok(Repo::open(&root, mode, self.ctx.clone())?)
+        let repo = Repo::open(&root, mode, self.ctx.clone())?;
+        if let Some(damage) = &repo.store.index_damage {
+            eprintln!(
+                "warning: the index in {} was damaged ({damage}), as by a process killed mid-write; it was moved to index.corrupt and is rebuilt from the objects (nothing stored is lost)",
+                repo.store.dir.display()
+            );
+        }
+        Ok(repo)
     }
 }
 
@@ -188,6 +196,7 @@ pub fn run() -> ExitCode {
         Command::Ls(a) => ls::run(&env, a),
         Command::Diff(a) => diff::run(&env, a),
         Command::Checkout(a) => checkout::run_checkout(&env, a),
+        Command::Merge(a) => checkout::run_merge(&env, a),
         Command::Export(a) => checkout::run_export(&env, a),
         Command::Branch(a) => refs::run_branch(&env, a),
         Command::Tag(a) => refs::run_tag(&env, a),

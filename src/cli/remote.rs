@@ -161,8 +161,8 @@ fn warn_tag_conflicts(s: &remote::FetchSummary) {
     }
 }
 
-/// Fetch, then fast-forward the current branch to the remote's branch of the same name and
-/// update the working tree.
+/// Fetch, then merge the remote's branch of the same name into the current branch (a
+/// fast-forward when possible; see `cohort merge`) and update the working tree.
 #[derive(clap::Args)]
 pub struct PullArgs {
     remote: String,
@@ -174,22 +174,12 @@ pub fn run_pull(env: &Env, a: PullArgs) -> CliResult {
     let repo = env.repo(Mode::Write)?;
     let s = remote::fetch(&repo, &a.remote, &credentials(&a.s3), None, &env.progress())?;
     warn_tag_conflicts(&s);
-    let (head, branch) = repo.head()?;
+    let (_, branch) = repo.head()?;
     let branch = branch.ok_or_else(|| CliError { message: "HEAD is detached: check out a branch to pull into".into(), code: 2 })?;
-    let theirs = *s.branches.get(&branch).ok_or_else(|| CliError { message: format!("remote {} has no branch {branch}", a.remote), code: 2 })?;
-    if head == Some(theirs) {
-        eprintln!("already up to date");
-        return Ok(ExitCode::SUCCESS);
+    if !s.branches.contains_key(&branch) {
+        return Err(CliError { message: format!("remote {} has no branch {branch}", a.remote), code: 2 });
     }
-    if head.is_some_and(|h| !remote::is_ancestor(&repo, h, theirs)) {
-        return Err(CliError { message: format!("{branch} has diverged from {}/{branch}: merge is not supported yet; branch off and push under another name", a.remote), code: 2 });
-    }
-    repo.checkout(&theirs.hex(), false, &env.progress())?;
-    let mut view = repo.store.view()?;
-    view.branches.insert(branch.clone(), theirs);
-    view.head = cohort::object::Head::Branch(branch.clone());
-    repo.publish(repo.store.writer()?, format!("pull {} {branch}: fast-forward to {}", a.remote, theirs.short()), view)?;
-    out(&format!("{branch}: fast-forward to {}\n", theirs.short()));
+    super::checkout::merge_into_head(env, &repo, &format!("{}/{}/{branch}", remote::TRACKING, a.remote), None)?;
     Ok(ExitCode::SUCCESS)
 }
 

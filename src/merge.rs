@@ -1,0 +1,247 @@
+//! Merging a revision into the current branch: a fast-forward when one side contains the
+//! other, else a three-way merge against the merge base, at the level a curator works at:
+//! - files: a path changed on one side only takes that side's version; a path changed on
+//!   both sides to the same content is kept; changed differently, it is a conflict;
+//! - the catalog, entry by entry: each (task, reader) annotation set and each split is
+//!   merged like a file, so two readers annotating on two branches merge cleanly.
+//!
+//! A merge with conflicts changes nothing and names every conflicting path and catalog
+//! entry. The merge commit has two parents (ours, then theirs) and an activity of kind
+//! `merge` whose inputs name both.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+use serde::Serialize;
+
+use crate::catalog::Catalog;
+use crate::diff::{self, TreeSource};
+use crate::id::ObjectId;
+use crate::object::{ActivityRef, Commit, EntryKind, Head, TreeEntry};
+use crate::progress::Progress;
+use crate::repo::{CommitDraft, Repo, RepoError};
+use crate::store::StoreError;
+use crate::treebuild::TreeBuildError;
+
+/// Errors of a merge.
+#[derive(Debug, thiserror::Error)]
+pub enum MergeError {
+    #[error("HEAD is detached: check out the branch to merge into")]
+    Detached,
+    #[error("the working tree has {count} uncommitted change(s) (e.g. {example}): commit them, or discard them with checkout --force, before merging")]
+    Dirty { count: usize, example: String },
+    #[error("{ours} and {theirs} share no history: nothing to merge against")]
+    Unrelated { ours: String, theirs: String },
+    #[error("{ours} and {theirs} have {count} merge bases (a criss-cross history); merge one of them first")]
+    CrissCross { ours: String, theirs: String, count: usize },
+    #[error("merging {theirs} into {branch}: {} conflict(s), nothing changed: {}", .paths.len() + .catalog.len(), conflict_list(.paths, .catalog))]
+    Conflicts { branch: String, theirs: String, paths: Vec<String>, catalog: Vec<String> },
+    #[error("merging {theirs}: {source}")]
+    Tree { theirs: String, source: TreeBuildError },
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A file's kind, id and size.
+type Entry = (EntryKind, ObjectId, u64);
+
+fn conflict_list(paths: &[String], catalog: &[String]) -> String {
+    let all: Vec<&str> = paths.iter().chain(catalog).map(String::as_str).collect();
+    let shown = all.iter().take(10).copied().collect::<Vec<_>>().join(", ");
+    if all.len() > 10 {
+        format!("{shown}, and {} more", all.len() - 10)
+    } else {
+        shown
+    }
+}
+
+/// What a merge did.
+#[derive(Debug, Clone, Serialize)]
+pub struct MergeSummary {
+    pub branch: String,
+    /// "up to date", "fast-forward" or "merge"
+    pub outcome: &'static str,
+    /// The branch's commit after the merge.
+    pub commit: ObjectId,
+    pub theirs: ObjectId,
+    pub base: Option<ObjectId>,
+    /// Paths whose version came from `theirs`.
+    pub files_from_theirs: usize,
+    /// Catalog entries (annotation sets, splits) that came from `theirs`.
+    pub catalog_from_theirs: usize,
+}
+
+/// Every commit reachable from `tip` (itself included), with its parents.
+fn history(repo: &Repo, tip: ObjectId) -> Result<BTreeMap<ObjectId, Vec<ObjectId>>, MergeError> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![tip];
+    while let Some(id) = stack.pop() {
+        if out.contains_key(&id) {
+            continue;
+        }
+        let parents = repo.store.read_commit(&id)?.parents;
+        stack.extend(parents.iter().copied());
+        out.insert(id, parents);
+    }
+    Ok(out)
+}
+
+/// The best common ancestors of `a` and `b`: common ancestors that are no parent of another
+/// common ancestor (every commit between a common ancestor and a or b would be common too).
+pub fn merge_bases(repo: &Repo, a: ObjectId, b: ObjectId) -> Result<Vec<ObjectId>, MergeError> {
+    let ha = history(repo, a)?;
+    let hb = history(repo, b)?;
+    let common: BTreeMap<ObjectId, &Vec<ObjectId>> = ha.iter().filter(|(id, _)| hb.contains_key(id)).map(|(id, p)| (*id, p)).collect();
+    let parents_of_common: HashSet<ObjectId> = common.values().flat_map(|p| p.iter().copied()).collect();
+    Ok(common.keys().copied().filter(|c| !parents_of_common.contains(c)).collect())
+}
+
+/// Merge `rev` into the current branch and update the working tree, which must be clean.
+pub fn merge(repo: &Repo, rev: &str, message: Option<&str>, progress: &dyn Progress) -> Result<MergeSummary, MergeError> {
+    let (ours, branch) = repo.head()?;
+    let branch = branch.ok_or(MergeError::Detached)?;
+    let theirs = repo.resolve(rev)?;
+    let (st, snap) = repo.status(progress)?;
+    if !st.clean {
+        return Err(MergeError::Dirty { count: st.changes.len(), example: st.changes[0].path.clone() });
+    }
+    let summary = |outcome, commit, base, files, catalog| MergeSummary { branch: branch.clone(), outcome, commit, theirs, base, files_from_theirs: files, catalog_from_theirs: catalog };
+    let move_branch = |w, commit: ObjectId, what: String| -> Result<(), MergeError> {
+        let mut view = repo.store.view()?;
+        view.branches.insert(branch.clone(), commit);
+        view.head = Head::Branch(branch.clone());
+        repo.publish(w, what, view)?;
+        Ok(())
+    };
+    let Some(ours) = ours else {
+        // An empty branch: take theirs.
+        repo.write_worktree(&snap, repo.store.read_commit(&theirs)?.tree, progress)?;
+        move_branch(repo.store.writer()?, theirs, format!("merge {rev}: fast-forward to {}", theirs.short()))?;
+        return Ok(summary("fast-forward", theirs, None, 0, 0));
+    };
+    let bases = merge_bases(repo, ours, theirs)?;
+    let base = match bases.as_slice() {
+        [] => return Err(MergeError::Unrelated { ours: ours.short(), theirs: theirs.short() }),
+        [b] => *b,
+        more => return Err(MergeError::CrissCross { ours: ours.short(), theirs: theirs.short(), count: more.len() }),
+    };
+    if base == theirs {
+        return Ok(summary("up to date", ours, Some(base), 0, 0));
+    }
+    if base == ours {
+        repo.write_worktree(&snap, repo.store.read_commit(&theirs)?.tree, progress)?;
+        move_branch(repo.store.writer()?, theirs, format!("merge {rev}: fast-forward {branch} to {}", theirs.short()))?;
+        return Ok(summary("fast-forward", theirs, Some(base), 0, 0));
+    }
+
+    let (cb, co, ct) = (repo.store.read_commit(&base)?, repo.store.read_commit(&ours)?, repo.store.read_commit(&theirs)?);
+    let src = TreeSource { store: &repo.store, extra: None };
+    // Each side's changes as path -> new state (None: removed).
+    let changes = |tree| -> Result<BTreeMap<String, Option<Entry>>, MergeError> {
+        let mut m = BTreeMap::new();
+        for c in diff::diff_trees(&src, Some(cb.tree), Some(tree))? {
+            m.insert(c.path, c.new.map(|n| (n.kind, n.id, n.size)));
+        }
+        Ok(m)
+    };
+    let (mine, yours) = (changes(co.tree)?, changes(ct.tree)?);
+    let mut paths = Vec::new();
+    let mut take = Vec::new();
+    for (path, new) in &yours {
+        match mine.get(path) {
+            None => take.push((path, *new)),
+            Some(m) if same_entry(m, new) => {}
+            Some(_) => paths.push(path.clone()),
+        }
+    }
+    let (catalog, catalog_from_theirs, catalog_conflicts) = merge_catalogs(repo, &cb, &co, &ct)?;
+    if !paths.is_empty() || !catalog_conflicts.is_empty() {
+        return Err(MergeError::Conflicts { branch, theirs: rev.into(), paths, catalog: catalog_conflicts });
+    }
+
+    let mut files: BTreeMap<String, Entry> = BTreeMap::new();
+    let mut listed: Vec<(String, TreeEntry)> = Vec::new();
+    diff::list_files(&src, &co.tree, "", &mut listed)?;
+    for (p, e) in listed {
+        files.insert(p, (e.kind, e.id, e.size));
+    }
+    for (path, new) in &take {
+        match new {
+            Some(e) => files.insert((*path).clone(), *e),
+            None => files.remove(*path),
+        };
+    }
+    let flat: Vec<(String, EntryKind, ObjectId, u64)> = files.into_iter().map(|(p, (k, id, size))| (p, k, id, size)).collect();
+    let mut w = repo.store.writer()?;
+    let (tree, _) = crate::treebuild::build(&repo.store, &mut w, &flat).map_err(|source| MergeError::Tree { theirs: rev.into(), source })?;
+    let catalog_id = match catalog {
+        Some(k) if k.is_empty() => None,
+        Some(k) => Some(w.put(&k)?),
+        None => co.catalog,
+    };
+    let started = repo.ctx.now_us();
+    let mut commit: Commit = repo.draft_commit(CommitDraft {
+        tree,
+        parent: Some(ours),
+        author: repo.ctx.user.clone(),
+        message: message.map_or_else(|| format!("Merge {rev} into {branch}"), str::to_string),
+        kind: "merge".into(),
+        parameters: BTreeMap::from([("rev".to_string(), rev.to_string()), ("base".to_string(), base.hex())]),
+        inputs: vec![ActivityRef { role: "merged".into(), value: theirs.hex() }],
+        outputs: vec![ActivityRef { role: "tree".into(), value: tree.hex() }],
+        started_us: started,
+        notes: vec![],
+        catalog: catalog_id,
+    });
+    commit.parents.push(theirs);
+    let id = w.put(&commit)?;
+    // The new trees must be readable to write the working tree: store them first (a crash
+    // before the branch moves leaves only unreachable objects, for gc).
+    repo.store.finish_pack(w)?;
+    repo.write_worktree(&snap, tree, progress)?;
+    move_branch(repo.store.writer()?, id, format!("merge {}: {rev} into {branch}", id.short()))?;
+    Ok(summary("merge", id, Some(base), take.len(), catalog_from_theirs))
+}
+
+fn same_entry(a: &Option<Entry>, b: &Option<Entry>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(x), Some(y)) => x.0 == y.0 && x.1 == y.1,
+        _ => false,
+    }
+}
+
+/// Three-way merge of the catalogs, entry by entry. Returns the merged catalog (None: ours
+/// unchanged), how many entries came from theirs, and the conflicting entries.
+fn merge_catalogs(repo: &Repo, base: &Commit, ours: &Commit, theirs: &Commit) -> Result<(Option<Catalog>, usize, Vec<String>), MergeError> {
+    if theirs.catalog == base.catalog || theirs.catalog == ours.catalog {
+        return Ok((None, 0, Vec::new()));
+    }
+    let read = |id: Option<ObjectId>| -> Result<Catalog, MergeError> { Ok(id.map(|k| repo.store.read_catalog(&k)).transpose()?.unwrap_or_default()) };
+    let (b, o, t) = (read(base.catalog)?, read(ours.catalog)?, read(theirs.catalog)?);
+    let mut merged = o.clone();
+    let mut from_theirs = 0;
+    let mut conflicts = Vec::new();
+    fn three<K: Ord + Clone>(b: &BTreeMap<K, ObjectId>, o: &BTreeMap<K, ObjectId>, t: &BTreeMap<K, ObjectId>, out: &mut BTreeMap<K, ObjectId>, taken: &mut usize, conflict: &mut dyn FnMut(&K)) {
+        let keys: BTreeSet<&K> = b.keys().chain(o.keys()).chain(t.keys()).collect();
+        for k in keys {
+            let (vb, vo, vt) = (b.get(k), o.get(k), t.get(k));
+            if vt == vb || vt == vo {
+                continue;
+            }
+            if vo == vb {
+                match vt {
+                    Some(v) => out.insert(k.clone(), *v),
+                    None => out.remove(k),
+                };
+                *taken += 1;
+            } else {
+                conflict(k);
+            }
+        }
+    }
+    three(&b.annotations, &o.annotations, &t.annotations, &mut merged.annotations, &mut from_theirs, &mut |(task, reader)| conflicts.push(format!("annotations {task}/{reader}")));
+    three(&b.splits, &o.splits, &t.splits, &mut merged.splits, &mut from_theirs, &mut |name| conflicts.push(format!("split {name}")));
+    Ok((Some(merged), from_theirs, conflicts))
+}
