@@ -105,5 +105,6 @@ step "export a state byte for byte, and check the whole store"
 cohort export deid "$work/export" --link hardlink
 find "$work/export" -type f | wc -l
 cohort tag v1 deid
+cohort push research --tag v1                    # the state a model was trained on, on the remote
 cohort op log -n 4
 cohort fsck
