@@ -683,11 +683,60 @@ fn part_objects(repo: &Repo, commit: ObjectId, spec: &PartialSpec) -> Result<Vec
     Ok(out)
 }
 
+/// Download the history of `tips` (commit objects) and the metadata of each tip: trees, DICOM
+/// records, catalog, annotation sets, masks and splits; not the files' contents. Stores
+/// what it downloads as it goes (`w` is replaced by a fresh writer after each level).
+/// Returns (objects, bytes).
+fn fetch_metadata(repo: &Repo, remote: &Remote, index: &RemoteIndex, tips: &[ObjectId], w: &mut ObjectWriter, progress: &dyn Progress) -> Result<(u64, u64), RemoteError> {
+    let (mut objects, mut bytes) = (0u64, 0u64);
+    let mut seen = HashSet::new();
+    let mut fetch_level = |ids: Vec<ObjectId>, w: &mut ObjectWriter, seen: &mut HashSet<ObjectId>| -> Result<Vec<ObjectId>, RemoteError> {
+        let need: Vec<ObjectId> = ids.into_iter().filter(|i| seen.insert(*i)).collect();
+        objects += need.len() as u64;
+        bytes += download(repo, remote, index, &need, w, progress)?;
+        repo.store.finish_pack(std::mem::replace(w, repo.store.writer()?))?;
+        Ok(need)
+    };
+    // History (commit objects).
+    let mut frontier = tips.to_vec();
+    while !frontier.is_empty() {
+        let got = fetch_level(frontier, w, &mut seen)?;
+        frontier = got.iter().filter_map(|i| repo.store.read_commit(i).ok()).flat_map(|c| c.parents).collect();
+    }
+    // The tree, records and catalog of each tip.
+    let mut level = Vec::new();
+    for tip in tips {
+        let c = repo.store.read_commit(tip)?;
+        level.push(c.tree);
+        level.extend(c.catalog);
+    }
+    while !level.is_empty() {
+        let need = fetch_level(level, w, &mut seen)?;
+        let mut next = Vec::new();
+        for id in &need {
+            if let Ok(t) = repo.store.read_tree(id) {
+                for e in t.entries {
+                    if matches!(e.kind, EntryKind::Tree | EntryKind::Dicom) {
+                        next.push(e.id);
+                    }
+                }
+            } else if let Ok(k) = repo.store.read_catalog(id) {
+                next.extend(k.annotations.values().copied());
+                next.extend(k.splits.values().copied());
+            } else if let Ok(a) = repo.store.read_annotations(id) {
+                next.extend(a.segmentations.iter().map(|s| s.mask));
+            }
+        }
+        level = next;
+    }
+    Ok((objects, bytes))
+}
+
 /// Fetch from a remote: objects, and remote-tracking branches `remotes/<remote>/<branch>`.
 /// With `partial`, only the commit objects of history, the metadata of `rev` (trees, DICOM
 /// records, catalog) and the file contents of the chosen split part come along.
 pub fn fetch(repo: &Repo, remote_name: &str, creds: &Credentials, partial: Option<(&str, &PartialSpec)>, progress: &dyn Progress) -> Result<FetchSummary, RemoteError> {
-    let (remote, _) = open_named(repo, remote_name, creds)?;
+    let (remote, spec) = open_named(repo, remote_name, creds)?;
     remote.check_marker(false)?;
     let branches = remote.branches()?;
     let tags = remote.tags()?;
@@ -696,6 +745,16 @@ pub fn fetch(repo: &Repo, remote_name: &str, creds: &Credentials, partial: Optio
     let mut objects = 0u64;
     let mut bytes = 0u64;
     match partial {
+        // A partial clone stays partial: history and metadata of every branch and tag, file
+        // contents on demand (checkout, export).
+        None if spec.promisor => {
+            progress.stage("fetching metadata", None, Unit::Objects);
+            let tips: Vec<ObjectId> = branches.values().chain(tags.values()).copied().collect();
+            let (o, b) = fetch_metadata(repo, &remote, &index, &tips, &mut w, progress)?;
+            objects += o;
+            bytes += b;
+            progress.finish_stage();
+        }
         None => {
             let mut ids: Vec<ObjectId> = index.by_id.keys().copied().filter(|id| !repo.store.contains(id)).collect();
             ids.sort();
@@ -708,42 +767,9 @@ pub fn fetch(repo: &Repo, remote_name: &str, creds: &Credentials, partial: Optio
         Some((rev, spec)) => {
             let commit = branches.get(rev).copied().or_else(|| rev.parse().ok()).ok_or_else(|| RemoteError::NoRemoteBranch { remote: remote_name.into(), name: rev.into() })?;
             progress.stage("fetching metadata", None, Unit::Objects);
-            // History (commit objects), then the tree, records and catalog of `commit`.
-            let mut frontier = vec![commit];
-            let mut seen = HashSet::new();
-            while !frontier.is_empty() {
-                let need: Vec<ObjectId> = frontier.iter().copied().filter(|i| seen.insert(*i)).collect();
-                objects += need.len() as u64;
-                bytes += download(repo, &remote, &index, &need, &mut w, progress)?;
-                repo.store.finish_pack(std::mem::replace(&mut w, repo.store.writer()?))?;
-                frontier = need.iter().filter_map(|i| repo.store.read_commit(i).ok()).flat_map(|c| c.parents).collect();
-            }
-            let c = repo.store.read_commit(&commit)?;
-            let mut meta = vec![c.tree];
-            meta.extend(c.catalog);
-            let mut level = meta;
-            while !level.is_empty() {
-                let need: Vec<ObjectId> = level.iter().copied().filter(|i| seen.insert(*i)).collect();
-                objects += need.len() as u64;
-                bytes += download(repo, &remote, &index, &need, &mut w, progress)?;
-                repo.store.finish_pack(std::mem::replace(&mut w, repo.store.writer()?))?;
-                let mut next = Vec::new();
-                for id in &need {
-                    if let Ok(t) = repo.store.read_tree(id) {
-                        for e in t.entries {
-                            if matches!(e.kind, EntryKind::Tree | EntryKind::Dicom) {
-                                next.push(e.id);
-                            }
-                        }
-                    } else if let Ok(k) = repo.store.read_catalog(id) {
-                        next.extend(k.annotations.values().copied());
-                        next.extend(k.splits.values().copied());
-                    } else if let Ok(a) = repo.store.read_annotations(id) {
-                        next.extend(a.segmentations.iter().map(|s| s.mask));
-                    }
-                }
-                level = next;
-            }
+            let (o, b) = fetch_metadata(repo, &remote, &index, &[commit], &mut w, progress)?;
+            objects += o;
+            bytes += b;
             progress.finish_stage();
             // The contents of the chosen part.
             let mut want = part_objects(repo, commit, spec)?;

@@ -249,8 +249,18 @@ fn partial_clone_fetches_only_its_part_and_the_rest_on_demand() {
     }
     let fsck = ok(&g, &["fsck"]);
     assert!(fsck.contains("not fetched yet"), "{fsck}");
+    // A later fetch keeps the clone partial: the new commit's metadata, not the other parts.
+    write(&a, "notes/qc.txt", b"reviewed\n");
+    ok(&a, &["commit", "-m", "qc notes"]);
+    ok(&a, &["push", "origin"]);
+    let new_head = json(&a, &["log", "--json"])[0]["id"].as_str().unwrap().to_string();
+    let f = json(&g, &["fetch", "origin", "--json"]);
+    assert_eq!(f["branches"]["main"], new_head.as_str(), "{f}");
+    let du = json(&g, &["du", "--json"]);
+    assert!(du["physical_bytes"].as_u64().unwrap() < full["physical_bytes"].as_u64().unwrap() * 4 / 5, "{du} vs {full}");
+    assert!(ok(&g, &["fsck"]).contains("not fetched yet"));
     // Checkout fetches the rest on demand.
-    ok(&g, &["checkout", "main"]);
+    ok(&g, &["checkout", "remotes/origin/main"]);
     assert_eq!(snapshot(&a), snapshot(&g));
 }
 

@@ -179,7 +179,10 @@ pub fn run_pull(env: &Env, a: PullArgs) -> CliResult {
     if !s.branches.contains_key(&branch) {
         return Err(CliError { message: format!("remote {} has no branch {branch}", a.remote), code: 2 });
     }
-    super::checkout::merge_into_head(env, &repo, &format!("{}/{}/{branch}", remote::TRACKING, a.remote), None)?;
+    let theirs = format!("{}/{}/{branch}", remote::TRACKING, a.remote);
+    // A partial clone fetches what the merged files need first.
+    remote::fill_missing(&repo, &theirs, None, &credentials(&a.s3), &env.progress())?;
+    super::checkout::merge_into_head(env, &repo, &theirs, None)?;
     Ok(ExitCode::SUCCESS)
 }
 
