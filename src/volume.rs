@@ -524,7 +524,7 @@ fn parse_frames(name: &str, bytes: &[u8]) -> Result<Vec<Slice>, VolumeError> {
         .filter(|&s| s != 1)
     {
         return Err(a.unsupported(format!(
-            "SamplesPerPixel = {spp} (only single-sample images)"
+            "a colour image (SamplesPerPixel = {spp}): volumes are grey-scale only; export such series with --format files or csv"
         )));
     }
     let sop = a.req_str(tags::SOP_INSTANCE_UID, "SOPInstanceUID")?;
@@ -1881,6 +1881,19 @@ mod tests {
         match series_volume(&files(&s)).unwrap_err() {
             VolumeError::Compressed { name, transfer_syntax } => {
                 assert_eq!((name.as_str(), transfer_syntax.as_str()), ("1.2.3.1.dcm", "1.2.840.10008.1.2.4.80"));
+            }
+            e => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn colour_images_are_an_error_that_says_what_to_do() {
+        let name = "SC_rgb_rle_2frame.dcm";
+        let bytes = std::fs::read(format!("{}/tests/data/pydicom/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        match series_volume(&[(name.into(), bytes)]).unwrap_err() {
+            VolumeError::Unsupported { name: n, reason } => {
+                assert_eq!(n, name);
+                assert!(reason.contains("colour") && reason.contains("SamplesPerPixel = 3") && reason.contains("--format files or csv"), "{reason}");
             }
             e => panic!("{e}"),
         }
