@@ -688,6 +688,7 @@ fn part_objects(repo: &Repo, commit: ObjectId, spec: &PartialSpec) -> Result<Vec
 /// what it downloads as it goes (`w` is replaced by a fresh writer after each level).
 /// Returns (objects, bytes).
 fn fetch_metadata(repo: &Repo, remote: &Remote, index: &RemoteIndex, tips: &[ObjectId], w: &mut ObjectWriter, progress: &dyn Progress) -> Result<(u64, u64), RemoteError> {
+    progress.stage("fetching metadata", None, Unit::Objects);
     let (mut objects, mut bytes) = (0u64, 0u64);
     let mut seen = HashSet::new();
     let mut fetch_level = |ids: Vec<ObjectId>, w: &mut ObjectWriter, seen: &mut HashSet<ObjectId>| -> Result<Vec<ObjectId>, RemoteError> {
@@ -729,6 +730,7 @@ fn fetch_metadata(repo: &Repo, remote: &Remote, index: &RemoteIndex, tips: &[Obj
         }
         level = next;
     }
+    progress.finish_stage();
     Ok((objects, bytes))
 }
 
@@ -748,12 +750,8 @@ pub fn fetch(repo: &Repo, remote_name: &str, creds: &Credentials, partial: Optio
         // A partial clone stays partial: history and metadata of every branch and tag, file
         // contents on demand (checkout, export).
         None if spec.promisor => {
-            progress.stage("fetching metadata", None, Unit::Objects);
             let tips: Vec<ObjectId> = branches.values().chain(tags.values()).copied().collect();
-            let (o, b) = fetch_metadata(repo, &remote, &index, &tips, &mut w, progress)?;
-            objects += o;
-            bytes += b;
-            progress.finish_stage();
+            (objects, bytes) = fetch_metadata(repo, &remote, &index, &tips, &mut w, progress)?;
         }
         None => {
             let mut ids: Vec<ObjectId> = index.by_id.keys().copied().filter(|id| !repo.store.contains(id)).collect();
@@ -766,11 +764,7 @@ pub fn fetch(repo: &Repo, remote_name: &str, creds: &Credentials, partial: Optio
         }
         Some((rev, spec)) => {
             let commit = branches.get(rev).copied().or_else(|| rev.parse().ok()).ok_or_else(|| RemoteError::NoRemoteBranch { remote: remote_name.into(), name: rev.into() })?;
-            progress.stage("fetching metadata", None, Unit::Objects);
-            let (o, b) = fetch_metadata(repo, &remote, &index, &[commit], &mut w, progress)?;
-            objects += o;
-            bytes += b;
-            progress.finish_stage();
+            (objects, bytes) = fetch_metadata(repo, &remote, &index, &[commit], &mut w, progress)?;
             // The contents of the chosen part.
             let mut want = part_objects(repo, commit, spec)?;
             want.sort();

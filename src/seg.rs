@@ -644,17 +644,17 @@ fn required_u16(
 }
 
 /// Items of a sequence attribute; `None` if absent or not a sequence.
-fn items(obj: &InMemDicomObject, tag: Tag) -> Option<&[InMemDicomObject]> {
+pub(crate) fn items(obj: &InMemDicomObject, tag: Tag) -> Option<&[InMemDicomObject]> {
     obj.get(tag)?.value().items()
 }
 
-fn first_item(obj: &InMemDicomObject, tag: Tag) -> Option<&InMemDicomObject> {
+pub(crate) fn first_item(obj: &InMemDicomObject, tag: Tag) -> Option<&InMemDicomObject> {
     items(obj, tag)?.first()
 }
 
 /// The functional group macro `group_tag` of a frame: per-frame first, then
 /// shared.
-fn group<'a>(
+pub(crate) fn group<'a>(
     per_frame: &'a InMemDicomObject,
     shared: Option<&'a InMemDicomObject>,
     group_tag: Tag,

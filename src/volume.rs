@@ -559,11 +559,8 @@ fn parse_frames(name: &str, bytes: &[u8]) -> Result<Vec<Slice>, VolumeError> {
             .map(|k| decode_encapsulated(&obj_file, &a, k, per_frame, bits, bits_stored, signed))
             .collect::<Result<_, _>>()?
     } else {
-        let mut all = decode_pixels(&a, per_frame.saturating_mul(frames), bits, bits_stored, signed, big_endian)?;
-        let mut out: Vec<Vec<i32>> = (1..frames).rev().map(|k| all.split_off(k * per_frame)).collect();
-        out.push(all);
-        out.reverse();
-        out
+        let all = decode_pixels(&a, per_frame.saturating_mul(frames), bits, bits_stored, signed, big_endian)?;
+        all.chunks_exact(per_frame).map(<[i32]>::to_vec).collect()
     };
 
     Ok(geometry
@@ -572,7 +569,7 @@ fn parse_frames(name: &str, bytes: &[u8]) -> Result<Vec<Slice>, VolumeError> {
         .enumerate()
         .map(|(k, (g, raw))| Slice {
             name: if frames == 1 { name.to_string() } else { format!("{name} frame {}", k + 1) },
-            sop: slice_id(&sop, k, frames),
+            sop: slice_id(&sop, (frames > 1).then_some(k + 1)),
             rows,
             cols,
             g,
@@ -582,13 +579,13 @@ fn parse_frames(name: &str, bytes: &[u8]) -> Result<Vec<Slice>, VolumeError> {
 }
 
 /// The name of a slice in [`Volume::slice_sops`] and in a stored segmentation: the SOP
-/// Instance UID of a single-frame image, `<SOP Instance UID>/<frame number>` (from 1) for a
-/// frame of a multi-frame one. A UID holds only digits and dots, so the two cannot clash.
-pub fn slice_id(sop: &str, frame: usize, frames: usize) -> String {
-    if frames == 1 {
-        sop.to_string()
-    } else {
-        format!("{sop}/{}", frame + 1)
+/// Instance UID of a single-frame image (`frame` None), `<SOP Instance UID>/<frame number>`
+/// (from 1) for a frame of a multi-frame one. A UID holds only digits and dots, so the two
+/// cannot clash. [`split_slice_id`] is its inverse.
+pub fn slice_id(sop: &str, frame: Option<impl std::fmt::Display>) -> String {
+    match frame {
+        None => sop.to_string(),
+        Some(f) => format!("{sop}/{f}"),
     }
 }
 
@@ -611,11 +608,6 @@ struct FrameGeometry {
     thickness: Option<f64>,
     slope: f64,
     intercept: f64,
-}
-
-/// The first item of sequence `tag` of `obj`.
-fn first_item(obj: &InMemDicomObject, tag: Tag) -> Option<&InMemDicomObject> {
-    obj.element_opt(tag).ok().flatten()?.items()?.first()
 }
 
 /// The geometry of each of the `frames` frames of an image:
@@ -650,17 +642,17 @@ fn frame_geometry(a: &Attrs<'_>, frames: usize) -> Result<Vec<FrameGeometry>, Vo
         Ok(FrameGeometry { pos, row_cos, col_cos, pixel_spacing, thickness, slope: slope * dose_scaling, intercept: intercept * dose_scaling })
     };
 
-    if let Some(items) = a.obj.element_opt(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE).ok().flatten().and_then(|e| e.items()) {
+    if let Some(items) = crate::seg::items(a.obj, tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE) {
         if items.len() != frames {
             return Err(a.invalid("PerFrameFunctionalGroupsSequence", format!("has {} items for {frames} frames", items.len())));
         }
-        let shared = first_item(a.obj, tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE);
+        let shared = crate::seg::first_item(a.obj, tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE);
         return items
             .iter()
             .enumerate()
             .map(|(k, item)| {
                 let name = format!("{} frame {}", a.name, k + 1);
-                let group = |tag: Tag| first_item(item, tag).or_else(|| shared.and_then(|s| first_item(s, tag))).map(|obj| Attrs { obj, name: &name });
+                let group = |tag: Tag| crate::seg::group(item, shared, tag).map(|obj| Attrs { obj, name: &name });
                 let at = Attrs { obj: a.obj, name: &name };
                 let plane = group(tags::PLANE_POSITION_SEQUENCE).ok_or(VolumeError::Missing { name: name.clone(), keyword: "PlanePositionSequence" })?;
                 top(&at, Some(&plane), group(tags::PLANE_ORIENTATION_SEQUENCE).as_ref(), group(tags::PIXEL_MEASURES_SEQUENCE).as_ref(), group(tags::PIXEL_VALUE_TRANSFORMATION_SEQUENCE).as_ref())

@@ -116,9 +116,9 @@ fn map_set(src: &Store, dst: &Store, w: &mut ObjectWriter, s: &AnnotationSet, m:
         let slices: Option<Vec<String>> = g
             .slice_sops
             .iter()
-            .map(|id| match crate::volume::split_slice_id(id) {
-                (sop, None) => m.uids.get(sop).cloned(),
-                (sop, Some(frame)) => m.uids.get(sop).map(|u| format!("{u}/{frame}")),
+            .map(|id| {
+                let (sop, frame) = crate::volume::split_slice_id(id);
+                m.uids.get(sop).map(|u| crate::volume::slice_id(u, frame))
             })
             .collect();
         let (Some(series), Some(slices)) = (series, slices) else {

@@ -98,13 +98,10 @@ pub(super) fn import(
             let k = match (&f.source_sop_uid, &f.position) {
                 // A frame of a multi-frame source image is the slice "SOP/frame".
                 (Some(src), _) => {
-                    let id = match f.source_frame {
-                        Some(n) => format!("{src}/{n}"),
-                        None => src.clone(),
-                    };
+                    let id = crate::volume::slice_id(src, f.source_frame);
                     match slice_of.get(id.as_str()) {
                         Some(&k) => k,
-                        None if f.source_frame.is_none() && slice_of.contains_key(format!("{src}/1").as_str()) => {
+                        None if f.source_frame.is_none() && slice_of.contains_key(crate::volume::slice_id(src, Some(1)).as_str()) => {
                             return Err(file_err(file, format!("frame {}: source image {src} is multi-frame, and the frame names no ReferencedFrameNumber", fi + 1)));
                         }
                         None => {
