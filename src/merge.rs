@@ -6,7 +6,8 @@
 //!   merged like a file, so two readers annotating on two branches merge cleanly.
 //!
 //! A merge with conflicts changes nothing and names every conflicting path and catalog
-//! entry. The merge commit has two parents (ours, then theirs) and an activity of kind
+//! entry, unless the caller chose a side for conflicts ([`Prefer`]): then each conflict takes
+//! that side's version, and the merge commit lists the conflicts it resolved so. The merge commit has two parents (ours, then theirs) and an activity of kind
 //! `merge` whose inputs name both.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -16,7 +17,7 @@ use serde::Serialize;
 use crate::catalog::Catalog;
 use crate::diff::{self, TreeSource};
 use crate::id::ObjectId;
-use crate::object::{ActivityRef, Commit, EntryKind, Head, TreeEntry};
+use crate::object::{ActivityRef, Commit, CommitNote, EntryKind, Head, TreeEntry};
 use crate::progress::Progress;
 use crate::repo::{CommitDraft, Repo, RepoError};
 use crate::store::StoreError;
@@ -41,6 +42,25 @@ pub enum MergeError {
     Repo(#[from] RepoError),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// Which side a conflict takes, when the caller chose one (`cohort merge --prefer`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Prefer {
+    /// Keep the current branch's version.
+    Ours,
+    /// Take the merged revision's version.
+    Theirs,
+}
+
+impl Prefer {
+    pub fn name(self) -> &'static str {
+        match self {
+            Prefer::Ours => "ours",
+            Prefer::Theirs => "theirs",
+        }
+    }
 }
 
 /// A file's kind, id and size.
@@ -70,6 +90,12 @@ pub struct MergeSummary {
     pub files_from_theirs: usize,
     /// Catalog entries (annotation sets, splits) that came from `theirs`.
     pub catalog_from_theirs: usize,
+    /// The side conflicts took, if one was chosen.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefer: Option<Prefer>,
+    /// Conflicts resolved by `prefer`: paths, then catalog entries ("annotations TASK/READER",
+    /// "split NAME").
+    pub resolved: Vec<String>,
 }
 
 /// Every commit reachable from `tip` (itself included), with its parents.
@@ -98,7 +124,8 @@ pub fn merge_bases(repo: &Repo, a: ObjectId, b: ObjectId) -> Result<Vec<ObjectId
 }
 
 /// Merge `rev` into the current branch and update the working tree, which must be clean.
-pub fn merge(repo: &Repo, rev: &str, message: Option<&str>, progress: &dyn Progress) -> Result<MergeSummary, MergeError> {
+/// With `prefer`, conflicts take that side instead of stopping the merge.
+pub fn merge(repo: &Repo, rev: &str, message: Option<&str>, prefer: Option<Prefer>, progress: &dyn Progress) -> Result<MergeSummary, MergeError> {
     let (ours, branch) = repo.head()?;
     let branch = branch.ok_or(MergeError::Detached)?;
     let theirs = repo.resolve(rev)?;
@@ -106,7 +133,7 @@ pub fn merge(repo: &Repo, rev: &str, message: Option<&str>, progress: &dyn Progr
     if !st.clean {
         return Err(MergeError::Dirty { count: st.changes.len(), example: st.changes[0].path.clone() });
     }
-    let summary = |outcome, commit, base, files, catalog| MergeSummary { branch: branch.clone(), outcome, commit, theirs, base, files_from_theirs: files, catalog_from_theirs: catalog };
+    let summary = |outcome, commit, base, files, catalog, resolved| MergeSummary { branch: branch.clone(), outcome, commit, theirs, base, files_from_theirs: files, catalog_from_theirs: catalog, prefer, resolved };
     let move_branch = |w, commit: ObjectId, what: String| -> Result<(), MergeError> {
         let mut view = repo.store.view()?;
         view.branches.insert(branch.clone(), commit);
@@ -118,7 +145,7 @@ pub fn merge(repo: &Repo, rev: &str, message: Option<&str>, progress: &dyn Progr
         // An empty branch: take theirs.
         repo.write_worktree(&snap, repo.store.read_commit(&theirs)?.tree, progress)?;
         move_branch(repo.store.writer()?, theirs, format!("merge {rev}: fast-forward to {}", theirs.short()))?;
-        return Ok(summary("fast-forward", theirs, None, 0, 0));
+        return Ok(summary("fast-forward", theirs, None, 0, 0, Vec::new()));
     };
     let bases = merge_bases(repo, ours, theirs)?;
     let base = match bases.as_slice() {
@@ -127,12 +154,12 @@ pub fn merge(repo: &Repo, rev: &str, message: Option<&str>, progress: &dyn Progr
         more => return Err(MergeError::CrissCross { ours: ours.short(), theirs: theirs.short(), count: more.len() }),
     };
     if base == theirs {
-        return Ok(summary("up to date", ours, Some(base), 0, 0));
+        return Ok(summary("up to date", ours, Some(base), 0, 0, Vec::new()));
     }
     if base == ours {
         repo.write_worktree(&snap, repo.store.read_commit(&theirs)?.tree, progress)?;
         move_branch(repo.store.writer()?, theirs, format!("merge {rev}: fast-forward {branch} to {}", theirs.short()))?;
-        return Ok(summary("fast-forward", theirs, Some(base), 0, 0));
+        return Ok(summary("fast-forward", theirs, Some(base), 0, 0, Vec::new()));
     }
 
     let (cb, co, ct) = (repo.store.read_commit(&base)?, repo.store.read_commit(&ours)?, repo.store.read_commit(&theirs)?);
@@ -152,13 +179,20 @@ pub fn merge(repo: &Repo, rev: &str, message: Option<&str>, progress: &dyn Progr
         match mine.get(path) {
             None => take.push((path, *new)),
             Some(m) if same_entry(m, new) => {}
-            Some(_) => paths.push(path.clone()),
+            Some(_) => {
+                paths.push(path.clone());
+                if prefer == Some(Prefer::Theirs) {
+                    take.push((path, *new));
+                }
+            }
         }
     }
-    let (catalog, catalog_from_theirs, catalog_conflicts) = merge_catalogs(repo, &cb, &co, &ct)?;
-    if !paths.is_empty() || !catalog_conflicts.is_empty() {
+    let (catalog, catalog_from_theirs, catalog_conflicts) = merge_catalogs(repo, &cb, &co, &ct, prefer)?;
+    if prefer.is_none() && (!paths.is_empty() || !catalog_conflicts.is_empty()) {
         return Err(MergeError::Conflicts { branch, theirs: rev.into(), paths, catalog: catalog_conflicts });
     }
+    let catalog_conflicts_len = catalog_conflicts.len();
+    let resolved: Vec<String> = paths.into_iter().chain(catalog_conflicts).collect();
 
     let mut files: BTreeMap<String, Entry> = BTreeMap::new();
     let mut listed: Vec<(String, TreeEntry)> = Vec::new();
@@ -181,17 +215,31 @@ pub fn merge(repo: &Repo, rev: &str, message: Option<&str>, progress: &dyn Progr
         None => co.catalog,
     };
     let started = repo.ctx.now_us();
+    let mut parameters = BTreeMap::from([("rev".to_string(), rev.to_string()), ("base".to_string(), base.hex())]);
+    if let Some(p) = prefer {
+        parameters.insert("prefer".to_string(), p.name().to_string());
+    }
+    // One note per resolved conflict: a file's note names it by path; a catalog entry's note
+    // names the entry (its `path` stays empty, as it is no file).
+    let side = |p: Prefer| if p == Prefer::Theirs { format!("conflict: took {rev}'s version (--prefer theirs)") } else { "conflict: kept this branch's version (--prefer ours)".to_string() };
+    let notes = match prefer {
+        None => Vec::new(),
+        Some(p) => {
+            let (files, entries) = resolved.split_at(resolved.len() - catalog_conflicts_len);
+            files.iter().map(|f| CommitNote { path: f.clone(), note: side(p) }).chain(entries.iter().map(|e| CommitNote { path: String::new(), note: format!("{e}: {}", side(p)) })).collect()
+        }
+    };
     let mut commit: Commit = repo.draft_commit(CommitDraft {
         tree,
         parent: Some(ours),
         author: repo.ctx.user.clone(),
         message: message.map_or_else(|| format!("Merge {rev} into {branch}"), str::to_string),
         kind: "merge".into(),
-        parameters: BTreeMap::from([("rev".to_string(), rev.to_string()), ("base".to_string(), base.hex())]),
+        parameters,
         inputs: vec![ActivityRef { role: "merged".into(), value: theirs.hex() }],
         outputs: vec![ActivityRef { role: "tree".into(), value: tree.hex() }],
         started_us: started,
-        notes: vec![],
+        notes,
         catalog: catalog_id,
     });
     commit.parents.push(theirs);
@@ -201,7 +249,7 @@ pub fn merge(repo: &Repo, rev: &str, message: Option<&str>, progress: &dyn Progr
     repo.store.finish_pack(w)?;
     repo.write_worktree(&snap, tree, progress)?;
     move_branch(repo.store.writer()?, id, format!("merge {}: {rev} into {branch}", id.short()))?;
-    Ok(summary("merge", id, Some(base), take.len(), catalog_from_theirs))
+    Ok(summary("merge", id, Some(base), take.len(), catalog_from_theirs, resolved))
 }
 
 fn same_entry(a: &Option<Entry>, b: &Option<Entry>) -> bool {
@@ -213,8 +261,9 @@ fn same_entry(a: &Option<Entry>, b: &Option<Entry>) -> bool {
 }
 
 /// Three-way merge of the catalogs, entry by entry. Returns the merged catalog (None: ours
-/// unchanged), how many entries came from theirs, and the conflicting entries.
-fn merge_catalogs(repo: &Repo, base: &Commit, ours: &Commit, theirs: &Commit) -> Result<(Option<Catalog>, usize, Vec<String>), MergeError> {
+/// unchanged), how many entries came from theirs, and the conflicting entries (which take
+/// theirs with `Prefer::Theirs`, stay ours otherwise).
+fn merge_catalogs(repo: &Repo, base: &Commit, ours: &Commit, theirs: &Commit, prefer: Option<Prefer>) -> Result<(Option<Catalog>, usize, Vec<String>), MergeError> {
     if theirs.catalog == base.catalog || theirs.catalog == ours.catalog {
         return Ok((None, 0, Vec::new()));
     }
@@ -223,25 +272,28 @@ fn merge_catalogs(repo: &Repo, base: &Commit, ours: &Commit, theirs: &Commit) ->
     let mut merged = o.clone();
     let mut from_theirs = 0;
     let mut conflicts = Vec::new();
-    fn three<K: Ord + Clone>(b: &BTreeMap<K, ObjectId>, o: &BTreeMap<K, ObjectId>, t: &BTreeMap<K, ObjectId>, out: &mut BTreeMap<K, ObjectId>, taken: &mut usize, conflict: &mut dyn FnMut(&K)) {
+    let take_theirs = prefer == Some(Prefer::Theirs);
+    fn three<K: Ord + Clone>(b: &BTreeMap<K, ObjectId>, o: &BTreeMap<K, ObjectId>, t: &BTreeMap<K, ObjectId>, take_theirs: bool, out: &mut BTreeMap<K, ObjectId>, taken: &mut usize, conflict: &mut dyn FnMut(&K)) {
         let keys: BTreeSet<&K> = b.keys().chain(o.keys()).chain(t.keys()).collect();
         for k in keys {
             let (vb, vo, vt) = (b.get(k), o.get(k), t.get(k));
             if vt == vb || vt == vo {
                 continue;
             }
-            if vo == vb {
+            let conflicting = vo != vb;
+            if conflicting {
+                conflict(k);
+            }
+            if !conflicting || take_theirs {
                 match vt {
                     Some(v) => out.insert(k.clone(), *v),
                     None => out.remove(k),
                 };
                 *taken += 1;
-            } else {
-                conflict(k);
             }
         }
     }
-    three(&b.annotations, &o.annotations, &t.annotations, &mut merged.annotations, &mut from_theirs, &mut |(task, reader)| conflicts.push(format!("annotations {task}/{reader}")));
-    three(&b.splits, &o.splits, &t.splits, &mut merged.splits, &mut from_theirs, &mut |name| conflicts.push(format!("split {name}")));
+    three(&b.annotations, &o.annotations, &t.annotations, take_theirs, &mut merged.annotations, &mut from_theirs, &mut |(task, reader)| conflicts.push(format!("annotations {task}/{reader}")));
+    three(&b.splits, &o.splits, &t.splits, take_theirs, &mut merged.splits, &mut from_theirs, &mut |name| conflicts.push(format!("split {name}")));
     Ok((Some(merged), from_theirs, conflicts))
 }

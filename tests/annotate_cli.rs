@@ -865,4 +865,15 @@ fn readers_on_two_branches_merge_into_one_catalog() {
     assert_eq!(e.status.code(), Some(1));
     let msg = String::from_utf8_lossy(&e.stderr).into_owned();
     assert!(msg.contains("annotations finding/reader-a"), "{msg}");
+    // Taking the other branch's labels for reader-a settles it; the commit says so.
+    let set_of = |list: serde_json::Value, reader: &str| list.as_array().unwrap().iter().find(|s| s["reader"] == reader).map(|s| s["id"].clone());
+    let theirs_set = set_of(json(r, &["annotate", "list", "reader-b-too", "--json"]), "reader-a");
+    let ours_set = set_of(json(r, &["annotate", "list", "--json"]), "reader-a");
+    assert_ne!(theirs_set, ours_set);
+    let m = json(r, &["merge", "reader-b-too", "--prefer", "theirs", "--json"]);
+    assert_eq!((m["outcome"].as_str(), m["resolved"].clone()), (Some("merge"), serde_json::json!(["annotations finding/reader-a"])), "{m}");
+    assert!(ok(r, &["show"]).contains("note: annotations finding/reader-a: conflict: took reader-b-too's version (--prefer theirs)"));
+    let merged = json(r, &["annotate", "list", "--json"]);
+    assert_eq!(set_of(merged.clone(), "reader-a"), theirs_set, "{merged}");
+    assert!(set_of(merged, "reader-b").is_some());
 }

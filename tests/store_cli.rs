@@ -212,6 +212,30 @@ fn merge_of_two_branches_fast_forward_and_conflicts() {
     write(r, "scratch.txt", b"wip");
     let e = String::from_utf8_lossy(&fails(r, &["merge", "rival"]).stderr).into_owned();
     assert!(e.contains("scratch.txt") && e.contains("before merging"), "{e}");
+    fs::remove_file(r.join("scratch.txt")).unwrap();
+
+    // --prefer ours: the conflict keeps main's version, the rest of rival comes in.
+    ok(r, &["branch", "try-ours"]);
+    ok(r, &["checkout", "try-ours"]);
+    let m = json(r, &["merge", "rival", "--prefer", "ours", "--json"]);
+    assert_eq!((m["outcome"].as_str(), m["prefer"].as_str(), m["resolved"].clone()), (Some("merge"), Some("ours"), serde_json::json!(["shared.csv"])), "{m}");
+    assert_eq!(fs::read(r.join("shared.csv")).unwrap(), b"main's version\n");
+    assert_eq!(fs::read(r.join("P4/a.bin")).unwrap(), b"patient 4");
+    let show = json(r, &["show", "--json"]);
+    assert_eq!(show["activity"]["parameters"]["prefer"], "ours", "{show}");
+    assert!(show["notes"].to_string().contains("shared.csv"), "{show}");
+    // --prefer theirs on main: rival's version, and `show` says which conflict it settled.
+    ok(r, &["checkout", "main"]);
+    let out = cohort(r).args(["merge", "rival", "--prefer", "theirs"]).output().unwrap();
+    assert!(out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(e.contains("1 conflict(s) resolved (--prefer theirs: took rival's version)") && e.contains("  shared.csv"), "{e}");
+    assert_eq!(fs::read(r.join("shared.csv")).unwrap(), b"rival's version\n");
+    assert!(ok(r, &["show"]).contains("note: shared.csv: conflict: took rival's version (--prefer theirs)"));
+    assert!(ok(r, &["status"]).contains("working tree clean"));
+    ok(r, &["fsck"]);
+    // An unknown side is a usage error.
+    assert_eq!(fails(r, &["merge", "rival", "--prefer", "mine"]).status.code(), Some(2));
 }
 
 #[test]

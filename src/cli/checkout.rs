@@ -30,13 +30,17 @@ pub fn run_checkout(env: &Env, a: CheckoutArgs) -> CliResult {
 /// Merge a revision into the current branch (the working tree must be clean): a fast-forward
 /// when possible, else a commit with two parents. Files and catalog entries (annotation sets,
 /// splits) changed on one side take that side; changed differently on both, they are
-/// conflicts, listed, and nothing changes (exit status 1).
+/// conflicts, listed, and nothing changes (exit status 1), unless `--prefer` chooses a side.
 #[derive(clap::Args)]
 pub struct MergeArgs {
     rev: String,
     /// Message of the merge commit (default: "Merge REV into BRANCH").
     #[arg(short, long)]
     message: Option<String>,
+    /// Resolve every conflict by taking this side: `ours` keeps the current branch's version,
+    /// `theirs` takes REV's. The merge commit notes each conflict it resolved.
+    #[arg(long, value_enum)]
+    prefer: Option<Prefer>,
     #[arg(long)]
     json: bool,
 }
@@ -44,7 +48,7 @@ pub struct MergeArgs {
 pub fn run_merge(env: &Env, a: MergeArgs) -> CliResult {
     let repo = env.repo(Mode::Write)?;
     cohort::remote::fill_missing(&repo, &a.rev, None, &super::remote::credentials(&Default::default()), &env.progress())?;
-    let s = merge_into_head(env, &repo, &a.rev, a.message.as_deref())?;
+    let s = merge_into_head(env, &repo, &a.rev, a.message.as_deref(), a.prefer.map(Into::into))?;
     if a.json {
         json(&s);
     }
@@ -53,8 +57,8 @@ pub fn run_merge(env: &Env, a: MergeArgs) -> CliResult {
 
 /// Merge `rev` into the current branch and say what happened (on stderr, so `--json` output
 /// stays clean); conflicts exit with status 1.
-pub fn merge_into_head(env: &Env, repo: &cohort::Repo, rev: &str, message: Option<&str>) -> Result<cohort::merge::MergeSummary, super::CliError> {
-    let s = match cohort::merge::merge(repo, rev, message, &env.progress()) {
+pub fn merge_into_head(env: &Env, repo: &cohort::Repo, rev: &str, message: Option<&str>, prefer: Option<cohort::merge::Prefer>) -> Result<cohort::merge::MergeSummary, super::CliError> {
+    let s = match cohort::merge::merge(repo, rev, message, prefer, &env.progress()) {
         Ok(s) => s,
         Err(e @ cohort::merge::MergeError::Conflicts { .. }) => return Err(super::CliError { message: e.to_string(), code: 1 }),
         Err(e) => return Err(e.into()),
@@ -70,7 +74,32 @@ pub fn merge_into_head(env: &Env, repo: &cohort::Repo, rev: &str, message: Optio
         "fast-forward" => eprintln!("{}: fast-forward to {}", s.branch, s.commit.short()),
         _ => eprintln!("{}: already up to date with {rev}", s.branch),
     }
+    if let Some(p) = s.prefer.filter(|_| !s.resolved.is_empty()) {
+        let side = match p {
+            cohort::merge::Prefer::Ours => "kept this branch's version".to_string(),
+            cohort::merge::Prefer::Theirs => format!("took {rev}'s version"),
+        };
+        eprintln!("{} conflict(s) resolved (--prefer {}: {side}):", s.resolved.len(), p.name());
+        for c in &s.resolved {
+            eprintln!("  {c}");
+        }
+    }
     Ok(s)
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum Prefer {
+    Ours,
+    Theirs,
+}
+
+impl From<Prefer> for cohort::merge::Prefer {
+    fn from(p: Prefer) -> Self {
+        match p {
+            Prefer::Ours => cohort::merge::Prefer::Ours,
+            Prefer::Theirs => cohort::merge::Prefer::Theirs,
+        }
+    }
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]

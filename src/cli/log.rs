@@ -105,7 +105,11 @@ pub fn run_show(env: &Env, a: ShowArgs) -> CliResult {
         s.push_str(&format!("  output {} {}\n", o.role, o.value));
     }
     for n in &shown.notes {
-        s.push_str(&format!("note: {}: {}\n", n.path, n.note));
+        if n.path.is_empty() {
+            s.push_str(&format!("note: {}\n", n.note));
+        } else {
+            s.push_str(&format!("note: {}: {}\n", n.path, n.note));
+        }
     }
     s.push('\n');
     for ch in &shown.changes {

@@ -166,6 +166,9 @@ fn warn_tag_conflicts(s: &remote::FetchSummary) {
 #[derive(clap::Args)]
 pub struct PullArgs {
     remote: String,
+    /// Resolve every merge conflict by taking this side (see `cohort merge --prefer`).
+    #[arg(long, value_enum)]
+    prefer: Option<super::checkout::Prefer>,
     #[command(flatten)]
     s3: S3Flags,
 }
@@ -182,7 +185,7 @@ pub fn run_pull(env: &Env, a: PullArgs) -> CliResult {
     let theirs = format!("{}/{}/{branch}", remote::TRACKING, a.remote);
     // A partial clone fetches what the merged files need first.
     remote::fill_missing(&repo, &theirs, None, &credentials(&a.s3), &env.progress())?;
-    super::checkout::merge_into_head(env, &repo, &theirs, None)?;
+    super::checkout::merge_into_head(env, &repo, &theirs, None, a.prefer.map(Into::into))?;
     Ok(ExitCode::SUCCESS)
 }
 
