@@ -106,6 +106,10 @@ pub struct Case {
     pub patient_id: Option<String>,
     pub study_uid: Option<String>,
     pub slices: usize,
+    /// 1 (grey) or 3 (R, G, B: one image file per channel)
+    pub channels: usize,
+    /// False for a 2D image with no patient geometry (its affine is its own plane)
+    pub patient_geometry: bool,
     pub has_label: bool,
 }
 
@@ -347,6 +351,17 @@ fn series_cases(cx: &Ctx) -> Vec<(String, String, Vec<usize>)> {
     by.into_iter().map(|((_, _, s), (p, items))| (s, p, items)).collect()
 }
 
+/// The image file of channel `c` of a case: nnU-Net's `imagesTr/CASE_000c.nii.gz` (or
+/// `imagesTs`); for MONAI `images/CASE.nii.gz`, or `images/CASE_000c.nii.gz` for each of
+/// several channels (listed together in the datalist, which MONAI stacks as channels).
+fn image_rel(nnunet: bool, test: bool, case: &str, channels: usize, c: usize) -> String {
+    match (nnunet, channels) {
+        (true, _) => format!("images{}/{case}_{c:04}.nii.gz", if test { "Ts" } else { "Tr" }),
+        (false, 1) => format!("images/{case}.nii.gz"),
+        (false, _) => format!("images/{case}_{c:04}.nii.gz"),
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn volumes(
     cx: &mut Ctx,
@@ -393,16 +408,18 @@ fn volumes(
             }
             let vol = crate::volume::series_volume(&files).map_err(|e| MlExportError::Series { series: s.clone(), problem: e.to_string() })?;
             drop(files);
-            let img = crate::nifti::write_nifti(&crate::volume::volume_to_nifti(&vol), true).map_err(|e| MlExportError::Series { series: s.clone(), problem: e.to_string() })?;
             let is_test = part == "test";
-            let (img_rel, lab_rel) = if nnunet {
+            let lab_rel = if nnunet {
                 let d = if is_test { "Ts" } else { "Tr" };
-                (format!("images{d}/{case}_0000.nii.gz"), format!("labels{d}/{case}.nii.gz"))
+                format!("labels{d}/{case}.nii.gz")
             } else {
-                (format!("images/{case}.nii.gz"), format!("labels/{case}.nii.gz"))
+                format!("labels/{case}.nii.gz")
             };
-            let mut out = vec![write_generated(dest, &img_rel, &img)?];
-            drop(img);
+            let mut out = Vec::new();
+            for (c, channel) in crate::volume::volume_to_niftis(&vol).iter().enumerate() {
+                let img = crate::nifti::write_nifti(channel, true).map_err(|e| MlExportError::Series { series: s.clone(), problem: e.to_string() })?;
+                out.push(write_generated(dest, &image_rel(nnunet, is_test, &case, vol.channels, c), &img)?);
+            }
             if let Some(g) = mask {
                 if g.slice_sops != vol.slice_sops || g.dims.map(|d| d as usize) != vol.dims {
                     return Err(MlExportError::Series { series: s.clone(), problem: "the mask's grid no longer matches the series".into() });
@@ -423,6 +440,8 @@ fn volumes(
                     patient_id: first.patient().map(str::to_string),
                     study_uid: first.study().map(str::to_string),
                     slices: vol.dims[2],
+                    channels: vol.channels,
+                    patient_geometry: vol.patient_geometry,
                     has_label: mask.is_some(),
                 },
                 out,
@@ -434,17 +453,31 @@ fn volumes(
         cx.written.extend(files);
         cases.push(case);
     }
+    let channels = cases.first().map_or(1, |c| c.channels);
+    if let Some(other) = cases.iter().find(|c| c.channels != channels).filter(|_| nnunet) {
+        let first = &cases[0];
+        return Err(MlExportError::Usage(format!(
+            "series {} has {} channel(s) and series {} has {}: nnU-Net needs the same channels in every case; export grey and colour series to separate datasets (e.g. with separate splits)",
+            first.series_uid, first.channels, other.series_uid, other.channels
+        )));
+    }
     if nnunet {
         let mut labels = serde_json::Map::new();
         labels.insert("background".into(), 0.into());
         for (i, n) in names.iter().enumerate() {
             labels.insert(n.clone(), (i + 1).into());
         }
-        let mut channels = serde_json::Map::new();
-        channels.insert("0".into(), modalities.iter().next().cloned().unwrap_or_else(|| "image".into()).into());
+        let mut channel_names = serde_json::Map::new();
+        if channels == 3 {
+            for (c, name) in ["R", "G", "B"].iter().enumerate() {
+                channel_names.insert(c.to_string(), (*name).into());
+            }
+        } else {
+            channel_names.insert("0".into(), modalities.iter().next().cloned().unwrap_or_else(|| "image".into()).into());
+        }
         let training = cases.iter().filter(|c| c.part != "test").count();
         let dataset = serde_json::json!({
-            "channel_names": channels,
+            "channel_names": channel_names,
             "labels": labels,
             "numTraining": training,
             "file_ending": ".nii.gz",
@@ -473,7 +506,11 @@ fn volumes(
                 .filter(|c| &c.part == p)
                 .map(|c| {
                     let mut e = serde_json::Map::new();
-                    e.insert("image".into(), format!("images/{}.nii.gz", c.case).into());
+                    let image: serde_json::Value = match c.channels {
+                        1 => image_rel(false, false, &c.case, 1, 0).into(),
+                        n => (0..n).map(|k| serde_json::Value::from(image_rel(false, false, &c.case, n, k))).collect(),
+                    };
+                    e.insert("image".into(), image);
                     if c.has_label {
                         e.insert("label".into(), format!("labels/{}.nii.gz", c.case).into());
                     } else if let Some(labels) = &class_labels {

@@ -7,9 +7,11 @@
 //! convention). A slice is a single-frame image or one frame of a multi-frame
 //! one: enhanced CT/MR/PET, placed by its per-frame functional groups, or an RT
 //! Dose grid, placed by GridFrameOffsetVector and scaled to Gy by
-//! DoseGridScaling. Grey-scale only: colour is an error.
+//! DoseGridScaling. Colour images (RGB, YBR_FULL, YBR_FULL_422; in JPEG 2000 YBR_RCT and
+//! YBR_ICT) become three channels, R, G and B. A 2D image with no patient geometry
+//! (projection X-ray, ultrasound, photograph) becomes a volume of one slice on its own plane.
 //!
-//! [`volume_to_nifti`] and [`label_nifti`] turn a volume or a label map on its grid into a
+//! [`volume_to_niftis`] and [`label_nifti`] turn a volume or a label map on its grid into a
 //! `crate::nifti::Nifti`, and [`mask_onto_grid`] maps an integer mask read
 //! from NIfTI back onto a series grid, accepting only grids that are the same
 //! up to axis permutation and flips.
@@ -113,8 +115,14 @@ pub struct Volume {
     /// The id of each slice, in volume order (k = 0..): its SOP Instance UID, or
     /// `UID/frame` for a frame of a multi-frame image ([`slice_id`])
     pub slice_sops: Vec<String>,
-    /// Rescaled values, x fastest: I16 when every slope is 1, every intercept
-    /// an integer and all values fit i16, else F32.
+    /// 1 (grey) or 3 (colour: R, G, B)
+    pub channels: usize,
+    /// False for a 2D image the file places in no patient frame: its affine is the image
+    /// plane at the origin, columns along x and rows along y of DICOM's patient axes
+    /// (projection radiographs, ultrasound, photographs, secondary captures).
+    pub patient_geometry: bool,
+    /// Rescaled values, x fastest, a colour volume's R volume, then G, then B: I16 when every
+    /// slope is 1, every intercept an integer and all values fit i16, else F32.
     pub data: NiftiData,
 }
 
@@ -124,8 +132,10 @@ struct Slice {
     sop: String,
     rows: usize,
     cols: usize,
+    /// 1 (grey) or 3 (R, G, B)
+    channels: usize,
     g: FrameGeometry,
-    /// stored values, row by row, column fastest
+    /// stored values, row by row, column fastest; a colour image's R plane, then G, then B
     raw: Vec<i32>,
 }
 
@@ -145,6 +155,17 @@ pub fn series_volume(files: &[(String, Vec<u8>)]) -> Result<Volume, VolumeError>
         .flatten()
         .collect::<Vec<_>>();
 
+    if slices.len() > 1 {
+        if let Some(s) = slices.iter().find(|s| !s.g.patient) {
+            return Err(VolumeError::Unsupported {
+                name: s.name.clone(),
+                reason: format!(
+                    "a 2D image with neither ImagePositionPatient nor ImageOrientationPatient, in a series of {} images: such images (projection X-ray, ultrasound, photographs) are no volume, and only a series of one is exported as one; export such series with --format files or csv",
+                    slices.len()
+                ),
+            });
+        }
+    }
     let first = &slices[0];
     for s in &slices[1..] {
         let inconsistent = |what: String| VolumeError::Inconsistent {
@@ -152,6 +173,9 @@ pub fn series_volume(files: &[(String, Vec<u8>)]) -> Result<Volume, VolumeError>
             first: first.name.clone(),
             what,
         };
+        if s.channels != first.channels {
+            return Err(inconsistent(format!("samples per pixel ({} vs {})", s.channels, first.channels)));
+        }
         if (s.rows, s.cols) != (first.rows, first.cols) {
             return Err(inconsistent(format!(
                 "rows x columns ({} x {} vs {} x {})",
@@ -244,16 +268,19 @@ pub fn series_volume(files: &[(String, Vec<u8>)]) -> Result<Volume, VolumeError>
         affine[r][3] = flip * first.g.pos[r];
     }
 
-    let (rows, cols) = (first.rows, first.cols);
+    let (rows, cols, channels) = (first.rows, first.cols, first.channels);
+    let pixels = rows * cols;
+    // Slices in volume order, channel by channel.
+    let planes = || (0..channels).flat_map(|c| slices.iter().map(move |s| (s, &s.raw[c * pixels..(c + 1) * pixels])));
     let integral = slices
         .iter()
         .all(|s| s.g.slope == 1.0 && s.g.intercept.fract() == 0.0 && s.g.intercept.abs() <= 1e9);
     let as_i16 = if integral {
-        let mut out = Vec::with_capacity(rows * cols * n);
+        let mut out = Vec::with_capacity(pixels * n * channels);
         let mut fits = true;
-        'outer: for s in &slices {
+        'outer: for (s, plane) in planes() {
             let inter = s.g.intercept as i64;
-            for &v in &s.raw {
+            for &v in plane {
                 match i16::try_from(v as i64 + inter) {
                     Ok(x) => out.push(x),
                     Err(_) => {
@@ -270,13 +297,8 @@ pub fn series_volume(files: &[(String, Vec<u8>)]) -> Result<Volume, VolumeError>
     let data = match as_i16 {
         Some(v) => NiftiData::I16(v),
         None => NiftiData::F32(
-            slices
-                .iter()
-                .flat_map(|s| {
-                    s.raw
-                        .iter()
-                        .map(move |&v| (v as f64 * s.g.slope + s.g.intercept) as f32)
-                })
+            planes()
+                .flat_map(|(s, plane)| plane.iter().map(move |&v| (v as f64 * s.g.slope + s.g.intercept) as f32))
                 .collect(),
         ),
     };
@@ -286,18 +308,28 @@ pub fn series_volume(files: &[(String, Vec<u8>)]) -> Result<Volume, VolumeError>
         spacing: [col_sp, row_sp, slice_spacing],
         affine,
         slice_sops: slices.iter().map(|s| s.sop.clone()).collect(),
+        channels,
+        patient_geometry: first.g.patient,
         data,
     })
 }
 
-/// The volume as a NIfTI image (same dims, spacing, affine and data).
-pub fn volume_to_nifti(v: &Volume) -> Nifti {
-    Nifti {
-        dims: v.dims,
-        pixdim: v.spacing,
-        affine: v.affine,
-        data: v.data.clone(),
-    }
+/// The volume as NIfTI images, one per channel (same dims, spacing and affine): one for a
+/// grey volume, R, G and B for a colour one, the layout nnU-Net reads (`_0000`, `_0001`,
+/// `_0002`) and MONAI stacks as channels.
+pub fn volume_to_niftis(v: &Volume) -> Vec<Nifti> {
+    let n = v.dims.iter().product::<usize>();
+    let part = |c: usize| {
+        let r = c * n..(c + 1) * n;
+        match &v.data {
+            NiftiData::U8(d) => NiftiData::U8(d[r].to_vec()),
+            NiftiData::I16(d) => NiftiData::I16(d[r].to_vec()),
+            NiftiData::U16(d) => NiftiData::U16(d[r].to_vec()),
+            NiftiData::I32(d) => NiftiData::I32(d[r].to_vec()),
+            NiftiData::F32(d) => NiftiData::F32(d[r].to_vec()),
+        }
+    };
+    (0..v.channels).map(|c| Nifti { dims: v.dims, pixdim: v.spacing, affine: v.affine, data: part(c) }).collect()
 }
 
 /// A label map on the grid of `v` (u8 per voxel, x fastest, same dims).
@@ -519,14 +551,34 @@ fn parse_frames(name: &str, bytes: &[u8]) -> Result<Vec<Slice>, VolumeError> {
         Some(0) => return Err(a.invalid("NumberOfFrames", "is 0".into())),
         Some(f) => f as usize,
     };
-    if let Some(spp) = a
-        .opt_uint(tags::SAMPLES_PER_PIXEL, "SamplesPerPixel")?
-        .filter(|&s| s != 1)
-    {
-        return Err(a.unsupported(format!(
-            "a colour image (SamplesPerPixel = {spp}): volumes are grey-scale only; export such series with --format files or csv"
-        )));
-    }
+    let spp = a.opt_uint(tags::SAMPLES_PER_PIXEL, "SamplesPerPixel")?.unwrap_or(1);
+    let photometric = match a.get(tags::PHOTOMETRIC_INTERPRETATION) {
+        Some(_) => a.req_str(tags::PHOTOMETRIC_INTERPRETATION, "PhotometricInterpretation")?,
+        None => "MONOCHROME2".to_string(),
+    };
+    let colour = match (spp, photometric.as_str()) {
+        (1, "PALETTE COLOR") => {
+            return Err(a.unsupported("a palette colour image (PALETTE COLOR): not turned into volumes; export such series with --format files or csv".into()))
+        }
+        (1, _) => Colour::Grey,
+        (3, "RGB") => Colour::Rgb,
+        (3, "YBR_RCT" | "YBR_ICT") if encapsulated => Colour::Rgb,
+        (3, "YBR_FULL") => Colour::YbrFull,
+        (3, "YBR_FULL_422") => Colour::YbrFull422,
+        (3, other) => {
+            return Err(a.unsupported(format!(
+                "a colour image in PhotometricInterpretation {other} (cohort reads RGB, YBR_FULL and YBR_FULL_422, and YBR_RCT and YBR_ICT in JPEG 2000); export such series with --format files or csv"
+            )))
+        }
+        (n, _) => return Err(a.invalid("SamplesPerPixel", format!("{n} (must be 1 or 3)"))),
+    };
+    // Colour samples are together (0) or plane by plane (1); YBR_FULL_422 is always 0.
+    let interleaved = match a.opt_uint(tags::PLANAR_CONFIGURATION, "PlanarConfiguration")? {
+        _ if colour == Colour::Grey || colour == Colour::YbrFull422 => true,
+        None | Some(0) => true,
+        Some(1) => false,
+        Some(other) => return Err(a.invalid("PlanarConfiguration", format!("{other} (must be 0 or 1)"))),
+    };
     let sop = a.req_str(tags::SOP_INSTANCE_UID, "SOPInstanceUID")?;
     let rows = a.req_uint(tags::ROWS, "Rows")?;
     let cols = a.req_uint(tags::COLUMNS, "Columns")?;
@@ -554,13 +606,17 @@ fn parse_frames(name: &str, bytes: &[u8]) -> Result<Vec<Slice>, VolumeError> {
 
     let (rows, cols) = (rows as usize, cols as usize);
     let per_frame = rows * cols;
+    if colour == Colour::YbrFull422 && !encapsulated && cols % 2 == 1 {
+        return Err(a.unsupported(format!("YBR_FULL_422 with an odd number of columns ({cols})")));
+    }
     let mut raw: Vec<Vec<i32>> = if encapsulated {
         (0..frames)
-            .map(|k| decode_encapsulated(&obj_file, &a, k, per_frame, bits, bits_stored, signed))
+            .map(|k| decode_encapsulated(&obj_file, &a, k, per_frame, colour, bits, bits_stored, signed))
             .collect::<Result<_, _>>()?
     } else {
-        let all = decode_pixels(&a, per_frame.saturating_mul(frames), bits, bits_stored, signed, big_endian)?;
-        all.chunks_exact(per_frame).map(<[i32]>::to_vec).collect()
+        let stored = colour.stored_samples(per_frame);
+        let all = decode_pixels(&a, stored.saturating_mul(frames), bits, bits_stored, signed, big_endian)?;
+        all.chunks_exact(stored).map(|f| colour_planes(f, per_frame, colour, interleaved, bits_stored)).collect()
     };
 
     Ok(geometry
@@ -572,6 +628,7 @@ fn parse_frames(name: &str, bytes: &[u8]) -> Result<Vec<Slice>, VolumeError> {
             sop: slice_id(&sop, (frames > 1).then_some(k + 1)),
             rows,
             cols,
+            channels: colour.samples(),
             g,
             raw: std::mem::take(raw),
         })
@@ -608,6 +665,9 @@ struct FrameGeometry {
     thickness: Option<f64>,
     slope: f64,
     intercept: f64,
+    /// Placed in the patient by the file; false for a 2D image placed on its own plane
+    /// ([`image_plane`]).
+    patient: bool,
 }
 
 /// The geometry of each of the `frames` frames of an image:
@@ -639,7 +699,7 @@ fn frame_geometry(a: &Attrs<'_>, frames: usize) -> Result<Vec<FrameGeometry>, Vo
         let v = values.filter(|v| v.get(tags::RESCALE_SLOPE).is_some() || v.get(tags::RESCALE_INTERCEPT).is_some()).unwrap_or(at);
         let slope = v.opt_float(tags::RESCALE_SLOPE, "RescaleSlope")?.unwrap_or(1.0);
         let intercept = v.opt_float(tags::RESCALE_INTERCEPT, "RescaleIntercept")?.unwrap_or(0.0);
-        Ok(FrameGeometry { pos, row_cos, col_cos, pixel_spacing, thickness, slope: slope * dose_scaling, intercept: intercept * dose_scaling })
+        Ok(FrameGeometry { pos, row_cos, col_cos, pixel_spacing, thickness, slope: slope * dose_scaling, intercept: intercept * dose_scaling, patient: true })
     };
 
     if let Some(items) = crate::seg::items(a.obj, tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE) {
@@ -658,6 +718,12 @@ fn frame_geometry(a: &Attrs<'_>, frames: usize) -> Result<Vec<FrameGeometry>, Vo
                 top(&at, Some(&plane), group(tags::PLANE_ORIENTATION_SEQUENCE).as_ref(), group(tags::PIXEL_MEASURES_SEQUENCE).as_ref(), group(tags::PIXEL_VALUE_TRANSFORMATION_SEQUENCE).as_ref())
             })
             .collect();
+    }
+    if a.get(tags::IMAGE_POSITION_PATIENT).is_none() && a.get(tags::IMAGE_ORIENTATION_PATIENT).is_none() {
+        if frames > 1 {
+            return Err(a.unsupported(format!("a multi-frame image (NumberOfFrames = {frames}) with neither ImagePositionPatient nor ImageOrientationPatient (a cine loop or a stack of 2D images, not a volume); export such series with --format files or csv")));
+        }
+        return Ok(vec![image_plane(a)?]);
     }
     let first = top(a, None, None, None, None)?;
     if frames == 1 {
@@ -685,6 +751,35 @@ fn frame_geometry(a: &Attrs<'_>, frames: usize) -> Result<Vec<FrameGeometry>, Vo
         .collect())
 }
 
+/// The geometry of a 2D image that the file places in no patient frame (no
+/// ImagePositionPatient or ImageOrientationPatient: projection radiographs, ultrasound,
+/// photographs, secondary captures): its own plane, columns along x and rows along y of
+/// DICOM's patient axes, the first pixel at the origin. The spacing is PixelSpacing, else
+/// ImagerPixelSpacing (projection radiography, at the detector), else
+/// NominalScannedPixelSpacing (scanned film), else 1 mm.
+fn image_plane(a: &Attrs<'_>) -> Result<FrameGeometry, VolumeError> {
+    let mut pixel_spacing = [1.0, 1.0];
+    for (tag, kw) in [(tags::PIXEL_SPACING, "PixelSpacing"), (tags::IMAGER_PIXEL_SPACING, "ImagerPixelSpacing"), (tags::NOMINAL_SCANNED_PIXEL_SPACING, "NominalScannedPixelSpacing")] {
+        if a.get(tag).is_some() {
+            pixel_spacing = a.req_floats::<2>(tag, kw)?;
+            if pixel_spacing.iter().any(|v| *v <= 0.0) {
+                return Err(a.invalid(kw, format!("{pixel_spacing:?} must be positive")));
+            }
+            break;
+        }
+    }
+    Ok(FrameGeometry {
+        pos: [0.0; 3],
+        row_cos: [1.0, 0.0, 0.0],
+        col_cos: [0.0, 1.0, 0.0],
+        pixel_spacing,
+        thickness: None,
+        slope: a.opt_float(tags::RESCALE_SLOPE, "RescaleSlope")?.unwrap_or(1.0),
+        intercept: a.opt_float(tags::RESCALE_INTERCEPT, "RescaleIntercept")?.unwrap_or(0.0),
+        patient: false,
+    })
+}
+
 /// A syntax with encapsulated (compressed) pixel data that the codecs built in can decode.
 fn decodes_encapsulated(ts: &str) -> bool {
     use dicom_transfer_syntax_registry::{TransferSyntaxIndex, TransferSyntaxRegistry};
@@ -697,23 +792,27 @@ fn decodes_encapsulated(ts: &str) -> bool {
 /// 32 MiB, the largest CT, MR and mammography frames well below this.
 const MAX_DECODED_FRAME: usize = 256 << 20;
 
-/// Decode frame `frame` (from 0) of encapsulated pixel data into stored values.
+/// Decode frame `frame` (from 0) of encapsulated pixel data into stored values: `count`
+/// pixels, plane by plane for a colour image (R, G, B).
+#[allow(clippy::too_many_arguments)]
 fn decode_encapsulated(
     file: &dicom_object::DefaultDicomObject,
     a: &Attrs<'_>,
     frame: usize,
     count: usize,
+    colour: Colour,
     bits: u32,
     bits_stored: u32,
     signed: bool,
 ) -> Result<Vec<i32>, VolumeError> {
+    let spp = colour.samples();
     match a.get(tags::PIXEL_DATA).as_deref().map(|e| e.value()) {
         None => return Err(a.missing("PixelData")),
         Some(Value::PixelSequence(_)) => {}
         Some(_) => return Err(a.invalid("PixelData", "is not encapsulated, as its transfer syntax says it is".into())),
     }
     let bytes_per = (bits / 8) as usize;
-    let need = count.saturating_mul(bytes_per);
+    let need = count.saturating_mul(bytes_per).saturating_mul(spp);
     if need > MAX_DECODED_FRAME {
         return Err(a.unsupported(format!("a frame of {need} bytes decoded (more than {MAX_DECODED_FRAME})")));
     }
@@ -724,34 +823,125 @@ fn decode_encapsulated(
             return Err(a.missing("PixelData"));
         };
         let fragment = seq.fragments().get(frame).ok_or_else(|| cannot(format!("RLE has one fragment per frame, and there are {}", seq.fragments().len())))?;
-        let data = rle_decode(fragment, count, bytes_per).map_err(cannot)?;
-        return stored_values(a, &data, bytes_per, bits_stored, signed, u16::from_le_bytes);
+        if colour == Colour::YbrFull422 {
+            return Err(a.invalid("PhotometricInterpretation", "YBR_FULL_422 with RLE (PS3.5 G.2 allows RGB or YBR_FULL only)".into()));
+        }
+        let data = rle_decode(fragment, count, bytes_per, spp).map_err(cannot)?;
+        let values = stored_values(a, &data, bytes_per, bits_stored, signed, u16::from_le_bytes)?;
+        return Ok(colour_planes(&values, count, colour, false, bits_stored));
     }
     let frame_no = u32::try_from(frame).map_err(|_| a.invalid("NumberOfFrames", format!("{frame} frames")))?;
-    let data = crate::dicom::decode_pixel_data(file, Some(frame_no)).map_err(cannot)?.data;
+    let decoded = crate::dicom::decode_pixel_data(file, Some(frame_no)).map_err(cannot)?;
+    let data = decoded.data;
     if data.len() < need {
-        return Err(a.invalid("PixelData", format!("decodes to {} bytes, but {count} pixels of {bits} bits need {need}", data.len())));
+        return Err(a.invalid("PixelData", format!("decodes to {} bytes, but {count} pixels of {spp} sample(s) of {bits} bits need {need}", data.len())));
     }
-    // The decoders give samples in native byte order.
-    stored_values(a, &data[..need], bytes_per, bits_stored, signed, u16::from_ne_bytes)
+    // The decoders give samples in native byte order, a colour pixel's samples together, and
+    // full-resolution colour: RGB, or YCbCr where they leave it so (the header is no guide:
+    // the JPEG decoder converts YBR_FULL_422 to RGB).
+    let values = stored_values(a, &data[..need], bytes_per, bits_stored, signed, u16::from_ne_bytes)?;
+    let after = match colour {
+        Colour::Grey => Colour::Grey,
+        _ if decoded.photometric.starts_with("YBR_FULL") => Colour::YbrFull,
+        _ => Colour::Rgb,
+    };
+    Ok(colour_planes(&values, count, after, true, bits_stored))
+}
+
+/// How a pixel's samples are stored: grey (one sample), or colour to become R, G and B.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Colour {
+    Grey,
+    /// RGB, and JPEG 2000's YBR_RCT and YBR_ICT, whose decoder gives RGB.
+    Rgb,
+    /// YCbCr, full resolution (PS3.3 C.7.6.3.1.2).
+    YbrFull,
+    /// YCbCr with the chroma of two horizontal neighbours shared: Y Y Cb Cr per pair.
+    YbrFull422,
+}
+
+impl Colour {
+    /// Samples per pixel after decoding.
+    fn samples(self) -> usize {
+        if self == Colour::Grey {
+            1
+        } else {
+            3
+        }
+    }
+
+    /// Stored samples of one frame of `pixels` pixels.
+    fn stored_samples(self, pixels: usize) -> usize {
+        match self {
+            Colour::Grey => pixels,
+            Colour::YbrFull422 => pixels.saturating_mul(2),
+            _ => pixels.saturating_mul(3),
+        }
+    }
+}
+
+/// One frame's stored samples as planes: grey unchanged, colour as an R, a G and a B plane
+/// of `pixels` values each. `interleaved`: a colour pixel's samples are together (Planar
+/// Configuration 0), else plane by plane. YCbCr becomes RGB by PS3.3 C.7.6.3.1.2, rounded
+/// and clamped to the range of `bits_stored` bits as pydicom does.
+fn colour_planes(s: &[i32], pixels: usize, colour: Colour, interleaved: bool, bits_stored: u32) -> Vec<i32> {
+    let max = ((1u64 << bits_stored) - 1) as f64;
+    let half = (1u64 << (bits_stored - 1)) as f64;
+    let ybr = |y: i32, cb: i32, cr: i32| -> [i32; 3] {
+        let (y, cb, cr) = (f64::from(y), f64::from(cb) - half, f64::from(cr) - half);
+        let v = [y + 1.402 * cr, y - 0.114 * 1.772 / 0.587 * cb - 0.299 * 1.402 / 0.587 * cr, y + 1.772 * cb];
+        v.map(|c| (c + 0.5).floor().clamp(0.0, max) as i32)
+    };
+    if colour == Colour::Grey {
+        return s[..pixels].to_vec();
+    }
+    let mut out = vec![0i32; pixels * 3];
+    let (r, gb) = out.split_at_mut(pixels);
+    let (g, b) = gb.split_at_mut(pixels);
+    let mut put = |i: usize, px: [i32; 3]| {
+        r[i] = px[0];
+        g[i] = px[1];
+        b[i] = px[2];
+    };
+    match colour {
+        Colour::Grey => {}
+        Colour::YbrFull422 => {
+            for (p, q) in s.chunks_exact(4).take(pixels / 2).enumerate() {
+                put(2 * p, ybr(q[0], q[2], q[3]));
+                put(2 * p + 1, ybr(q[1], q[2], q[3]));
+            }
+        }
+        Colour::Rgb | Colour::YbrFull => {
+            for i in 0..pixels {
+                let px = if interleaved { [s[3 * i], s[3 * i + 1], s[3 * i + 2]] } else { [s[i], s[pixels + i], s[2 * pixels + i]] };
+                put(i, if colour == Colour::YbrFull { ybr(px[0], px[1], px[2]) } else { px });
+            }
+        }
+    }
+    out
 }
 
 /// One frame of grey-scale RLE Lossless (PS3.5 Annex G) to `count` samples of `bytes_per`
 /// bytes each, little endian: a 64-byte header (the number of segments, then the offset of
 /// each), one PackBits segment per byte of a sample, the most significant first.
-fn rle_decode(fragment: &[u8], count: usize, bytes_per: usize) -> Result<Vec<u8>, String> {
+///
+/// A colour image (`spp` 3) has one segment per byte of each sample, the samples in order
+/// (R, then G, then B); the result holds the samples plane by plane, `count` of each.
+fn rle_decode(fragment: &[u8], count: usize, bytes_per: usize, spp: usize) -> Result<Vec<u8>, String> {
     let word = |i: usize| fragment.get(4 * i..4 * i + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
     let segments = word(0).ok_or("the RLE header is truncated")?;
-    if segments != bytes_per {
-        return Err(format!("{segments} RLE segments, but grey-scale samples of {bytes_per} bytes need {bytes_per}"));
+    if segments != bytes_per * spp {
+        return Err(format!("{segments} RLE segments, but {spp} sample(s) of {bytes_per} byte(s) a pixel need {}", bytes_per * spp));
     }
-    let mut out = vec![0u8; count * bytes_per];
+    let mut out = vec![0u8; count * bytes_per * spp];
     for seg in 0..segments {
         let start = word(1 + seg).ok_or("the RLE header is truncated")?;
         let end = if seg + 1 < segments { word(2 + seg).ok_or("the RLE header is truncated")? } else { fragment.len() };
         let data = fragment.get(start..end).filter(|_| start >= 64).ok_or_else(|| format!("RLE segment {} at bytes {start}..{end} of a fragment of {}", seg + 1, fragment.len()))?;
-        // Segment `seg` holds byte `bytes_per - 1 - seg` (little-endian order) of every sample.
-        let byte = bytes_per - 1 - seg;
+        // Segment `seg` holds byte `bytes_per - 1 - seg % bytes_per` (little-endian order) of
+        // every sample of plane `seg / bytes_per`.
+        let plane = &mut out[seg / bytes_per * count * bytes_per..][..count * bytes_per];
+        let byte = bytes_per - 1 - seg % bytes_per;
         let (mut at, mut n) = (0, 0);
         while n < count && at < data.len() {
             let control = data[at] as i8;
@@ -762,7 +952,7 @@ fn rle_decode(fragment: &[u8], count: usize, bytes_per: usize) -> Result<Vec<u8>
                     let run = control as usize + 1;
                     let lit = data.get(at..at + run).ok_or_else(|| format!("RLE segment {} ends inside a literal run", seg + 1))?;
                     for &b in lit.iter().take(count - n) {
-                        out[n * bytes_per + byte] = b;
+                        plane[n * bytes_per + byte] = b;
                         n += 1;
                     }
                     at += run;
@@ -771,7 +961,7 @@ fn rle_decode(fragment: &[u8], count: usize, bytes_per: usize) -> Result<Vec<u8>
                     let b = *data.get(at).ok_or_else(|| format!("RLE segment {} ends inside a repeat run", seg + 1))?;
                     at += 1;
                     for _ in 0..(1 - control as isize).min((count - n) as isize) {
-                        out[n * bytes_per + byte] = b;
+                        plane[n * bytes_per + byte] = b;
                         n += 1;
                     }
                 }
@@ -1878,17 +2068,99 @@ mod tests {
         }
     }
 
+    fn pydicom_file(name: &str) -> (String, Vec<u8>) {
+        (name.to_string(), std::fs::read(format!("{}/tests/data/pydicom/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap())
+    }
+
+    fn values(v: &Volume) -> Vec<f64> {
+        match &v.data {
+            NiftiData::I16(d) => d.iter().map(|&x| f64::from(x)).collect(),
+            NiftiData::F32(d) => d.iter().map(|&x| f64::from(x)).collect(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// R, G, B of pixel (row, col) of a one-slice colour volume.
+    fn rgb(v: &Volume, row: usize, col: usize) -> [f64; 3] {
+        let n = v.dims[0] * v.dims[1];
+        let d = values(v);
+        [0, 1, 2].map(|c| d[c * n + row * v.dims[0] + col])
+    }
+
+    /// pydicom's test card in five encodings. The expected values are pydicom 3.0's
+    /// (`pixel_array`, which converts YCbCr to RGB): its sums, and pixels of the card's
+    /// red, blue-grey and white fields.
     #[test]
-    fn colour_images_are_an_error_that_says_what_to_do() {
-        let name = "SC_rgb_rle_2frame.dcm";
-        let bytes = std::fs::read(format!("{}/tests/data/pydicom/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap();
-        match series_volume(&[(name.into(), bytes)]).unwrap_err() {
+    fn colour_images_become_r_g_b_channels() {
+        let card = series_volume(&[pydicom_file("SC_rgb_rle.dcm")]).unwrap();
+        assert_eq!((card.dims, card.channels, card.patient_geometry), ([100, 100, 1], 3, false));
+        assert_eq!(card.spacing, [1.0, 1.0, 1.0]);
+        assert_eq!(values(&card).iter().sum::<f64>(), 3_831_000.0);
+        assert_eq!((rgb(&card, 0, 0), rgb(&card, 50, 5), rgb(&card, 30, 30), rgb(&card, 99, 99)), ([255.0, 0.0, 0.0], [128.0, 128.0, 255.0], [128.0, 255.0, 128.0], [255.0; 3]));
+        // The 2D image sits on its own plane: columns along x, rows along y (LPS), at 0.
+        assert_eq!(card.affine, [[-1.0, 0.0, 0.0, -0.0], [0.0, -1.0, 0.0, -0.0], [0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]]);
+
+        // JPEG 2000 lossless: the same planes.
+        let j2k = series_volume(&[pydicom_file("SC_rgb_gdcm_KY.dcm")]).unwrap();
+        assert_eq!(values(&j2k), values(&card));
+        // 16-bit RLE, six segments: 257 times each value (F32: above i16).
+        let rle16 = series_volume(&[pydicom_file("SC_rgb_rle_16bit.dcm")]).unwrap();
+        assert_eq!(values(&rle16), values(&card).iter().map(|v| v * 257.0).collect::<Vec<_>>());
+        // Native YBR_FULL_422, converted as pydicom converts it.
+        let ybr = series_volume(&[pydicom_file("SC_ybr_full_422_uncompressed.dcm")]).unwrap();
+        assert_eq!(values(&ybr).iter().sum::<f64>(), 3_832_000.0);
+        assert_eq!((rgb(&ybr, 0, 0), rgb(&ybr, 50, 5), rgb(&ybr, 30, 30)), ([254.0, 0.0, 0.0], [125.0, 130.0, 255.0], [130.0, 254.0, 130.0]));
+        // Lossy JPEG in YBR_FULL: within 6 of the lossless card, as pydicom's decode is.
+        let jpeg = series_volume(&[pydicom_file("SC_rgb_jpeg_dcmtk.dcm")]).unwrap();
+        let worst = values(&jpeg).iter().zip(values(&card)).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        assert!(worst > 0.0 && worst <= 6.0, "{worst}");
+        // Big endian, plane by plane (PlanarConfiguration 1): pixels as pydicom reads them.
+        let us = series_volume(&[pydicom_file("ExplVR_BigEnd.dcm")]).unwrap();
+        assert_eq!((us.dims, us.channels), ([80, 60, 1], 3));
+        assert_eq!((values(&us).iter().sum::<f64>(), rgb(&us, 10, 20), rgb(&us, 59, 79)), (2_470_716.0, [255.0, 255.0, 0.0], [255.0, 232.0, 0.0]));
+        // The one-channel NIfTI images of a colour volume: R, G, B.
+        let n = crate::volume::volume_to_niftis(&card);
+        assert_eq!(n.len(), 3);
+        assert_eq!(n[2].data, NiftiData::I16(values(&card)[20_000..].iter().map(|&v| v as i16).collect()));
+    }
+
+    #[test]
+    fn two_dimensional_images_that_are_no_volume_say_what_to_do() {
+        // A multi-frame image with no patient geometry (a cine loop, a stack of photos).
+        let (name, bytes) = pydicom_file("SC_rgb_rle_2frame.dcm");
+        match series_volume(&[(name.clone(), bytes)]).unwrap_err() {
             VolumeError::Unsupported { name: n, reason } => {
                 assert_eq!(n, name);
-                assert!(reason.contains("colour") && reason.contains("SamplesPerPixel = 3") && reason.contains("--format files or csv"), "{reason}");
+                assert!(reason.contains("NumberOfFrames = 2") && reason.contains("neither ImagePositionPatient nor ImageOrientationPatient") && reason.contains("--format files or csv"), "{reason}");
             }
             e => panic!("{e}"),
         }
+        // Two 2D images in one series: no volume either.
+        match series_volume(&[pydicom_file("SC_rgb_rle.dcm"), pydicom_file("SC_rgb_gdcm_KY.dcm")]).unwrap_err() {
+            VolumeError::Unsupported { reason, .. } => assert!(reason.contains("in a series of 2 images") && reason.contains("--format files or csv"), "{reason}"),
+            e => panic!("{e}"),
+        }
+        // A grey 2D image: one slice, spacing from PixelSpacing.
+        let nm = series_volume(&[pydicom_file("JPEG2000.dcm")]).unwrap();
+        assert_eq!((nm.dims, nm.channels, nm.patient_geometry, nm.spacing), ([256, 1024, 1], 1, false, [2.26, 2.26, 1.0]));
+    }
+
+    #[test]
+    fn colour_that_cannot_be_read_is_an_error_naming_the_file() {
+        let (name, mut bytes) = pydicom_file("SC_rgb_rle.dcm");
+        // PhotometricInterpretation "RGB " -> "HSV " (retired): unsupported, named.
+        let at = bytes.windows(4).position(|w| w == b"RGB ").unwrap();
+        bytes[at..at + 4].copy_from_slice(b"HSV ");
+        match series_volume(&[(name.clone(), bytes.clone())]).unwrap_err() {
+            VolumeError::Unsupported { name: n, reason } => assert!(n == name && reason.contains("PhotometricInterpretation HSV"), "{reason}"),
+            e => panic!("{e}"),
+        }
+        // The RLE header claims two segments for three samples.
+        bytes[at..at + 4].copy_from_slice(b"RGB ");
+        let frag = bytes.windows(4).rposition(|w| w == [0xFE, 0xFF, 0x00, 0xE0]).unwrap() + 8;
+        bytes[frag] = 2;
+        let e = series_volume(&[(name, bytes)]).unwrap_err().to_string();
+        assert!(e.contains("SC_rgb_rle.dcm") && e.contains("2 RLE segments, but 3 sample(s)"), "{e}");
     }
 
     #[test]
@@ -2146,7 +2418,7 @@ mod tests {
         let m = crate::nifti::read_nifti(&bytes).unwrap();
         assert_eq!(mask_onto_grid(&m, v.dims, &v.affine).unwrap(), labels);
         // the volume itself round trips too
-        let vb = crate::nifti::write_nifti(&volume_to_nifti(&v), false).unwrap();
+        let vb = crate::nifti::write_nifti(&volume_to_niftis(&v)[0], false).unwrap();
         let back = crate::nifti::read_nifti(&vb).unwrap();
         assert_eq!(
             back.values,
@@ -2287,3 +2559,4 @@ mod tests {
         assert_eq!(&out[..2], &[255, 2]);
     }
 }
+

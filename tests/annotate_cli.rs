@@ -877,3 +877,94 @@ fn readers_on_two_branches_merge_into_one_catalog() {
     assert_eq!(set_of(merged.clone(), "reader-a"), theirs_set, "{merged}");
     assert!(set_of(merged, "reader-b").is_some());
 }
+
+/// Colour and 2D images in a MONAI export, read back with nibabel and compared with pydicom's
+/// decode (which converts YCbCr to RGB): an ultrasound RGB image (big endian, plane by plane),
+/// a native YBR_FULL_422 card, and a grey nuclear-medicine image in JPEG 2000, none with
+/// patient geometry.
+#[test]
+fn colour_and_2d_images_export_as_channels() {
+    let t = tempfile::tempdir().unwrap();
+    let r = t.path().join("ds");
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/pydicom");
+    for (dir, file) in [("US", "ExplVR_BigEnd.dcm"), ("SC", "SC_ybr_full_422_uncompressed.dcm"), ("NM", "JPEG2000.dcm")] {
+        fs::create_dir_all(r.join(dir)).unwrap();
+        fs::copy(data.join(file), r.join(dir).join(file)).unwrap();
+    }
+    let r = r.as_path();
+    ok(r, &["init"]);
+    ok(r, &["commit", "-m", "colour and 2D images"]);
+    ok(r, &["split", "create", "--name", "s", "--ratios", "50,50"]);
+    let out = t.path().join("monai");
+    ok(r, &["export", "HEAD", out.to_str().unwrap(), "--split", "s", "--format", "monai"]);
+    let manifest: Value = serde_json::from_slice(&fs::read(out.join("cohort-manifest.json")).unwrap()).unwrap();
+    let mut channels: Vec<u64> = manifest["cases"].as_array().unwrap().iter().map(|c| c["channels"].as_u64().unwrap()).collect();
+    channels.sort();
+    assert_eq!(channels, [1, 3, 3], "{manifest}");
+    assert!(manifest["cases"].as_array().unwrap().iter().all(|c| c["patient_geometry"] == false), "{manifest}");
+    require_nibabel();
+    let check = r#"
+import json, sys, os, glob
+import nibabel as nib, numpy as np, pydicom
+from pydicom.pixels import pixel_array
+out, src = sys.argv[1], sys.argv[2]
+manifest = json.load(open(os.path.join(out, "cohort-manifest.json")))
+datalist = json.load(open(os.path.join(out, "datalist.json")))
+entries = {}
+for part in datalist.values():
+    for e in part:
+        imgs = e["image"] if isinstance(e["image"], list) else [e["image"]]
+        entries[os.path.basename(imgs[0]).split(".")[0][:9]] = imgs
+files = {pydicom.dcmread(f, stop_before_pixels=True).SeriesInstanceUID: f for f in glob.glob(os.path.join(src, "*", "*.dcm"))}
+for case in manifest["cases"]:
+    imgs = entries[case["case"]]
+    assert len(imgs) == case["channels"], (imgs, case)
+    vols = [nib.load(os.path.join(out, i)) for i in imgs]
+    data = np.stack([np.asarray(v.dataobj) for v in vols], axis=-1)  # x, y, z, c
+    d = pydicom.dcmread(files[case["series_uid"]])
+    px = pixel_array(files[case["series_uid"]]).astype(np.float64)
+    if px.ndim == 2:
+        px = px[..., None]
+    assert data.shape == (d.Columns, d.Rows, 1, case["channels"]), data.shape
+    assert np.array_equal(data[:, :, 0, :].transpose(1, 0, 2), px), ("values differ", case["case"])
+    sp = [float(x) for x in d.get("PixelSpacing", [1, 1])]
+    want = np.diag([-sp[1], -sp[0], 1.0, 1.0])
+    for v in vols:
+        assert np.allclose(v.affine, want, atol=1e-6), (v.affine, want)
+print("ok", len(manifest["cases"]))
+"#;
+    let o = Command::new("python3").args(["-c", check, out.to_str().unwrap(), r.to_str().unwrap()]).output().unwrap();
+    assert!(o.status.success(), "nibabel check failed:\n{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "ok 3");
+
+    // nnU-Net: a mask on each 2D image (on its own plane), then one channel file per colour.
+    let series_of = |c: &Value| c["series_uid"].as_str().unwrap().to_string();
+    for case in manifest["cases"].as_array().unwrap() {
+        let (w, h) = match case["channels"].as_u64() {
+            Some(1) => (256, 1024),
+            _ if series_of(case).starts_with("1.2.840.113619") => (80, 60),
+            _ => (100, 100),
+        };
+        let sp = if w == 256 { 2.26 } else { 1.0 };
+        let mut labels = vec![0u8; w * h];
+        labels[w * 5 + 7] = 1;
+        let nii = Nifti { dims: [w, h, 1], pixdim: [sp, sp, 1.0], affine: [[-sp, 0.0, 0.0, 0.0], [0.0, -sp, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]], data: NiftiData::U8(labels) };
+        let p = t.path().join(format!("{w}.nii.gz"));
+        fs::write(&p, write_nifti(&nii, true).unwrap()).unwrap();
+        ok(r, &["annotate", "import", "main", p.to_str().unwrap(), "--reader", "a", "--kind", "segmentation", "--source", "retrospective", "--series", &series_of(case), "--labels", "1=lesion"]);
+    }
+    // Grey and colour cases together: nnU-Net needs the same channels everywhere.
+    let o = fails(r, &["export", "HEAD", t.path().join("nn-mixed").to_str().unwrap(), "--split", "s", "--format", "nnunet"]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("nnU-Net needs the same channels in every case"), "{e}");
+    assert!(!t.path().join("nn-mixed").exists());
+    fs::remove_dir_all(r.join("NM")).unwrap();
+    ok(r, &["commit", "-m", "colour only"]);
+    let nn = t.path().join("nn");
+    ok(r, &["export", "HEAD", nn.to_str().unwrap(), "--split", "s", "--format", "nnunet"]);
+    let ds: Value = serde_json::from_slice(&fs::read(nn.join("dataset.json")).unwrap()).unwrap();
+    assert_eq!(ds["channel_names"], serde_json::json!({"0": "R", "1": "G", "2": "B"}));
+    let mut images: Vec<String> = ["imagesTr", "imagesTs"].iter().flat_map(|d| fs::read_dir(nn.join(d)).into_iter().flatten().map(|e| e.unwrap().file_name().into_string().unwrap())).collect();
+    images.sort();
+    assert_eq!(images, ["case_0000_0000.nii.gz", "case_0000_0001.nii.gz", "case_0000_0002.nii.gz", "case_0001_0000.nii.gz", "case_0001_0001.nii.gz", "case_0001_0002.nii.gz"]);
+}
