@@ -2124,6 +2124,21 @@ mod tests {
         assert_eq!(n[2].data, NiftiData::I16(values(&card)[20_000..].iter().map(|&v| v as i16).collect()));
     }
 
+    /// An RGB JPEG with nothing in its stream to say so: pydicom reads a near-grey picture
+    /// (sum 47,966,767; pixel (28, 79) is [182, 165, 169]); taken for YCbCr, every value was
+    /// off by up to 137.
+    #[test]
+    fn rgb_jpeg_without_markers_is_not_colour_converted() {
+        let v = series_volume(&[pydicom_file("SC_jpeg_no_color_transform.dcm")]).unwrap();
+        assert_eq!((v.dims, v.channels), ([256, 256, 1], 3));
+        let sum: f64 = values(&v).iter().sum();
+        assert!((sum - 47_966_767.0).abs() <= 256.0 * 256.0 * 3.0, "{sum}");
+        for (at, want) in [((28, 79), [182.0, 165.0, 169.0]), ((100, 100), [244.0; 3])] {
+            let got = rgb(&v, at.0, at.1);
+            assert!(got.iter().zip(want).all(|(g, w)| (g - w).abs() <= 1.0), "{at:?}: {got:?}");
+        }
+    }
+
     #[test]
     fn two_dimensional_images_that_are_no_volume_say_what_to_do() {
         // A multi-frame image with no patient geometry (a cine loop, a stack of photos).
@@ -2559,4 +2574,5 @@ mod tests {
         assert_eq!(&out[..2], &[255, 2]);
     }
 }
+
 

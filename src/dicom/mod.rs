@@ -371,6 +371,9 @@ pub(crate) struct DecodedPixels {
 /// anywhere. The error is the reason, for the caller to put in context.
 pub(crate) fn decode_pixel_data(file: &DefaultDicomObject, frame: Option<u32>) -> Result<DecodedPixels, String> {
     use dicom_pixeldata::PixelDecoder;
+    if let Some(frames) = unmarked_rgb_jpeg(file, frame) {
+        return decode_rgb_jpeg(&frames);
+    }
     let decoded = catch_unwind(AssertUnwindSafe(|| {
         let d = match frame {
             Some(f) => file.decode_pixel_data_frame(f),
@@ -388,6 +391,99 @@ pub(crate) fn decode_pixel_data(file: &DefaultDicomObject, frame: Option<u32>) -
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err("the decoder panicked".into()),
     }
+}
+
+/// The JPEG streams of the frames asked for, when `file` is a colour JPEG (baseline or
+/// extended, 8 bits) that DICOM declares RGB and whose streams say nothing of their colour
+/// (no JFIF or Adobe marker, component ids other than 'R', 'G', 'B'). PS3.5 8.2.1: such
+/// components are R, G and B, not transformed; the JPEG decoder, left to guess, takes
+/// components 1, 2, 3 for YCbCr (pydicom's `SC_jpeg_no_color_transform.dcm`). A frame is one
+/// fragment, or all fragments of a single-frame image; anything else is left to dicom-pixeldata.
+fn unmarked_rgb_jpeg(file: &DefaultDicomObject, frame: Option<u32>) -> Option<Vec<Vec<u8>>> {
+    use dicom_core::value::Value;
+    use dicom_dictionary_std::tags;
+    let ts = file.meta().transfer_syntax().trim_end_matches('\0');
+    if !matches!(ts, "1.2.840.10008.1.2.4.50" | "1.2.840.10008.1.2.4.51") {
+        return None;
+    }
+    let text = |tag| file.element_opt(tag).ok().flatten().and_then(|e| e.to_str().ok()).map(|s| s.trim().to_string());
+    let int = |tag| file.element_opt(tag).ok().flatten().and_then(|e| e.to_int::<u32>().ok());
+    if int(tags::SAMPLES_PER_PIXEL) != Some(3) || int(tags::BITS_ALLOCATED) != Some(8) || text(tags::PHOTOMETRIC_INTERPRETATION).as_deref() != Some("RGB") {
+        return None;
+    }
+    let Value::PixelSequence(seq) = file.element_opt(tags::PIXEL_DATA).ok().flatten()?.value() else { return None };
+    let fragments = seq.fragments();
+    let frames = int(tags::NUMBER_OF_FRAMES).unwrap_or(1) as usize;
+    let streams: Vec<Vec<u8>> = if frames == 1 {
+        vec![fragments.iter().flatten().copied().collect()]
+    } else if fragments.len() == frames {
+        fragments.iter().map(|f| f.to_vec()).collect()
+    } else {
+        return None;
+    };
+    if streams.iter().any(|s| jpeg_says_colour(s)) {
+        return None;
+    }
+    match frame {
+        None => Some(streams),
+        Some(f) => streams.into_iter().nth(f as usize).map(|s| vec![s]),
+    }
+}
+
+/// Whether a JPEG stream says how its colour is coded: a JFIF (APP0) or Adobe (APP14)
+/// marker, or component ids 'R', 'G', 'B' in its frame header. Unreadable: treated as saying
+/// so (the stream is then left to the usual decoder and its errors).
+fn jpeg_says_colour(s: &[u8]) -> bool {
+    let mut at = 2;
+    if s.get(..2) != Some(&[0xFF, 0xD8]) {
+        return true;
+    }
+    while let (Some(&0xFF), Some(&marker)) = (s.get(at), s.get(at + 1)) {
+        if marker == 0xFF {
+            at += 1;
+            continue;
+        }
+        let Some(len) = s.get(at + 2..at + 4).map(|b| usize::from(u16::from_be_bytes([b[0], b[1]]))) else { return true };
+        let body = s.get(at + 4..at + 2 + len).unwrap_or(&[]);
+        match marker {
+            0xE0 if body.starts_with(b"JFIF\0") => return true,
+            0xEE if body.starts_with(b"Adobe") => return true,
+            // SOF0 / SOF1: precision, height, width, component count, then id, sampling, table.
+            0xC0 | 0xC1 => {
+                let ids: Vec<u8> = body.get(6..).unwrap_or(&[]).chunks_exact(3).map(|c| c[0]).collect();
+                if ids == [b'R', b'G', b'B'] {
+                    return true;
+                }
+            }
+            0xDA => return false,
+            _ => {}
+        }
+        at += 2 + len;
+    }
+    true
+}
+
+/// Decode 8-bit colour JPEG streams with no colour transform: R, G, B interleaved.
+fn decode_rgb_jpeg(streams: &[Vec<u8>]) -> Result<DecodedPixels, String> {
+    let mut data = Vec::new();
+    for s in streams {
+        let decoded = catch_unwind(AssertUnwindSafe(|| {
+            let mut d = jpeg_decoder::Decoder::new(Cursor::new(s));
+            d.set_color_transform(jpeg_decoder::ColorTransform::RGB);
+            let pixels = d.decode().map_err(|e| e.to_string())?;
+            let info = d.info().ok_or("the JPEG stream has no frame header")?;
+            if info.pixel_format != jpeg_decoder::PixelFormat::RGB24 {
+                return Err(format!("the JPEG stream decodes to {:?}, not 8-bit RGB", info.pixel_format));
+            }
+            Ok(pixels)
+        }));
+        match decoded {
+            Ok(Ok(p)) => data.extend_from_slice(&p),
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err("the decoder panicked".into()),
+        }
+    }
+    Ok(DecodedPixels { data, photometric: "RGB".into(), samples_per_pixel: 3, bits_allocated: 8 })
 }
 
 #[cfg(test)]
