@@ -8,7 +8,7 @@
 //! one: enhanced CT/MR/PET, placed by its per-frame functional groups, or an RT
 //! Dose grid, placed by GridFrameOffsetVector and scaled to Gy by
 //! DoseGridScaling. Colour images (RGB, YBR_FULL, YBR_FULL_422; in JPEG 2000 YBR_RCT and
-//! YBR_ICT) become three channels, R, G and B. A 2D image with no patient geometry
+//! YBR_ICT; PALETTE COLOR through its lookup tables) become three channels, R, G and B. A 2D image with no patient geometry
 //! (projection X-ray, ultrasound, photograph) becomes a volume of one slice on its own plane.
 //!
 //! [`volume_to_niftis`] and [`label_nifti`] turn a volume or a label map on its grid into a
@@ -557,9 +557,6 @@ fn parse_frames(name: &str, bytes: &[u8]) -> Result<Vec<Slice>, VolumeError> {
         None => "MONOCHROME2".to_string(),
     };
     let colour = match (spp, photometric.as_str()) {
-        (1, "PALETTE COLOR") => {
-            return Err(a.unsupported("a palette colour image (PALETTE COLOR): not turned into volumes; export such series with --format files or csv".into()))
-        }
         (1, _) => Colour::Grey,
         (3, "RGB") => Colour::Rgb,
         (3, "YBR_RCT" | "YBR_ICT") if encapsulated => Colour::Rgb,
@@ -603,6 +600,10 @@ fn parse_frames(name: &str, bytes: &[u8]) -> Result<Vec<Slice>, VolumeError> {
     };
     // Geometry first: it also proves that `frames` is what the file holds.
     let geometry = frame_geometry(&a, frames)?;
+    let palette = match photometric.as_str() {
+        "PALETTE COLOR" if spp == 1 => Some(Palette::read(&a)?),
+        _ => None,
+    };
 
     let (rows, cols) = (rows as usize, cols as usize);
     let per_frame = rows * cols;
@@ -618,6 +619,12 @@ fn parse_frames(name: &str, bytes: &[u8]) -> Result<Vec<Slice>, VolumeError> {
         let all = decode_pixels(&a, stored.saturating_mul(frames), bits, bits_stored, signed, big_endian)?;
         all.chunks_exact(stored).map(|f| colour_planes(f, per_frame, colour, interleaved, bits_stored)).collect()
     };
+    if let Some(p) = &palette {
+        for frame in &mut raw {
+            *frame = p.apply(frame);
+        }
+    }
+    let channels = if palette.is_some() { 3 } else { colour.samples() };
 
     Ok(geometry
         .into_iter()
@@ -628,7 +635,7 @@ fn parse_frames(name: &str, bytes: &[u8]) -> Result<Vec<Slice>, VolumeError> {
             sop: slice_id(&sop, (frames > 1).then_some(k + 1)),
             rows,
             cols,
-            channels: colour.samples(),
+            channels,
             g,
             raw: std::mem::take(raw),
         })
@@ -846,6 +853,68 @@ fn decode_encapsulated(
         _ => Colour::Rgb,
     };
     Ok(colour_planes(&values, count, after, true, bits_stored))
+}
+
+/// The red, green and blue lookup tables of a PALETTE COLOR image (PS3.3 C.7.6.3.1.5): a
+/// stored value below the first mapped value takes the first entry, above the last the last.
+struct Palette {
+    first: i64,
+    /// R, G and B entries, as stored (8 or 16 bits)
+    tables: [Vec<i32>; 3],
+}
+
+impl Palette {
+    fn read(a: &Attrs<'_>) -> Result<Palette, VolumeError> {
+        let sets = [
+            (tags::RED_PALETTE_COLOR_LOOKUP_TABLE_DESCRIPTOR, "RedPaletteColorLookupTableDescriptor", tags::RED_PALETTE_COLOR_LOOKUP_TABLE_DATA, "RedPaletteColorLookupTableData", tags::SEGMENTED_RED_PALETTE_COLOR_LOOKUP_TABLE_DATA),
+            (tags::GREEN_PALETTE_COLOR_LOOKUP_TABLE_DESCRIPTOR, "GreenPaletteColorLookupTableDescriptor", tags::GREEN_PALETTE_COLOR_LOOKUP_TABLE_DATA, "GreenPaletteColorLookupTableData", tags::SEGMENTED_GREEN_PALETTE_COLOR_LOOKUP_TABLE_DATA),
+            (tags::BLUE_PALETTE_COLOR_LOOKUP_TABLE_DESCRIPTOR, "BluePaletteColorLookupTableDescriptor", tags::BLUE_PALETTE_COLOR_LOOKUP_TABLE_DATA, "BluePaletteColorLookupTableData", tags::SEGMENTED_BLUE_PALETTE_COLOR_LOOKUP_TABLE_DATA),
+        ];
+        let mut first = None;
+        let mut tables: [Vec<i32>; 3] = Default::default();
+        for (k, (desc_tag, desc_kw, data_tag, data_kw, segmented)) in sets.into_iter().enumerate() {
+            if a.get(data_tag).is_none() && a.get(segmented).is_some() {
+                return Err(a.unsupported("a segmented palette (Segmented Palette Color Lookup Table Data); export such series with --format files or csv".into()));
+            }
+            let d = a.req_floats::<3>(desc_tag, desc_kw)?;
+            let entries = match d[0] {
+                0.0 => 65536,
+                n if (1.0..=65535.0).contains(&n) => n as usize,
+                n => return Err(a.invalid(desc_kw, format!("{n} entries"))),
+            };
+            let f = d[1] as i64;
+            if *first.get_or_insert(f) != f {
+                return Err(a.invalid(desc_kw, format!("first mapped value {f} differs from the red table's")));
+            }
+            let elem = a.get(data_tag).ok_or_else(|| a.missing(data_kw))?;
+            // The table is stored as 8 or 16 bits allocated: 8-bit entries two to a word.
+            let bytes: Vec<u8> = match elem.value() {
+                Value::Primitive(PrimitiveValue::U16(v)) => v.iter().flat_map(|w| w.to_le_bytes()).collect(),
+                Value::Primitive(PrimitiveValue::U8(b)) => b.to_vec(),
+                _ => return Err(a.invalid(data_kw, "is not a table of words or bytes".into())),
+            };
+            let values: Vec<i32> = match d[2] {
+                8.0 => bytes.iter().map(|&b| i32::from(b)).collect(),
+                16.0 => bytes.chunks_exact(2).map(|c| i32::from(u16::from_le_bytes([c[0], c[1]]))).collect(),
+                n => return Err(a.invalid(desc_kw, format!("{n} bits an entry (must be 8 or 16)"))),
+            };
+            if values.len() < entries {
+                return Err(a.invalid(data_kw, format!("holds {} entries, its descriptor says {entries}", values.len())));
+            }
+            tables[k] = values[..entries].to_vec();
+        }
+        Ok(Palette { first: first.unwrap_or(0), tables })
+    }
+
+    /// Grey stored values to an R, a G and a B plane.
+    fn apply(&self, values: &[i32]) -> Vec<i32> {
+        let mut out = Vec::with_capacity(values.len() * 3);
+        for t in &self.tables {
+            let last = t.len() as i64 - 1;
+            out.extend(values.iter().map(|&v| t[(i64::from(v) - self.first).clamp(0, last) as usize]));
+        }
+        out
+    }
 }
 
 /// How a pixel's samples are stored: grey (one sample), or colour to become R, G and B.
@@ -2139,6 +2208,47 @@ mod tests {
         }
     }
 
+    /// A palette colour image: stored values through the red, green and blue tables, below
+    /// the first mapped value the first entry, above the last the last; 16-bit entries, and
+    /// 8-bit ones two to a word.
+    #[test]
+    fn palette_colour_goes_through_its_tables() {
+        let palette = |bits: u16, tables: [Vec<u16>; 3], segmented: bool| {
+            let mut s = spec(0, 10.0);
+            (s.bits, s.signed, s.slope, s.intercept) = (8, false, None, None);
+            s.pixels = (0..20).map(|p| 8 + p % 6).collect();
+            // Replaces MONOCHROME2 (the later element of a tag wins).
+            s.extra.push(DataElement::new(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, PrimitiveValue::from("PALETTE COLOR")));
+            let entries = if bits == 8 { 4u16 } else { tables[0].len() as u16 };
+            let desc = [tags::RED_PALETTE_COLOR_LOOKUP_TABLE_DESCRIPTOR, tags::GREEN_PALETTE_COLOR_LOOKUP_TABLE_DESCRIPTOR, tags::BLUE_PALETTE_COLOR_LOOKUP_TABLE_DESCRIPTOR];
+            let data = [tags::RED_PALETTE_COLOR_LOOKUP_TABLE_DATA, tags::GREEN_PALETTE_COLOR_LOOKUP_TABLE_DATA, tags::BLUE_PALETTE_COLOR_LOOKUP_TABLE_DATA];
+            for (k, t) in tables.into_iter().enumerate() {
+                s.extra.push(DataElement::new(desc[k], VR::US, PrimitiveValue::U16([entries, 10, bits].into_iter().collect())));
+                let tag = if segmented && k == 0 { tags::SEGMENTED_RED_PALETTE_COLOR_LOOKUP_TABLE_DATA } else { data[k] };
+                s.extra.push(DataElement::new(tag, VR::OW, PrimitiveValue::U16(t.into_iter().collect())));
+            }
+            series_volume(&[("palette.dcm".into(), make_dicom(&s))])
+        };
+        // Stored 8..=13 -> entries 0, 0, 0, 1, 2, 3.
+        let idx = |v: i32| (v - 10).clamp(0, 3) as usize;
+        let pixels: Vec<i32> = (0..20).map(|p| 8 + p % 6).collect();
+        let (r, g, b) = (vec![100u16, 200, 300, 400], vec![1u16, 2, 3, 4], vec![0u16, 65535, 7, 8]);
+        let v = palette(16, [r.clone(), g.clone(), b.clone()], false).unwrap();
+        assert_eq!(v.channels, 3);
+        let want: Vec<f64> = [&r, &g, &b].iter().flat_map(|t| pixels.iter().map(|&p| f64::from(t[idx(p)]))).collect();
+        assert_eq!(values(&v), want);
+        // 8-bit entries, packed two to a word: [10, 20, 30, 40] and so on.
+        let packed = |e: [u16; 4]| vec![e[0] | e[1] << 8, e[2] | e[3] << 8];
+        let v = palette(8, [packed([10, 20, 30, 40]), packed([1, 2, 3, 4]), packed([5, 6, 7, 255])], false).unwrap();
+        let want: Vec<f64> = [[10, 20, 30, 40], [1, 2, 3, 4], [5, 6, 7, 255]].iter().flat_map(|t| pixels.iter().map(|&p| f64::from(t[idx(p)]))).collect();
+        assert_eq!(values(&v), want);
+        // Segmented tables and short tables are errors naming the file.
+        let e = palette(16, [r.clone(), g.clone(), b.clone()], true).unwrap_err().to_string();
+        assert!(e.contains("palette.dcm") && e.contains("segmented palette"), "{e}");
+        let e = palette(16, [r, g, vec![1, 2]], false).unwrap_err().to_string();
+        assert!(e.contains("palette.dcm") && e.contains("BluePaletteColorLookupTableData") && e.contains("holds 2 entries"), "{e}");
+    }
+
     #[test]
     fn two_dimensional_images_that_are_no_volume_say_what_to_do() {
         // A multi-frame image with no patient geometry (a cine loop, a stack of photos).
@@ -2574,5 +2684,6 @@ mod tests {
         assert_eq!(&out[..2], &[255, 2]);
     }
 }
+
 
 
