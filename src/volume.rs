@@ -2249,6 +2249,44 @@ mod tests {
         assert!(e.contains("palette.dcm") && e.contains("BluePaletteColorLookupTableData") && e.contains("holds 2 entries"), "{e}");
     }
 
+    /// Damaged colour files (bytes overwritten anywhere, or cut short) give an error or a
+    /// volume, never a panic. A fixed xorshift sequence makes the run repeatable.
+    #[test]
+    fn damaged_colour_files_never_panic() {
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let files = ["SC_rgb_rle.dcm", "SC_rgb_rle_16bit.dcm", "SC_rgb_gdcm_KY.dcm", "SC_rgb_jpeg_dcmtk.dcm", "SC_ybr_full_422_uncompressed.dcm", "ExplVR_BigEnd.dcm", "SC_jpeg_no_color_transform.dcm"];
+        let (mut errors, mut volumes) = (0, 0);
+        for name in files {
+            let (_, good) = pydicom_file(name);
+            for round in 0..150 {
+                let mut bytes = good.clone();
+                if round % 5 == 4 {
+                    bytes.truncate(next() as usize % bytes.len());
+                } else {
+                    for _ in 0..1 + round % 4 {
+                        let at = next() as usize % bytes.len();
+                        bytes[at] = next() as u8;
+                    }
+                }
+                match std::panic::catch_unwind(|| series_volume(&[(name.to_string(), bytes)])) {
+                    Ok(Ok(_)) => volumes += 1,
+                    Ok(Err(e)) => {
+                        assert!(e.to_string().contains(name) || matches!(e, VolumeError::NonUniformSpacing { .. } | VolumeError::DuplicatePosition { .. }), "{e}");
+                        errors += 1;
+                    }
+                    Err(_) => panic!("{name}, round {round}: panicked"),
+                }
+            }
+        }
+        assert!(errors > 100 && volumes > 100, "{errors} errors, {volumes} volumes");
+    }
+
     #[test]
     fn two_dimensional_images_that_are_no_volume_say_what_to_do() {
         // A multi-frame image with no patient geometry (a cine loop, a stack of photos).
