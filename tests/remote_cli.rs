@@ -117,6 +117,20 @@ fn folder_remote_push_clone_fetch_pull_and_resume() {
     ok(&b, &["push", "origin"]);
     ok(&a, &["pull", "origin"]);
     assert_eq!(snapshot(&a), snapshot(&b));
+
+    // Both edit the same file: pull stops on the conflict; pull --prefer theirs settles it.
+    write(&a, "a.txt", b"a's edit\n");
+    ok(&a, &["commit", "-m", "a edits"]);
+    ok(&a, &["push", "origin"]);
+    write(&b, "a.txt", b"b's edit\n");
+    ok(&b, &["commit", "-m", "b edits"]);
+    let o = fails(&b, &["pull", "origin"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("a.txt"));
+    assert_eq!(fs::read(b.join("a.txt")).unwrap(), b"b's edit\n");
+    ok(&b, &["pull", "origin", "--prefer", "theirs"]);
+    assert_eq!(fs::read(b.join("a.txt")).unwrap(), b"a's edit\n");
+    assert_eq!(json(&b, &["show", "--json"])["activity"]["parameters"]["prefer"], "theirs");
 }
 
 #[test]
