@@ -103,6 +103,13 @@ pub struct Case {
     pub case: String,
     pub part: String,
     pub series_uid: String,
+    /// The image of a case that is one image of its series (2D images without patient
+    /// geometry, several in a series).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sop_uid: Option<String>,
+    /// Its item in the dataset.
+    #[serde(skip)]
+    pub item: Option<usize>,
     pub patient_id: Option<String>,
     pub study_uid: Option<String>,
     pub slices: usize,
@@ -397,59 +404,78 @@ fn volumes(
     let ds = &cx.ds;
     let dest = &cx.out;
     // Each case is written as soon as it is built: a dataset's volumes are never all in memory.
-    let built: Vec<(Case, Vec<ManifestFile>)> = todo
+    let built: Vec<Vec<(Case, Vec<ManifestFile>)>> = todo
         .par_iter()
         .enumerate()
         .map(|(n, (s, part, items, mask))| -> Result<_, MlExportError> {
-            let case = format!("case_{n:04}");
+            let series_err = |e: crate::volume::VolumeError| MlExportError::Series { series: s.clone(), problem: e.to_string() };
             let mut files = Vec::with_capacity(items.len());
             for &i in items {
                 files.push((ds.items[i].path.clone(), ds.file_bytes(&repo.store, i)?));
             }
-            let vol = crate::volume::series_volume(&files).map_err(|e| MlExportError::Series { series: s.clone(), problem: e.to_string() })?;
-            drop(files);
-            let is_test = part == "test";
-            let lab_rel = if nnunet {
-                let d = if is_test { "Ts" } else { "Tr" };
-                format!("labels{d}/{case}.nii.gz")
-            } else {
-                format!("labels/{case}.nii.gz")
+            // A series is a case; a series of 2D images without patient geometry (views of a
+            // radiograph, ultrasound captures) is a case per image, `case_NNNN_KKK`.
+            let vols = match crate::volume::series_volume(&files) {
+                Ok(v) => vec![(format!("case_{n:04}"), None, v)],
+                Err(crate::volume::VolumeError::SeparateImages { .. }) => files
+                    .iter()
+                    .zip(items)
+                    .enumerate()
+                    .map(|(k, (f, &i))| Ok((format!("case_{n:04}_{:03}", k + 1), Some(i), crate::volume::series_volume(std::slice::from_ref(f)).map_err(series_err)?)))
+                    .collect::<Result<Vec<_>, MlExportError>>()?,
+                Err(e) => return Err(series_err(e)),
             };
-            let mut out = Vec::new();
-            for (c, channel) in crate::volume::volume_to_niftis(&vol).iter().enumerate() {
-                let img = crate::nifti::write_nifti(channel, true).map_err(|e| MlExportError::Series { series: s.clone(), problem: e.to_string() })?;
-                out.push(write_generated(dest, &image_rel(nnunet, is_test, &case, vol.channels, c), &img)?);
-            }
-            if let Some(g) = mask {
-                if g.slice_sops != vol.slice_sops || g.dims.map(|d| d as usize) != vol.dims {
-                    return Err(MlExportError::Series { series: s.clone(), problem: "the mask's grid no longer matches the series".into() });
+            drop(files);
+            let mut cases = Vec::with_capacity(vols.len());
+            for (case, item, vol) in vols {
+                // A mask belongs to a series volume (none can be imported onto separate images).
+                let mask = mask.filter(|_| item.is_none());
+                let is_test = part == "test";
+                let lab_rel = if nnunet {
+                    let d = if is_test { "Ts" } else { "Tr" };
+                    format!("labels{d}/{case}.nii.gz")
+                } else {
+                    format!("labels/{case}.nii.gz")
+                };
+                let mut out = Vec::new();
+                for (c, channel) in crate::volume::volume_to_niftis(&vol).iter().enumerate() {
+                    let img = crate::nifti::write_nifti(channel, true).map_err(|e| MlExportError::Series { series: s.clone(), problem: e.to_string() })?;
+                    out.push(write_generated(dest, &image_rel(nnunet, is_test, &case, vol.channels, c), &img)?);
                 }
-                let raw = repo.store.read(&g.mask)?;
-                let lut = g.value_map(&names);
-                let labels: Vec<u8> = raw.into_iter().map(|v| lut[usize::from(v)]).collect();
-                let lab = crate::nifti::write_nifti(&crate::volume::label_nifti(&vol, labels), true).map_err(|e| MlExportError::Series { series: s.clone(), problem: e.to_string() })?;
-                out.push(write_generated(dest, &lab_rel, &lab)?);
+                if let Some(g) = mask {
+                    if g.slice_sops != vol.slice_sops || g.dims.map(|d| d as usize) != vol.dims {
+                        return Err(MlExportError::Series { series: s.clone(), problem: "the mask's grid no longer matches the series".into() });
+                    }
+                    let raw = repo.store.read(&g.mask)?;
+                    let lut = g.value_map(&names);
+                    let labels: Vec<u8> = raw.into_iter().map(|v| lut[usize::from(v)]).collect();
+                    let lab = crate::nifti::write_nifti(&crate::volume::label_nifti(&vol, labels), true).map_err(|e| MlExportError::Series { series: s.clone(), problem: e.to_string() })?;
+                    out.push(write_generated(dest, &lab_rel, &lab)?);
+                }
+                let first = &ds.items[item.unwrap_or(items[0])];
+                cases.push((
+                    Case {
+                        case,
+                        part: part.clone(),
+                        series_uid: s.clone(),
+                        sop_uid: item.and_then(|i| ds.items[i].sop()).map(str::to_string),
+                        item,
+                        patient_id: first.patient().map(str::to_string),
+                        study_uid: first.study().map(str::to_string),
+                        slices: vol.dims[2],
+                        channels: vol.channels,
+                        patient_geometry: vol.patient_geometry,
+                        has_label: mask.is_some(),
+                    },
+                    out,
+                ));
             }
             progress.inc(1);
-            let first = &ds.items[items[0]];
-            Ok((
-                Case {
-                    case,
-                    part: part.clone(),
-                    series_uid: s.clone(),
-                    patient_id: first.patient().map(str::to_string),
-                    study_uid: first.study().map(str::to_string),
-                    slices: vol.dims[2],
-                    channels: vol.channels,
-                    patient_geometry: vol.patient_geometry,
-                    has_label: mask.is_some(),
-                },
-                out,
-            ))
+            Ok(cases)
         })
         .collect::<Result<_, _>>()?;
     progress.finish_stage();
-    for (case, files) in built {
+    for (case, files) in built.into_iter().flatten() {
         cx.written.extend(files);
         cases.push(case);
     }
@@ -514,7 +540,10 @@ fn volumes(
                     if c.has_label {
                         e.insert("label".into(), format!("labels/{}.nii.gz", c.case).into());
                     } else if let Some(labels) = &class_labels {
-                        let items = &cx.ds.by_series[&c.series_uid];
+                        let items = match &c.item {
+                            Some(i) => std::slice::from_ref(i),
+                            None => &cx.ds.by_series[&c.series_uid][..],
+                        };
                         let mut votes: BTreeMap<&str, usize> = BTreeMap::new();
                         for i in items {
                             if let Some(l) = &labels[*i] {

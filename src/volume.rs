@@ -72,6 +72,10 @@ pub enum VolumeError {
     /// gives no position per frame, ...).
     #[error("{name}: unsupported: {reason}")]
     Unsupported { name: String, reason: String },
+    /// Several 2D images without patient geometry in one series: no volume (training exports
+    /// make each its own case).
+    #[error("{name}: a 2D image with neither ImagePositionPatient nor ImageOrientationPatient, in a series of {count} images: such images (projection X-ray, ultrasound, photographs) are no volume; export them one case per image (nnunet, monai do) or with --format files or csv")]
+    SeparateImages { name: String, count: usize },
     /// A slice disagrees with the first slice on grid geometry.
     #[error("{name}: {what} differs from {first}")]
     Inconsistent {
@@ -157,13 +161,7 @@ pub fn series_volume(files: &[(String, Vec<u8>)]) -> Result<Volume, VolumeError>
 
     if slices.len() > 1 {
         if let Some(s) = slices.iter().find(|s| !s.g.patient) {
-            return Err(VolumeError::Unsupported {
-                name: s.name.clone(),
-                reason: format!(
-                    "a 2D image with neither ImagePositionPatient nor ImageOrientationPatient, in a series of {} images: such images (projection X-ray, ultrasound, photographs) are no volume, and only a series of one is exported as one; export such series with --format files or csv",
-                    slices.len()
-                ),
-            });
+            return Err(VolumeError::SeparateImages { name: s.name.clone(), count: slices.len() });
         }
     }
     let first = &slices[0];
@@ -2300,7 +2298,7 @@ mod tests {
         }
         // Two 2D images in one series: no volume either.
         match series_volume(&[pydicom_file("SC_rgb_rle.dcm"), pydicom_file("SC_rgb_gdcm_KY.dcm")]).unwrap_err() {
-            VolumeError::Unsupported { reason, .. } => assert!(reason.contains("in a series of 2 images") && reason.contains("--format files or csv"), "{reason}"),
+            e @ VolumeError::SeparateImages { count: 2, .. } => assert!(e.to_string().contains("SC_rgb_rle.dcm: a 2D image"), "{e}"),
             e => panic!("{e}"),
         }
         // A grey 2D image: one slice, spacing from PixelSpacing.

@@ -878,6 +878,46 @@ fn readers_on_two_branches_merge_into_one_catalog() {
     assert!(set_of(merged, "reader-b").is_some());
 }
 
+/// Read back a MONAI export of 2D images with nibabel: each case's channel files, stacked,
+/// equal pydicom's decode of its image (YCbCr converted to RGB), and the affine is the image
+/// plane at the origin, spaced by PixelSpacing (else 1 mm).
+const IMAGES_2D_CHECK: &str = r#"
+import json, sys, os, glob
+import nibabel as nib, numpy as np, pydicom
+from pydicom.pixels import pixel_array
+out, src = sys.argv[1], sys.argv[2]
+manifest = json.load(open(os.path.join(out, "cohort-manifest.json")))
+datalist = json.load(open(os.path.join(out, "datalist.json")))
+entries = {}
+for part in datalist.values():
+    for e in part:
+        imgs = e["image"] if isinstance(e["image"], list) else [e["image"]]
+        entries[imgs[0]] = imgs
+by_series, by_sop = {}, {}
+for f in glob.glob(os.path.join(src, "*", "*.dcm")):
+    d = pydicom.dcmread(f, stop_before_pixels=True)
+    by_series.setdefault(d.SeriesInstanceUID, []).append(f)
+    by_sop[d.SOPInstanceUID] = f
+for case in manifest["cases"]:
+    first = "images/" + case["case"] + ("_0000" if case["channels"] > 1 else "") + ".nii.gz"
+    imgs = entries[first]
+    assert len(imgs) == case["channels"], (imgs, case)
+    vols = [nib.load(os.path.join(out, i)) for i in imgs]
+    data = np.stack([np.asarray(v.dataobj) for v in vols], axis=-1)  # x, y, z, c
+    path = by_sop[case["sop_uid"]] if "sop_uid" in case else by_series[case["series_uid"]][0]
+    d = pydicom.dcmread(path)
+    px = pixel_array(path).astype(np.float64)
+    if px.ndim == 2:
+        px = px[..., None]
+    assert data.shape == (d.Columns, d.Rows, 1, case["channels"]), data.shape
+    assert np.array_equal(data[:, :, 0, :].transpose(1, 0, 2), px), ("values differ", case["case"])
+    sp = [float(x) for x in d.get("PixelSpacing", [1, 1])]
+    want = np.diag([-sp[1], -sp[0], 1.0, 1.0])
+    for v in vols:
+        assert np.allclose(v.affine, want, atol=1e-6), (v.affine, want)
+print("ok", len(manifest["cases"]))
+"#;
+
 /// Colour and 2D images in a MONAI export, read back with nibabel and compared with pydicom's
 /// decode (which converts YCbCr to RGB): an ultrasound RGB image (big endian, plane by plane),
 /// a native YBR_FULL_422 card, and a grey nuclear-medicine image in JPEG 2000, none with
@@ -903,37 +943,7 @@ fn colour_and_2d_images_export_as_channels() {
     assert_eq!(channels, [1, 3, 3], "{manifest}");
     assert!(manifest["cases"].as_array().unwrap().iter().all(|c| c["patient_geometry"] == false), "{manifest}");
     require_nibabel();
-    let check = r#"
-import json, sys, os, glob
-import nibabel as nib, numpy as np, pydicom
-from pydicom.pixels import pixel_array
-out, src = sys.argv[1], sys.argv[2]
-manifest = json.load(open(os.path.join(out, "cohort-manifest.json")))
-datalist = json.load(open(os.path.join(out, "datalist.json")))
-entries = {}
-for part in datalist.values():
-    for e in part:
-        imgs = e["image"] if isinstance(e["image"], list) else [e["image"]]
-        entries[os.path.basename(imgs[0]).split(".")[0][:9]] = imgs
-files = {pydicom.dcmread(f, stop_before_pixels=True).SeriesInstanceUID: f for f in glob.glob(os.path.join(src, "*", "*.dcm"))}
-for case in manifest["cases"]:
-    imgs = entries[case["case"]]
-    assert len(imgs) == case["channels"], (imgs, case)
-    vols = [nib.load(os.path.join(out, i)) for i in imgs]
-    data = np.stack([np.asarray(v.dataobj) for v in vols], axis=-1)  # x, y, z, c
-    d = pydicom.dcmread(files[case["series_uid"]])
-    px = pixel_array(files[case["series_uid"]]).astype(np.float64)
-    if px.ndim == 2:
-        px = px[..., None]
-    assert data.shape == (d.Columns, d.Rows, 1, case["channels"]), data.shape
-    assert np.array_equal(data[:, :, 0, :].transpose(1, 0, 2), px), ("values differ", case["case"])
-    sp = [float(x) for x in d.get("PixelSpacing", [1, 1])]
-    want = np.diag([-sp[1], -sp[0], 1.0, 1.0])
-    for v in vols:
-        assert np.allclose(v.affine, want, atol=1e-6), (v.affine, want)
-print("ok", len(manifest["cases"]))
-"#;
-    let o = Command::new("python3").args(["-c", check, out.to_str().unwrap(), r.to_str().unwrap()]).output().unwrap();
+    let o = Command::new("python3").args(["-c", IMAGES_2D_CHECK, out.to_str().unwrap(), r.to_str().unwrap()]).output().unwrap();
     assert!(o.status.success(), "nibabel check failed:\n{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "ok 3");
 
@@ -967,4 +977,52 @@ print("ok", len(manifest["cases"]))
     let mut images: Vec<String> = ["imagesTr", "imagesTs"].iter().flat_map(|d| fs::read_dir(nn.join(d)).into_iter().flatten().map(|e| e.unwrap().file_name().into_string().unwrap())).collect();
     images.sort();
     assert_eq!(images, ["case_0000_0000.nii.gz", "case_0000_0001.nii.gz", "case_0000_0002.nii.gz", "case_0001_0000.nii.gz", "case_0001_0001.nii.gz", "case_0001_0002.nii.gz"]);
+}
+
+/// Two 2D images of one series (no patient geometry) are two cases, each with its own image
+/// and its own label from a label task.
+#[test]
+fn images_of_a_2d_series_are_cases_of_their_own() {
+    let t = tempfile::tempdir().unwrap();
+    let r = t.path().join("ds");
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/pydicom");
+    fs::create_dir_all(r.join("SC")).unwrap();
+    for file in ["SC_ybr_full_422_uncompressed.dcm", "SC_rgb_rle.dcm"] {
+        fs::copy(data.join(file), r.join("SC").join(file)).unwrap();
+    }
+    fs::create_dir_all(r.join("NM")).unwrap();
+    fs::copy(data.join("JPEG2000.dcm"), r.join("NM/nm.dcm")).unwrap();
+    let r = r.as_path();
+    ok(r, &["init"]);
+    ok(r, &["commit", "-m", "two card images in one series"]);
+    let labels = t.path().join("labels.csv");
+    fs::write(&labels, "path,label\nSC/SC_rgb_rle.dcm,sharp\nSC/SC_ybr_full_422_uncompressed.dcm,soft\nNM/nm.dcm,soft\n").unwrap();
+    ok(r, &["annotate", "import", "main", labels.to_str().unwrap(), "--reader", "a", "--kind", "label", "--source", "retrospective", "--task", "quality"]);
+    ok(r, &["split", "create", "--name", "s", "--ratios", "50,50"]);
+    let out = t.path().join("monai");
+    ok(r, &["export", "HEAD", out.to_str().unwrap(), "--split", "s", "--format", "monai", "--task", "quality"]);
+    let manifest: Value = serde_json::from_slice(&fs::read(out.join("cohort-manifest.json")).unwrap()).unwrap();
+    let sc: Vec<&Value> = manifest["cases"].as_array().unwrap().iter().filter(|c| c["sop_uid"].is_string()).collect();
+    assert_eq!(sc.len(), 2, "{manifest}");
+    assert_eq!(sc[0]["series_uid"], sc[1]["series_uid"]);
+    assert!(sc[0]["case"].as_str().unwrap().ends_with("_001") && sc[1]["case"].as_str().unwrap().ends_with("_002"), "{manifest}");
+    // Each image case carries its own image's label.
+    let datalist: Value = serde_json::from_slice(&fs::read(out.join("datalist.json")).unwrap()).unwrap();
+    let label_of = |case: &str| {
+        let first = format!("images/{case}_0000.nii.gz");
+        datalist.as_object().unwrap().values().flat_map(|v| v.as_array().unwrap().iter()).find(|e| e["image"][0] == first.as_str()).map(|e| e["label"].clone())
+    };
+    let mut got: Vec<(String, Value)> = sc.iter().map(|c| (c["sop_uid"].as_str().unwrap().to_string(), label_of(c["case"].as_str().unwrap()).unwrap())).collect();
+    got.sort_by(|a, b| a.0.cmp(&b.0));
+    let sop = |f: &str| {
+        let o = Command::new("python3").args(["-c", "import pydicom,sys; print(pydicom.dcmread(sys.argv[1], stop_before_pixels=True).SOPInstanceUID)", data.join(f).to_str().unwrap()]).output().unwrap();
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    require_nibabel();
+    let mut want = vec![(sop("SC_rgb_rle.dcm"), Value::from("sharp")), (sop("SC_ybr_full_422_uncompressed.dcm"), Value::from("soft"))];
+    want.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(got, want);
+    let o = Command::new("python3").args(["-c", IMAGES_2D_CHECK, out.to_str().unwrap(), r.to_str().unwrap()]).output().unwrap();
+    assert!(o.status.success(), "nibabel check failed:\n{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "ok 3");
 }
