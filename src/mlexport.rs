@@ -117,6 +117,9 @@ pub struct Case {
     pub channels: usize,
     /// False for a 2D image with no patient geometry (its affine is its own plane)
     pub patient_geometry: bool,
+    /// MONOCHROME1 images, their values turned over to read as MONOCHROME2
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub inverted: bool,
     pub has_label: bool,
 }
 
@@ -465,6 +468,7 @@ fn volumes(
                         slices: vol.dims[2],
                         channels: vol.channels,
                         patient_geometry: vol.patient_geometry,
+                        inverted: vol.inverted,
                         has_label: mask.is_some(),
                     },
                     out,

@@ -125,6 +125,10 @@ pub struct Volume {
     /// plane at the origin, columns along x and rows along y of DICOM's patient axes
     /// (projection radiographs, ultrasound, photographs, secondary captures).
     pub patient_geometry: bool,
+    /// Some slice was MONOCHROME1 (lowest value white, as projection radiographs often are):
+    /// its stored values were turned over within their range (unsigned: 2^BitsStored - 1 - v;
+    /// signed: -1 - v) before rescaling, so the volume reads as MONOCHROME2.
+    pub inverted: bool,
     /// Rescaled values, x fastest, a colour volume's R volume, then G, then B: I16 when every
     /// slope is 1, every intercept an integer and all values fit i16, else F32.
     pub data: NiftiData,
@@ -138,6 +142,8 @@ struct Slice {
     cols: usize,
     /// 1 (grey) or 3 (R, G, B)
     channels: usize,
+    /// MONOCHROME1, turned over to read as MONOCHROME2
+    inverted: bool,
     g: FrameGeometry,
     /// stored values, row by row, column fastest; a colour image's R plane, then G, then B
     raw: Vec<i32>,
@@ -308,6 +314,7 @@ pub fn series_volume(files: &[(String, Vec<u8>)]) -> Result<Volume, VolumeError>
         slice_sops: slices.iter().map(|s| s.sop.clone()).collect(),
         channels,
         patient_geometry: first.g.patient,
+        inverted: slices.iter().any(|s| s.inverted),
         data,
     })
 }
@@ -622,6 +629,17 @@ fn parse_frames(name: &str, bytes: &[u8]) -> Result<Vec<Slice>, VolumeError> {
             *frame = p.apply(frame);
         }
     }
+    // MONOCHROME1 shows its lowest value white: stored values are turned over within their
+    // range (PS3.3 C.7.6.3.1.2) so that every exported image reads as MONOCHROME2.
+    let inverted = colour == Colour::Grey && palette.is_none() && photometric == "MONOCHROME1";
+    if inverted {
+        let top = if signed { -1 } else { ((1u64 << bits_stored) - 1) as i64 };
+        for frame in &mut raw {
+            for v in frame.iter_mut() {
+                *v = (top - i64::from(*v)) as i32;
+            }
+        }
+    }
     let channels = if palette.is_some() { 3 } else { colour.samples() };
 
     Ok(geometry
@@ -634,6 +652,7 @@ fn parse_frames(name: &str, bytes: &[u8]) -> Result<Vec<Slice>, VolumeError> {
             rows,
             cols,
             channels,
+            inverted,
             g,
             raw: std::mem::take(raw),
         })
@@ -2283,6 +2302,27 @@ mod tests {
             }
         }
         assert!(errors > 100 && volumes > 100, "{errors} errors, {volumes} volumes");
+    }
+
+    /// MONOCHROME1 (lowest value white) reads as MONOCHROME2 after export: unsigned values
+    /// become 2^BitsStored - 1 - v, signed ones -1 - v, before the rescale; MONOCHROME2 and
+    /// colour stay as stored.
+    #[test]
+    fn monochrome1_is_turned_over() {
+        let mono1 = |signed: bool| {
+            let mut s = spec(0, 10.0);
+            (s.signed, s.slope, s.intercept) = (signed, None, Some(5.0));
+            s.extra.push(DataElement::new(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, PrimitiveValue::from("MONOCHROME1")));
+            series_volume(&[("m1.dcm".into(), make_dicom(&s))]).unwrap()
+        };
+        let plain = series_volume(&[("m2.dcm".into(), make_dicom(&spec(0, 10.0)))]).unwrap();
+        assert!(!plain.inverted);
+        let u = mono1(false);
+        assert!(u.inverted);
+        assert_eq!(values(&u), (0..20).map(|p| f64::from(65535 - p + 5)).collect::<Vec<_>>());
+        let i = mono1(true);
+        assert_eq!(values(&i), (0..20).map(|p| f64::from(-1 - p + 5)).collect::<Vec<_>>());
+        assert!(!series_volume(&[pydicom_file("SC_rgb_rle.dcm")]).unwrap().inverted);
     }
 
     #[test]
