@@ -216,8 +216,7 @@ fn image_lineage(repo: &Repo, target: &str, start: ObjectId, mut it: Item) -> Re
             continue;
         }
         let src = crate::diff::TreeSource { store: &repo.store, extra: None };
-        let parent_id = follow_parent(repo, &c, |p| Ok(crate::run::entry_at(&src, p.tree, &it.path)?.map(|e| e.id) == Some(it.entry.id)))?;
-        let parent = parent_id.map(|p| repo.store.read_commit(&p)).transpose()?;
+        let (parent_id, parent) = follow_parent(repo, &c, |p| Ok(crate::run::entry_at(&src, p.tree, &it.path)?.map(|e| e.id) == Some(it.entry.id)))?.unzip();
         catalog_events(repo, id, &c, parent.as_ref(), &it, &mut events)?;
         let before = match &parent {
             Some(p) => crate::run::entry_at(&src, p.tree, &it.path)?,
@@ -266,17 +265,21 @@ fn image_lineage(repo: &Repo, target: &str, start: ObjectId, mut it: Item) -> Re
     Ok(BlameReport { target: target.into(), commit: start, subject: "image", events, stopped })
 }
 
-/// The parent whose history a lineage follows: the first, except at a merge, where it is the
-/// first parent holding the subject as the merge commit does (the side it came from).
-fn follow_parent(repo: &Repo, c: &Commit, same: impl Fn(&Commit) -> Result<bool, LineageError>) -> Result<Option<ObjectId>, LineageError> {
-    if c.parents.len() > 1 {
-        for p in &c.parents {
-            if same(&repo.store.read_commit(p)?)? {
-                return Ok(Some(*p));
-            }
+/// The parent whose history a lineage follows, and its commit: the first, except at a merge,
+/// where it is the first parent holding the subject as the merge commit does (the side it
+/// came from). Each parent is read once.
+fn follow_parent(repo: &Repo, c: &Commit, same: impl Fn(&Commit) -> Result<bool, LineageError>) -> Result<Option<(ObjectId, Commit)>, LineageError> {
+    let mut first = None;
+    for (k, p) in c.parents.iter().enumerate() {
+        let pc = repo.store.read_commit(p)?;
+        if c.parents.len() == 1 || same(&pc)? {
+            return Ok(Some((*p, pc)));
+        }
+        if k == 0 {
+            first = Some((*p, pc));
         }
     }
-    Ok(c.parents.first().copied())
+    Ok(first)
 }
 
 fn annotation_lineage(repo: &Repo, target: &str, start: ObjectId, task: &str, reader: &str) -> Result<BlameReport, LineageError> {
@@ -299,9 +302,9 @@ fn annotation_lineage(repo: &Repo, target: &str, start: ObjectId, task: &str, re
             cur = Some(src);
             continue;
         }
-        let parent_id = follow_parent(repo, &c, |p| Ok(repo.store.catalog_of(p)?.annotations.get(&key) == Some(&set_id)))?;
-        let before = match parent_id {
-            Some(p) => repo.store.catalog_of(&repo.store.read_commit(&p)?)?.annotations.get(&key).copied(),
+        let (parent_id, parent) = follow_parent(repo, &c, |p| Ok(repo.store.catalog_of(p)?.annotations.get(&key) == Some(&set_id)))?.unzip();
+        let before = match &parent {
+            Some(p) => repo.store.catalog_of(p)?.annotations.get(&key).copied(),
             None => None,
         };
         if before != Some(set_id) {
