@@ -418,16 +418,14 @@ fn volumes(
             }
             // A series is a case; a series of 2D images without patient geometry (views of a
             // radiograph, ultrasound captures) is a case per image, `case_NNNN_KKK`.
-            let vols = match crate::volume::series_volume(&files) {
-                Ok(v) => vec![(format!("case_{n:04}"), None, v)],
-                Err(crate::volume::VolumeError::SeparateImages { .. }) => files
-                    .iter()
-                    .zip(items)
-                    .enumerate()
-                    .map(|(k, (f, &i))| Ok((format!("case_{n:04}_{:03}", k + 1), Some(i), crate::volume::series_volume(std::slice::from_ref(f)).map_err(series_err)?)))
-                    .collect::<Result<Vec<_>, MlExportError>>()?,
-                Err(e) => return Err(series_err(e)),
-            };
+            let vols: Vec<(String, Option<usize>, crate::volume::Volume)> = crate::volume::series_volumes(&files)
+                .map_err(series_err)?
+                .into_iter()
+                .map(|(k, v)| match k {
+                    None => (format!("case_{n:04}"), None, v),
+                    Some(k) => (format!("case_{n:04}_{:03}", k + 1), Some(items[k]), v),
+                })
+                .collect();
             drop(files);
             let mut cases = Vec::with_capacity(vols.len());
             for (case, item, vol) in vols {

@@ -154,22 +154,45 @@ struct Slice {
 /// `files` holds `(name, bytes)` pairs; `name` is only used in errors. Slices
 /// are ordered by their position along `row_cosine × col_cosine`.
 pub fn series_volume(files: &[(String, Vec<u8>)]) -> Result<Volume, VolumeError> {
-    if files.is_empty() {
-        return Err(VolumeError::Empty);
-    }
-    let mut slices = files
-        .iter()
-        .map(|(name, bytes)| parse_frames(name, bytes))
-        .collect::<Result<Vec<_>, _>>()?
-        .into_iter()
-        .flatten()
-        .collect::<Vec<_>>();
-
+    let slices = parse_series(files)?;
     if slices.len() > 1 {
         if let Some(s) = slices.iter().find(|s| !s.g.patient) {
             return Err(VolumeError::SeparateImages { name: s.name.clone(), count: slices.len() });
         }
     }
+    stack(slices)
+}
+
+/// The volumes of a series, each with the index in `files` of the image it is made of when
+/// it is one image alone: one volume for a series that stacks into one; one per image for
+/// several 2D images without patient geometry (where [`series_volume`] says
+/// [`VolumeError::SeparateImages`]). Each file is decoded once.
+pub fn series_volumes(files: &[(String, Vec<u8>)]) -> Result<Vec<(Option<usize>, Volume)>, VolumeError> {
+    let slices = parse_series(files)?;
+    if slices.len() > 1 && slices.iter().any(|s| !s.g.patient) {
+        // A 2D image without patient geometry is a single frame (parse_frames refuses a
+        // multi-frame one), so slice k is file k.
+        return slices.into_iter().enumerate().map(|(k, s)| Ok((Some(k), stack(vec![s])?))).collect();
+    }
+    Ok(vec![(None, stack(slices)?)])
+}
+
+/// Every slice of the files of a series, in file order.
+fn parse_series(files: &[(String, Vec<u8>)]) -> Result<Vec<Slice>, VolumeError> {
+    if files.is_empty() {
+        return Err(VolumeError::Empty);
+    }
+    Ok(files
+        .iter()
+        .map(|(name, bytes)| parse_frames(name, bytes))
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .flatten()
+        .collect())
+}
+
+/// Stack parsed slices (at least one) into a volume.
+fn stack(mut slices: Vec<Slice>) -> Result<Volume, VolumeError> {
     let first = &slices[0];
     for s in &slices[1..] {
         let inconsistent = |what: String| VolumeError::Inconsistent {
@@ -2341,6 +2364,12 @@ mod tests {
             e @ VolumeError::SeparateImages { count: 2, .. } => assert!(e.to_string().contains("SC_rgb_rle.dcm: a 2D image"), "{e}"),
             e => panic!("{e}"),
         }
+        // series_volumes makes them a volume each, in file order; a stacking series stays one.
+        let each = series_volumes(&[pydicom_file("SC_rgb_rle.dcm"), pydicom_file("SC_rgb_gdcm_KY.dcm")]).unwrap();
+        assert_eq!(each.iter().map(|(k, v)| (*k, v.dims)).collect::<Vec<_>>(), [(Some(0), [100, 100, 1]), (Some(1), [100, 100, 1])]);
+        assert_eq!(each[0].1.data, series_volume(&[pydicom_file("SC_rgb_rle.dcm")]).unwrap().data);
+        let ct = series_volumes(&files(&three())).unwrap();
+        assert_eq!((ct.len(), ct[0].0, ct[0].1.dims[2]), (1, None, 3));
         // A grey 2D image: one slice, spacing from PixelSpacing.
         let nm = series_volume(&[pydicom_file("JPEG2000.dcm")]).unwrap();
         assert_eq!((nm.dims, nm.channels, nm.patient_geometry, nm.spacing), ([256, 1024, 1], 1, false, [2.26, 2.26, 1.0]));
