@@ -7,7 +7,8 @@
 //!
 //! A merge with conflicts changes nothing and names every conflicting path and catalog
 //! entry, unless the caller chose a side for conflicts ([`Prefer`]): then each conflict takes
-//! that side's version, and the merge commit lists the conflicts it resolved so. The merge commit has two parents (ours, then theirs) and an activity of kind
+//! that side's version, and the merge commit lists the conflicts it resolved so. The merge
+//! commit has two parents (ours, then theirs) and an activity of kind
 //! `merge` whose inputs name both.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};

@@ -8,8 +8,10 @@
 //! one: enhanced CT/MR/PET, placed by its per-frame functional groups, or an RT
 //! Dose grid, placed by GridFrameOffsetVector and scaled to Gy by
 //! DoseGridScaling. Colour images (RGB, YBR_FULL, YBR_FULL_422; in JPEG 2000 YBR_RCT and
-//! YBR_ICT; PALETTE COLOR through its lookup tables) become three channels, R, G and B. A 2D image with no patient geometry
-//! (projection X-ray, ultrasound, photograph) becomes a volume of one slice on its own plane.
+//! YBR_ICT; PALETTE COLOR through its lookup tables) become three channels, R, G and B.
+//! A 2D image with no patient geometry (projection X-ray, ultrasound, photograph) becomes a
+//! volume of one slice on its own plane ([`series_volumes`]: several such images in a
+//! series, a volume each). MONOCHROME1 is turned over to read as MONOCHROME2.
 //!
 //! [`volume_to_niftis`] and [`label_nifti`] turn a volume or a label map on its grid into a
 //! `crate::nifti::Nifti`, and [`mask_onto_grid`] maps an integer mask read
@@ -74,7 +76,7 @@ pub enum VolumeError {
     Unsupported { name: String, reason: String },
     /// Several 2D images without patient geometry in one series: no volume (training exports
     /// make each its own case).
-    #[error("{name}: a 2D image with neither ImagePositionPatient nor ImageOrientationPatient, in a series of {count} images: such images (projection X-ray, ultrasound, photographs) are no volume; export them one case per image (nnunet, monai do) or with --format files or csv")]
+    #[error("{name}: a 2D image with neither ImagePositionPatient nor ImageOrientationPatient, in a series of {count} images: such images (projection X-ray, ultrasound, photographs) are no volume (the nnunet and monai exports make a case of each)")]
     SeparateImages { name: String, count: usize },
     /// A slice disagrees with the first slice on grid geometry.
     #[error("{name}: {what} differs from {first}")]
@@ -659,7 +661,7 @@ fn parse_frames(name: &str, bytes: &[u8]) -> Result<Vec<Slice>, VolumeError> {
         let top = if signed { -1 } else { ((1u64 << bits_stored) - 1) as i64 };
         for frame in &mut raw {
             for v in frame.iter_mut() {
-                *v = (top - i64::from(*v)) as i32;
+                *v = i32::try_from(top - i64::from(*v)).map_err(|_| a.unsupported(format!("MONOCHROME1 value {v} turned over is {} (above {})", top - i64::from(*v), i32::MAX)))?;
             }
         }
     }
