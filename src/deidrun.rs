@@ -125,6 +125,8 @@ struct Done {
     record: DicomFile,
     header_id: ObjectId,
     cleaned: Option<(ObjectId, Vec<u8>)>,
+    /// The pixel value of a deflated file, inflated: a new object (see below).
+    inflated_pixel: Option<(ObjectId, Vec<u8>)>,
 }
 
 /// Run de-identification and commit the result on `req.branch` of `repo`.
@@ -172,8 +174,28 @@ pub fn deidentify(repo: &Repo, req: DeidRequest, progress: &dyn Progress) -> Res
         .map(|(path, e)| -> Result<Done, DeidRunError> {
             let rec = src.read_dicom(&e.id)?;
             let header = src.read(&rec.header)?;
-            let pixels = match (&rec.pixel, clean_pixels) {
-                (Some(p), true) => Some(src.read(p)?),
+            // A deflated file is stored whole, as its header. It is de-identified in its
+            // inflated form, in parts like any other record, and written out in Explicit VR
+            // Little Endian (lossless, and what every reader reads), its pixel value a new object.
+            let parts = match rec.pixel {
+                None => crate::dicom::inflated_parts(&header).map_err(|e| DeidRunError::Deid {
+                    path: path.clone(),
+                    source: crate::deid::DeidError::Parse { reason: e.to_string() },
+                })?,
+                Some(_) => None,
+            };
+            let (header, rec, inflated_pixel) = match parts {
+                None => (header, rec, None),
+                Some(p) => {
+                    let pixel = (!p.pixel_element.is_empty()).then(|| (ObjectId::of(&p.pixel), p.pixel));
+                    let size = (p.header.len() + p.pixel_element.len() + pixel.as_ref().map_or(0, |x| x.1.len()) + p.trailer.len()) as u64;
+                    let rec = DicomFile { size, pixel_element: p.pixel_element, pixel: pixel.as_ref().map(|x| x.0), trailer: p.trailer, ..rec };
+                    (p.header, rec, pixel)
+                }
+            };
+            let pixels = match (&rec.pixel, clean_pixels, &inflated_pixel) {
+                (Some(_), true, Some((_, bytes))) => Some(bytes.clone()),
+                (Some(p), true, None) => Some(src.read(p)?),
                 _ => None,
             };
             let encapsulated = rec.pixel_element.len() >= 8 && rec.pixel_element.ends_with(&[0xff, 0xff, 0xff, 0xff]);
@@ -207,7 +229,7 @@ pub fn deidentify(repo: &Repo, req: DeidRequest, progress: &dyn Progress) -> Res
                 path_component(out.new_sop_uid.as_deref(), "unknown-instance"),
             );
             progress.inc(1);
-            Ok(Done { old_info: rec.info.clone(), new_path, out, record, header_id, cleaned })
+            Ok(Done { old_info: rec.info.clone(), new_path, out, record, header_id, cleaned, inflated_pixel })
         })
         .collect::<Result<_, _>>()?;
     progress.finish_stage();
@@ -222,11 +244,11 @@ pub fn deidentify(repo: &Repo, req: DeidRequest, progress: &dyn Progress) -> Res
         put_blob(&repo.store, &mut w, d.header_id, &d.out.header)?;
         match &d.cleaned {
             Some((id, bytes)) => put_blob(&repo.store, &mut w, *id, bytes)?,
-            None => {
-                if let Some(p) = &d.record.pixel {
-                    copy_if_missing(src, &repo.store, &mut w, p)?;
-                }
-            }
+            None => match (&d.inflated_pixel, &d.record.pixel) {
+                (Some((id, bytes)), _) => put_blob(&repo.store, &mut w, *id, bytes)?,
+                (None, Some(p)) => copy_if_missing(src, &repo.store, &mut w, p)?,
+                (None, None) => {}
+            },
         }
         let rb = d.record.to_bytes();
         let rid = ObjectId::of(&rb);

@@ -212,6 +212,31 @@ pub struct DiffReport {
 
 const UNKNOWN: &str = "(unknown)";
 
+/// Whether the pixel value changed, when either side is a deflated file (stored whole, its
+/// pixel data inside the compressed stream, so that the records' pixel objects do not tell):
+/// the pixel values of the two, inflated where need be, compared. `None` when neither side is
+/// deflated, or one cannot be inflated (the records' objects are compared then).
+fn pixel_change_of_deflated(store: &Store, a: &crate::object::DicomFile, b: &crate::object::DicomFile) -> Result<Option<bool>, StoreError> {
+    let deflated = |d: &crate::object::DicomFile| d.pixel.is_none() && d.info.transfer_syntax.as_deref() == Some(crate::dicom::TS_DEFLATED_EXPLICIT);
+    if !deflated(a) && !deflated(b) || a.header == b.header && a.pixel == b.pixel {
+        return Ok(None);
+    }
+    let pixel_of = |d: &crate::object::DicomFile| -> Result<Option<Vec<u8>>, StoreError> {
+        if let Some(p) = &d.pixel {
+            return Ok(Some(store.read(p)?));
+        }
+        Ok(match dicom::inflated_parts(&store.read(&d.header)?) {
+            Ok(Some(parts)) => Some(parts.pixel),
+            Ok(None) => Some(Vec::new()),
+            Err(_) => None,
+        })
+    };
+    Ok(match (pixel_of(a)?, pixel_of(b)?) {
+        (Some(x), Some(y)) => Some(x != y),
+        _ => None,
+    })
+}
+
 /// Group DICOM changes by patient / study / series, with attribute diffs for modified instances.
 pub fn dicom_view(store: &Store, changes: &[Change]) -> Result<Vec<PatientChanges>, StoreError> {
     type Key = (String, String, String);
@@ -244,7 +269,10 @@ pub fn dicom_view(store: &Store, changes: &[Change]) -> Result<Vec<PatientChange
             attributes_error: None,
         };
         if let (Some((_, a)), Some((_, b))) = (&old, &new) {
-            ic.pixel_changed = Some(a.pixel != b.pixel);
+            ic.pixel_changed = Some(match pixel_change_of_deflated(store, a, b)? {
+                Some(changed) => changed,
+                None => a.pixel != b.pixel,
+            });
             if a.header != b.header {
                 let ha = store.read(&a.header)?;
                 let hb = store.read(&b.header)?;

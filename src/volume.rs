@@ -530,6 +530,9 @@ fn parse_frames(name: &str, bytes: &[u8]) -> Result<Vec<Slice>, VolumeError> {
         name: name.to_string(),
         reason,
     };
+    // A deflated file is read as the same file in Explicit VR Little Endian.
+    let inflated = crate::dicom::inflate(bytes).map_err(|e| parse_err(e.to_string()))?;
+    let bytes: &[u8] = inflated.as_deref().unwrap_or(bytes);
     // Position the input at the "DICM" magic that dicom-object expects.
     let body: Cow<[u8]> = if bytes.get(128..132) == Some(b"DICM".as_slice()) {
         Cow::Borrowed(&bytes[128..])

@@ -12,6 +12,7 @@ pub mod attrs;
 pub mod synth;
 mod walk;
 
+use std::borrow::Cow;
 use std::io::{Cursor, Read};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -19,6 +20,7 @@ use dicom_object::file::ReadPreamble;
 use dicom_object::{DefaultDicomObject, OpenFileOptions};
 
 pub use attrs::{diff_headers, dump_header, keyword_of, AttributeChange, AttributeRow};
+pub(crate) use walk::TS_DEFLATED_EXPLICIT;
 
 /// Result of [`analyze`]: either a byte-exact split of a DICOM file, or the
 /// reason why the file has to be stored whole.
@@ -131,12 +133,13 @@ pub(crate) fn tag_string(tag: (u16, u16)) -> String {
 /// length), so that `dicom-object` never trusts a length beyond the input
 /// and no allocation is larger than the input.
 pub fn analyze(bytes: &[u8]) -> Analysis {
-    let result =
-        split_header(bytes).and_then(|(walked, header)| check_object(header).map(|_| walked));
+    let result = split_header(bytes).and_then(|s| check_object(&s.header).map(|_| s));
     match result {
-        Ok(walked) => Analysis::Dicom(DicomLayout {
-            pixel: walked.pixel,
-            summary: walked.summary,
+        // A deflated file cannot be cut into header and pixel bytes: it is stored whole, as
+        // its header, and read through its inflated form.
+        Ok(s) => Analysis::Dicom(DicomLayout {
+            pixel: if s.deflated { None } else { s.walked.pixel },
+            summary: s.walked.summary,
         }),
         Err(e) => Analysis::NotDicom {
             reason: e.to_string(),
@@ -144,32 +147,106 @@ pub fn analyze(bytes: &[u8]) -> Analysis {
     }
 }
 
+/// A file read by the walker.
+struct Split<'a> {
+    walked: walk::Walked,
+    /// Everything before the top-level pixel data: the file's own bytes, or, for a deflated
+    /// file, those of its inflated form (see [`walk::inflate`]).
+    header: Cow<'a, [u8]>,
+    /// Whether the file is in Deflated Explicit VR Little Endian.
+    deflated: bool,
+}
+
 /// Run the byte-level walker (under `catch_unwind`) and return its result
 /// with the header part of `bytes` (everything before the top-level pixel
 /// data). Once the walker accepted them, these bytes are safe to hand to
 /// `dicom-object` (see `walk::Walker::check_for_dicom_object`).
-fn split_header(bytes: &[u8]) -> Result<(walk::Walked, &[u8]), DicomError> {
-    let walked = catch_unwind(|| walk::walk(bytes)).map_err(|_| DicomError::Unsupported {
+fn split_header(bytes: &[u8]) -> Result<Split<'_>, DicomError> {
+    let panicked = |_| DicomError::Unsupported {
         reason: "internal error: byte-level walker panicked".to_string(),
-    })??;
-    let header_end = walked
-        .pixel
-        .map_or(bytes.len(), |p| p.element_start as usize);
-    Ok((walked, &bytes[..header_end]))
+    };
+    let inflated = catch_unwind(|| walk::inflate(bytes)).map_err(panicked)??;
+    let whole: &[u8] = inflated.as_deref().unwrap_or(bytes);
+    let mut walked = catch_unwind(|| walk::walk(whole)).map_err(panicked)??;
+    let header_end = walked.pixel.map_or(whole.len(), |p| p.element_start as usize);
+    Ok(match inflated {
+        None => Split { walked, header: Cow::Borrowed(&bytes[..header_end]), deflated: false },
+        Some(mut v) => {
+            walked.summary.transfer_syntax = Some(walk::TS_DEFLATED_EXPLICIT.to_string());
+            v.truncate(header_end);
+            Split { walked, header: Cow::Owned(v), deflated: true }
+        }
+    })
+}
+
+/// The parts of a deflated file's inflated form (Explicit VR Little Endian), as a stored DICOM
+/// record holds them for any other file: what de-identification and the diff of pixel data
+/// need of a deflated file, which is stored whole. `None` for a file that is not deflated.
+pub(crate) struct InflatedParts {
+    /// Everything before the top-level pixel data (the whole file when it has none).
+    pub header: Vec<u8>,
+    /// The pixel element's tag, VR and length bytes; empty without pixel data.
+    pub pixel_element: Vec<u8>,
+    /// The pixel value; empty without pixel data.
+    pub pixel: Vec<u8>,
+    /// Whatever follows the pixel value.
+    pub trailer: Vec<u8>,
+}
+
+/// A deflated file (Deflated Explicit VR Little Endian) as the same file in Explicit VR Little
+/// Endian (see [`walk::inflate`]); `None` for a file in any other transfer syntax.
+pub(crate) fn inflate(bytes: &[u8]) -> Result<Option<Vec<u8>>, DicomError> {
+    catch_unwind(|| walk::inflate(bytes)).map_err(|_| DicomError::Unsupported {
+        reason: "internal error: byte-level walker panicked".to_string(),
+    })?
+}
+
+/// A deflated file in parts (see [`InflatedParts`]); `None` for any other file.
+pub(crate) fn inflated_parts(bytes: &[u8]) -> Result<Option<InflatedParts>, DicomError> {
+    let panicked = |_| DicomError::Unsupported {
+        reason: "internal error: byte-level walker panicked".to_string(),
+    };
+    let Some(mut whole) = inflate(bytes)? else {
+        return Ok(None);
+    };
+    let walked = catch_unwind(|| walk::walk(&whole)).map_err(panicked)??;
+    let Some(p) = walked.pixel else {
+        return Ok(Some(InflatedParts { header: whole, pixel_element: vec![], pixel: vec![], trailer: vec![] }));
+    };
+    let (e, v, t) = (p.element_start as usize, p.value_start as usize, p.value_end as usize);
+    let trailer = whole.split_off(t);
+    let pixel = whole.split_off(v);
+    let pixel_element = whole.split_off(e);
+    Ok(Some(InflatedParts { header: whole, pixel_element, pixel, trailer }))
 }
 
 /// Parse the header part of a DICOM file with `dicom-object`, after the
 /// walker checked it (so that hostile input cannot make it allocate more than
 /// the input size). Pixel data and anything after it are not read.
+///
+/// A deflated file is read through its inflated form; the object's meta group still names
+/// the file's own transfer syntax, so that what is shown of it is what the file says.
 pub(crate) fn open_header(bytes: &[u8]) -> Result<DefaultDicomObject, DicomError> {
-    open_object(split_header(bytes)?.1)
+    let s = split_header(bytes)?;
+    let mut obj = open_object(&s.header)?;
+    if s.deflated {
+        obj.meta_mut().transfer_syntax = walk::TS_DEFLATED_EXPLICIT.to_string();
+        obj.meta_mut().update_information_group_length();
+    }
+    Ok(obj)
 }
 
 /// Like [`open_header`], and also say whether `bytes` held top-level pixel data (which a
-/// header handed over on its own must not).
+/// header handed over on its own must not). A deflated file is refused: what would be written
+/// from the object is not what it says (see [`inflated_parts`]).
 pub(crate) fn open_header_checked(bytes: &[u8]) -> Result<(DefaultDicomObject, bool), DicomError> {
-    let (walked, header) = split_header(bytes)?;
-    Ok((open_object(header)?, walked.pixel.is_some()))
+    let s = split_header(bytes)?;
+    if s.deflated {
+        return Err(DicomError::Unsupported {
+            reason: "a deflated file, to be inflated into its parts first".to_string(),
+        });
+    }
+    Ok((open_object(&s.header)?, s.walked.pixel.is_some()))
 }
 
 /// Parse a whole DICOM file (preamble auto-detected) with `dicom-object`,
@@ -881,9 +958,9 @@ pub(crate) mod tests {
         }
         let (mut accepted, mut rejected) = (0, 0);
         for bytes in &inputs {
-            let Ok((_, header)) = split_header(bytes) else { continue };
-            let fast = check_object(header);
-            let full = open_object(header);
+            let Ok(s) = split_header(bytes) else { continue };
+            let fast = check_object(&s.header);
+            let full = open_object(&s.header);
             assert_eq!(fast.is_ok(), full.is_ok(), "fast check: {fast:?}, dicom-object: {:?}", full.map(drop));
             if fast.is_ok() {
                 accepted += 1;
@@ -893,6 +970,43 @@ pub(crate) mod tests {
         }
         // Both verdicts occur, so that neither side of the comparison is vacuous.
         assert!(accepted > 500 && rejected > 50, "{accepted} accepted, {rejected} rejected");
+    }
+
+    #[test]
+    fn deflated_file_is_read_through_its_inflated_form() {
+        let bytes = std::fs::read(format!("{PYDICOM}/image_dfl.dcm")).expect("test file");
+        let Analysis::Dicom(l) = analyze(&bytes) else { panic!("deflated file not read as DICOM") };
+        // Stored whole: its pixel data cannot be cut out of the compressed stream.
+        assert!(l.pixel.is_none());
+        assert_eq!(l.summary.transfer_syntax.as_deref(), Some(TS_DEFLATED_EXPLICIT));
+        assert!(l.summary.sop_instance_uid.as_deref().is_some_and(|u| u.starts_with("1.3.6.1.4.1.5962")));
+        // The header object names the file's own transfer syntax; the inflated form is a
+        // readable Explicit VR Little Endian file with the same attributes.
+        let obj = open_header(&bytes).expect("header");
+        assert_eq!(obj.meta().transfer_syntax().trim_end_matches('\0'), TS_DEFLATED_EXPLICIT);
+        let whole = inflate(&bytes).expect("inflates").expect("is deflated");
+        let Analysis::Dicom(e) = analyze(&whole) else { panic!("inflated form not DICOM") };
+        assert_eq!(e.summary.transfer_syntax.as_deref(), Some("1.2.840.10008.1.2.1"));
+        assert_eq!(e.summary.sop_instance_uid, l.summary.sop_instance_uid);
+        let parts = inflated_parts(&bytes).expect("parts").expect("deflated");
+        let p = e.pixel.expect("pixel data");
+        assert_eq!(parts.pixel, whole[p.value_start as usize..p.value_end as usize]);
+        assert_eq!([parts.header.clone(), parts.pixel_element, parts.pixel, parts.trailer].concat(), whole);
+        // A file in another syntax is not inflated.
+        assert!(inflate(&std::fs::read(format!("{PYDICOM}/MR_small.dcm")).expect("test file")).expect("reads").is_none());
+        // Damaged streams: an error naming the deflated data set, never a panic.
+        for cut in (200..bytes.len()).step_by(97) {
+            if let Analysis::NotDicom { reason } = analyze(&bytes[..cut]) {
+                assert!(!reason.is_empty());
+            }
+        }
+        let mut bad = bytes.clone();
+        let n = bad.len();
+        bad[n - 1000..n - 900].iter_mut().for_each(|b| *b ^= 0x5a);
+        match analyze(&bad) {
+            Analysis::NotDicom { reason } => assert!(reason.contains("deflated data set") || reason.contains("offset"), "{reason}"),
+            Analysis::Dicom(_) => {}
+        }
     }
 
     #[test]

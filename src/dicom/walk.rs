@@ -69,29 +69,110 @@ impl Header {
     }
 }
 
-/// Walk a whole file. See the module docs for the guarantees.
-pub(crate) fn walk(bytes: &[u8]) -> Result<Walked, DicomError> {
-    let mut w = Walker {
-        b: bytes,
-        summary: DicomSummary::default(),
-        pixel: None,
-        bits_allocated: None,
-        checking: true,
-    };
-    let start = if bytes.len() >= 132 && &bytes[128..132] == b"DICM" {
-        132
+/// Where the file meta group starts: after the preamble and "DICM", after "DICM" alone, or at
+/// 0 for a bare meta group.
+fn meta_start(bytes: &[u8]) -> Result<usize, DicomError> {
+    if bytes.len() >= 132 && &bytes[128..132] == b"DICM" {
+        Ok(132)
     } else if bytes.starts_with(b"DICM") {
-        4
+        Ok(4)
     } else if bytes.starts_with(&[0x02, 0x00]) {
         // file meta group without preamble and magic (dcmtk reads these)
-        0
+        Ok(0)
     } else {
-        return Err(DicomError::Unsupported {
+        Err(DicomError::Unsupported {
             reason: "no DICOM file meta: no 'DICM' magic code at offset 128 or 0 \
                      (a bare data set without file meta group, or not DICOM at all)"
                 .to_string(),
-        });
+        })
+    }
+}
+
+/// Deflated Explicit VR Little Endian (PS3.5 A.5): the file meta group as usual, then the
+/// data set in Explicit VR Little Endian as one raw deflate stream (RFC 1951).
+pub(crate) const TS_DEFLATED_EXPLICIT: &str = "1.2.840.10008.1.2.1.99";
+const TS_EXPLICIT_LE: &str = "1.2.840.10008.1.2.1";
+/// Largest inflated data set accepted: deflate reaches ratios of 1,000:1, so a small hostile
+/// file could otherwise ask for gigabytes.
+pub(crate) const MAX_INFLATED: u64 = 1 << 30;
+
+/// The same file in Explicit VR Little Endian, when `bytes` is in Deflated Explicit VR Little
+/// Endian; `None` for any other transfer syntax. Preamble and magic are kept, the meta group
+/// is kept but for its TransferSyntaxUID (and the group length that counts it), and the data
+/// set is inflated. What reads attributes or pixels of a deflated file reads this; the store
+/// keeps the file's own bytes.
+///
+/// The standard's stream is raw deflate; a zlib-wrapped one, which some writers produced, is
+/// read too. A damaged or over-long stream is an error naming its offset. A file whose meta
+/// group cannot be read is not known to be deflated: `None`.
+pub(crate) fn inflate(bytes: &[u8]) -> Result<Option<Vec<u8>>, DicomError> {
+    use std::io::Read;
+    let mut w = Walker::new(bytes);
+    // A file with no readable meta group is not deflated: the walker says what is wrong.
+    let Some((end, ts)) = meta_start(bytes).and_then(|start| w.walk_meta(start)).ok() else {
+        return Ok(None);
     };
+    if ts.as_deref() != Some(TS_DEFLATED_EXPLICIT) {
+        return Ok(None);
+    }
+    let start = meta_start(bytes)?;
+    // The meta group again, with the new transfer syntax.
+    let mut out = bytes[..start].to_vec();
+    let mut group_length_at = None;
+    let mut pos = start;
+    while pos < end {
+        let h = w.read_header(pos, end, EXPLICIT_LE)?;
+        match h.tag {
+            (0x0002, 0x0000) => {
+                group_length_at = Some(out.len() + (h.value_start - h.start));
+                out.extend_from_slice(&bytes[h.start..h.value_end()]);
+            }
+            (0x0002, 0x0010) => {
+                let mut uid = TS_EXPLICIT_LE.as_bytes().to_vec();
+                uid.push(0);
+                out.extend_from_slice(&[0x02, 0x00, 0x10, 0x00, b'U', b'I']);
+                out.extend_from_slice(&(uid.len() as u16).to_le_bytes());
+                out.extend_from_slice(&uid);
+            }
+            _ => out.extend_from_slice(&bytes[h.start..h.value_end()]),
+        }
+        pos = h.value_end();
+    }
+    if let Some(at) = group_length_at {
+        let counted = (out.len() - (at + 4)) as u32;
+        out[at..at + 4].copy_from_slice(&counted.to_le_bytes());
+    }
+    let meta_len = out.len();
+    let stream = &bytes[end..];
+    let damaged = |why: String| DicomError::Malformed {
+        offset: end as u64,
+        tag: "-".to_string(),
+        reason: format!("deflated data set: {why}"),
+    };
+    let read = |reader: &mut dyn Read, out: &mut Vec<u8>| -> Result<(), DicomError> {
+        out.truncate(meta_len);
+        reader.take(MAX_INFLATED + 1).read_to_end(out).map_err(|e| damaged(e.to_string()))?;
+        if (out.len() - meta_len) as u64 > MAX_INFLATED {
+            return Err(damaged(format!("inflates to more than {MAX_INFLATED} bytes")));
+        }
+        Ok(())
+    };
+    let raw = read(&mut flate2::read::DeflateDecoder::new(stream), &mut out);
+    if let Err(e) = raw {
+        // A zlib header (CMF 0x78, and a check value that divides by 31).
+        let zlib = stream.len() >= 2 && stream[0] == 0x78 && u16::from_be_bytes([stream[0], stream[1]]).is_multiple_of(31);
+        if !zlib {
+            return Err(e);
+        }
+        read(&mut flate2::read::ZlibDecoder::new(stream), &mut out)?;
+    }
+    Ok(Some(out))
+}
+
+/// Walk a whole file. See the module docs for the guarantees.
+pub(crate) fn walk(bytes: &[u8]) -> Result<Walked, DicomError> {
+    let mut w = Walker::new(bytes);
+    let start = meta_start(bytes)?;
     let (pos, ts) = w.walk_meta(start)?;
     let ts = ts.ok_or_else(|| DicomError::Unsupported {
         reason: "file meta group has no TransferSyntaxUID (0002,0010)".to_string(),
@@ -104,7 +185,11 @@ pub(crate) fn walk(bytes: &[u8]) -> Result<Walked, DicomError> {
         },
         t if TS_DEFLATED.contains(&t) => {
             return Err(DicomError::Unsupported {
-                reason: "deflated transfer syntax: stored whole".to_string(),
+                reason: if t == TS_DEFLATED_EXPLICIT {
+                    "deflated transfer syntax: to be inflated first (dicom::inflate)".to_string()
+                } else {
+                    "JPIP referenced deflate transfer syntax (its pixel data is a link): stored whole".to_string()
+                },
             })
         }
         // every other transfer syntax (native or encapsulated) is explicit VR LE
@@ -131,6 +216,13 @@ struct Walker<'a> {
     /// True while walking bytes that `dicom-object` will parse (everything
     /// before the top-level pixel data): see [`Walker::check_for_dicom_object`].
     checking: bool,
+}
+
+impl<'a> Walker<'a> {
+    /// A walker at the start of `bytes`, checking what dicom-object would misread.
+    fn new(bytes: &'a [u8]) -> Self {
+        Walker { b: bytes, summary: DicomSummary::default(), pixel: None, bits_allocated: None, checking: true }
+    }
 }
 
 /// VRs whose explicit encoding has a 16-bit length (PS3.5 7.1.2). Every other
@@ -743,10 +835,10 @@ mod tests {
     #[test]
     fn transfer_syntax_edge_cases() {
         let deflated = file("1.2.840.10008.1.2.1.99");
-        assert_eq!(
-            not_dicom(&deflated),
-            "deflated transfer syntax: stored whole"
-        );
+        // no deflate stream after the meta group: an error naming it
+        assert!(not_dicom(&deflated).contains("deflated data set"), "{}", not_dicom(&deflated));
+        // JPIP referenced deflate: its pixel data is a link; stored whole
+        assert!(not_dicom(&file("1.2.840.10008.1.2.4.95")).contains("stored whole"));
         // big endian: US values and lengths are decoded big endian
         let mut f = file("1.2.840.10008.1.2.2");
         f.extend_from_slice(&[0x00, 0x28, 0x00, 0x10, b'U', b'S', 0, 2, 0x01, 0x02]);
