@@ -133,8 +133,6 @@ pub(crate) enum JpegLsError {
 /// Marker segments other than those JPEG-LS gives meaning to (APPn, COM, and the like) are
 /// skipped by their length. A stream that ends after its last scan without EOI is accepted
 /// when every component was decoded: the image is whole.
-// Until the pixel data decoding calls it (this allow can go then).
-#[allow(dead_code)]
 pub(crate) fn decode(stream: &[u8]) -> Result<Decoded, JpegLsError> {
     if stream.get(..2) != Some(&[0xFF, 0xD8][..]) {
         let found = match stream.len() {

@@ -55,7 +55,7 @@ pub enum VolumeError {
     Parse { name: String, reason: String },
     /// The transfer syntax is neither native (uncompressed) nor one whose pixel data cohort
     /// decodes.
-    #[error("{name}: cannot decode the pixel data of transfer syntax {transfer_syntax} (cohort reads native little and big endian, RLE, JPEG baseline and lossless, and JPEG 2000)")]
+    #[error("{name}: cannot decode the pixel data of transfer syntax {transfer_syntax} (cohort reads native little and big endian, RLE, JPEG baseline and lossless, JPEG-LS, and JPEG 2000)")]
     Compressed {
         name: String,
         transfer_syntax: String,
@@ -553,7 +553,7 @@ fn parse_frames(name: &str, bytes: &[u8]) -> Result<Vec<Slice>, VolumeError> {
     let meta = FileMetaTable::from_reader(&body[..])
         .map_err(|e| parse_err(format!("file meta group: {e}")))?;
     let ts = meta.transfer_syntax().to_string();
-    let encapsulated = decodes_encapsulated(&ts);
+    let encapsulated = crate::dicom::decodes_encapsulated(&ts);
     let big_endian = match ts.as_str() {
         IMPLICIT_VR_LE | EXPLICIT_VR_LE => false,
         EXPLICIT_VR_BE => true,
@@ -830,12 +830,6 @@ fn image_plane(a: &Attrs<'_>) -> Result<FrameGeometry, VolumeError> {
         intercept: a.opt_float(tags::RESCALE_INTERCEPT, "RescaleIntercept")?.unwrap_or(0.0),
         patient: false,
     })
-}
-
-/// A syntax with encapsulated (compressed) pixel data that the codecs built in can decode.
-fn decodes_encapsulated(ts: &str) -> bool {
-    use dicom_transfer_syntax_registry::{TransferSyntaxIndex, TransferSyntaxRegistry};
-    TransferSyntaxRegistry.get(ts).is_some_and(|t| t.is_encapsulated_pixel_data() && t.can_decode_all())
 }
 
 /// The largest frame cohort decodes from compressed pixel data. Compressed data says little
@@ -1979,9 +1973,9 @@ mod tests {
                 other => panic!("{other:?}"),
             }
         };
-        // The same MR image in four encodings, two of them compressed: one volume.
+        // The same MR image in five encodings, three of them compressed: one volume.
         let native = series_volume(&[read("MR_small_implicit.dcm")]).unwrap();
-        for name in ["MR_small_bigendian.dcm", "MR_small_RLE.dcm", "MR_small_jp2klossless.dcm"] {
+        for name in ["MR_small_bigendian.dcm", "MR_small_RLE.dcm", "MR_small_jp2klossless.dcm", "MR_small_jpeg_ls_lossless.dcm"] {
             let v = series_volume(&[read(name)]).unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(values(&v), values(&native), "{name}");
             assert_eq!((v.dims, v.affine), (native.dims, native.affine), "{name}");
@@ -2171,12 +2165,12 @@ mod tests {
                 Ok(_) => panic!("{what}: damaged RLE decoded"),
             }
         }
-        // A syntax whose codec is not built in (JPEG-LS) is named as such.
+        // A syntax whose codec is not built in (MPEG-2 video) is named as such.
         let mut s = three();
-        s[1].ts = "1.2.840.10008.1.2.4.80";
+        s[1].ts = "1.2.840.10008.1.2.4.100";
         match series_volume(&files(&s)).unwrap_err() {
             VolumeError::Compressed { name, transfer_syntax } => {
-                assert_eq!((name.as_str(), transfer_syntax.as_str()), ("1.2.3.1.dcm", "1.2.840.10008.1.2.4.80"));
+                assert_eq!((name.as_str(), transfer_syntax.as_str()), ("1.2.3.1.dcm", "1.2.840.10008.1.2.4.100"));
             }
             e => panic!("{e}"),
         }
@@ -2228,6 +2222,14 @@ mod tests {
         let jpeg = series_volume(&[pydicom_file("SC_rgb_jpeg_dcmtk.dcm")]).unwrap();
         let worst = values(&jpeg).iter().zip(values(&card)).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
         assert!(worst > 0.0 && worst <= 6.0, "{worst}");
+        // Near-lossless JPEG-LS, components by line and by sample: each value within NEAR of
+        // the lossless card (the bound JPEG-LS guarantees; NEAR is 2 in both streams).
+        for name in ["SC_rgb_jls_lossy_line.dcm", "SC_rgb_jls_lossy_sample.dcm"] {
+            let jls = series_volume(&[pydicom_file(name)]).unwrap();
+            assert_eq!((jls.dims, jls.channels), (card.dims, 3), "{name}");
+            let worst = values(&jls).iter().zip(values(&card)).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+            assert!(worst > 0.0 && worst <= 2.0, "{name}: {worst}");
+        }
         // Big endian, plane by plane (PlanarConfiguration 1): pixels as pydicom reads them.
         let us = series_volume(&[pydicom_file("ExplVR_BigEnd.dcm")]).unwrap();
         assert_eq!((us.dims, us.channels), ([80, 60, 1], 3));

@@ -506,8 +506,9 @@ fn dcmdump_and_pydicom_read_the_deidentified_files() {
     let e = env();
     let w = &e.work;
     let mut insts = write_dataset(w, 32);
-    // The other encodings too: implicit VR, big endian, encapsulated; multi-frame.
-    for (k, syntax) in [SynthSyntax::ImplicitLE, SynthSyntax::ExplicitBE, SynthSyntax::EncapsulatedJpegBaseline].into_iter().enumerate() {
+    // The other encodings too: implicit VR, big endian, encapsulated, deflated; multi-frame.
+    let others = [SynthSyntax::ImplicitLE, SynthSyntax::ExplicitBE, SynthSyntax::EncapsulatedJpegBaseline, SynthSyntax::DeflatedExplicitLE];
+    for (k, syntax) in others.into_iter().enumerate() {
         let mut sp = spec(1, 0, 5, k, 32);
         sp.syntax = syntax;
         sp.frames = 1 + k as u32;
@@ -515,7 +516,7 @@ fn dcmdump_and_pydicom_read_the_deidentified_files() {
         insts.push(put(w, sp, path));
     }
     ok(w, &["commit", "-m", "PACS export"]);
-    assert_eq!(deid(w, "main", &e.key, &[])["instances"], 15);
+    assert_eq!(deid(w, "main", &e.key, &[])["instances"], 16);
     let (dir, _) = export(w, &e.root, "deid");
     let eng = engine(&key_bytes(1));
     let mut needles = phi_strings(&insts);
@@ -569,7 +570,12 @@ fn dcmdump_and_pydicom_read_the_deidentified_files() {
             assert!(is_uuid_uid(u.as_str().unwrap()), "{p}: {u}");
         }
         assert_eq!(r["meta_sop"], r["uids"][0], "{p}");
-        assert_eq!(r["transfer_syntax"], r["orig_transfer_syntax"], "{p}: written in the source's transfer syntax");
+        if r["orig_transfer_syntax"] == "1.2.840.10008.1.2.1.99" {
+            // A deflated data set is de-identified through its inflated form and written so.
+            assert_eq!(r["transfer_syntax"], "1.2.840.10008.1.2.1", "{p}: a deflated source is written inflated");
+        } else {
+            assert_eq!(r["transfer_syntax"], r["orig_transfer_syntax"], "{p}: written in the source's transfer syntax");
+        }
         assert!(r["pixel_len"].as_u64().unwrap() > 0, "{p}");
         assert_eq!(r["pixels_equal"], true, "{p}: pixel data differs from the original");
         if let Some(eq) = r.get("pixel_array_equal") {
@@ -1173,12 +1179,15 @@ fn clean_pixel_data_decodes_compressed_pixel_data_and_writes_it_native() {
     require_pydicom();
     let e = env();
     let w = &e.work;
-    // Three ultrasound instances, compressed in place by dcmtk: 16-bit RLE and JPEG lossless,
-    // 8-bit JPEG baseline (lossy; its SOP Instance UID kept).
-    let codecs: [(u16, &str, &[&str], &str); 3] = [
+    // Five ultrasound instances, compressed in place by dcmtk: 16-bit RLE, JPEG lossless and
+    // JPEG-LS lossless, 8-bit JPEG baseline and JPEG-LS near-lossless (lossy; their SOP
+    // Instance UIDs kept).
+    let codecs: [(u16, &str, &[&str], &str); 5] = [
         (16, "dcmcrle", &[], "1.2.840.10008.1.2.5"),
         (16, "dcmcjpeg", &[], "1.2.840.10008.1.2.4.70"),
         (8, "dcmcjpeg", &["+eb", "+un"], "1.2.840.10008.1.2.4.50"),
+        (16, "dcmcjpls", &[], "1.2.840.10008.1.2.4.80"),
+        (8, "dcmcjpls", &["+en", "+un"], "1.2.840.10008.1.2.4.81"),
     ];
     let mut insts = Vec::new();
     for (i, (bits, tool, args, _)) in codecs.iter().enumerate() {
@@ -1199,7 +1208,11 @@ fn clean_pixel_data_decodes_compressed_pixel_data_and_writes_it_native() {
         .zip(&codecs)
         .map(|(i, (_, encoder, _, _))| {
             let out = e.root.join("plain.dcm");
-            let tool = if *encoder == "dcmcrle" { "dcmdrle" } else { "dcmdjpeg" };
+            let tool = match *encoder {
+                "dcmcrle" => "dcmdrle",
+                "dcmcjpls" => "dcmdjpls",
+                _ => "dcmdjpeg",
+            };
             let o = Command::new(tool).arg(w.join(&i.path)).arg(&out).output().unwrap();
             assert!(o.status.success(), "{tool}: {}", String::from_utf8_lossy(&o.stderr));
             let b = fs::read(&out).unwrap();
@@ -1211,7 +1224,7 @@ fn clean_pixel_data_decodes_compressed_pixel_data_and_writes_it_native() {
     let rules = e.root.join("rules.json");
     fs::write(&rules, format!(r#"{{"version": 1, "rules": [{{"name": "test-us-banner", "modality": "US", "rectangles": [{{"x": {x0}, "y": {y0}, "width": {rw}, "height": {rh}}}]}}]}}"#)).unwrap();
     let sum = deid(w, "main", &e.key, &["--branch", "clean", "--option", "clean-pixel-data", "--pixel-rules", s(&rules)]);
-    assert_eq!((sum["pixels_cleaned"].as_u64(), sum["burned_in_not_cleaned"].as_u64()), (Some(3), Some(0)), "{sum}");
+    assert_eq!((sum["pixels_cleaned"].as_u64(), sum["burned_in_not_cleaned"].as_u64()), (Some(5), Some(0)), "{sum}");
     let eng = engine(&key_bytes(1));
     let (dir, _) = export(w, &e.root, "clean");
     let inside = |k: usize| (y0..y0 + rh).contains(&(k / 32)) && (x0..x0 + rw).contains(&(k % 32));
@@ -1220,7 +1233,8 @@ fn clean_pixel_data_decodes_compressed_pixel_data_and_writes_it_native() {
         let dump = Command::new("dcmdump").args(["-Un", "+P", "0002,0010", "+P", "0028,2110"]).arg(&f).output().unwrap();
         let dump = String::from_utf8_lossy(&dump.stdout).into_owned();
         assert!(dump.contains("[1.2.840.10008.1.2.1]"), "{ts}: written as explicit VR little endian: {dump}");
-        assert_eq!(dump.contains("[01]"), ts.ends_with(".50"), "{ts}: LossyImageCompression: {dump}");
+        // dcmcjpls marks its near-lossless output lossy itself; JPEG baseline is marked on decoding.
+        assert_eq!(dump.contains("[01]"), ts.ends_with(".50") || ts.ends_with(".81"), "{ts}: LossyImageCompression: {dump}");
         let bpp = usize::from(bits / 8);
         let b = fs::read(&f).unwrap();
         let got = &b[b.len() - 32 * 32 * bpp..];

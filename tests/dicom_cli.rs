@@ -27,7 +27,7 @@ fn every_encoding_commits_and_exports_byte_exactly() {
     let d = tempfile::tempdir().unwrap();
     let r = d.path();
     ok(r, &["init"]);
-    let syntaxes = [SynthSyntax::ExplicitLE, SynthSyntax::ImplicitLE, SynthSyntax::ExplicitBE, SynthSyntax::EncapsulatedJpegBaseline];
+    let syntaxes = [SynthSyntax::ExplicitLE, SynthSyntax::ImplicitLE, SynthSyntax::ExplicitBE, SynthSyntax::EncapsulatedJpegBaseline, SynthSyntax::DeflatedExplicitLE];
     let mut expect_dicom = Vec::new();
     for (k, syn) in syntaxes.iter().enumerate() {
         for preamble in [true, false] {
@@ -139,50 +139,59 @@ fn header_only_changes_share_pixel_data() {
 
 #[test]
 fn diff_groups_by_patient_study_series_with_attribute_changes() {
-    let d = tempfile::tempdir().unwrap();
-    let r = d.path();
-    ok(r, &["init"]);
-    let specs: Vec<SynthSpec> = (0..2).flat_map(|p| (0..2).flat_map(move |se| (0..3).map(move |i| small(p, 0, se, i)))).collect();
-    let path = |s: &SynthSpec| format!("{}/{}/{}.dcm", s.patient_id, s.series_uid, s.instance_number);
-    for s in &specs {
-        write(r, &path(s), &synth_instance(s));
+    // Plain and deflated (1.2.840.10008.1.2.1.99): a deflated header is compared inflated.
+    for syntax in [SynthSyntax::ExplicitLE, SynthSyntax::DeflatedExplicitLE] {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        ok(r, &["init"]);
+        let specs: Vec<SynthSpec> = (0..2)
+            .flat_map(|p| (0..2).flat_map(move |se| (0..3).map(move |i| small(p, 0, se, i))))
+            .map(|mut s| {
+                s.syntax = syntax.clone();
+                s
+            })
+            .collect();
+        let path = |s: &SynthSpec| format!("{}/{}/{}.dcm", s.patient_id, s.series_uid, s.instance_number);
+        for s in &specs {
+            write(r, &path(s), &synth_instance(s));
+        }
+        ok(r, &["commit", "-m", "import"]);
+        // Patient 0: one instance gets a new description (header only); one gets new pixels.
+        let mut a = specs[0].clone();
+        a.study_description = "FAKE CORRECTED".into();
+        write(r, &path(&a), &synth_instance(&a));
+        let mut b = specs[1].clone();
+        b.pixel_seed ^= 0xdead;
+        write(r, &path(&b), &synth_instance(&b));
+        // Patient 1: one instance removed.
+        fs::remove_file(r.join(path(&specs[11]))).unwrap();
+        ok(r, &["commit", "-m", "edit"]);
+        let diff = json(r, &["diff", "HEAD~1", "HEAD", "--json"]);
+        assert_eq!((diff["added"].as_u64(), diff["removed"].as_u64(), diff["modified"].as_u64()), (Some(0), Some(1), Some(2)));
+        let patients = diff["dicom"].as_array().unwrap();
+        assert_eq!(patients.len(), 2);
+        let p0 = patients.iter().find(|p| p["patient_id"] == specs[0].patient_id.as_str()).unwrap();
+        let inst: Vec<&serde_json::Value> = p0["studies"][0]["series"][0]["instances"].as_array().unwrap().iter().collect();
+        assert_eq!(p0["studies"][0]["study_uid"], specs[0].study_uid.as_str());
+        assert_eq!(p0["studies"][0]["series"][0]["series_uid"], specs[0].series_uid.as_str());
+        let ia = inst.iter().find(|i| i["sop_instance_uid"] == a.sop_uid.as_str()).unwrap();
+        assert_eq!(ia["pixel_changed"], false);
+        let attrs = ia["attributes"].as_array().unwrap();
+        assert_eq!(attrs.len(), 1, "{attrs:?}");
+        assert_eq!(attrs[0]["tag"], "(0008,1030)");
+        assert_eq!(attrs[0]["keyword"], "StudyDescription");
+        assert_eq!(attrs[0]["new"], "FAKE CORRECTED");
+        let ib = inst.iter().find(|i| i["sop_instance_uid"] == b.sop_uid.as_str()).unwrap();
+        assert_eq!(ib["pixel_changed"], true);
+        assert_eq!(ib["attributes"].as_array().unwrap().len(), 0);
+        let p1 = patients.iter().find(|p| p["patient_id"] == specs[11].patient_id.as_str()).unwrap();
+        assert_eq!(p1["studies"][0]["series"][0]["instances"][0]["status"], "removed");
+        // The human rendering shows the same, grouped.
+        let text = ok(r, &["diff", "HEAD~1", "HEAD"]);
+        assert!(text.contains(&format!("Patient {}", specs[0].patient_id)));
+        assert!(text.contains("StudyDescription"));
+        assert!(text.contains("[pixel data changed]"));
     }
-    ok(r, &["commit", "-m", "import"]);
-    // Patient 0: one instance gets a new description (header only); one gets new pixels.
-    let mut a = specs[0].clone();
-    a.study_description = "FAKE CORRECTED".into();
-    write(r, &path(&a), &synth_instance(&a));
-    let mut b = specs[1].clone();
-    b.pixel_seed ^= 0xdead;
-    write(r, &path(&b), &synth_instance(&b));
-    // Patient 1: one instance removed.
-    fs::remove_file(r.join(path(&specs[11]))).unwrap();
-    ok(r, &["commit", "-m", "edit"]);
-    let diff = json(r, &["diff", "HEAD~1", "HEAD", "--json"]);
-    assert_eq!((diff["added"].as_u64(), diff["removed"].as_u64(), diff["modified"].as_u64()), (Some(0), Some(1), Some(2)));
-    let patients = diff["dicom"].as_array().unwrap();
-    assert_eq!(patients.len(), 2);
-    let p0 = patients.iter().find(|p| p["patient_id"] == specs[0].patient_id.as_str()).unwrap();
-    let inst: Vec<&serde_json::Value> = p0["studies"][0]["series"][0]["instances"].as_array().unwrap().iter().collect();
-    assert_eq!(p0["studies"][0]["study_uid"], specs[0].study_uid.as_str());
-    assert_eq!(p0["studies"][0]["series"][0]["series_uid"], specs[0].series_uid.as_str());
-    let ia = inst.iter().find(|i| i["sop_instance_uid"] == a.sop_uid.as_str()).unwrap();
-    assert_eq!(ia["pixel_changed"], false);
-    let attrs = ia["attributes"].as_array().unwrap();
-    assert_eq!(attrs.len(), 1, "{attrs:?}");
-    assert_eq!(attrs[0]["tag"], "(0008,1030)");
-    assert_eq!(attrs[0]["keyword"], "StudyDescription");
-    assert_eq!(attrs[0]["new"], "FAKE CORRECTED");
-    let ib = inst.iter().find(|i| i["sop_instance_uid"] == b.sop_uid.as_str()).unwrap();
-    assert_eq!(ib["pixel_changed"], true);
-    assert_eq!(ib["attributes"].as_array().unwrap().len(), 0);
-    let p1 = patients.iter().find(|p| p["patient_id"] == specs[11].patient_id.as_str()).unwrap();
-    assert_eq!(p1["studies"][0]["series"][0]["instances"][0]["status"], "removed");
-    // The human rendering shows the same, grouped.
-    let text = ok(r, &["diff", "HEAD~1", "HEAD"]);
-    assert!(text.contains(&format!("Patient {}", specs[0].patient_id)));
-    assert!(text.contains("StudyDescription"));
-    assert!(text.contains("[pixel data changed]"));
 }
 
 #[test]

@@ -451,6 +451,9 @@ pub(crate) fn decode_pixel_data(file: &DefaultDicomObject, frame: Option<u32>) -
     if let Some(frames) = unmarked_rgb_jpeg(file, frame) {
         return decode_rgb_jpeg(&frames);
     }
+    if JPEG_LS.contains(&file.meta().transfer_syntax().trim_end_matches('\0')) {
+        return decode_jpeg_ls(file, frame);
+    }
     let decoded = catch_unwind(AssertUnwindSafe(|| {
         let d = match frame {
             Some(f) => file.decode_pixel_data_frame(f),
@@ -477,7 +480,6 @@ pub(crate) fn decode_pixel_data(file: &DefaultDicomObject, frame: Option<u32>) -
 /// components 1, 2, 3 for YCbCr (pydicom's `SC_jpeg_no_color_transform.dcm`). A frame is one
 /// fragment, or all fragments of a single-frame image; anything else is left to dicom-pixeldata.
 fn unmarked_rgb_jpeg(file: &DefaultDicomObject, frame: Option<u32>) -> Option<Vec<Vec<u8>>> {
-    use dicom_core::value::Value;
     use dicom_dictionary_std::tags;
     let ts = file.meta().transfer_syntax().trim_end_matches('\0');
     if !matches!(ts, "1.2.840.10008.1.2.4.50" | "1.2.840.10008.1.2.4.51") {
@@ -488,23 +490,96 @@ fn unmarked_rgb_jpeg(file: &DefaultDicomObject, frame: Option<u32>) -> Option<Ve
     if int(tags::SAMPLES_PER_PIXEL) != Some(3) || int(tags::BITS_ALLOCATED) != Some(8) || text(tags::PHOTOMETRIC_INTERPRETATION).as_deref() != Some("RGB") {
         return None;
     }
-    let Value::PixelSequence(seq) = file.element_opt(tags::PIXEL_DATA).ok().flatten()?.value() else { return None };
+    let streams = frame_streams(file, frame).ok()?;
+    if streams.iter().any(|s| jpeg_says_colour(s)) {
+        return None;
+    }
+    Some(streams)
+}
+
+/// A syntax with encapsulated (compressed) pixel data that [`decode_pixel_data`] decodes:
+/// the codecs of `dicom-pixeldata` built in, and JPEG-LS.
+pub(crate) fn decodes_encapsulated(ts: &str) -> bool {
+    use dicom_transfer_syntax_registry::{TransferSyntaxIndex, TransferSyntaxRegistry};
+    let ts = ts.trim_end_matches('\0');
+    JPEG_LS.contains(&ts) || TransferSyntaxRegistry.get(ts).is_some_and(|t| t.is_encapsulated_pixel_data() && t.can_decode_all())
+}
+
+/// The transfer syntaxes of JPEG-LS: lossless and near-lossless (PS3.5 A.4.3).
+const JPEG_LS: [&str; 2] = ["1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81"];
+
+/// The codestreams of the frames asked for (all with `None`) of encapsulated pixel data.
+/// PS3.5 A.4: a frame is one fragment or several; a single-frame image is all its fragments,
+/// one fragment per frame is the usual case, and otherwise each frame's first fragment starts
+/// with an SOI marker (FF D8), which is how its fragments are told apart.
+fn frame_streams(file: &DefaultDicomObject, frame: Option<u32>) -> Result<Vec<Vec<u8>>, String> {
+    use dicom_core::value::Value;
+    use dicom_dictionary_std::tags;
+    let element = file.element_opt(tags::PIXEL_DATA).ok().flatten().ok_or("there is no Pixel Data")?;
+    let Value::PixelSequence(seq) = element.value() else { return Err("the Pixel Data is not encapsulated".into()) };
     let fragments = seq.fragments();
-    let frames = int(tags::NUMBER_OF_FRAMES).unwrap_or(1) as usize;
+    let frames = file.element_opt(tags::NUMBER_OF_FRAMES).ok().flatten().and_then(|e| e.to_int::<u32>().ok()).unwrap_or(1).max(1) as usize;
     let streams: Vec<Vec<u8>> = if frames == 1 {
         vec![fragments.iter().flatten().copied().collect()]
     } else if fragments.len() == frames {
         fragments.iter().map(|f| f.to_vec()).collect()
     } else {
-        return None;
+        let mut grouped: Vec<Vec<u8>> = Vec::new();
+        for f in fragments {
+            match grouped.last_mut() {
+                Some(last) if !f.starts_with(&[0xFF, 0xD8]) => last.extend_from_slice(f),
+                _ => grouped.push(f.to_vec()),
+            }
+        }
+        if grouped.len() != frames {
+            return Err(format!("{} fragments for {frames} frames, and their start-of-image markers do not tell the frames apart", fragments.len()));
+        }
+        grouped
     };
-    if streams.iter().any(|s| jpeg_says_colour(s)) {
-        return None;
-    }
     match frame {
-        None => Some(streams),
-        Some(f) => streams.into_iter().nth(f as usize).map(|s| vec![s]),
+        None => Ok(streams),
+        Some(f) => match streams.into_iter().nth(f as usize) {
+            Some(s) => Ok(vec![s]),
+            None => Err(format!("there is no frame {} of {frames}", u64::from(f) + 1)),
+        },
     }
+}
+
+/// Decode JPEG-LS frames with cohort's own decoder ([`crate::jpegls`]): samples interleaved,
+/// in native byte order, 8 bits when BitsAllocated says 8 and 16 otherwise. The photometric
+/// interpretation is the header's: DICOM forbids the colour transforms of JPEG-LS part 2.
+fn decode_jpeg_ls(file: &DefaultDicomObject, frame: Option<u32>) -> Result<DecodedPixels, String> {
+    use dicom_dictionary_std::tags;
+    let int = |tag| file.element_opt(tag).ok().flatten().and_then(|e| e.to_int::<u16>().ok());
+    let bits_allocated = int(tags::BITS_ALLOCATED).ok_or("BitsAllocated is missing")?;
+    if bits_allocated != 8 && bits_allocated != 16 {
+        return Err(format!("JPEG-LS with BitsAllocated {bits_allocated} (8 or 16 expected)"));
+    }
+    let samples_per_pixel = int(tags::SAMPLES_PER_PIXEL).unwrap_or(1);
+    let photometric = file
+        .element_opt(tags::PHOTOMETRIC_INTERPRETATION)
+        .ok()
+        .flatten()
+        .and_then(|e| e.to_str().ok().map(|s| s.trim().to_string()))
+        .unwrap_or_else(|| "MONOCHROME2".into());
+    let mut data = Vec::new();
+    for (k, s) in frame_streams(file, frame)?.iter().enumerate() {
+        let image = catch_unwind(AssertUnwindSafe(|| crate::jpegls::decode(s)))
+            .map_err(|_| "the JPEG-LS decoder panicked".to_string())?
+            .map_err(|e| format!("JPEG-LS stream {}: {e}", k + 1))?;
+        if u16::from(image.components) != samples_per_pixel {
+            return Err(format!("the JPEG-LS stream has {} component(s), but SamplesPerPixel is {samples_per_pixel}", image.components));
+        }
+        if image.precision > 8 && bits_allocated == 8 {
+            return Err(format!("the JPEG-LS stream has {}-bit samples, but BitsAllocated is 8", image.precision));
+        }
+        if bits_allocated == 8 {
+            data.extend(image.samples.iter().map(|&v| v as u8));
+        } else {
+            data.extend(image.samples.iter().flat_map(|v| v.to_ne_bytes()));
+        }
+    }
+    Ok(DecodedPixels { data, photometric, samples_per_pixel, bits_allocated })
 }
 
 /// Whether a JPEG stream says how its colour is coded: a JFIF (APP0) or Adobe (APP14)

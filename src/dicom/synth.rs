@@ -17,6 +17,8 @@ pub enum SynthSyntax {
     ExplicitBE,
     /// 1.2.840.10008.1.2.4.50, with fake (non-decodable) JPEG fragments
     EncapsulatedJpegBaseline,
+    /// 1.2.840.10008.1.2.1.99: the explicit VR little endian data set, deflated (RFC 1951)
+    DeflatedExplicitLE,
 }
 
 impl SynthSyntax {
@@ -26,6 +28,7 @@ impl SynthSyntax {
             SynthSyntax::ImplicitLE => "1.2.840.10008.1.2",
             SynthSyntax::ExplicitBE => "1.2.840.10008.1.2.2",
             SynthSyntax::EncapsulatedJpegBaseline => "1.2.840.10008.1.2.4.50",
+            SynthSyntax::DeflatedExplicitLE => "1.2.840.10008.1.2.1.99",
         }
     }
 }
@@ -392,8 +395,14 @@ pub fn synth_instance(spec: &SynthSpec) -> Vec<u8> {
     }
     pixel_data(&mut d, spec, encapsulated);
 
-    file.extend_from_slice(&d.out);
-    file
+    if matches!(spec.syntax, SynthSyntax::DeflatedExplicitLE) {
+        use std::io::Write;
+        let mut z = flate2::write::DeflateEncoder::new(file, flate2::Compression::default());
+        z.write_all(&d.out).and_then(|()| z.finish()).expect("deflating into memory does not fail")
+    } else {
+        file.extend_from_slice(&d.out);
+        file
+    }
 }
 
 fn mix_str(s: &str) -> u64 {
