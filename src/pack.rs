@@ -428,6 +428,14 @@ pub fn check_stored(id: ObjectId, loc: &Location, stored: &[u8]) -> Result<(), S
     check_raw(id, loc, &decode(loc.codec, stored, loc.raw_len)?)
 }
 
+/// The raw bytes of an object that is not in a block, decoded from its stored bytes and
+/// checked against its id, as [`check_stored`] checks them.
+pub fn stored_verified(id: ObjectId, loc: &Location, stored: &[u8]) -> Result<Vec<u8>, String> {
+    let raw = decode(loc.codec, stored, loc.raw_len)?.into_owned();
+    check_raw(id, loc, &raw)?;
+    Ok(raw)
+}
+
 /// Where `id` is among `count` sorted ids (`id_at(i)` is the i-th), if it is there.
 ///
 /// Ids are BLAKE3 hashes, spread evenly over their range, so the first steps guess the

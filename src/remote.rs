@@ -35,7 +35,7 @@ use object_store::ObjectStore;
 use serde::{Deserialize, Serialize};
 
 use crate::id::ObjectId;
-use crate::object::{EntryKind, Head};
+use crate::object::{EntryKind, Head, Structured};
 use crate::pack::{Codec, Location};
 use crate::progress::{Progress, Unit};
 use crate::repo::{Repo, RepoError};
@@ -574,6 +574,21 @@ fn send_reachable(repo: &Repo, remote: &Remote, remote_name: &str, commit: Objec
 
 /// Download `ids` from the remote into `w`, checking each against its id first.
 fn download(repo: &Repo, remote: &Remote, index: &RemoteIndex, ids: &[ObjectId], w: &mut ObjectWriter, progress: &dyn Progress) -> Result<u64, RemoteError> {
+    download_kept(repo, remote, index, ids, w, None, progress)
+}
+
+/// [`download`], and with `keep` the raw bytes of every object downloaded go there too (for
+/// a walk that must read objects before their pack is finished).
+fn download_kept(
+    repo: &Repo,
+    remote: &Remote,
+    index: &RemoteIndex,
+    ids: &[ObjectId],
+    w: &mut ObjectWriter,
+    mut keep: Option<&mut HashMap<ObjectId, Vec<u8>>>,
+    progress: &dyn Progress,
+) -> Result<u64, RemoteError> {
+    let keeping = keep.is_some();
     let mut by_pack: BTreeMap<&str, Vec<(ObjectId, Location)>> = BTreeMap::new();
     for id in ids {
         if repo.store.contains(id) || w.contains(id) {
@@ -609,8 +624,10 @@ fn download(repo: &Repo, remote: &Remote, index: &RemoteIndex, ids: &[ObjectId],
             use rayon::prelude::*;
             let corrupt = |id: &ObjectId, reason: String| RemoteError::Corrupt { remote: remote.name.clone(), id: *id, pack: pack.to_string(), reason };
             // Block members are checked and kept raw (they go into a block of this store's
-            // pack); other objects, one to a range, are checked and kept as stored.
-            let checked: Vec<Option<Vec<Vec<u8>>>> = batch
+            // pack); other objects, one to a range, are checked and kept as stored (and, when
+            // the caller keeps them, raw too).
+            type Checked = (Option<Vec<Vec<u8>>>, Option<Vec<u8>>);
+            let checked: Vec<Checked> = batch
                 .par_iter()
                 .zip(data.par_iter())
                 .map(|(range, stored)| {
@@ -622,19 +639,37 @@ fn download(repo: &Repo, remote: &Remote, index: &RemoteIndex, ids: &[ObjectId],
                         if range.len() > 1 {
                             return Err(corrupt(id, format!("{} objects at one offset in the remote's index", range.len())));
                         }
-                        return crate::pack::check_stored(*id, loc, stored).map(|()| None).map_err(|e| corrupt(id, e));
+                        return if keeping {
+                            crate::pack::stored_verified(*id, loc, stored).map(|raw| (None, Some(raw)))
+                        } else {
+                            crate::pack::check_stored(*id, loc, stored).map(|()| (None, None))
+                        }
+                        .map_err(|e| corrupt(id, e));
                     }
                     let block = crate::pack::decode_block(loc, stored).map_err(|e| corrupt(id, e))?;
-                    range.iter().map(|(id, loc)| crate::pack::member_verified(*id, loc, &block).map_err(|e| corrupt(id, e))).collect::<Result<_, _>>().map(Some)
+                    range.iter().map(|(id, loc)| crate::pack::member_verified(*id, loc, &block).map_err(|e| corrupt(id, e))).collect::<Result<_, _>>().map(|m| (Some(m), None))
                 })
                 .collect::<Result<_, _>>()?;
-            for ((range, stored), members) in batch.iter().zip(data).zip(checked) {
+            for ((range, stored), (members, raw)) in batch.iter().zip(data).zip(checked) {
                 let encoded: Vec<(Location, crate::pack::Encoded)> = match members {
                     None => {
                         let (id, loc) = range[0];
+                        if let (Some(keep), Some(raw)) = (keep.as_deref_mut(), raw) {
+                            keep.insert(id, raw);
+                        }
                         vec![(loc, crate::pack::Encoded { id, codec: loc.codec, raw_len: loc.raw_len, data: stored })]
                     }
-                    Some(raws) => range.iter().zip(raws).map(|((id, loc), raw)| (*loc, crate::pack::encode(*id, &raw, crate::pack::Hint::Generic))).collect(),
+                    Some(raws) => range
+                        .iter()
+                        .zip(raws)
+                        .map(|((id, loc), raw)| {
+                            let e = crate::pack::encode(*id, &raw, crate::pack::Hint::Generic);
+                            if let Some(keep) = keep.as_deref_mut() {
+                                keep.insert(*id, raw);
+                            }
+                            (*loc, e)
+                        })
+                        .collect(),
                 };
                 for (loc, e) in encoded {
                     w.add_encoded(e)?;
@@ -684,52 +719,83 @@ fn part_objects(repo: &Repo, commit: ObjectId, spec: &PartialSpec) -> Result<Vec
 }
 
 /// Download the history of `tips` (commit objects) and the metadata of each tip: trees, DICOM
-/// records, catalog, annotation sets, masks and splits; not the files' contents. Stores
-/// what it downloads as it goes (`w` is replaced by a fresh writer after each level).
-/// Returns (objects, bytes).
+/// records, catalog, annotation sets, masks and splits; not the files' contents.
+///
+/// What is downloaded lands in one pack, finished at the end: a fetch killed half-way stores
+/// none of it. So a metadata object in this store always comes with everything it reaches
+/// (commits their ancestors, trees their subtrees and records, catalogs their annotation sets,
+/// masks and splits), and the walk stops at objects already here: a fetch costs what is new,
+/// not the size of the history or of the dataset. Each object is read as the kind its parent
+/// says it is (a DICOM record is never tried as a tree). Returns (objects, bytes).
 fn fetch_metadata(repo: &Repo, remote: &Remote, index: &RemoteIndex, tips: &[ObjectId], w: &mut ObjectWriter, progress: &dyn Progress) -> Result<(u64, u64), RemoteError> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Kind {
+        Commit,
+        Tree,
+        Catalog,
+        Annotations,
+        /// Read by nobody here: DICOM records, masks, splits.
+        Leaf,
+    }
     progress.stage("fetching metadata", None, Unit::Objects);
     let (mut objects, mut bytes) = (0u64, 0u64);
     let mut seen = HashSet::new();
-    let mut fetch_level = |ids: Vec<ObjectId>, w: &mut ObjectWriter, seen: &mut HashSet<ObjectId>| -> Result<Vec<ObjectId>, RemoteError> {
-        let need: Vec<ObjectId> = ids.into_iter().filter(|i| seen.insert(*i)).collect();
-        objects += need.len() as u64;
-        bytes += download(repo, remote, index, &need, w, progress)?;
-        repo.store.finish_pack(std::mem::replace(w, repo.store.writer()?))?;
-        Ok(need)
-    };
-    // History (commit objects).
-    let mut frontier = tips.to_vec();
-    while !frontier.is_empty() {
-        let got = fetch_level(frontier, w, &mut seen)?;
-        frontier = got.iter().filter_map(|i| repo.store.read_commit(i).ok()).flat_map(|c| c.parents).collect();
-    }
-    // The tree, records and catalog of each tip.
-    let mut level = Vec::new();
-    for tip in tips {
-        let c = repo.store.read_commit(tip)?;
-        level.push(c.tree);
-        level.extend(c.catalog);
-    }
+    let mut level: Vec<(ObjectId, Kind)> = tips.iter().map(|t| (*t, Kind::Commit)).collect();
+    let mut tip_commits = Vec::new();
     while !level.is_empty() {
-        let need = fetch_level(level, w, &mut seen)?;
+        // Objects already here are complete; only new ones are downloaded and read.
+        let need: Vec<(ObjectId, Kind)> = level.into_iter().filter(|(id, _)| seen.insert(*id) && !repo.store.contains(id) && !w.contains(id)).collect();
+        // Leaves (most of the objects: a record per instance) are stored, not kept to be read.
+        let (leaves, read): (Vec<_>, Vec<_>) = need.into_iter().partition(|(_, kind)| *kind == Kind::Leaf);
+        let leaves: Vec<ObjectId> = leaves.into_iter().map(|(id, _)| id).collect();
+        bytes += download(repo, remote, index, &leaves, w, progress)?;
+        let ids: Vec<ObjectId> = read.iter().map(|(id, _)| *id).collect();
+        let mut raw = HashMap::new();
+        bytes += download_kept(repo, remote, index, &ids, w, Some(&mut raw), progress)?;
+        objects += (leaves.len() + ids.len()) as u64;
         let mut next = Vec::new();
-        for id in &need {
-            if let Ok(t) = repo.store.read_tree(id) {
-                for e in t.entries {
-                    if matches!(e.kind, EntryKind::Tree | EntryKind::Dicom) {
-                        next.push(e.id);
+        for (id, kind) in read {
+            let bytes = raw.get(&id).ok_or_else(|| RemoteError::Missing { remote: remote.name.clone(), id })?;
+            let pack = || index.by_id.get(&id).map(|(p, _)| p.clone()).unwrap_or_default();
+            let corrupt = |what: &str, e: crate::object::ObjectError| RemoteError::Corrupt { remote: remote.name.clone(), id, pack: pack(), reason: format!("not a readable {what}: {e}") };
+            match kind {
+                Kind::Commit => {
+                    let c = crate::object::Commit::from_bytes(id, bytes).map_err(|e| corrupt("commit", e))?;
+                    next.extend(c.parents.iter().map(|p| (*p, Kind::Commit)));
+                    if tips.contains(&id) {
+                        tip_commits.push(c);
                     }
                 }
-            } else if let Ok(k) = repo.store.read_catalog(id) {
-                next.extend(k.annotations.values().copied());
-                next.extend(k.splits.values().copied());
-            } else if let Ok(a) = repo.store.read_annotations(id) {
-                next.extend(a.segmentations.iter().map(|s| s.mask));
+                Kind::Tree => {
+                    let t = crate::object::Tree::decode(id, bytes).map_err(|e| corrupt("tree", e))?;
+                    for e in t.entries {
+                        match e.kind {
+                            EntryKind::Tree => next.push((e.id, Kind::Tree)),
+                            EntryKind::Dicom => next.push((e.id, Kind::Leaf)),
+                            _ => {}
+                        }
+                    }
+                }
+                Kind::Catalog => {
+                    let k = crate::catalog::Catalog::from_bytes(id, bytes).map_err(|e| corrupt("catalog", e))?;
+                    next.extend(k.annotations.values().map(|a| (*a, Kind::Annotations)));
+                    next.extend(k.splits.values().map(|s| (*s, Kind::Leaf)));
+                }
+                Kind::Annotations => {
+                    let a = crate::catalog::AnnotationSet::from_bytes(id, bytes).map_err(|e| corrupt("annotation set", e))?;
+                    next.extend(a.segmentations.iter().map(|s| (s.mask, Kind::Leaf)));
+                }
+                Kind::Leaf => {}
             }
+        }
+        // The tree and catalog of each new tip (a tip already here has its own).
+        for c in tip_commits.drain(..) {
+            next.push((c.tree, Kind::Tree));
+            next.extend(c.catalog.map(|k| (k, Kind::Catalog)));
         }
         level = next;
     }
+    repo.store.finish_pack(std::mem::replace(w, repo.store.writer()?))?;
     progress.finish_stage();
     Ok((objects, bytes))
 }

@@ -278,6 +278,60 @@ fn partial_clone_fetches_only_its_part_and_the_rest_on_demand() {
     assert_eq!(snapshot(&a), snapshot(&g));
 }
 
+/// A fetch into a partial clone stores all of the new metadata or none of it, and walks only
+/// what is new: objects already in the store are complete (they came in one pack with
+/// everything they reach), so an unchanged dataset is not re-read on every fetch.
+#[test]
+fn partial_fetch_stores_all_new_metadata_or_none_and_only_what_is_new() {
+    let (t, a, remote) = with_folder_origin(2);
+    ok(&a, &["push", "origin"]);
+    let g = t.path().join("gpu");
+    ok(t.path(), &["clone", remote.to_str().unwrap(), g.to_str().unwrap(), "--split", "v1", "--part", "train"]);
+    // Nothing new: nothing fetched.
+    assert_eq!(json(&g, &["fetch", "origin", "--json"])["objects"], 0);
+    // A commit that adds a folder of 400 reading notes: its tree, over 16 KiB, is stored on
+    // its own in the pushed pack, two levels below the commit.
+    for k in 0..400 {
+        write(&a, &format!("qc/reading-{k:04}.txt"), format!("{k}\n").as_bytes());
+    }
+    ok(&a, &["commit", "-m", "qc readings"]);
+    ok(&a, &["push", "origin"]);
+    let head: cohort::id::ObjectId = json(&a, &["show", "--json"])["id"].as_str().unwrap().parse().unwrap();
+    let store = cohort::store::Store::open(&a.join(".cohort"), cohort::store::Mode::Read).unwrap();
+    let root = store.read_tree(&store.read_commit(&head).unwrap().tree).unwrap();
+    let qc = root.entries.iter().find(|e| e.name == "qc").unwrap().id;
+    // Damage the middle of that tree's stored bytes in the remote's pack.
+    let (pack, loc) = remote_packs(&remote)
+        .iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "pack"))
+        .find_map(|p| {
+            let name = p.file_stem().unwrap().to_str().unwrap();
+            let found = cohort::pack::Pack::open(&remote.join("packs"), name).unwrap().find(&qc);
+            found.map(|loc| (p.clone(), loc))
+        })
+        .expect("the qc tree is in a remote pack");
+    assert_ne!(loc.codec, cohort::pack::Codec::Block, "the tree is stored on its own");
+    let good = fs::read(&pack).unwrap();
+    let mut bad = good.clone();
+    bad[(loc.offset + loc.stored_len / 2) as usize] ^= 0x40;
+    fs::write(&pack, &bad).unwrap();
+    let packs = |dir: &Path| fs::read_dir(dir.join(".cohort/packs")).unwrap().count();
+    let before = packs(&g);
+    let e = String::from_utf8_lossy(&fails(&g, &["fetch", "origin"]).stderr).into_owned();
+    assert!(e.contains(&qc.to_string()) && e.contains("is damaged"), "{e}");
+    // The commit and root tree above it were fine, and are not stored either.
+    assert_eq!(packs(&g), before, "a failed fetch stores nothing");
+    assert!(fails(&g, &["show", &head.to_string()]).status.code().is_some());
+    assert!(ok(&g, &["fsck"]).contains("not fetched yet"));
+    // Repaired, the fetch brings exactly the new metadata: the commit, the root tree and the
+    // qc tree (the catalog is unchanged, the notes are contents).
+    fs::write(&pack, &good).unwrap();
+    let f = json(&g, &["fetch", "origin", "--json"]);
+    assert_eq!(f["branches"]["main"], head.to_string().as_str(), "{f}");
+    assert_eq!(f["objects"], 3, "{f}");
+    assert_eq!(json(&g, &["ls", "remotes/origin/main", "--json"]).as_array().unwrap().len(), 8 + 1 + 400);
+}
+
 /// S3 against Garage (started by .ci/run, which sets COHORT_TEST_S3_URL, _ENDPOINT, _KEY and
 /// _SECRET). Without it, this test says so and checks nothing.
 #[test]
