@@ -120,6 +120,12 @@ pub struct Case {
     /// MONOCHROME1 images, their values turned over to read as MONOCHROME2
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub inverted: bool,
+    /// A cine loop: its frames along the third axis, one voxel apart (frames, not mm)
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub cine: bool,
+    /// A cine loop's time between frames (FrameTime, or 1000 / CineRate)
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frame_time_ms: Option<f64>,
     pub has_label: bool,
 }
 
@@ -361,6 +367,20 @@ fn series_cases(cx: &Ctx) -> Vec<(String, String, Vec<usize>)> {
     by.into_iter().map(|((_, _, s), (p, items))| (s, p, items)).collect()
 }
 
+/// Why an instance is no image for a volume, if it is none: it has no Rows (structured
+/// reports, RT structure sets and plans, presentation states, key object selections, ...), or
+/// it is a segmentation, whose masks come in as annotations.
+fn not_an_image(it: &crate::dataset::Item) -> Option<&'static str> {
+    let info = it.info.as_ref()?;
+    if info.sop_class_uid.as_deref() == Some(crate::seg::SEG_SOP_CLASS_UID) || info.modality.as_deref() == Some("SEG") {
+        return Some("a DICOM SEG: import it with `cohort annotate import --kind segmentation` to export its masks as labels");
+    }
+    if info.rows.is_none() {
+        return Some("no Rows: a report, structure set, plan or other non-image object");
+    }
+    None
+}
+
 /// The image file of channel `c` of a case: nnU-Net's `imagesTr/CASE_000c.nii.gz` (or
 /// `imagesTs`); for MONAI `images/CASE.nii.gz`, or `images/CASE_000c.nii.gz` for each of
 /// several channels (listed together in the datalist, which MONAI stacks as channels).
@@ -393,6 +413,16 @@ fn volumes(
     let nnunet = req.format == Format::Nnunet;
     let mut todo = Vec::new();
     for (s, part, items) in series {
+        // Instances that are no image stay out of the volumes, said once per series.
+        let (items, others): (Vec<usize>, Vec<usize>) = items.into_iter().partition(|&i| not_an_image(&cx.ds.items[i]).is_none());
+        if let Some(&first) = others.first() {
+            let why = not_an_image(&cx.ds.items[first]).unwrap_or_default();
+            let what = if items.is_empty() { "series left out" } else { "left out of the series" };
+            skipped.push((s.clone(), format!("{what}: {} instance(s) that are no image, e.g. {} ({why})", others.len(), cx.ds.items[first].path)));
+        }
+        if items.is_empty() {
+            continue;
+        }
         let mask = masks.get(s.as_str()).copied();
         let is_test = part == "test";
         if nnunet && !is_test && mask.is_none() {
@@ -467,6 +497,8 @@ fn volumes(
                         channels: vol.channels,
                         patient_geometry: vol.patient_geometry,
                         inverted: vol.inverted,
+                        cine: vol.cine,
+                        frame_time_ms: vol.frame_time_ms,
                         has_label: mask.is_some(),
                     },
                     out,

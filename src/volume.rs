@@ -74,9 +74,9 @@ pub enum VolumeError {
     /// gives no position per frame, ...).
     #[error("{name}: unsupported: {reason}")]
     Unsupported { name: String, reason: String },
-    /// Several 2D images without patient geometry in one series: no volume (training exports
-    /// make each its own case).
-    #[error("{name}: a 2D image with neither ImagePositionPatient nor ImageOrientationPatient, in a series of {count} images: such images (projection X-ray, ultrasound, photographs) are no volume (the nnunet and monai exports make a case of each)")]
+    /// Several files in one series, some without patient geometry: no volume (training
+    /// exports make each file its own case).
+    #[error("{name}: a 2D image or cine loop with neither ImagePositionPatient nor ImageOrientationPatient, in a series of {count} files: such images (projection X-ray, ultrasound, photographs) are no volume together (the nnunet and monai exports make a case of each file)")]
     SeparateImages { name: String, count: usize },
     /// A slice disagrees with the first slice on grid geometry.
     #[error("{name}: {what} differs from {first}")]
@@ -127,6 +127,13 @@ pub struct Volume {
     /// plane at the origin, columns along x and rows along y of DICOM's patient axes
     /// (projection radiographs, ultrasound, photographs, secondary captures).
     pub patient_geometry: bool,
+    /// The frames of one multi-frame image without patient geometry (a cine loop: ultrasound,
+    /// angiography; or a stack of 2D images), one after another along k, 1 apart: k counts
+    /// frames, not millimetres.
+    pub cine: bool,
+    /// For a cine loop, the time between frames, from FrameTime (0018,1063), else from
+    /// CineRate (0018,0040) as 1000 / rate.
+    pub frame_time_ms: Option<f64>,
     /// Some slice was MONOCHROME1 (lowest value white, as projection radiographs often are):
     /// its stored values were turned over within their range (unsigned: 2^BitsStored - 1 - v;
     /// signed: -1 - v) before rescaling, so the volume reads as MONOCHROME2.
@@ -146,6 +153,11 @@ struct Slice {
     channels: usize,
     /// MONOCHROME1, turned over to read as MONOCHROME2
     inverted: bool,
+    /// Which file of the series it comes from (its index).
+    file: usize,
+    /// A frame of a cine loop ([`Volume::cine`]), and the loop's frame time.
+    cine: bool,
+    frame_time_ms: Option<f64>,
     g: FrameGeometry,
     /// stored values, row by row, column fastest; a colour image's R plane, then G, then B
     raw: Vec<i32>,
@@ -157,24 +169,26 @@ struct Slice {
 /// are ordered by their position along `row_cosine × col_cosine`.
 pub fn series_volume(files: &[(String, Vec<u8>)]) -> Result<Volume, VolumeError> {
     let slices = parse_series(files)?;
-    if slices.len() > 1 {
+    if files.len() > 1 {
         if let Some(s) = slices.iter().find(|s| !s.g.patient) {
-            return Err(VolumeError::SeparateImages { name: s.name.clone(), count: slices.len() });
+            return Err(VolumeError::SeparateImages { name: files[s.file].0.clone(), count: files.len() });
         }
     }
     stack(slices)
 }
 
 /// The volumes of a series, each with the index in `files` of the image it is made of when
-/// it is one image alone: one volume for a series that stacks into one; one per image for
-/// several 2D images without patient geometry (where [`series_volume`] says
-/// [`VolumeError::SeparateImages`]). Each file is decoded once.
+/// it is one image alone: one volume for a series that stacks into one; one per file for
+/// several images without patient geometry, 2D images or cine loops (where
+/// [`series_volume`] says [`VolumeError::SeparateImages`]). Each file is decoded once.
 pub fn series_volumes(files: &[(String, Vec<u8>)]) -> Result<Vec<(Option<usize>, Volume)>, VolumeError> {
     let slices = parse_series(files)?;
-    if slices.len() > 1 && slices.iter().any(|s| !s.g.patient) {
-        // A 2D image without patient geometry is a single frame (parse_frames refuses a
-        // multi-frame one), so slice k is file k.
-        return slices.into_iter().enumerate().map(|(k, s)| Ok((Some(k), stack(vec![s])?))).collect();
+    if files.len() > 1 && slices.iter().any(|s| !s.g.patient) {
+        let mut by_file: Vec<Vec<Slice>> = (0..files.len()).map(|_| Vec::new()).collect();
+        for s in slices {
+            by_file[s.file].push(s);
+        }
+        return by_file.into_iter().enumerate().map(|(k, frames)| Ok((Some(k), stack(frames)?))).collect();
     }
     Ok(vec![(None, stack(slices)?)])
 }
@@ -186,7 +200,8 @@ fn parse_series(files: &[(String, Vec<u8>)]) -> Result<Vec<Slice>, VolumeError> 
     }
     Ok(files
         .iter()
-        .map(|(name, bytes)| parse_frames(name, bytes))
+        .enumerate()
+        .map(|(k, (name, bytes))| parse_frames(name, bytes).map(|frames| frames.into_iter().map(move |s| Slice { file: k, ..s })))
         .collect::<Result<Vec<_>, _>>()?
         .into_iter()
         .flatten()
@@ -339,6 +354,8 @@ fn stack(mut slices: Vec<Slice>) -> Result<Volume, VolumeError> {
         slice_sops: slices.iter().map(|s| s.sop.clone()).collect(),
         channels,
         patient_geometry: first.g.patient,
+        cine: first.cine,
+        frame_time_ms: first.frame_time_ms,
         inverted: slices.iter().any(|s| s.inverted),
         data,
     })
@@ -669,6 +686,8 @@ fn parse_frames(name: &str, bytes: &[u8]) -> Result<Vec<Slice>, VolumeError> {
         }
     }
     let channels = if palette.is_some() { 3 } else { colour.samples() };
+    let cine = frames > 1 && geometry.iter().all(|g| !g.patient);
+    let frame_time_ms = if cine { frame_time(&a)? } else { None };
 
     Ok(geometry
         .into_iter()
@@ -681,6 +700,9 @@ fn parse_frames(name: &str, bytes: &[u8]) -> Result<Vec<Slice>, VolumeError> {
             cols,
             channels,
             inverted,
+            file: 0,
+            cine,
+            frame_time_ms,
             g,
             raw: std::mem::take(raw),
         })
@@ -772,10 +794,10 @@ fn frame_geometry(a: &Attrs<'_>, frames: usize) -> Result<Vec<FrameGeometry>, Vo
             .collect();
     }
     if a.get(tags::IMAGE_POSITION_PATIENT).is_none() && a.get(tags::IMAGE_ORIENTATION_PATIENT).is_none() {
-        if frames > 1 {
-            return Err(a.unsupported(format!("a multi-frame image (NumberOfFrames = {frames}) with neither ImagePositionPatient nor ImageOrientationPatient (a cine loop or a stack of 2D images, not a volume); export such series with --format files or csv")));
-        }
-        return Ok(vec![image_plane(a)?]);
+        // A 2D image on its own plane; a multi-frame one (a cine loop, a stack of 2D images)
+        // is its frames one after another along k, 1 apart.
+        let plane = image_plane(a)?;
+        return Ok((0..frames).map(|k| FrameGeometry { pos: [0.0, 0.0, k as f64], ..plane }).collect());
     }
     let first = top(a, None, None, None, None)?;
     if frames == 1 {
@@ -801,6 +823,24 @@ fn frame_geometry(a: &Attrs<'_>, frames: usize) -> Result<Vec<FrameGeometry>, Vo
         .iter()
         .map(|off| FrameGeometry { pos: [0, 1, 2].map(|r| first.pos[r] + (off - base) * normal[r]), ..first })
         .collect())
+}
+
+/// The time between the frames of a cine loop (ms): FrameTime (0018,1063), else 1000 /
+/// CineRate (0018,0040) frames per second. A value that is not a positive number is an error.
+fn frame_time(a: &Attrs<'_>) -> Result<Option<f64>, VolumeError> {
+    if let Some(t) = a.opt_float(tags::FRAME_TIME, "FrameTime")? {
+        if !(t.is_finite() && t > 0.0) {
+            return Err(a.invalid("FrameTime", format!("{t} ms (a positive number expected)")));
+        }
+        return Ok(Some(t));
+    }
+    if let Some(rate) = a.opt_float(tags::CINE_RATE, "CineRate")? {
+        if !(rate.is_finite() && rate > 0.0) {
+            return Err(a.invalid("CineRate", format!("{rate} frames per second (a positive number expected)")));
+        }
+        return Ok(Some(1000.0 / rate));
+    }
+    Ok(None)
 }
 
 /// The geometry of a 2D image that the file places in no patient frame (no
@@ -2357,15 +2397,18 @@ mod tests {
 
     #[test]
     fn two_dimensional_images_that_are_no_volume_say_what_to_do() {
-        // A multi-frame image with no patient geometry (a cine loop, a stack of photos).
-        let (name, bytes) = pydicom_file("SC_rgb_rle_2frame.dcm");
-        match series_volume(&[(name.clone(), bytes)]).unwrap_err() {
-            VolumeError::Unsupported { name: n, reason } => {
-                assert_eq!(n, name);
-                assert!(reason.contains("NumberOfFrames = 2") && reason.contains("neither ImagePositionPatient nor ImageOrientationPatient") && reason.contains("--format files or csv"), "{reason}");
-            }
-            e => panic!("{e}"),
-        }
+        // A multi-frame image with no patient geometry (a cine loop, a stack of photos): its
+        // frames along k, 1 apart. pydicom: frame 2 is 255 - frame 1, sums 3,831,000 and
+        // 3,819,000 (R, G, B together).
+        let two = series_volume(&[pydicom_file("SC_rgb_rle_2frame.dcm")]).unwrap();
+        assert_eq!((two.dims, two.channels, two.patient_geometry, two.cine, two.frame_time_ms), ([100, 100, 2], 3, false, true, None));
+        assert_eq!((two.spacing, two.slice_sops.len()), ([1.0, 1.0, 1.0], 2));
+        assert!(two.slice_sops[1].ends_with("/2"), "{:?}", two.slice_sops);
+        let v = values(&two);
+        let frame_sum = |k: usize| (0..3).map(|c| v[(c * 2 + k) * 10_000..(c * 2 + k + 1) * 10_000].iter().sum::<f64>()).sum::<f64>();
+        assert_eq!((frame_sum(0), frame_sum(1)), (3_831_000.0, 3_819_000.0));
+        assert_eq!(v[10_000], 255.0 - v[0], "frame 2 is frame 1 turned over");
+        assert!(!series_volume(&[pydicom_file("SC_rgb_rle.dcm")]).unwrap().cine, "one frame is no cine loop");
         // Two 2D images in one series: no volume either.
         match series_volume(&[pydicom_file("SC_rgb_rle.dcm"), pydicom_file("SC_rgb_gdcm_KY.dcm")]).unwrap_err() {
             e @ VolumeError::SeparateImages { count: 2, .. } => assert!(e.to_string().contains("SC_rgb_rle.dcm: a 2D image"), "{e}"),
@@ -2375,6 +2418,13 @@ mod tests {
         let each = series_volumes(&[pydicom_file("SC_rgb_rle.dcm"), pydicom_file("SC_rgb_gdcm_KY.dcm")]).unwrap();
         assert_eq!(each.iter().map(|(k, v)| (*k, v.dims)).collect::<Vec<_>>(), [(Some(0), [100, 100, 1]), (Some(1), [100, 100, 1])]);
         assert_eq!(each[0].1.data, series_volume(&[pydicom_file("SC_rgb_rle.dcm")]).unwrap().data);
+        // A cine loop and a 2D image in one series: a volume per file, the loop's frames together.
+        let mixed = series_volumes(&[pydicom_file("SC_rgb_rle_2frame.dcm"), pydicom_file("SC_rgb_rle.dcm")]).unwrap();
+        assert_eq!(mixed.iter().map(|(k, v)| (*k, v.dims, v.cine)).collect::<Vec<_>>(), [(Some(0), [100, 100, 2], true), (Some(1), [100, 100, 1], false)]);
+        match series_volume(&[pydicom_file("SC_rgb_rle_2frame.dcm"), pydicom_file("SC_rgb_rle.dcm")]).unwrap_err() {
+            e @ VolumeError::SeparateImages { count: 2, .. } => assert!(e.to_string().starts_with("SC_rgb_rle_2frame.dcm: "), "{e}"),
+            e => panic!("{e}"),
+        }
         let ct = series_volumes(&files(&three())).unwrap();
         assert_eq!((ct.len(), ct[0].0, ct[0].1.dims[2]), (1, None, 3));
         // A grey 2D image: one slice, spacing from PixelSpacing.
