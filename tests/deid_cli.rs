@@ -1302,6 +1302,40 @@ print('ok')";
     assert!(o.status.success(), "{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
 }
 
+#[test]
+fn clean_pixel_data_blanks_native_ybr_full_422_to_black() {
+    require_pydicom();
+    let e = env();
+    let w = &e.work;
+    // pydicom's test file (MIT): the 100x100 colour card, native YBR_FULL_422 (Y Y Cb Cr per
+    // pair of pixels), modality OT.
+    let name = "SC_ybr_full_422_uncompressed.dcm";
+    let original = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/pydicom").join(name);
+    fs::copy(&original, w.join(name)).unwrap();
+    ok(w, &["commit", "-m", "native YBR_FULL_422"]);
+    // x 1..5 starts and ends inside a pair of pixels: pairs (0, 1) to (4, 5) are blanked.
+    let rules = e.root.join("rules.json");
+    fs::write(&rules, r#"{"version": 1, "rules": [{"name": "banner", "modality": "OT", "rectangles": [{"x": 1, "y": 0, "width": 4, "height": 20}]}]}"#).unwrap();
+    let sum = deid(w, "main", &e.key, &["--branch", "clean", "--option", "clean-pixel-data", "--pixel-rules", s(&rules)]);
+    assert_eq!((sum["pixels_cleaned"].as_u64(), sum["burned_in_not_cleaned"].as_u64()), (Some(1), Some(0)), "{sum}");
+    let (dir, files) = export(w, &e.root, "clean");
+    let out = dir.join(files.keys().next().unwrap());
+    // pydicom converts both to RGB: black where blanked, the original elsewhere.
+    let py = "import sys, numpy as np, pydicom
+o = pydicom.dcmread(sys.argv[1]).pixel_array.astype(int)
+d = pydicom.dcmread(sys.argv[2])
+n = d.pixel_array.astype(int)
+assert d.PhotometricInterpretation == 'YBR_FULL_422', d.PhotometricInterpretation
+assert n.shape == o.shape == (100, 100, 3), (n.shape, o.shape)
+assert (n[:20, :6] == 0).all(), n[:20, :6].max()
+assert o[:20, :6].any()
+m = np.ones(o.shape[:2], bool); m[:20, :6] = False
+assert (n[m] == o[m]).all()
+print('ok')";
+    let o = Command::new("python3").args(["-c", py]).arg(&original).arg(&out).output().unwrap();
+    assert!(o.status.success(), "{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+}
+
 // ------------------------------------------------------------------ known bug, outside deidrun
 
 /// A file that starts directly with the file meta group (no preamble, no "DICM", as dcmtk

@@ -178,7 +178,10 @@ impl PixelFacts {
             && r.columns.is_none_or(|v| self.columns == Some(v))
     }
 
-    /// Blank the rule's rectangles in every frame of native pixel data.
+    /// Blank the rule's rectangles in every frame of native pixel data: black, that is every
+    /// sample 0, but the chroma of YCbCr (YBR_FULL, YBR_FULL_422), which is set to its middle
+    /// value (128 at 8 bits), black too. YBR_FULL_422 stores a pair of pixels as Y Y Cb Cr: a
+    /// rectangle is widened to whole pairs, so no trace of text is left in a shared chroma.
     pub(crate) fn blank(&self, pixels: &[u8], rule: &PixelRule) -> Result<Vec<u8>, String> {
         let rows = self.rows.ok_or("Rows (0028,0010) missing")? as usize;
         let cols = self.columns.ok_or("Columns (0028,0011) missing")? as usize;
@@ -188,13 +191,14 @@ impl PixelFacts {
             .ok_or("BitsAllocated (0028,0100) missing")?;
         let frames = self.number_of_frames.unwrap_or(1).max(1) as usize;
         let planar = self.planar_configuration.unwrap_or(0);
-        if let Some(p) = &self.photometric {
-            let p = p.trim();
-            if p.ends_with("_422") || p.ends_with("_420") {
-                return Err(format!(
-                    "photometric interpretation {p} (subsampled) not supported"
-                ));
-            }
+        let photometric = self.photometric.as_deref().map(str::trim).unwrap_or("");
+        let ycbcr = spp == 3 && photometric.starts_with("YBR");
+        let pairs = photometric == "YBR_FULL_422";
+        if photometric.ends_with("_420") || (photometric.ends_with("_422") && !pairs) {
+            return Err(format!("photometric interpretation {photometric} not supported"));
+        }
+        if pairs && (spp != 3 || cols % 2 == 1 || planar != 0) {
+            return Err(format!("YBR_FULL_422 with {spp} samples per pixel, {cols} columns and planar configuration {planar} (3, an even number and 0 expected)"));
         }
         let bps = match bits {
             8 | 16 | 32 | 64 => (bits / 8) as usize,
@@ -203,9 +207,13 @@ impl PixelFacts {
         if rows == 0 || cols == 0 || spp == 0 {
             return Err("empty image geometry".into());
         }
-        let frame_len = rows
-            .checked_mul(cols)
-            .and_then(|v| v.checked_mul(spp))
+        if ycbcr && bps != 1 {
+            return Err(format!("{photometric} with BitsAllocated {bits} (8 expected)"));
+        }
+        // Samples of a row: two per pixel for YBR_FULL_422 (Y Y Cb Cr per pair).
+        let row_samples = if pairs { cols.checked_mul(2) } else { cols.checked_mul(spp) };
+        let frame_len = row_samples
+            .and_then(|v| v.checked_mul(rows))
             .and_then(|v| v.checked_mul(bps))
             .ok_or("image geometry overflows")?;
         let needed = frame_len
@@ -217,33 +225,111 @@ impl PixelFacts {
                 pixels.len()
             ));
         }
+        // Black: 0, and for chroma (8 bits) the middle of the range.
         let mut out = pixels.to_vec();
+        let sample = |out: &mut [u8], at: usize, chroma: bool| out[at..at + bps].fill(if chroma { 128 } else { 0 });
         for f in 0..frames {
             let base = f * frame_len;
             for r in &rule.rectangles {
-                let x0 = (r.x as usize).min(cols);
-                let x1 = (r.x as usize).saturating_add(r.width as usize).min(cols);
+                let mut x0 = (r.x as usize).min(cols);
+                let mut x1 = (r.x as usize).saturating_add(r.width as usize).min(cols);
                 let y0 = (r.y as usize).min(rows);
                 let y1 = (r.y as usize).saturating_add(r.height as usize).min(rows);
                 if x0 >= x1 || y0 >= y1 {
                     continue;
                 }
+                if pairs {
+                    (x0, x1) = (x0 & !1, (x1 + 1).min(cols) & !1);
+                }
                 for y in y0..y1 {
-                    if spp == 1 || planar == 0 {
-                        let s = base + (y * cols + x0) * spp * bps;
-                        let e = base + (y * cols + x1) * spp * bps;
-                        out[s..e].fill(0);
+                    if pairs {
+                        for k in (x0..x1).step_by(2) {
+                            let at = base + (y * cols + k) * 2 * bps;
+                            for (j, chroma) in [false, false, true, true].into_iter().enumerate() {
+                                sample(&mut out, at + j * bps, chroma);
+                            }
+                        }
+                    } else if spp == 1 || planar == 0 {
+                        for x in x0..x1 {
+                            for c in 0..spp {
+                                sample(&mut out, base + ((y * cols + x) * spp + c) * bps, ycbcr && c > 0);
+                            }
+                        }
                     } else {
                         for plane in 0..spp {
                             let pb = base + plane * rows * cols * bps;
-                            let s = pb + (y * cols + x0) * bps;
-                            let e = pb + (y * cols + x1) * bps;
-                            out[s..e].fill(0);
+                            for x in x0..x1 {
+                                sample(&mut out, pb + (y * cols + x) * bps, ycbcr && plane > 0);
+                            }
                         }
                     }
                 }
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(x: u32, y: u32, width: u32, height: u32) -> PixelRule {
+        parse_pixel_rules(&format!(r#"{{"version": 1, "rules": [{{"name": "r", "rectangles": [{{"x": {x}, "y": {y}, "width": {width}, "height": {height}}}]}}]}}"#)).unwrap().remove(0)
+    }
+
+    fn facts(photometric: &str, cols: u32, rows: u32, spp: u32, bits: u32, planar: u32) -> PixelFacts {
+        PixelFacts {
+            rows: Some(rows),
+            columns: Some(cols),
+            samples_per_pixel: Some(spp),
+            bits_allocated: Some(bits),
+            planar_configuration: Some(planar),
+            photometric: Some(photometric.into()),
+            ..PixelFacts::default()
+        }
+    }
+
+    #[test]
+    fn grey_and_rgb_rectangles_are_zeroed_and_nothing_else() {
+        // 4x3 grey, 16 bits: the rectangle x 1..3, y 1 is zero, the rest as it was.
+        let px: Vec<u8> = (1..=24).collect();
+        let out = facts("MONOCHROME2", 4, 3, 1, 16, 0).blank(&px, &rule(1, 1, 2, 1)).unwrap();
+        let zeroed: Vec<usize> = (0..24).filter(|&k| out[k] != px[k]).collect();
+        assert_eq!(zeroed, [10, 11, 12, 13]);
+        assert!(zeroed.iter().all(|&k| out[k] == 0));
+        // 2x2 RGB interleaved and planar: pixel (1, 0) black in all three samples.
+        let px: Vec<u8> = (1..=12).collect();
+        let out = facts("RGB", 2, 2, 3, 8, 0).blank(&px, &rule(1, 0, 5, 1)).unwrap();
+        assert_eq!(out, [1, 2, 3, 0, 0, 0, 7, 8, 9, 10, 11, 12]);
+        let out = facts("RGB", 2, 2, 3, 8, 1).blank(&px, &rule(1, 0, 1, 1)).unwrap();
+        assert_eq!(out, [1, 0, 3, 4, 5, 0, 7, 8, 9, 0, 11, 12]);
+    }
+
+    #[test]
+    fn ycbcr_is_blanked_to_black_with_neutral_chroma() {
+        // YBR_FULL: Y 0, Cb and Cr 128 (0 in all three would be green).
+        let px: Vec<u8> = (1..=12).collect();
+        let out = facts("YBR_FULL", 2, 2, 3, 8, 0).blank(&px, &rule(0, 1, 1, 1)).unwrap();
+        assert_eq!(out, [1, 2, 3, 4, 5, 6, 0, 128, 128, 10, 11, 12]);
+        let out = facts("YBR_FULL", 2, 2, 3, 8, 1).blank(&px, &rule(0, 1, 1, 1)).unwrap();
+        assert_eq!(out, [1, 2, 0, 4, 5, 6, 128, 8, 9, 10, 128, 12]);
+        // YBR_FULL_422, 6x2: a pair of pixels is Y Y Cb Cr. A rectangle over pixel 3 of row 1
+        // blanks the pair (2, 3) whole; pixel 2 shares its chroma.
+        let px: Vec<u8> = (1..=24).collect();
+        let out = facts("YBR_FULL_422", 6, 2, 3, 8, 0).blank(&px, &rule(3, 1, 1, 1)).unwrap();
+        let mut want = px.clone();
+        want[16..20].copy_from_slice(&[0, 0, 128, 128]);
+        assert_eq!(out, want);
+        // A rectangle from pixel 1 to 4 (inclusive) widens to pairs 0..3: pixels 0 to 5.
+        let out = facts("YBR_FULL_422", 6, 2, 3, 8, 0).blank(&px, &rule(1, 0, 4, 1)).unwrap();
+        assert_eq!(&out[..12], [0, 0, 128, 128, 0, 0, 128, 128, 0, 0, 128, 128]);
+        assert_eq!(&out[12..], &px[12..]);
+        // Too short, odd columns, more than 8 bits, 4:2:0: errors, never a wrong blank.
+        let f = facts("YBR_FULL_422", 6, 2, 3, 8, 0);
+        assert!(f.blank(&px[..23], &rule(0, 0, 1, 1)).unwrap_err().contains("geometry needs 24"));
+        assert!(facts("YBR_FULL_422", 5, 2, 3, 8, 0).blank(&px, &rule(0, 0, 1, 1)).unwrap_err().contains("5 columns"));
+        assert!(facts("YBR_FULL", 2, 2, 3, 16, 0).blank(&[0; 24], &rule(0, 0, 1, 1)).unwrap_err().contains("BitsAllocated 16"));
+        assert!(facts("YBR_PARTIAL_420", 2, 2, 3, 8, 0).blank(&px, &rule(0, 0, 1, 1)).is_err());
     }
 }
