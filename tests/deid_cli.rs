@@ -1267,23 +1267,30 @@ fn clean_pixel_data_decodes_compressed_pixel_data_and_writes_it_native() {
     }
 }
 
-#[test]
-fn clean_pixel_data_decodes_colour_jpeg_to_rgb_as_pydicom_does() {
+/// A store holding one pydicom test file (modality OT), de-identified with clean-pixel-data
+/// and a rule blanking `(x, y, width, height)`: the store (kept alive), the original file and
+/// the exported clean file. Checks that the instance was cleaned.
+fn clean_one_pydicom_file(name: &str, (x, y, width, height): (u32, u32, u32, u32)) -> (Env, std::path::PathBuf, std::path::PathBuf) {
     require_pydicom();
     let e = env();
     let w = &e.work;
-    // pydicom's test file (MIT): 100x100 colour JPEG baseline, YBR_FULL_422, modality OT.
-    let name = "SC_rgb_dcmtk_+eb+cy+s2.dcm";
     let original = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/pydicom").join(name);
     fs::copy(&original, w.join(name)).unwrap();
-    ok(w, &["commit", "-m", "colour"]);
+    ok(w, &["commit", "-m", name]);
     let rules = e.root.join("rules.json");
-    fs::write(&rules, r#"{"version": 1, "rules": [{"name": "banner", "modality": "OT", "rectangles": [{"x": 0, "y": 0, "width": 50, "height": 20}]}]}"#).unwrap();
+    fs::write(&rules, format!(r#"{{"version": 1, "rules": [{{"name": "banner", "modality": "OT", "rectangles": [{{"x": {x}, "y": {y}, "width": {width}, "height": {height}}}]}}]}}"#)).unwrap();
     let sum = deid(w, "main", &e.key, &["--branch", "clean", "--option", "clean-pixel-data", "--pixel-rules", s(&rules)]);
-    assert_eq!(sum["pixels_cleaned"], 1, "{sum}");
+    assert_eq!((sum["pixels_cleaned"].as_u64(), sum["burned_in_not_cleaned"].as_u64()), (Some(1), Some(0)), "{sum}");
     let (dir, files) = export(w, &e.root, "clean");
     assert_eq!(files.len(), 1);
     let out = dir.join(files.keys().next().unwrap());
+    (e, original, out)
+}
+
+#[test]
+fn clean_pixel_data_decodes_colour_jpeg_to_rgb_as_pydicom_does() {
+    // pydicom's test file (MIT): 100x100 colour JPEG baseline, YBR_FULL_422, modality OT.
+    let (_e, original, out) = clean_one_pydicom_file("SC_rgb_dcmtk_+eb+cy+s2.dcm", (0, 0, 50, 20));
     // pydicom decodes both (the original through its own JPEG plugin, YBR to RGB): the output
     // is RGB, zero in the rectangle and pydicom's decode of the original elsewhere.
     let py = "import sys, numpy as np, pydicom
@@ -1304,22 +1311,10 @@ print('ok')";
 
 #[test]
 fn clean_pixel_data_blanks_native_ybr_full_422_to_black() {
-    require_pydicom();
-    let e = env();
-    let w = &e.work;
     // pydicom's test file (MIT): the 100x100 colour card, native YBR_FULL_422 (Y Y Cb Cr per
-    // pair of pixels), modality OT.
-    let name = "SC_ybr_full_422_uncompressed.dcm";
-    let original = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/pydicom").join(name);
-    fs::copy(&original, w.join(name)).unwrap();
-    ok(w, &["commit", "-m", "native YBR_FULL_422"]);
-    // x 1..5 starts and ends inside a pair of pixels: pairs (0, 1) to (4, 5) are blanked.
-    let rules = e.root.join("rules.json");
-    fs::write(&rules, r#"{"version": 1, "rules": [{"name": "banner", "modality": "OT", "rectangles": [{"x": 1, "y": 0, "width": 4, "height": 20}]}]}"#).unwrap();
-    let sum = deid(w, "main", &e.key, &["--branch", "clean", "--option", "clean-pixel-data", "--pixel-rules", s(&rules)]);
-    assert_eq!((sum["pixels_cleaned"].as_u64(), sum["burned_in_not_cleaned"].as_u64()), (Some(1), Some(0)), "{sum}");
-    let (dir, files) = export(w, &e.root, "clean");
-    let out = dir.join(files.keys().next().unwrap());
+    // pair of pixels), modality OT. x 1..5 starts and ends inside a pair of pixels: pairs
+    // (0, 1) to (4, 5) are blanked.
+    let (_e, original, out) = clean_one_pydicom_file("SC_ybr_full_422_uncompressed.dcm", (1, 0, 4, 20));
     // pydicom converts both to RGB: black where blanked, the original elsewhere.
     let py = "import sys, numpy as np, pydicom
 o = pydicom.dcmread(sys.argv[1]).pixel_array.astype(int)
