@@ -23,6 +23,7 @@ pub mod fsutil;
 pub mod id;
 pub mod index;
 pub mod ingest;
+pub(crate) mod jpeg12;
 pub(crate) mod jpegls;
 pub mod lineage;
 pub mod maint;

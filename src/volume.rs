@@ -2430,6 +2430,17 @@ mod tests {
         // A grey 2D image: one slice, spacing from PixelSpacing.
         let nm = series_volume(&[pydicom_file("JPEG2000.dcm")]).unwrap();
         assert_eq!((nm.dims, nm.channels, nm.patient_geometry, nm.spacing), ([256, 1024, 1], 1, false, [2.26, 2.26, 1.0]));
+        // The same image in 12-bit lossy JPEG (process 4), decoded by crate::jpeg12: its
+        // maximum is 264, as dcmdjpeg decodes it (278 before the lossy compression), and it
+        // stays close to the JPEG 2000 copy (mean difference 4.2); the two copies (one byte
+        // apart in a scan header) decode alike.
+        let lossy = series_volume(&[pydicom_file("JPEG-lossy.dcm")]).unwrap();
+        assert_eq!((lossy.dims, lossy.spacing), (nm.dims, nm.spacing));
+        let v = values(&lossy);
+        assert_eq!(v.iter().copied().fold(f64::MIN, f64::max), 264.0);
+        let mean = v.iter().zip(values(&nm)).map(|(a, b)| (a - b).abs()).sum::<f64>() / v.len() as f64;
+        assert!(mean > 0.0 && mean < 5.0, "{mean}");
+        assert_eq!(series_volume(&[pydicom_file("JPGExtended.dcm")]).unwrap().data, lossy.data);
     }
 
     #[test]

@@ -451,8 +451,13 @@ pub(crate) fn decode_pixel_data(file: &DefaultDicomObject, frame: Option<u32>) -
     if let Some(frames) = unmarked_rgb_jpeg(file, frame) {
         return decode_rgb_jpeg(&frames);
     }
-    if JPEG_LS.contains(&file.meta().transfer_syntax().trim_end_matches('\0')) {
-        return decode_jpeg_ls(file, frame);
+    let ts = file.meta().transfer_syntax().trim_end_matches('\0');
+    if JPEG_LS.contains(&ts) {
+        return decode_own(file, frame, "JPEG-LS", |s| crate::jpegls::decode(s).map(|d| (d.components, d.precision, d.samples)).map_err(|e| e.to_string()));
+    }
+    if ts == JPEG_EXTENDED && int_of(file, dicom_dictionary_std::tags::BITS_ALLOCATED) == Some(16) {
+        // 12-bit samples, which jpeg-decoder does not decode.
+        return decode_own(file, frame, "JPEG", |s| crate::jpeg12::decode(s).map(|d| (d.components, d.precision, d.samples)).map_err(|e| e.to_string()));
     }
     let decoded = catch_unwind(AssertUnwindSafe(|| {
         let d = match frame {
@@ -545,38 +550,48 @@ fn frame_streams(file: &DefaultDicomObject, frame: Option<u32>) -> Result<Vec<Ve
     }
 }
 
-/// Decode JPEG-LS frames with cohort's own decoder ([`crate::jpegls`]): samples interleaved,
-/// in native byte order, 8 bits when BitsAllocated says 8 and 16 otherwise. The photometric
-/// interpretation is the header's: DICOM forbids the colour transforms of JPEG-LS part 2.
-fn decode_jpeg_ls(file: &DefaultDicomObject, frame: Option<u32>) -> Result<DecodedPixels, String> {
+/// JPEG extended (process 2 and 4): 8 or 12-bit samples, Huffman coded (PS3.5 A.4.1).
+const JPEG_EXTENDED: &str = "1.2.840.10008.1.2.4.51";
+
+/// An integer attribute of `file`'s data set.
+fn int_of(file: &DefaultDicomObject, tag: dicom_core::Tag) -> Option<u16> {
+    file.element_opt(tag).ok().flatten().and_then(|e| e.to_int::<u16>().ok())
+}
+
+/// Decode frames with one of cohort's own decoders (`decode`: components, precision and
+/// samples of one stream; [`crate::jpegls`], [`crate::jpeg12`]): samples interleaved, in
+/// native byte order, 8 bits when BitsAllocated says 8 and 16 otherwise. The photometric
+/// interpretation is the header's (DICOM forbids the colour transforms of JPEG-LS part 2, and
+/// a JPEG stream's YCbCr stays YCbCr), at full resolution: YBR_FULL_422 becomes YBR_FULL.
+fn decode_own(file: &DefaultDicomObject, frame: Option<u32>, codec: &str, decode: impl Fn(&[u8]) -> Result<(u8, u8, Vec<u16>), String>) -> Result<DecodedPixels, String> {
     use dicom_dictionary_std::tags;
-    let int = |tag| file.element_opt(tag).ok().flatten().and_then(|e| e.to_int::<u16>().ok());
-    let bits_allocated = int(tags::BITS_ALLOCATED).ok_or("BitsAllocated is missing")?;
+    let bits_allocated = int_of(file, tags::BITS_ALLOCATED).ok_or("BitsAllocated is missing")?;
     if bits_allocated != 8 && bits_allocated != 16 {
-        return Err(format!("JPEG-LS with BitsAllocated {bits_allocated} (8 or 16 expected)"));
+        return Err(format!("{codec} with BitsAllocated {bits_allocated} (8 or 16 expected)"));
     }
-    let samples_per_pixel = int(tags::SAMPLES_PER_PIXEL).unwrap_or(1);
-    let photometric = file
+    let samples_per_pixel = int_of(file, tags::SAMPLES_PER_PIXEL).unwrap_or(1);
+    let header = file
         .element_opt(tags::PHOTOMETRIC_INTERPRETATION)
         .ok()
         .flatten()
         .and_then(|e| e.to_str().ok().map(|s| s.trim().to_string()))
         .unwrap_or_else(|| "MONOCHROME2".into());
+    let photometric = if header.starts_with("YBR_FULL") { "YBR_FULL".to_string() } else { header };
     let mut data = Vec::new();
     for (k, s) in frame_streams(file, frame)?.iter().enumerate() {
-        let image = catch_unwind(AssertUnwindSafe(|| crate::jpegls::decode(s)))
-            .map_err(|_| "the JPEG-LS decoder panicked".to_string())?
-            .map_err(|e| format!("JPEG-LS stream {}: {e}", k + 1))?;
-        if u16::from(image.components) != samples_per_pixel {
-            return Err(format!("the JPEG-LS stream has {} component(s), but SamplesPerPixel is {samples_per_pixel}", image.components));
+        let (components, precision, samples) = catch_unwind(AssertUnwindSafe(|| decode(s)))
+            .map_err(|_| format!("the {codec} decoder panicked"))?
+            .map_err(|e| format!("{codec} stream {}: {e}", k + 1))?;
+        if u16::from(components) != samples_per_pixel {
+            return Err(format!("the {codec} stream has {components} component(s), but SamplesPerPixel is {samples_per_pixel}"));
         }
-        if image.precision > 8 && bits_allocated == 8 {
-            return Err(format!("the JPEG-LS stream has {}-bit samples, but BitsAllocated is 8", image.precision));
+        if precision > 8 && bits_allocated == 8 {
+            return Err(format!("the {codec} stream has {precision}-bit samples, but BitsAllocated is 8"));
         }
         if bits_allocated == 8 {
-            data.extend(image.samples.iter().map(|&v| v as u8));
+            data.extend(samples.iter().map(|&v| v as u8));
         } else {
-            data.extend(image.samples.iter().flat_map(|v| v.to_ne_bytes()));
+            data.extend(samples.iter().flat_map(|v| v.to_ne_bytes()));
         }
     }
     Ok(DecodedPixels { data, photometric, samples_per_pixel, bits_allocated })
