@@ -175,54 +175,16 @@ pub(crate) enum Jpeg12Error {
 /// their length. A stream that ends after its last scan without EOI is accepted when every
 /// component was decoded: the image is whole.
 pub(crate) fn decode(stream: &[u8]) -> Result<Decoded, Jpeg12Error> {
-    if stream.get(..2) != Some(&[0xFF, 0xD8][..]) {
-        let found = match stream.len() {
-            0 => "no data".to_string(),
-            1 => format!("{:02X} and then the end", stream[0]),
-            _ => format!("{:02X} {:02X}", stream[0], stream[1]),
-        };
-        return Err(Jpeg12Error::NoSoi { found });
-    }
+    crate::jpegmarker::check_soi(stream)?;
     let mut at = 2;
     let mut frame: Option<Frame> = None;
     let mut tables = Tables::default();
     let mut restart_interval: u32 = 0;
     loop {
-        let Some(&first) = stream.get(at) else {
-            return finish(frame, at);
+        let (offset, marker, body, next) = match crate::jpegmarker::next_segment(stream, at)? {
+            crate::jpegmarker::Step::End { offset } => return finish(frame, offset),
+            crate::jpegmarker::Step::Segment { offset, marker, body, next } => (offset, marker, body, next),
         };
-        if first != 0xFF {
-            return Err(Jpeg12Error::ExpectedMarker { offset: at, found: format!("{first:02X}") });
-        }
-        // Any number of fill bytes FF may come before a marker (B.1.1.2).
-        let mut ff = at;
-        while stream.get(ff + 1) == Some(&0xFF) {
-            ff += 1;
-        }
-        let Some(&marker) = stream.get(ff + 1) else {
-            return finish(frame, at);
-        };
-        let offset = ff;
-        at = ff + 2;
-        match marker {
-            0xD9 => return finish(frame, offset),
-            0xD8 => return Err(invalid(offset, marker, "a second SOI marker")),
-            0xD0..=0xD7 => return Err(invalid(offset, marker, "a restart marker outside the coded data of a scan")),
-            // TEM stands alone (no length).
-            0x01 => continue,
-            0x00 => return Err(Jpeg12Error::ExpectedMarker { offset, found: "FF 00 (a stuffed byte, not a marker)".to_string() }),
-            _ => {}
-        }
-        let Some(len) = stream.get(at..at + 2).map(|b| usize::from(u16::from_be_bytes([b[0], b[1]]))) else {
-            return Err(Jpeg12Error::TruncatedSegment { offset, marker: marker_name(marker), needed: 2, left: stream.len().saturating_sub(at) });
-        };
-        if len < 2 {
-            return Err(invalid(offset, marker, &format!("segment length {len} is below 2")));
-        }
-        let Some(body) = stream.get(at + 2..at + len) else {
-            return Err(Jpeg12Error::TruncatedSegment { offset, marker: marker_name(marker), needed: len, left: stream.len() - at });
-        };
-        let next = at + len;
         match marker {
             0xC0 | 0xC1 => {
                 if frame.is_some() {
@@ -318,6 +280,18 @@ fn marker_name(m: u8) -> String {
         _ => "marker".to_string(),
     };
     format!("{name} (FF {m:02X})")
+}
+
+impl From<crate::jpegmarker::SyntaxError> for Jpeg12Error {
+    fn from(e: crate::jpegmarker::SyntaxError) -> Self {
+        use crate::jpegmarker::SyntaxError as S;
+        match e {
+            S::NoSoi { found } => Jpeg12Error::NoSoi { found },
+            S::ExpectedMarker { offset, found } => Jpeg12Error::ExpectedMarker { offset, found },
+            S::TruncatedSegment { offset, marker, needed, left } => Jpeg12Error::TruncatedSegment { offset, marker: marker_name(marker), needed, left },
+            S::Invalid { offset, marker, reason } => invalid(offset, marker, &reason),
+        }
+    }
 }
 
 /// [`Jpeg12Error::Invalid`] for the marker `m` at `offset`.

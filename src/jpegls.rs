@@ -134,54 +134,16 @@ pub(crate) enum JpegLsError {
 /// skipped by their length. A stream that ends after its last scan without EOI is accepted
 /// when every component was decoded: the image is whole.
 pub(crate) fn decode(stream: &[u8]) -> Result<Decoded, JpegLsError> {
-    if stream.get(..2) != Some(&[0xFF, 0xD8][..]) {
-        let found = match stream.len() {
-            0 => "no data".to_string(),
-            1 => format!("{:02X} and then the end", stream[0]),
-            _ => format!("{:02X} {:02X}", stream[0], stream[1]),
-        };
-        return Err(JpegLsError::NoSoi { found });
-    }
+    crate::jpegmarker::check_soi(stream)?;
     let mut at = 2;
     let mut frame: Option<Frame> = None;
     let mut preset = Preset::default();
     let mut restart_interval: u32 = 0;
     loop {
-        let Some(&first) = stream.get(at) else {
-            return finish(frame, at);
+        let (offset, marker, body, next) = match crate::jpegmarker::next_segment(stream, at)? {
+            crate::jpegmarker::Step::End { offset } => return finish(frame, offset),
+            crate::jpegmarker::Step::Segment { offset, marker, body, next } => (offset, marker, body, next),
         };
-        if first != 0xFF {
-            return Err(JpegLsError::ExpectedMarker { offset: at, found: format!("{first:02X}") });
-        }
-        // Any number of fill bytes FF may come before a marker.
-        let mut ff = at;
-        while stream.get(ff + 1) == Some(&0xFF) {
-            ff += 1;
-        }
-        let Some(&marker) = stream.get(ff + 1) else {
-            return finish(frame, at);
-        };
-        let offset = ff;
-        at = ff + 2;
-        match marker {
-            0xD9 => return finish(frame, offset),
-            0xD8 => return Err(invalid(offset, marker, "a second SOI marker")),
-            0xD0..=0xD7 => return Err(invalid(offset, marker, "a restart marker outside the coded data of a scan")),
-            // TEM stands alone (no length).
-            0x01 => continue,
-            0x00 => return Err(JpegLsError::ExpectedMarker { offset, found: "FF 00 (a stuffed byte, not a marker)".to_string() }),
-            _ => {}
-        }
-        let Some(len) = stream.get(at..at + 2).map(|b| usize::from(u16::from_be_bytes([b[0], b[1]]))) else {
-            return Err(JpegLsError::TruncatedSegment { offset, marker: marker_name(marker), needed: 2, left: stream.len().saturating_sub(at) });
-        };
-        if len < 2 {
-            return Err(invalid(offset, marker, &format!("segment length {len} is below 2")));
-        }
-        let Some(body) = stream.get(at + 2..at + len) else {
-            return Err(JpegLsError::TruncatedSegment { offset, marker: marker_name(marker), needed: len, left: stream.len() - at });
-        };
-        let next = at + len;
         match marker {
             0xF7 => {
                 if frame.is_some() {
@@ -256,6 +218,18 @@ fn marker_name(m: u8) -> String {
         _ => "marker".to_string(),
     };
     format!("{name} (FF {m:02X})")
+}
+
+impl From<crate::jpegmarker::SyntaxError> for JpegLsError {
+    fn from(e: crate::jpegmarker::SyntaxError) -> Self {
+        use crate::jpegmarker::SyntaxError as S;
+        match e {
+            S::NoSoi { found } => JpegLsError::NoSoi { found },
+            S::ExpectedMarker { offset, found } => JpegLsError::ExpectedMarker { offset, found },
+            S::TruncatedSegment { offset, marker, needed, left } => JpegLsError::TruncatedSegment { offset, marker: marker_name(marker), needed, left },
+            S::Invalid { offset, marker, reason } => invalid(offset, marker, &reason),
+        }
+    }
 }
 
 /// [`JpegLsError::Invalid`] for the marker `m` at `offset`.

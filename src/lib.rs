@@ -24,6 +24,7 @@ pub mod id;
 pub mod index;
 pub mod ingest;
 pub(crate) mod jpeg12;
+pub(crate) mod jpegmarker;
 pub(crate) mod jpegls;
 pub mod lineage;
 pub mod maint;
