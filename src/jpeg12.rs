@@ -30,6 +30,8 @@
 
 use thiserror::Error;
 
+use crate::jpegmarker::{be16, marker_name};
+
 /// Most samples (columns × lines × components) a frame may have: 2^28, half a gigabyte of
 /// output. Far above any DICOM frame, far below what a damaged header could ask for.
 pub(crate) const MAX_SAMPLES: u64 = 1 << 28;
@@ -257,31 +259,6 @@ fn finish(frame: Option<Frame>, offset: usize) -> Result<Decoded, Jpeg12Error> {
     })
 }
 
-/// A marker's name and code, for messages: `SOS (FF DA)`.
-fn marker_name(m: u8) -> String {
-    let name = match m {
-        0xD8 => "SOI".to_string(),
-        0xD9 => "EOI".to_string(),
-        0xDA => "SOS".to_string(),
-        0xC4 => "DHT".to_string(),
-        0xC8 => "JPG".to_string(),
-        0xCC => "DAC".to_string(),
-        0xDB => "DQT".to_string(),
-        0xDC => "DNL".to_string(),
-        0xDD => "DRI".to_string(),
-        0xDE => "DHP".to_string(),
-        0xDF => "EXP".to_string(),
-        0xFE => "COM".to_string(),
-        0x01 => "TEM".to_string(),
-        0xF7 => "SOF55".to_string(),
-        0xD0..=0xD7 => format!("RST{}", m - 0xD0),
-        0xE0..=0xEF => format!("APP{}", m - 0xE0),
-        0xC0..=0xCF => format!("SOF{}", m - 0xC0),
-        _ => "marker".to_string(),
-    };
-    format!("{name} (FF {m:02X})")
-}
-
 impl From<crate::jpegmarker::SyntaxError> for Jpeg12Error {
     fn from(e: crate::jpegmarker::SyntaxError) -> Self {
         use crate::jpegmarker::SyntaxError as S;
@@ -302,11 +279,6 @@ fn invalid(offset: usize, m: u8, reason: &str) -> Jpeg12Error {
 /// [`Jpeg12Error::Unsupported`] for the marker `m` at `offset`.
 fn unsupported(offset: usize, m: u8, reason: &str) -> Jpeg12Error {
     Jpeg12Error::Unsupported { offset, marker: marker_name(m), reason: reason.to_string() }
-}
-
-/// A big-endian 16-bit value at `at` of a segment body whose length was checked.
-fn be16(body: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([body[at], body[at + 1]])
 }
 
 /// A component of the frame.

@@ -20,6 +20,8 @@
 
 use thiserror::Error;
 
+use crate::jpegmarker::{be16, marker_name};
+
 /// Most samples (columns × lines × components) a frame may have: 2^28, half a gigabyte of
 /// output. Far above any DICOM frame, far below what a damaged header could ask for.
 pub(crate) const MAX_SAMPLES: u64 = 1 << 28;
@@ -199,27 +201,6 @@ fn finish(frame: Option<Frame>, offset: usize) -> Result<Decoded, JpegLsError> {
     })
 }
 
-/// A marker's name and code, for messages: `SOS (FF DA)`.
-fn marker_name(m: u8) -> String {
-    let name = match m {
-        0xD8 => "SOI".to_string(),
-        0xD9 => "EOI".to_string(),
-        0xDA => "SOS".to_string(),
-        0xF7 => "SOF55".to_string(),
-        0xF8 => "LSE".to_string(),
-        0xDD => "DRI".to_string(),
-        0xDC => "DNL".to_string(),
-        0xFE => "COM".to_string(),
-        0xC4 => "DHT".to_string(),
-        0xDB => "DQT".to_string(),
-        0xD0..=0xD7 => format!("RST{}", m - 0xD0),
-        0xE0..=0xEF => format!("APP{}", m - 0xE0),
-        0xC0..=0xCF => format!("SOF{}", m - 0xC0),
-        _ => "marker".to_string(),
-    };
-    format!("{name} (FF {m:02X})")
-}
-
 impl From<crate::jpegmarker::SyntaxError> for JpegLsError {
     fn from(e: crate::jpegmarker::SyntaxError) -> Self {
         use crate::jpegmarker::SyntaxError as S;
@@ -240,11 +221,6 @@ fn invalid(offset: usize, m: u8, reason: &str) -> JpegLsError {
 /// [`JpegLsError::Unsupported`] for the marker `m` at `offset`.
 fn unsupported(offset: usize, m: u8, reason: &str) -> JpegLsError {
     JpegLsError::Unsupported { offset, marker: marker_name(m), reason: reason.to_string() }
-}
-
-/// A big-endian 16-bit value at `at` of a segment body whose length was checked.
-fn be16(body: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([body[at], body[at + 1]])
 }
 
 /// The frame (SOF55): its geometry, its components, and the output being filled in by scans.

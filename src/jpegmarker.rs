@@ -87,6 +87,37 @@ pub(crate) fn next_segment(stream: &[u8], mut at: usize) -> Result<Step<'_>, Syn
     }
 }
 
+/// A marker's name and code, for messages: `SOS (FF DA)`.
+pub(crate) fn marker_name(m: u8) -> String {
+    let name = match m {
+        0xD8 => "SOI".to_string(),
+        0xD9 => "EOI".to_string(),
+        0xDA => "SOS".to_string(),
+        0xC4 => "DHT".to_string(),
+        0xC8 => "JPG".to_string(),
+        0xCC => "DAC".to_string(),
+        0xDB => "DQT".to_string(),
+        0xDC => "DNL".to_string(),
+        0xDD => "DRI".to_string(),
+        0xDE => "DHP".to_string(),
+        0xDF => "EXP".to_string(),
+        0xFE => "COM".to_string(),
+        0x01 => "TEM".to_string(),
+        0xF7 => "SOF55".to_string(),
+        0xF8 => "LSE".to_string(),
+        0xD0..=0xD7 => format!("RST{}", m - 0xD0),
+        0xE0..=0xEF => format!("APP{}", m - 0xE0),
+        0xC0..=0xCF => format!("SOF{}", m - 0xC0),
+        _ => "marker".to_string(),
+    };
+    format!("{name} (FF {m:02X})")
+}
+
+/// A big-endian 16-bit value at `at` of a segment body whose length was checked.
+pub(crate) fn be16(body: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([body[at], body[at + 1]])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

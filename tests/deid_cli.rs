@@ -1271,9 +1271,10 @@ fn clean_pixel_data_decodes_compressed_pixel_data_and_writes_it_native() {
 }
 
 /// A store holding one pydicom test file (modality OT), de-identified with clean-pixel-data
-/// and a rule blanking `(x, y, width, height)`: the store (kept alive), the original file and
-/// the exported clean file. Checks that the instance was cleaned.
-fn clean_one_pydicom_file(name: &str, (x, y, width, height): (u32, u32, u32, u32)) -> (Env, std::path::PathBuf, std::path::PathBuf) {
+/// and a rule blanking `(x, y, width, height)`; checks that the instance was cleaned, then runs
+/// the python script `check` on the original file and the exported clean one (sys.argv[1]
+/// and [2]), which must succeed.
+fn clean_one_pydicom_file(name: &str, (x, y, width, height): (u32, u32, u32, u32), check: &str) {
     require_pydicom();
     let e = env();
     let w = &e.work;
@@ -1287,13 +1288,13 @@ fn clean_one_pydicom_file(name: &str, (x, y, width, height): (u32, u32, u32, u32
     let (dir, files) = export(w, &e.root, "clean");
     assert_eq!(files.len(), 1);
     let out = dir.join(files.keys().next().unwrap());
-    (e, original, out)
+    let o = Command::new("python3").args(["-c", check]).arg(&original).arg(&out).output().unwrap();
+    assert!(o.status.success(), "{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
 }
 
 #[test]
 fn clean_pixel_data_decodes_colour_jpeg_to_rgb_as_pydicom_does() {
     // pydicom's test file (MIT): 100x100 colour JPEG baseline, YBR_FULL_422, modality OT.
-    let (_e, original, out) = clean_one_pydicom_file("SC_rgb_dcmtk_+eb+cy+s2.dcm", (0, 0, 50, 20));
     // pydicom decodes both (the original through its own JPEG plugin, YBR to RGB): the output
     // is RGB, zero in the rectangle and pydicom's decode of the original elsewhere.
     let py = "import sys, numpy as np, pydicom
@@ -1308,8 +1309,7 @@ m = np.ones(o.shape[:2], bool); m[:20, :50] = False
 # Two JPEG decoders (jpeg-decoder here, libjpeg through Pillow there) may round differently.
 assert np.abs(n[m] - o[m]).max() <= 2, np.abs(n[m] - o[m]).max()
 print('ok')";
-    let o = Command::new("python3").args(["-c", py]).arg(&original).arg(&out).output().unwrap();
-    assert!(o.status.success(), "{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    clean_one_pydicom_file("SC_rgb_dcmtk_+eb+cy+s2.dcm", (0, 0, 50, 20), py);
 }
 
 #[test]
@@ -1317,7 +1317,6 @@ fn clean_pixel_data_blanks_native_ybr_full_422_to_black() {
     // pydicom's test file (MIT): the 100x100 colour card, native YBR_FULL_422 (Y Y Cb Cr per
     // pair of pixels), modality OT. x 1..5 starts and ends inside a pair of pixels: pairs
     // (0, 1) to (4, 5) are blanked.
-    let (_e, original, out) = clean_one_pydicom_file("SC_ybr_full_422_uncompressed.dcm", (1, 0, 4, 20));
     // pydicom converts both to RGB: black where blanked, the original elsewhere.
     let py = "import sys, numpy as np, pydicom
 o = pydicom.dcmread(sys.argv[1]).pixel_array.astype(int)
@@ -1330,8 +1329,7 @@ assert o[:20, :6].any()
 m = np.ones(o.shape[:2], bool); m[:20, :6] = False
 assert (n[m] == o[m]).all()
 print('ok')";
-    let o = Command::new("python3").args(["-c", py]).arg(&original).arg(&out).output().unwrap();
-    assert!(o.status.success(), "{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    clean_one_pydicom_file("SC_ybr_full_422_uncompressed.dcm", (1, 0, 4, 20), py);
 }
 
 // ------------------------------------------------------------------ known bug, outside deidrun
