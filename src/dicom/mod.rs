@@ -162,12 +162,9 @@ struct Split<'a> {
 /// data). Once the walker accepted them, these bytes are safe to hand to
 /// `dicom-object` (see `walk::Walker::check_for_dicom_object`).
 fn split_header(bytes: &[u8]) -> Result<Split<'_>, DicomError> {
-    let panicked = |_| DicomError::Unsupported {
-        reason: "internal error: byte-level walker panicked".to_string(),
-    };
-    let inflated = catch_unwind(|| walk::inflate(bytes)).map_err(panicked)??;
+    let inflated = inflate(bytes)?;
     let whole: &[u8] = inflated.as_deref().unwrap_or(bytes);
-    let mut walked = catch_unwind(|| walk::walk(whole)).map_err(panicked)??;
+    let mut walked = walk_guarded(whole)?;
     let header_end = walked.pixel.map_or(whole.len(), |p| p.element_start as usize);
     Ok(match inflated {
         None => Split { walked, header: Cow::Borrowed(&bytes[..header_end]), deflated: false },
@@ -196,20 +193,25 @@ pub(crate) struct InflatedParts {
 /// A deflated file (Deflated Explicit VR Little Endian) as the same file in Explicit VR Little
 /// Endian (see [`walk::inflate`]); `None` for a file in any other transfer syntax.
 pub(crate) fn inflate(bytes: &[u8]) -> Result<Option<Vec<u8>>, DicomError> {
-    catch_unwind(|| walk::inflate(bytes)).map_err(|_| DicomError::Unsupported {
-        reason: "internal error: byte-level walker panicked".to_string(),
-    })?
+    catch_unwind(|| walk::inflate(bytes)).map_err(walker_panicked)?
+}
+
+/// [`walk::walk`] under `catch_unwind`.
+fn walk_guarded(bytes: &[u8]) -> Result<walk::Walked, DicomError> {
+    catch_unwind(|| walk::walk(bytes)).map_err(walker_panicked)?
+}
+
+/// The error for a panic of the byte-level walker (a bug, reported instead of crashing).
+fn walker_panicked(_: Box<dyn std::any::Any + Send>) -> DicomError {
+    DicomError::Unsupported { reason: "internal error: byte-level walker panicked".to_string() }
 }
 
 /// A deflated file in parts (see [`InflatedParts`]); `None` for any other file.
 pub(crate) fn inflated_parts(bytes: &[u8]) -> Result<Option<InflatedParts>, DicomError> {
-    let panicked = |_| DicomError::Unsupported {
-        reason: "internal error: byte-level walker panicked".to_string(),
-    };
     let Some(mut whole) = inflate(bytes)? else {
         return Ok(None);
     };
-    let walked = catch_unwind(|| walk::walk(&whole)).map_err(panicked)??;
+    let walked = walk_guarded(&whole)?;
     let Some(p) = walked.pixel else {
         return Ok(Some(InflatedParts { header: whole, pixel_element: vec![], pixel: vec![], trailer: vec![] }));
     };
