@@ -82,6 +82,10 @@ pub struct MlExportRequest {
     /// Annotation task: segmentation masks (nnunet, monai) or label columns (csv, monai).
     pub task: Option<String>,
     pub link: LinkMode,
+    /// Leave out a series that cannot become a volume (pixel data that does not decode,
+    /// slices that disagree on their grid, ...) and list it with the reason under the
+    /// manifest's `skipped`, instead of failing the export.
+    pub skip_bad_series: bool,
 }
 
 /// One written file, as the manifest lists it.
@@ -437,19 +441,27 @@ fn volumes(
     let ds = &cx.ds;
     let dest = &cx.out;
     // Each case is written as soon as it is built: a dataset's volumes are never all in memory.
-    let built: Vec<Vec<(Case, Vec<ManifestFile>)>> = todo
+    let built: Vec<Result<Vec<(Case, Vec<ManifestFile>)>, String>> = todo
         .par_iter()
         .enumerate()
         .map(|(n, (s, part, items, mask))| -> Result<_, MlExportError> {
-            let series_err = |e: crate::volume::VolumeError| MlExportError::Series { series: s.clone(), problem: e.to_string() };
             let mut files = Vec::with_capacity(items.len());
             for &i in items {
                 files.push((ds.items[i].path.clone(), ds.file_bytes(&repo.store, i)?));
             }
             // A series is a case; a series of 2D images without patient geometry (views of a
             // radiograph, ultrasound captures) is a case per image, `case_NNNN_KKK`.
-            let vols: Vec<(String, Option<usize>, crate::volume::Volume)> = crate::volume::series_volumes(&files)
-                .map_err(series_err)?
+            let vols = match crate::volume::series_volumes(&files) {
+                Ok(v) => v,
+                Err(e) if req.skip_bad_series => {
+                    progress.inc(1);
+                    return Ok(Err(format!("series left out: {e}")));
+                }
+                Err(e) => {
+                    return Err(MlExportError::Series { series: s.clone(), problem: format!("{e} (--skip-bad-series leaves such a series out of the export and lists it in the manifest)") })
+                }
+            };
+            let vols: Vec<(String, Option<usize>, crate::volume::Volume)> = vols
                 .into_iter()
                 .map(|(k, v)| match k {
                     None => (format!("case_{n:04}"), None, v),
@@ -505,13 +517,20 @@ fn volumes(
                 ));
             }
             progress.inc(1);
-            Ok(cases)
+            Ok(Ok(cases))
         })
         .collect::<Result<_, _>>()?;
     progress.finish_stage();
-    for (case, files) in built.into_iter().flatten() {
-        cx.written.extend(files);
-        cases.push(case);
+    for ((s, ..), built) in todo.iter().zip(built) {
+        match built {
+            Ok(built) => {
+                for (case, files) in built {
+                    cx.written.extend(files);
+                    cases.push(case);
+                }
+            }
+            Err(why) => skipped.push((s.clone(), why)),
+        }
     }
     let channels = cases.first().map_or(1, |c| c.channels);
     if let Some(other) = cases.iter().find(|c| c.channels != channels).filter(|_| nnunet) {

@@ -934,6 +934,51 @@ fn pydicom_split(files: &[(&str, &str)]) -> (tempfile::TempDir, std::path::PathB
     (t, r)
 }
 
+/// A series whose pixel data does not decode fails a training export, naming the file, unless
+/// `--skip-bad-series` leaves it out and lists it in the manifest. pydicom's test files (MIT):
+/// MR_small, and an RGB JPEG whose first fragment has lost its start-of-image marker.
+#[test]
+fn a_series_that_does_not_decode_fails_the_export_or_is_skipped() {
+    let t = tempfile::tempdir().unwrap();
+    let r = t.path().join("ds");
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/pydicom");
+    fs::create_dir_all(r.join("MR")).unwrap();
+    fs::copy(data.join("MR_small.dcm"), r.join("MR/MR_small.dcm")).unwrap();
+    let mut bad = fs::read(data.join("SC_rgb_jpeg_dcmtk.dcm")).unwrap();
+    let soi = bad.windows(3).position(|w| w == [0xFF, 0xD8, 0xFF]).expect("a JPEG fragment");
+    bad[soi..soi + 2].copy_from_slice(&[0, 0]);
+    write(&r, "SC/broken.dcm", &bad);
+    let r = r.as_path();
+    ok(r, &["init"]);
+    ok(r, &["commit", "-m", "one good series, one broken"]);
+    ok(r, &["split", "create", "--name", "s", "--ratios", "50,50"]);
+    let failed = t.path().join("failed");
+    let o = fails(r, &["export", "HEAD", failed.to_str().unwrap(), "--split", "s", "--format", "monai"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("SC/broken.dcm") && err.contains("--skip-bad-series"), "{err}");
+    assert!(!failed.exists(), "a failed export leaves no folder behind");
+    let out = t.path().join("monai");
+    let said = ok(r, &["export", "HEAD", out.to_str().unwrap(), "--split", "s", "--format", "monai", "--skip-bad-series"]);
+    assert!(said.contains("1 case(s), 1 series skipped"), "{said}");
+    let manifest: Value = serde_json::from_slice(&fs::read(out.join("cohort-manifest.json")).unwrap()).unwrap();
+    let cases = manifest["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 1, "{manifest}");
+    assert_eq!(cases[0]["slices"], 1, "{manifest}");
+    let skipped = manifest["skipped"].as_array().unwrap();
+    assert_eq!(skipped.len(), 1, "{manifest}");
+    let why = skipped[0][1].as_str().unwrap();
+    assert!(why.starts_with("series left out: SC/broken.dcm: "), "{why}");
+    let series: Value = json(r, &["ls", "HEAD", "--json"]);
+    let sc = series.as_array().unwrap().iter().find(|e| e["path"] == "SC/broken.dcm").unwrap();
+    assert_eq!(skipped[0][0], sc["dicom"]["series_uid"], "{sc}");
+    // The one good case is there and nothing of the broken one.
+    let datalist: Value = serde_json::from_slice(&fs::read(out.join("datalist.json")).unwrap()).unwrap();
+    let listed: usize = datalist.as_object().unwrap().values().map(|v| v.as_array().map_or(0, |a| a.len())).sum();
+    assert_eq!(listed, 1, "{datalist}");
+    let images: Vec<_> = fs::read_dir(out.join("images")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(images.len(), 1, "{images:?}");
+}
+
 /// Colour and 2D images in a MONAI export, read back with nibabel and compared with pydicom's
 /// decode (which converts YCbCr to RGB): an ultrasound RGB image (big endian, plane by plane),
 /// a native YBR_FULL_422 card, and a grey nuclear-medicine image in JPEG 2000, none with

@@ -139,6 +139,11 @@ pub struct ExportArgs {
     /// Annotation task: masks (nnunet, monai) or label columns (csv, monai).
     #[arg(long, requires = "split")]
     task: Option<String>,
+    /// nnunet, monai: leave out a series that cannot become a volume (pixel data that does
+    /// not decode, slices that disagree on their grid), listed with the reason in the
+    /// manifest's `skipped`, instead of failing the export.
+    #[arg(long, requires = "split")]
+    skip_bad_series: bool,
     #[arg(long)]
     json: bool,
 }
@@ -172,6 +177,7 @@ pub fn run_export(env: &Env, a: ExportArgs) -> CliResult {
             },
             task: a.task,
             link: mode,
+            skip_bad_series: a.skip_bad_series,
         };
         let s = cohort::mlexport::export(&repo, &req, &env.progress())?;
         if a.json {

@@ -475,7 +475,7 @@ pub(crate) fn decode_pixel_data(file: &DefaultDicomObject, frame: Option<u32>) -
     }));
     match decoded {
         Ok(Ok(d)) => Ok(d),
-        Ok(Err(e)) => Err(e.to_string()),
+        Ok(Err(e)) => Err(error_chain(&e)),
         Err(_) => Err("the decoder panicked".into()),
     }
 }
