@@ -441,7 +441,9 @@ fn volumes(
     let ds = &cx.ds;
     let dest = &cx.out;
     // Each case is written as soon as it is built: a dataset's volumes are never all in memory.
-    let built: Vec<Result<Vec<(Case, Vec<ManifestFile>)>, String>> = todo
+    // Per series: its cases and their files, or (with --skip-bad-series) why it was left out.
+    type Built = Result<Vec<(Case, Vec<ManifestFile>)>, String>;
+    let built: Vec<Built> = todo
         .par_iter()
         .enumerate()
         .map(|(n, (s, part, items, mask))| -> Result<_, MlExportError> {

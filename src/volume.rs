@@ -793,6 +793,11 @@ fn frame_geometry(a: &Attrs<'_>, frames: usize) -> Result<Vec<FrameGeometry>, Vo
             })
             .collect();
     }
+    if let Some(detector) = nm_tomo_detector(a) {
+        let det = Attrs { obj: detector, name: a.name };
+        let first = top(a, Some(&det), Some(&det), None, None)?;
+        return nm_tomo_slices(a, first, frames);
+    }
     if a.get(tags::IMAGE_POSITION_PATIENT).is_none() && a.get(tags::IMAGE_ORIENTATION_PATIENT).is_none() {
         // A 2D image on its own plane; a multi-frame one (a cine loop, a stack of 2D images)
         // is its frames one after another along k, 1 apart.
@@ -823,6 +828,53 @@ fn frame_geometry(a: &Attrs<'_>, frames: usize) -> Result<Vec<FrameGeometry>, Vo
         .iter()
         .map(|off| FrameGeometry { pos: [0, 1, 2].map(|r| first.pos[r] + (off - base) * normal[r]), ..first })
         .collect())
+}
+
+/// The Detector Information item that places a reconstructed NM tomography (SPECT) image,
+/// one whose ImageType value 3 is RECON TOMO or RECON GATED TOMO and whose top level has no
+/// ImagePositionPatient: the NM Detector Module (PS3.3 C.8.4.11) puts the position and
+/// orientation of the first frame in DetectorInformationSequence, the reconstruction's
+/// slices being its frames (sequenced by Slice Vector, C.8.4.8.1.1).
+fn nm_tomo_detector<'a>(a: &Attrs<'a>) -> Option<&'a InMemDicomObject> {
+    if a.get(tags::IMAGE_POSITION_PATIENT).is_some() {
+        return None;
+    }
+    let image_type = a.get(tags::IMAGE_TYPE)?.to_multi_str().ok()?.into_owned();
+    if !matches!(image_type.get(2).map(|v| v.trim()), Some("RECON TOMO" | "RECON GATED TOMO")) {
+        return None;
+    }
+    crate::seg::first_item(a.obj, tags::DETECTOR_INFORMATION_SEQUENCE).filter(|d| d.get(tags::IMAGE_POSITION_PATIENT).is_some())
+}
+
+/// The frames of a reconstructed NM tomography image, `first` being the first slice's
+/// geometry: slice n (SliceVector, from 1; frame order when absent) lies (n - 1) x
+/// SpacingBetweenSlices (else SliceThickness) along the normal row x column of the first
+/// frame; a negative spacing stacks the slices the other way (NM Reconstruction Module,
+/// PS3.3 C.8.4.15). A gated reconstruction (several time slots) is 4D: an error.
+fn nm_tomo_slices(a: &Attrs<'_>, first: FrameGeometry, frames: usize) -> Result<Vec<FrameGeometry>, VolumeError> {
+    let slots = a.opt_uint(tags::NUMBER_OF_TIME_SLOTS, "NumberOfTimeSlots")?.unwrap_or(1);
+    if slots > 1 {
+        return Err(a.unsupported(format!("gated NM tomography with {slots} time slots: a volume per slot (4D), which training exports do not write")));
+    }
+    let spacing = match a.opt_float(tags::SPACING_BETWEEN_SLICES, "SpacingBetweenSlices")? {
+        Some(s) => s,
+        None => first.thickness.ok_or_else(|| a.missing("SpacingBetweenSlices"))?,
+    };
+    if !spacing.is_finite() || spacing == 0.0 {
+        return Err(a.invalid("SpacingBetweenSlices", format!("{spacing} places every slice at the same position")));
+    }
+    let slices: Vec<f64> = match a.get(tags::SLICE_VECTOR) {
+        None => (0..frames).map(|k| k as f64).collect(),
+        Some(v) => {
+            let v = v.to_multi_int::<i64>().map_err(|e| a.invalid("SliceVector", e.to_string()))?;
+            if v.len() != frames || v.iter().any(|n| *n < 1) {
+                return Err(a.invalid("SliceVector", format!("{} values for {frames} frames, each a slice number from 1", v.len())));
+            }
+            v.iter().map(|n| (n - 1) as f64).collect()
+        }
+    };
+    let normal = normalize(cross(first.row_cos, first.col_cos)).ok_or_else(|| a.invalid("ImageOrientationPatient", "row and column directions are parallel".into()))?;
+    Ok(slices.iter().map(|n| FrameGeometry { pos: [0, 1, 2].map(|r| first.pos[r] + n * spacing * normal[r]), ..first }).collect())
 }
 
 /// The time between the frames of a cine loop (ms): FrameTime (0018,1063), else 1000 /
@@ -1628,7 +1680,7 @@ mod tests {
         frames: Option<u32>,
         pixels: Vec<i32>,
         ts: &'static str,
-        omit: Option<Tag>,
+        omit: Vec<Tag>,
         /// more top-level elements
         extra: Vec<InMemElement>,
     }
@@ -1649,7 +1701,7 @@ mod tests {
             frames: None,
             pixels: (0..20).map(|p| (k * 100 + p) as i32).collect(),
             ts: EXPLICIT_VR_LE,
-            omit: None,
+            omit: Vec::new(),
             extra: Vec::new(),
         }
     }
@@ -1754,7 +1806,7 @@ mod tests {
         els.push(px);
         let els: Vec<_> = els
             .into_iter()
-            .filter(|e| Some(e.tag()) != s.omit)
+            .filter(|e| !s.omit.contains(&e.tag()))
             .collect();
         let obj = InMemDicomObject::from_element_iter(els);
         let file = obj
@@ -2105,7 +2157,7 @@ mod tests {
             thickness: None,
             frames: Some(specs.len() as u32),
             pixels: specs.iter().flat_map(|s| s.pixels.iter().copied()).collect(),
-            omit: Some(tags::IMAGE_POSITION_PATIENT),
+            omit: vec![tags::IMAGE_POSITION_PATIENT],
             extra: vec![
                 DataElement::new(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE, VR::SQ, DataSetSequence::from(per_frame)),
                 DataElement::new(tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE, VR::SQ, DataSetSequence::from(vec![shared])),
@@ -2135,6 +2187,88 @@ mod tests {
         let v = series_volume(&files(&[a, b])).unwrap();
         assert_eq!((v.dims, v.affine, &v.data), (single.dims, single.affine, &single.data));
         assert_eq!(v.slice_sops, ["1.2.3.10/1", "1.2.3.11", "1.2.3.10/2"]);
+    }
+
+    /// A reconstructed NM tomography (SPECT) image holding the slices of `specs` as frames in
+    /// their order, numbered by SliceVector: position and orientation only in
+    /// DetectorInformationSequence, the spacing in SpacingBetweenSlices.
+    fn nm_tomo(specs: &[Spec], slice_numbers: &[u16], sop: &str) -> Spec {
+        let first = &specs[0];
+        // The position of slice 1.
+        let one = &specs[slice_numbers.iter().position(|n| *n == 1).unwrap_or(0)];
+        let detector = InMemDicomObject::from_element_iter(vec![
+            DataElement::new(tags::IMAGE_POSITION_PATIENT, VR::DS, ds(&one.pos)),
+            DataElement::new(tags::IMAGE_ORIENTATION_PATIENT, VR::DS, ds(&first.iop)),
+        ]);
+        Spec {
+            sop: sop.to_string(),
+            frames: Some(specs.len() as u32),
+            pixels: specs.iter().flat_map(|s| s.pixels.iter().copied()).collect(),
+            omit: vec![tags::IMAGE_POSITION_PATIENT, tags::IMAGE_ORIENTATION_PATIENT],
+            extra: vec![
+                DataElement::new(tags::IMAGE_TYPE, VR::CS, PrimitiveValue::Strs(["ORIGINAL", "PRIMARY", "RECON TOMO", "EMISSION"].map(String::from).into_iter().collect())),
+                DataElement::new(tags::DETECTOR_INFORMATION_SEQUENCE, VR::SQ, DataSetSequence::from(vec![detector])),
+                DataElement::new(tags::SPACING_BETWEEN_SLICES, VR::DS, ds(&[2.5])),
+                DataElement::new(tags::SLICE_VECTOR, VR::US, PrimitiveValue::U16(slice_numbers.iter().copied().collect())),
+            ],
+            ..first.clone()
+        }
+    }
+
+    #[test]
+    fn nm_reconstructed_tomography_is_the_volume_of_its_slices() {
+        // Three slices 2.5 mm apart, oblique, stored as frames in the order 3, 1, 2.
+        let mut s = three();
+        for x in s.iter_mut() {
+            x.iop = [0.6, 0.8, 0.0, 0.0, 0.0, -1.0];
+        }
+        let normal = normalize(cross([0.6, 0.8, 0.0], [0.0, 0.0, -1.0])).unwrap();
+        for (k, x) in s.iter_mut().enumerate() {
+            x.pos = [0, 1, 2].map(|r| [-100.0, -120.0, 10.0][r] + 2.5 * k as f64 * normal[r]);
+        }
+        let single = series_volume(&files(&s)).unwrap();
+        let mut nm = nm_tomo(&[s[2].clone(), s[0].clone(), s[1].clone()], &[3, 1, 2], "1.2.3.9");
+        let v = series_volume(&files(std::slice::from_ref(&nm))).unwrap();
+        assert_eq!((v.dims, &v.data), (single.dims, &single.data));
+        assert!(close(&v.affine, &single.affine), "{:?} vs {:?}", v.affine, single.affine);
+        assert_eq!(v.slice_sops, ["1.2.3.9/2", "1.2.3.9/3", "1.2.3.9/1"]);
+        assert!(v.patient_geometry && !v.cine);
+        // A negative spacing stacks the slices against the normal: slice 1 is the last one.
+        let mut against = nm_tomo(&[s[2].clone(), s[1].clone(), s[0].clone()], &[1, 2, 3], "1.2.3.12");
+        against.extra[2] = DataElement::new(tags::SPACING_BETWEEN_SLICES, VR::DS, ds(&[-2.5]));
+        let v = series_volume(&files(&[against])).unwrap();
+        assert_eq!((v.dims, &v.data), (single.dims, &single.data));
+        assert!(close(&v.affine, &single.affine));
+        // Without SliceVector the frames are the slices in order; SliceThickness stands in
+        // for a missing SpacingBetweenSlices.
+        let mut plain = nm_tomo(&s, &[], "1.2.3.10");
+        plain.extra.retain(|e| e.tag() != tags::SLICE_VECTOR && e.tag() != tags::SPACING_BETWEEN_SLICES);
+        let v = series_volume(&files(&[plain.clone()])).unwrap();
+        assert_eq!((v.dims, &v.data), (single.dims, &single.data));
+        assert!(close(&v.affine, &single.affine));
+        plain.thickness = None;
+        match err(&[plain]) {
+            VolumeError::Missing { name, keyword } => assert_eq!((name.as_str(), keyword), ("1.2.3.10.dcm", "SpacingBetweenSlices")),
+            e => panic!("{e}"),
+        }
+        // A gated reconstruction is 4D; a SliceVector that does not count the frames is wrong.
+        let mut gated = nm.clone();
+        gated.extra.push(DataElement::new(tags::NUMBER_OF_TIME_SLOTS, VR::US, PrimitiveValue::from(8u16)));
+        match err(&[gated]) {
+            VolumeError::Unsupported { reason, .. } => assert!(reason.contains("8 time slots"), "{reason}"),
+            e => panic!("{e}"),
+        }
+        nm.extra[3] = DataElement::new(tags::SLICE_VECTOR, VR::US, PrimitiveValue::U16([1u16, 2].into_iter().collect()));
+        match err(&[nm]) {
+            VolumeError::Invalid { keyword, reason, .. } => assert_eq!((keyword, reason.as_str()), ("SliceVector", "2 values for 3 frames, each a slice number from 1")),
+            e => panic!("{e}"),
+        }
+        // An NM image that is no reconstruction (a static or whole-body image) stays a stack of
+        // frames without patient geometry.
+        let mut planar = nm_tomo(&s, &[1, 2, 3], "1.2.3.11");
+        planar.extra[0] = DataElement::new(tags::IMAGE_TYPE, VR::CS, PrimitiveValue::Strs(["ORIGINAL", "PRIMARY", "STATIC", "EMISSION"].map(String::from).into_iter().collect()));
+        let v = series_volume(&files(&[planar])).unwrap();
+        assert!(!v.patient_geometry && v.cine);
     }
 
     #[test]
@@ -2519,7 +2653,7 @@ mod tests {
             (tags::PIXEL_DATA, "PixelData"),
         ] {
             let mut s = three();
-            s[2].omit = Some(tag);
+            s[2].omit = vec![tag];
             match err(&s) {
                 VolumeError::Missing { name, keyword } => {
                     assert_eq!((name.as_str(), keyword), ("1.2.3.2.dcm", kw));
