@@ -376,7 +376,7 @@ fn series_cases(cx: &Ctx) -> Vec<(String, String, Vec<usize>)> {
 /// it is a segmentation, whose masks come in as annotations.
 fn not_an_image(it: &crate::dataset::Item) -> Option<&'static str> {
     let info = it.info.as_ref()?;
-    if info.sop_class_uid.as_deref() == Some(crate::seg::SEG_SOP_CLASS_UID) || info.modality.as_deref() == Some("SEG") {
+    if info.sop_class_uid.as_deref().is_some_and(crate::seg::is_seg_class) || info.modality.as_deref() == Some("SEG") {
         return Some("a DICOM SEG: import it with `cohort annotate import --kind segmentation` to export its masks as labels");
     }
     if info.rows.is_none() {

@@ -3,13 +3,17 @@
 //! This module owns reading and writing segmentation masks:
 //!
 //! - [`read_seg`] decodes a SEG file (with or without the 128-byte preamble
-//!   and "DICM", i.e. also starting directly at the file meta group) in
-//!   Implicit or Explicit VR Little Endian into per-frame 0/1 masks, for
-//!   both BINARY (1 bit per pixel, packed LSB first, frames concatenated
-//!   bit-wise without padding between frames) and FRACTIONAL (8 bits per
-//!   pixel, `value > MaximumFractionalValue / 2` is foreground)
-//!   segmentations, together with the segment list, the source image of each
-//!   frame and its plane position.
+//!   and "DICM", i.e. also starting directly at the file meta group) into
+//!   per-frame masks, for BINARY (1 bit per pixel, packed LSB first, frames
+//!   concatenated bit-wise without padding between frames), FRACTIONAL (8 bits
+//!   per pixel, `value > MaximumFractionalValue / 2` is foreground) and
+//!   LABELMAP (Label Map Segmentation Storage: 8 or 16 bits, each pixel the
+//!   number of its segment) segmentations, together with the segment list,
+//!   the source image of each frame and its plane position. Pixel data may be
+//!   native (Implicit or Explicit VR Little Endian), deflated, or compressed
+//!   in a syntax cohort decodes (RLE, JPEG lossless, JPEG-LS, JPEG 2000), as
+//!   highdicom writes FRACTIONAL and LABELMAP segmentations; compressed frames
+//!   are decoded one at a time.
 //! - [`write_seg`] encodes a BINARY SEG (Explicit VR Little Endian, with
 //!   preamble) from masks over a series of source images; it is meant for
 //!   tests and examples, and the same spec always gives the same bytes.
@@ -17,10 +21,10 @@
 //! Hostile input never panics and never makes the reader allocate much more
 //! than the input size: before `dicom-object` parses anything, a walk over
 //! the raw bytes checks that every declared value length fits in the input
-//! and that sequences nest at most [`MAX_DEPTH`] deep. Deflated and
-//! encapsulated (compressed) transfer syntaxes are refused with
-//! [`SegError::Compressed`]; Explicit VR Big Endian with
-//! [`SegError::UnsupportedTransferSyntax`].
+//! and that sequences nest at most [`MAX_DEPTH`] deep; a compressed frame may
+//! decode to at most [`MAX_FRAME_PIXELS`] pixels. Other encapsulated syntaxes
+//! (lossy JPEG, video) are refused with [`SegError::Compressed`]; Explicit VR
+//! Big Endian with [`SegError::UnsupportedTransferSyntax`].
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -39,6 +43,18 @@ use crate::dicom::error_chain;
 
 /// SOP Class UID of the (binary / fractional) Segmentation Storage IOD.
 pub const SEG_SOP_CLASS_UID: &str = uids::SEGMENTATION_STORAGE;
+/// SOP Class UID of the Label Map Segmentation Storage IOD (SegmentationType LABELMAP).
+pub const LABELMAP_SEG_SOP_CLASS_UID: &str = uids::LABEL_MAP_SEGMENTATION_STORAGE;
+
+/// Whether `class` is one of the two segmentation SOP classes.
+pub fn is_seg_class(class: &str) -> bool {
+    class == SEG_SOP_CLASS_UID || class == LABELMAP_SEG_SOP_CLASS_UID
+}
+
+/// Most pixels a compressed frame may declare (Rows x Columns), so that a small hostile file
+/// cannot make the reader allocate gigabytes: 8192 x 8192, far above any CT, MR or
+/// whole-slide tile a segmentation is drawn on.
+pub const MAX_FRAME_PIXELS: usize = 1 << 26;
 
 /// Deepest nesting of sequences and items that the reader accepts (a SEG
 /// needs about 4; the limit keeps the recursive parser's stack bounded).
@@ -68,20 +84,23 @@ pub enum SegError {
     #[error("the DICOM parser panicked on this input")]
     ParserPanicked,
     /// The SOP class is not Segmentation Storage.
-    #[error("not a DICOM Segmentation: SOP class is {sop_class} (expected {SEG_SOP_CLASS_UID})")]
+    #[error("not a DICOM Segmentation: SOP class is {sop_class} (expected {SEG_SOP_CLASS_UID} or {LABELMAP_SEG_SOP_CLASS_UID})")]
     NotSeg { sop_class: String },
-    /// Deflated or encapsulated (compressed) transfer syntax.
+    /// An encapsulated transfer syntax cohort does not decode (lossy JPEG, video).
     #[error(
-        "transfer syntax {transfer_syntax} is compressed, encapsulated or deflated; \
-         only Implicit and Explicit VR Little Endian are supported"
+        "transfer syntax {transfer_syntax} is compressed in a way a segmentation is not; \
+         cohort reads native little endian, deflated, RLE, JPEG lossless, JPEG-LS and JPEG 2000"
     )]
     Compressed { transfer_syntax: String },
-    /// Any other transfer syntax that is not native little endian.
+    /// Any other transfer syntax (big endian, unknown).
     #[error(
         "unsupported transfer syntax {transfer_syntax}; \
-         only Implicit and Explicit VR Little Endian are supported"
+         cohort reads native little endian, deflated, RLE, JPEG lossless, JPEG-LS and JPEG 2000"
     )]
     UnsupportedTransferSyntax { transfer_syntax: String },
+    /// A compressed frame that does not decode.
+    #[error("frame {frame}: {reason}")]
+    Frame { frame: usize, reason: String },
     /// A required attribute is absent or empty.
     #[error("missing required attribute {keyword} in {context}")]
     MissingAttribute {
@@ -95,8 +114,8 @@ pub enum SegError {
         context: String,
         reason: String,
     },
-    /// Segmentation Type other than BINARY or FRACTIONAL.
-    #[error("unsupported SegmentationType {0:?} (expected BINARY or FRACTIONAL)")]
+    /// Segmentation Type other than BINARY, FRACTIONAL or LABELMAP.
+    #[error("unsupported SegmentationType {0:?} (expected BINARY, FRACTIONAL or LABELMAP)")]
     UnsupportedSegmentationType(String),
     /// Pixel Data holds fewer bits than frames * rows * columns * bits per pixel.
     #[error(
@@ -142,7 +161,8 @@ pub struct SegmentInfo {
 /// One decoded frame of a SEG.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SegFrame {
-    /// ReferencedSegmentNumber (per-frame, else shared functional groups).
+    /// ReferencedSegmentNumber (per-frame, else shared functional groups); 0 in a label map,
+    /// whose frames hold every segment.
     pub segment: u16,
     /// DerivationImageSequence > SourceImageSequence > ReferencedSOPInstanceUID
     /// (per-frame, else shared functional groups), if present.
@@ -153,7 +173,8 @@ pub struct SegFrame {
     /// PlanePositionSequence > ImagePositionPatient (per-frame, else shared),
     /// if present.
     pub position: Option<[f64; 3]>,
-    /// rows * columns values, 0 or 1, row-major (x fastest).
+    /// rows * columns values, row-major (x fastest): 0 or 1; in a label map, each pixel's
+    /// segment number (0 for none).
     pub mask: Vec<u8>,
 }
 
@@ -166,7 +187,7 @@ pub struct Seg {
     pub referenced_series_uid: Option<String>,
     pub rows: usize,
     pub columns: usize,
-    /// SegmentSequence, in file order.
+    /// SegmentSequence, in file order (without a label map's segment 0, the background).
     pub segments: Vec<SegmentInfo>,
     /// All frames, in file order.
     pub frames: Vec<SegFrame>,
@@ -215,7 +236,7 @@ pub fn read_seg(bytes: &[u8]) -> Result<Seg, SegError> {
     let meta_start = locate_meta(bytes)?;
     let meta = walk_meta(bytes, meta_start)?;
     if let Some(class) = &meta.sop_class {
-        if class != SEG_SOP_CLASS_UID {
+        if !is_seg_class(class) {
             return Err(SegError::NotSeg {
                 sop_class: class.clone(),
             });
@@ -224,6 +245,14 @@ pub fn read_seg(bytes: &[u8]) -> Result<Seg, SegError> {
     let explicit = match meta.transfer_syntax.as_str() {
         uids::IMPLICIT_VR_LITTLE_ENDIAN => false,
         uids::EXPLICIT_VR_LITTLE_ENDIAN => true,
+        uids::DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN => {
+            // The same file in Explicit VR Little Endian, read as such.
+            let inflated = crate::dicom::inflate(bytes)
+                .map_err(|e| SegError::Parse { reason: e.to_string() })?
+                .ok_or_else(|| SegError::Parse { reason: "the deflated data set does not inflate".into() })?;
+            return read_seg(&inflated);
+        }
+        ts if crate::dicom::decodes_encapsulated(ts) => true,
         "1.2.840.10008.1.2.2" => {
             return Err(SegError::UnsupportedTransferSyntax {
                 transfer_syntax: meta.transfer_syntax,
@@ -666,12 +695,112 @@ pub(crate) fn group<'a>(
 enum SegType {
     Binary,
     Fractional { max: u16 },
+    Labelmap,
 }
 
-fn decode_seg(obj: &InMemDicomObject) -> Result<Seg, SegError> {
+/// Where a SEG's frames are: native pixel data (all frames, bit- or byte-packed), or
+/// encapsulated frames, decoded one at a time.
+enum FrameSource<'a> {
+    Native(Cow<'a, [u8]>),
+    Encapsulated,
+}
+
+/// The `pixels` values of frame `k` (from 0) at `bits` bits allocated.
+fn frame_values(file: &DefaultDicomObject, source: &FrameSource<'_>, k: usize, pixels: usize, bits: u16) -> Result<Vec<u16>, SegError> {
+    let bad = |reason: String| SegError::Frame { frame: k + 1, reason };
+    let unpack_bits = |bytes: &[u8], first_bit: usize| (first_bit..first_bit + pixels).map(|bit| bytes.get(bit / 8).map_or(0, |b| u16::from((b >> (bit % 8)) & 1))).collect();
+    match source {
+        FrameSource::Native(bytes) => Ok(match bits {
+            1 => unpack_bits(bytes, k * pixels),
+            8 => bytes.get(k * pixels..(k + 1) * pixels).unwrap_or(&[]).iter().map(|&v| u16::from(v)).collect(),
+            _ => bytes.get(2 * k * pixels..2 * (k + 1) * pixels).unwrap_or(&[]).chunks_exact(2).map(|w| u16::from_le_bytes([w[0], w[1]])).collect(),
+        }),
+        FrameSource::Encapsulated => {
+            let ts = file.meta().transfer_syntax().trim_end_matches('\0');
+            let frame = u32::try_from(k).map_err(|_| bad("too many frames".into()))?;
+            let values: Vec<u16> = if ts == uids::RLE_LOSSLESS {
+                // One RLE segment per byte of a sample; a 1-bit frame is its packed bits.
+                let stream = crate::dicom::frame_streams(file, Some(frame)).map_err(bad)?.concat();
+                match bits {
+                    1 => unpack_bits(&crate::volume::rle_decode(&stream, pixels.div_ceil(8), 1, 1).map_err(bad)?, 0),
+                    8 => crate::volume::rle_decode(&stream, pixels, 1, 1).map_err(bad)?.into_iter().map(u16::from).collect(),
+                    _ => crate::volume::rle_decode(&stream, pixels, 2, 1).map_err(bad)?.chunks_exact(2).map(|w| u16::from_le_bytes([w[0], w[1]])).collect(),
+                }
+            } else {
+                let stream = crate::dicom::frame_streams(file, Some(frame)).map_err(bad)?.concat();
+                if is_j2k(ts) {
+                    // The decoder allocates what the codestream declares: check that first.
+                    match j2k_size(&stream) {
+                        Some(n) if n == pixels as u64 => {}
+                        Some(n) => return Err(bad(format!("the JPEG 2000 codestream declares {n} pixels, Rows x Columns is {pixels}"))),
+                        None => return Err(bad("not a JPEG 2000 codestream (no SOC and SIZ markers)".into())),
+                    }
+                }
+                if bits == 1 {
+                    // The codecs write a 1-bit segmentation's frames as 8-bit samples, 0 or 1;
+                    // the DICOM codec adapters refuse BitsAllocated 1, so the codestream is
+                    // decoded here.
+                    return one_component_stream(ts, &stream).map_err(bad).and_then(|v| if v.len() == pixels { Ok(v) } else { Err(bad(format!("decodes to {} pixels, Rows x Columns is {pixels}", v.len()))) });
+                }
+                let d = crate::dicom::decode_pixel_data(file, Some(frame)).map_err(bad)?;
+                if d.samples_per_pixel != 1 {
+                    return Err(bad(format!("{} samples per pixel (1 expected)", d.samples_per_pixel)));
+                }
+                match d.bits_allocated {
+                    1 | 8 => d.data.into_iter().map(u16::from).collect(),
+                    _ => d.data.chunks_exact(2).map(|w| u16::from_ne_bytes([w[0], w[1]])).collect(),
+                }
+            };
+            if values.len() != pixels {
+                return Err(bad(format!("decodes to {} pixels, Rows x Columns is {pixels}", values.len())));
+            }
+            Ok(values)
+        }
+    }
+}
+
+/// JPEG 2000 (Part 1 and High-Throughput) transfer syntaxes.
+fn is_j2k(ts: &str) -> bool {
+    ts.starts_with("1.2.840.10008.1.2.4.9") || ts.starts_with("1.2.840.10008.1.2.4.20")
+}
+
+/// The number of pixels a JPEG 2000 codestream declares in its SIZ marker segment (ISO/IEC
+/// 15444-1 A.5.1: after SOC, Lsiz, Rsiz, then Xsiz, Ysiz, XOsiz, YOsiz, 32 bits each).
+fn j2k_size(stream: &[u8]) -> Option<u64> {
+    if stream.get(..4)? != [0xFF, 0x4F, 0xFF, 0x51] {
+        return None;
+    }
+    let word = |at: usize| stream.get(at..at + 4).map(|b| u64::from(u32::from_be_bytes([b[0], b[1], b[2], b[3]])));
+    let (x, y, xo, yo) = (word(8)?, word(12)?, word(16)?, word(20)?);
+    Some(x.checked_sub(xo)? * y.checked_sub(yo)?)
+}
+
+/// The samples of a one-component JPEG 2000 or JPEG-LS codestream.
+fn one_component_stream(ts: &str, stream: &[u8]) -> Result<Vec<u16>, String> {
+    let samples: Vec<u16> = if crate::dicom::JPEG_LS.contains(&ts) {
+        let d = catch_unwind(|| crate::jpegls::decode(stream)).map_err(|_| "the JPEG-LS decoder panicked".to_string())?.map_err(|e| e.to_string())?;
+        if d.components != 1 {
+            return Err(format!("the JPEG-LS stream has {} components (1 expected)", d.components));
+        }
+        d.samples
+    } else if is_j2k(ts) {
+        let image = catch_unwind(|| jpeg2k::Image::from_bytes(stream)).map_err(|_| "the JPEG 2000 decoder panicked".to_string())?.map_err(|e| format!("JPEG 2000: {e}"))?;
+        let components = image.components();
+        if components.len() != 1 {
+            return Err(format!("the JPEG 2000 stream has {} components (1 expected)", components.len()));
+        }
+        components[0].data().iter().map(|&v| u16::try_from(v).unwrap_or(0)).collect()
+    } else {
+        return Err(format!("1-bit frames in transfer syntax {ts} (cohort reads them native, in RLE, JPEG-LS or JPEG 2000)"));
+    };
+    Ok(samples)
+}
+
+fn decode_seg(file: &DefaultDicomObject) -> Result<Seg, SegError> {
     const TOP: &str = "the data set";
+    let obj: &InMemDicomObject = file;
     let sop_class = required_text(obj, tags::SOP_CLASS_UID, "SOPClassUID", TOP)?;
-    if sop_class != SEG_SOP_CLASS_UID {
+    if !is_seg_class(&sop_class) {
         return Err(SegError::NotSeg { sop_class });
     }
     let sop_uid = required_text(obj, tags::SOP_INSTANCE_UID, "SOPInstanceUID", TOP)?;
@@ -711,11 +840,14 @@ fn decode_seg(obj: &InMemDicomObject) -> Result<Seg, SegError> {
                 }
                 SegType::Fractional { max }
             }
+            "LABELMAP" => SegType::Labelmap,
             other => return Err(SegError::UnsupportedSegmentationType(other.to_string())),
         };
     let bits_per_pixel: usize = match seg_type {
         SegType::Binary => 1,
         SegType::Fractional { .. } => 8,
+        SegType::Labelmap if bits_allocated == 16 => 16,
+        SegType::Labelmap => 8,
     };
     if usize::from(bits_allocated) != bits_per_pixel {
         return Err(invalid(
@@ -725,19 +857,25 @@ fn decode_seg(obj: &InMemDicomObject) -> Result<Seg, SegError> {
         ));
     }
 
-    let segments = read_segments(obj)?;
+    let mut segments = read_segments(obj)?;
+    if seg_type == SegType::Labelmap {
+        // Segment 0 of a label map is the background, the pixels of no segment.
+        segments.retain(|s| s.number != 0);
+    }
 
     // Pixel data, checked for size before any mask is allocated.
     let pixel_elem = obj
         .get(tags::PIXEL_DATA)
         .ok_or_else(|| missing("PixelData", TOP))?;
-    let pixels: Cow<'_, [u8]> = match pixel_elem.value() {
-        Value::Primitive(PrimitiveValue::U8(v)) => Cow::Borrowed(&v[..]),
+    let native = !crate::dicom::decodes_encapsulated(file.meta().transfer_syntax());
+    let pixel_source = match pixel_elem.value() {
+        Value::Primitive(PrimitiveValue::U8(v)) if native => FrameSource::Native(Cow::Borrowed(&v[..])),
         // OW (implicit VR): words back to little-endian bytes
-        Value::Primitive(PrimitiveValue::U16(v)) => {
-            Cow::Owned(v.iter().flat_map(|w| w.to_le_bytes()).collect())
+        Value::Primitive(PrimitiveValue::U16(v)) if native => {
+            FrameSource::Native(Cow::Owned(v.iter().flat_map(|w| w.to_le_bytes()).collect()))
         }
-        Value::Primitive(PrimitiveValue::Empty) => Cow::Borrowed(&[][..]),
+        Value::Primitive(PrimitiveValue::Empty) if native => FrameSource::Native(Cow::Borrowed(&[][..])),
+        Value::PixelSequence(_) if !native => FrameSource::Encapsulated,
         Value::PixelSequence(_) => {
             return Err(invalid(
                 "PixelData",
@@ -745,12 +883,20 @@ fn decode_seg(obj: &InMemDicomObject) -> Result<Seg, SegError> {
                 "encapsulated pixel data in a native transfer syntax",
             ))
         }
+        Value::Primitive(_) if !native => return Err(invalid("PixelData", TOP, "native pixel data in a compressed transfer syntax")),
         _ => return Err(invalid("PixelData", TOP, "not a byte or word value")),
     };
     let n_frames = usize::try_from(n_frames).unwrap_or(usize::MAX);
     let pixels_per_frame = rows * columns; // both <= 65535: the product fits in u32
     let needed_bits = (n_frames as u128) * (pixels_per_frame as u128) * (bits_per_pixel as u128);
-    let actual_bits = (pixels.len() as u128) * 8;
+    let actual_bits = match &pixel_source {
+        FrameSource::Native(p) => (p.len() as u128) * 8,
+        // Each frame is checked as it is decoded; here only its size is bounded.
+        FrameSource::Encapsulated if pixels_per_frame > MAX_FRAME_PIXELS => {
+            return Err(invalid("Rows", TOP, format!("{rows}x{columns} frames: more than {MAX_FRAME_PIXELS} pixels a frame")));
+        }
+        FrameSource::Encapsulated => needed_bits,
+    };
     if needed_bits > actual_bits {
         return Err(SegError::PixelDataTooShort {
             frames: n_frames,
@@ -778,6 +924,8 @@ fn decode_seg(obj: &InMemDicomObject) -> Result<Seg, SegError> {
         let frame_no = k + 1;
         let ctx = format!("PerFrameFunctionalGroupsSequence item {frame_no}");
         let segment = match group(item, shared, tags::SEGMENT_IDENTIFICATION_SEQUENCE) {
+            // A label map's frames hold all segments.
+            _ if seg_type == SegType::Labelmap => 0,
             Some(g) => int_u16(
                 g,
                 tags::REFERENCED_SEGMENT_NUMBER,
@@ -787,7 +935,7 @@ fn decode_seg(obj: &InMemDicomObject) -> Result<Seg, SegError> {
             .ok_or(SegError::FrameWithoutSegment { frame: frame_no })?,
             None => return Err(SegError::FrameWithoutSegment { frame: frame_no }),
         };
-        if !segments.iter().any(|s| s.number == segment) {
+        if seg_type != SegType::Labelmap && !segments.iter().any(|s| s.number == segment) {
             return Err(SegError::UnknownSegment {
                 frame: frame_no,
                 segment,
@@ -810,21 +958,16 @@ fn decode_seg(obj: &InMemDicomObject) -> Result<Seg, SegError> {
             Some(p) => read_position(p, &ctx)?,
             None => None,
         };
-        let start = k * pixels_per_frame; // k < n_frames, product checked above
+        let values = frame_values(file, &pixel_source, k, pixels_per_frame, bits_allocated)?;
         let mask = match seg_type {
-            SegType::Binary => (start..start + pixels_per_frame)
-                .map(|bit| {
-                    pixels
-                        .get(bit / 8)
-                        .map_or(0, |byte| (byte >> (bit % 8)) & 1)
-                })
-                .collect(),
-            SegType::Fractional { max } => pixels
-                .get(start..start + pixels_per_frame)
-                .unwrap_or(&[])
-                .iter()
-                .map(|&v| u8::from(u16::from(v) * 2 > max))
-                .collect(),
+            SegType::Binary => values.iter().map(|&v| u8::from(v != 0)).collect(),
+            SegType::Fractional { max } => values.iter().map(|&v| u8::from(v.saturating_mul(2) > max)).collect(),
+            SegType::Labelmap => {
+                if let Some(&v) = values.iter().find(|&&v| v != 0 && !segments.iter().any(|s| s.number == v)) {
+                    return Err(SegError::UnknownSegment { frame: frame_no, segment: v });
+                }
+                values.iter().map(|&v| u8::try_from(v).map_err(|_| invalid("PixelData", &ctx, format!("segment number {v}: cohort's masks hold segments 1 to 255")))).collect::<Result<_, _>>()?
+            }
         };
         frames.push(SegFrame {
             segment,
@@ -2063,20 +2206,26 @@ mod tests {
     #[test]
     fn error_compressed_and_unsupported_syntaxes() {
         let bytes = write_seg(&Fixture::new().spec()).unwrap();
+        // Native pixel data under a compressed syntax's name.
         let rle = with_transfer_syntax(&bytes, b"1.2.840.10008.1.2.5\0");
         let err = read_seg(&rle).unwrap_err();
-        assert!(
-            matches!(&err, SegError::Compressed { transfer_syntax } if transfer_syntax == "1.2.840.10008.1.2.5"),
-            "{err}"
-        );
+        assert!(matches!(&err, SegError::InvalidAttribute { keyword: "PixelData", reason, .. } if reason == "native pixel data in a compressed transfer syntax"), "{err}");
+        let unknown = with_transfer_syntax(&bytes, b"1.2.840.10008.1.2.9\0");
+        let err = read_seg(&unknown).unwrap_err();
+        assert!(matches!(&err, SegError::Compressed { transfer_syntax } if transfer_syntax == "1.2.840.10008.1.2.9"), "{err}");
         let be = with_transfer_syntax(&bytes, b"1.2.840.10008.1.2.2\0");
         let err = read_seg(&be).unwrap_err();
         assert!(
             matches!(err, SegError::UnsupportedTransferSyntax { .. }),
             "{err}"
         );
+    }
 
-        // deflated: needs dicom-object's "deflate" feature, not enabled here
+    #[test]
+    fn deflated_seg_reads_as_its_inflated_form() {
+        use std::io::Write;
+        let bytes = write_seg(&Fixture::new().spec()).unwrap();
+        let start = walk_meta(&bytes, 132).unwrap().dataset_start;
         let meta = FileMetaTableBuilder::new()
             .transfer_syntax(uids::DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN)
             .media_storage_sop_class_uid(SEG_SOP_CLASS_UID)
@@ -2086,12 +2235,14 @@ mod tests {
         let mut deflated = vec![0u8; 128];
         deflated.extend_from_slice(b"DICM");
         meta.write(&mut deflated).unwrap();
-        deflated.extend_from_slice(&[0x63, 0x60, 0x00, 0x02, 0x00, 0x00]);
-        let err = read_seg(&deflated).unwrap_err();
-        assert!(
-            matches!(&err, SegError::Compressed { transfer_syntax } if transfer_syntax == uids::DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN),
-            "{err}"
-        );
+        let mut z = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+        z.write_all(&bytes[start..]).unwrap();
+        deflated.extend(z.finish().unwrap());
+        assert_eq!(read_seg(&deflated).unwrap(), read_seg(&bytes).unwrap());
+        // Not deflate data: an error, no panic.
+        let mut broken = deflated[..deflated.len() - 40].to_vec();
+        broken.extend_from_slice(&[0xFF; 40]);
+        assert!(read_seg(&broken).is_err());
     }
 
     #[test]

@@ -1127,7 +1127,7 @@ fn colour_planes(s: &[i32], pixels: usize, colour: Colour, interleaved: bool, bi
 ///
 /// A colour image (`spp` 3) has one segment per byte of each sample, the samples in order
 /// (R, then G, then B); the result holds the samples plane by plane, `count` of each.
-fn rle_decode(fragment: &[u8], count: usize, bytes_per: usize, spp: usize) -> Result<Vec<u8>, String> {
+pub(crate) fn rle_decode(fragment: &[u8], count: usize, bytes_per: usize, spp: usize) -> Result<Vec<u8>, String> {
     let word = |i: usize| fragment.get(4 * i..4 * i + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
     let segments = word(0).ok_or("the RLE header is truncated")?;
     if segments != bytes_per * spp {

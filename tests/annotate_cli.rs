@@ -744,6 +744,63 @@ fn dicom_seg_import_matches_the_same_mask_from_nifti() {
     assert!(e.contains("IM0.dcm"), "{e}");
 }
 
+/// The same two-segment mask as highdicom writes it in every form (BINARY, FRACTIONAL and
+/// LABELMAP; native, RLE, JPEG-LS and JPEG 2000) imports as the same mask, equal to the mask
+/// written as NIfTI with nibabel (`tests/scripts/highdicom_segs.py`); a label map naming a
+/// segment it does not define and a frame that does not decode are errors naming the file.
+#[test]
+fn highdicom_segmentations_in_every_form_import_as_the_same_mask() {
+    let found = Command::new("python3").args(["-c", "import highdicom, nibabel"]).output().is_ok_and(|o| o.status.success());
+    assert!(found, "python3 with highdicom and nibabel is required for this cross-check: pip install highdicom nibabel (.ci/run does)");
+    let t = tempfile::tempdir().unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scripts/highdicom_segs.py");
+    let o = Command::new("python3").arg(&script).arg(t.path()).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r = t.path().join("ct");
+    let r = r.as_path();
+    ok(r, &["init"]);
+    ok(r, &["commit", "-m", "fake CT"]);
+    let series = fs::read_to_string(t.path().join("series.txt")).unwrap();
+    let truth = t.path().join("truth.nii.gz");
+    ok(r, &["annotate", "import", "HEAD", truth.to_str().unwrap(), "--reader", "nifti", "--kind", "segmentation", "--source", "retrospective", "--task", "organs", "--series", &series, "--labels", "1=liver,2=lesion"]);
+    let mut forms: Vec<String> = fs::read_dir(t.path().join("segs")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().trim_end_matches(".dcm").to_string()).collect();
+    forms.sort();
+    assert_eq!(forms.len(), 11, "{forms:?}");
+    for form in &forms {
+        let f = t.path().join("segs").join(format!("{form}.dcm"));
+        ok(r, &["annotate", "import", "HEAD", f.to_str().unwrap(), "--reader", form, "--kind", "segmentation", "--source", "retrospective", "--task", "organs"]);
+    }
+    let ag = json(r, &["agreement", "--task", "organs", "--json"]);
+    assert_eq!(ag["readers"].as_array().unwrap().len(), 12, "{ag}");
+    assert_eq!(ag["overall"], 1.0, "{ag}");
+    assert_eq!((&ag["per_label"]["liver"], &ag["per_label"]["lesion"]), (&Value::from(1.0), &Value::from(1.0)), "{ag}");
+    for p in ag["pairs"].as_array().unwrap() {
+        assert_eq!(p["value"], 1.0, "{p}");
+    }
+    // A label map with a pixel of segment 7, which it does not define.
+    let check = |name: &str, bytes: Vec<u8>, want: &str| {
+        let f = t.path().join(name);
+        fs::write(&f, bytes).unwrap();
+        let e = String::from_utf8_lossy(&fails(r, &["annotate", "import", "HEAD", f.to_str().unwrap(), "--reader", "bad", "--kind", "segmentation", "--source", "weak", "--task", "organs"]).stderr).into_owned();
+        assert!(e.contains(name) && e.contains(want), "{e}");
+    };
+    let mut lab = fs::read(t.path().join("segs/labelmap.dcm")).unwrap();
+    let n = lab.len();
+    lab[n - 1] = 7;
+    check("seven.dcm", lab, "references segment 7");
+    // An RLE frame whose header counts 5 segments for 8-bit samples.
+    let mut rle = fs::read(t.path().join("segs/labelmap_rle.dcm")).unwrap();
+    let item = rle.windows(4).rposition(|w| w == [0xFE, 0xFF, 0x00, 0xE0]).unwrap();
+    rle[item + 8] = 5;
+    check("rle.dcm", rle, "frame 3: 5 RLE segments");
+    // A JPEG 2000 frame that declares a larger image than Rows x Columns: refused before the
+    // decoder allocates it.
+    let mut j2k = fs::read(t.path().join("segs/binary_j2k.dcm")).unwrap();
+    let soc = j2k.windows(4).position(|w| w == [0xFF, 0x4F, 0xFF, 0x51]).unwrap();
+    j2k[soc + 8..soc + 12].copy_from_slice(&60000u32.to_be_bytes());
+    check("j2k.dcm", j2k, "frame 1: the JPEG 2000 codestream declares");
+}
+
 /// pydicom's RT Dose grid (15 frames, unsigned 32-bit, DoseGridScaling) with a SEG drawn on
 /// two of its frames (ReferencedFrameNumber): imported, and exported for nnU-Net as a
 /// volume in Gy with its label map, checked with nibabel against pydicom's reading of the

@@ -117,7 +117,8 @@ pub(super) fn import(
             let plane = &mut labels[k * nx * ny..(k + 1) * nx * ny];
             for (dst, &m) in plane.iter_mut().zip(&f.mask) {
                 if m != 0 {
-                    *dst = v;
+                    // A label map's frame (segment 0) holds each pixel's segment number.
+                    *dst = if f.segment == 0 { m } else { v };
                 }
             }
         }

@@ -513,13 +513,13 @@ pub(crate) fn decodes_encapsulated(ts: &str) -> bool {
 }
 
 /// The transfer syntaxes of JPEG-LS: lossless and near-lossless (PS3.5 A.4.3).
-const JPEG_LS: [&str; 2] = ["1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81"];
+pub(crate) const JPEG_LS: [&str; 2] = ["1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81"];
 
 /// The codestreams of the frames asked for (all with `None`) of encapsulated pixel data.
 /// PS3.5 A.4: a frame is one fragment or several; a single-frame image is all its fragments,
 /// one fragment per frame is the usual case, and otherwise each frame's first fragment starts
 /// with an SOI marker (FF D8), which is how its fragments are told apart.
-fn frame_streams(file: &DefaultDicomObject, frame: Option<u32>) -> Result<Vec<Vec<u8>>, String> {
+pub(crate) fn frame_streams(file: &DefaultDicomObject, frame: Option<u32>) -> Result<Vec<Vec<u8>>, String> {
     use dicom_core::value::Value;
     use dicom_dictionary_std::tags;
     let element = file.element_opt(tags::PIXEL_DATA).ok().flatten().ok_or("there is no Pixel Data")?;
