@@ -6,8 +6,10 @@
 //!   merged like a file, so two readers annotating on two branches merge cleanly.
 //!
 //! A merge with conflicts changes nothing and names every conflicting path and catalog
-//! entry, unless the caller chose a side for conflicts ([`Prefer`]): then each conflict takes
-//! that side's version, and the merge commit lists the conflicts it resolved so. The merge
+//! entry, unless the caller settled them ([`Resolve`]): a side for a conflict by its name, for
+//! the conflicts under a folder (a patient, a study), or for all ([`Prefer`]). Each settled
+//! conflict takes its side's version, and the merge commit notes each one and how it was
+//! settled. The merge
 //! commit has two parents (ours, then theirs) and an activity of kind
 //! `merge` whose inputs name both.
 
@@ -35,8 +37,10 @@ pub enum MergeError {
     Unrelated { ours: String, theirs: String },
     #[error("{ours} and {theirs} have {count} merge bases (a criss-cross history); merge one of them first")]
     CrissCross { ours: String, theirs: String, count: usize },
-    #[error("merging {theirs} into {branch}: {} conflict(s), nothing changed: {}", .paths.len() + .catalog.len(), conflict_list(.paths, .catalog))]
+    #[error("merging {theirs} into {branch}: {} conflict(s), nothing changed: {} (settle them with --take NAME=ours|theirs, NAME a conflict or a folder, or all with --prefer)", .paths.len() + .catalog.len(), conflict_list(.paths, .catalog))]
     Conflicts { branch: String, theirs: String, paths: Vec<String>, catalog: Vec<String> },
+    #[error("--take {pattern}: merging {theirs} has no conflict of that name or in that folder, nothing changed (conflicts: {})", conflict_list(.conflicts, &[]))]
+    TakeUnused { pattern: String, theirs: String, conflicts: Vec<String> },
     #[error("merging {theirs}: {source}")]
     Tree { theirs: String, source: TreeBuildError },
     #[error(transparent)]
@@ -62,6 +66,52 @@ impl Prefer {
             Prefer::Theirs => "theirs",
         }
     }
+}
+
+/// How a merge settles conflicts: a side for conflicts by name or folder, else one side for
+/// all (`cohort merge --take NAME=SIDE ... --prefer SIDE`).
+#[derive(Debug, Clone, Default)]
+pub struct Resolve {
+    /// One side for every conflict no `take` settles.
+    pub prefer: Option<Prefer>,
+    /// (name, side): a conflict's name as the merge lists it (a path, `annotations
+    /// TASK/READER`, `split NAME`), or a folder of them (`P0001/`, `P0001`, `annotations
+    /// TASK`). The most specific name that matches a conflict settles it.
+    pub take: Vec<(String, Prefer)>,
+}
+
+impl Resolve {
+    /// Every conflict takes `p`.
+    pub fn all(p: Prefer) -> Resolve {
+        Resolve { prefer: Some(p), take: Vec::new() }
+    }
+
+    /// The `take` that settles `conflict`: an exact name first, else the longest folder.
+    fn take_for(&self, conflict: &str) -> Option<&(String, Prefer)> {
+        let matches = |name: &str| {
+            let folder = name.trim_end_matches('/');
+            conflict == name || conflict.strip_prefix(folder).is_some_and(|rest| rest.starts_with('/'))
+        };
+        self.take.iter().filter(|(n, _)| matches(n)).max_by_key(|(n, _)| (conflict == n.as_str(), n.trim_end_matches('/').len()))
+    }
+
+    /// The side `conflict` takes and what settled it (`--take NAME=SIDE`, `--prefer SIDE`).
+    fn decide(&self, conflict: &str) -> Option<(Prefer, String)> {
+        match self.take_for(conflict) {
+            Some((n, p)) => Some((*p, format!("--take {n}={}", p.name()))),
+            None => self.prefer.map(|p| (p, format!("--prefer {}", p.name()))),
+        }
+    }
+}
+
+/// A conflict the merge settled.
+#[derive(Debug, Clone, Serialize)]
+pub struct Resolution {
+    /// Its name: a path, `annotations TASK/READER` or `split NAME`.
+    pub conflict: String,
+    pub side: Prefer,
+    /// What settled it: `--take NAME=SIDE` or `--prefer SIDE`.
+    pub by: String,
 }
 
 /// A file's kind, id and size.
@@ -91,12 +141,13 @@ pub struct MergeSummary {
     pub files_from_theirs: usize,
     /// Catalog entries (annotation sets, splits) that came from `theirs`.
     pub catalog_from_theirs: usize,
-    /// The side conflicts took, if one was chosen.
+    /// The side conflicts took, if one was chosen for all.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prefer: Option<Prefer>,
-    /// Conflicts resolved by `prefer`: paths, then catalog entries ("annotations TASK/READER",
-    /// "split NAME").
+    /// Conflicts settled: paths, then catalog entries ("annotations TASK/READER", "split NAME").
     pub resolved: Vec<String>,
+    /// Each settled conflict, its side and what settled it (`resolved`, in the same order).
+    pub resolutions: Vec<Resolution>,
 }
 
 /// Every commit reachable from `tip` (itself included), with its parents.
@@ -125,8 +176,10 @@ pub fn merge_bases(repo: &Repo, a: ObjectId, b: ObjectId) -> Result<Vec<ObjectId
 }
 
 /// Merge `rev` into the current branch and update the working tree, which must be clean.
-/// With `prefer`, conflicts take that side instead of stopping the merge.
-pub fn merge(repo: &Repo, rev: &str, message: Option<&str>, prefer: Option<Prefer>, progress: &dyn Progress) -> Result<MergeSummary, MergeError> {
+/// Conflicts that `resolve` settles take their side; any other stops the merge, as does a
+/// `take` that settles no conflict.
+pub fn merge(repo: &Repo, rev: &str, message: Option<&str>, resolve: &Resolve, progress: &dyn Progress) -> Result<MergeSummary, MergeError> {
+    let prefer = resolve.prefer;
     let (ours, branch) = repo.head()?;
     let branch = branch.ok_or(MergeError::Detached)?;
     let theirs = repo.resolve(rev)?;
@@ -134,7 +187,18 @@ pub fn merge(repo: &Repo, rev: &str, message: Option<&str>, prefer: Option<Prefe
     if !st.clean {
         return Err(MergeError::Dirty { count: st.changes.len(), example: st.changes[0].path.clone() });
     }
-    let summary = |outcome, commit, base, files, catalog, resolved| MergeSummary { branch: branch.clone(), outcome, commit, theirs, base, files_from_theirs: files, catalog_from_theirs: catalog, prefer, resolved };
+    let summary = |outcome, commit, base, files, catalog, resolutions: Vec<Resolution>| MergeSummary {
+        branch: branch.clone(),
+        outcome,
+        commit,
+        theirs,
+        base,
+        files_from_theirs: files,
+        catalog_from_theirs: catalog,
+        prefer,
+        resolved: resolutions.iter().map(|r| r.conflict.clone()).collect(),
+        resolutions,
+    };
     let move_branch = |w, commit: ObjectId, what: String| -> Result<(), MergeError> {
         let mut view = repo.store.view()?;
         view.branches.insert(branch.clone(), commit);
@@ -182,18 +246,31 @@ pub fn merge(repo: &Repo, rev: &str, message: Option<&str>, prefer: Option<Prefe
             Some(m) if same_entry(m, new) => {}
             Some(_) => {
                 paths.push(path.clone());
-                if prefer == Some(Prefer::Theirs) {
+                if resolve.decide(path).is_some_and(|(p, _)| p == Prefer::Theirs) {
                     take.push((path, *new));
                 }
             }
         }
     }
-    let (catalog, catalog_from_theirs, catalog_conflicts) = merge_catalogs(repo, &cb, &co, &ct, prefer)?;
-    if prefer.is_none() && (!paths.is_empty() || !catalog_conflicts.is_empty()) {
-        return Err(MergeError::Conflicts { branch, theirs: rev.into(), paths, catalog: catalog_conflicts });
+    let (catalog, catalog_from_theirs, catalog_conflicts) = merge_catalogs(repo, &cb, &co, &ct, resolve)?;
+    // Every --take must settle something: a mistyped name would otherwise leave its
+    // conflict to --prefer, or be silently ignored.
+    let all: Vec<String> = paths.iter().chain(&catalog_conflicts).cloned().collect();
+    if let Some((pattern, _)) = resolve.take.iter().find(|t| !all.iter().any(|c| resolve.take_for(c) == Some(t))) {
+        return Err(MergeError::TakeUnused { pattern: pattern.clone(), theirs: rev.into(), conflicts: all });
     }
-    let catalog_conflicts_len = catalog_conflicts.len();
-    let resolved: Vec<String> = paths.into_iter().chain(catalog_conflicts).collect();
+    let unsettled = |list: &[String]| list.iter().filter(|c| resolve.decide(c).is_none()).cloned().collect::<Vec<_>>();
+    let (open_paths, open_catalog) = (unsettled(&paths), unsettled(&catalog_conflicts));
+    if !open_paths.is_empty() || !open_catalog.is_empty() {
+        return Err(MergeError::Conflicts { branch, theirs: rev.into(), paths: open_paths, catalog: open_catalog });
+    }
+    let resolutions: Vec<Resolution> = all
+        .iter()
+        .map(|c| {
+            let (side, by) = resolve.decide(c).expect("every conflict is settled (checked above)");
+            Resolution { conflict: c.clone(), side, by }
+        })
+        .collect();
 
     let mut files: BTreeMap<String, Entry> = BTreeMap::new();
     let mut listed: Vec<(String, TreeEntry)> = Vec::new();
@@ -220,16 +297,24 @@ pub fn merge(repo: &Repo, rev: &str, message: Option<&str>, prefer: Option<Prefe
     if let Some(p) = prefer {
         parameters.insert("prefer".to_string(), p.name().to_string());
     }
-    // One note per resolved conflict: a file's note names it by path; a catalog entry's note
+    if !resolve.take.is_empty() {
+        parameters.insert("take".to_string(), resolve.take.iter().map(|(n, p)| format!("{n}={}", p.name())).collect::<Vec<_>>().join("\n"));
+    }
+    // One note per settled conflict: a file's note names it by path; a catalog entry's note
     // names the entry (its `path` stays empty, as it is no file).
-    let side = |p: Prefer| if p == Prefer::Theirs { format!("conflict: took {rev}'s version (--prefer theirs)") } else { "conflict: kept this branch's version (--prefer ours)".to_string() };
-    let notes = match prefer {
-        None => Vec::new(),
-        Some(p) => {
-            let (files, entries) = resolved.split_at(resolved.len() - catalog_conflicts_len);
-            files.iter().map(|f| CommitNote { path: f.clone(), note: side(p) }).chain(entries.iter().map(|e| CommitNote { path: String::new(), note: format!("{e}: {}", side(p)) })).collect()
-        }
+    let said = |r: &Resolution| match r.side {
+        Prefer::Theirs => format!("conflict: took {rev}'s version ({})", r.by),
+        Prefer::Ours => format!("conflict: kept this branch's version ({})", r.by),
     };
+    let notes: Vec<CommitNote> = resolutions
+        .iter()
+        .enumerate()
+        .map(|(i, r)| if i < paths.len() {
+            CommitNote { path: r.conflict.clone(), note: said(r) }
+        } else {
+            CommitNote { path: String::new(), note: format!("{}: {}", r.conflict, said(r)) }
+        })
+        .collect();
     let mut commit: Commit = repo.draft_commit(CommitDraft {
         tree,
         parent: Some(ours),
@@ -250,7 +335,7 @@ pub fn merge(repo: &Repo, rev: &str, message: Option<&str>, prefer: Option<Prefe
     repo.store.finish_pack(w)?;
     repo.write_worktree(&snap, tree, progress)?;
     move_branch(repo.store.writer()?, id, format!("merge {}: {rev} into {branch}", id.short()))?;
-    Ok(summary("merge", id, Some(base), take.len(), catalog_from_theirs, resolved))
+    Ok(summary("merge", id, Some(base), take.len(), catalog_from_theirs, resolutions))
 }
 
 fn same_entry(a: &Option<Entry>, b: &Option<Entry>) -> bool {
@@ -263,8 +348,8 @@ fn same_entry(a: &Option<Entry>, b: &Option<Entry>) -> bool {
 
 /// Three-way merge of the catalogs, entry by entry. Returns the merged catalog (None: ours
 /// unchanged), how many entries came from theirs, and the conflicting entries (which take
-/// theirs with `Prefer::Theirs`, stay ours otherwise).
-fn merge_catalogs(repo: &Repo, base: &Commit, ours: &Commit, theirs: &Commit, prefer: Option<Prefer>) -> Result<(Option<Catalog>, usize, Vec<String>), MergeError> {
+/// theirs where `resolve` says so, stay ours otherwise).
+fn merge_catalogs(repo: &Repo, base: &Commit, ours: &Commit, theirs: &Commit, resolve: &Resolve) -> Result<(Option<Catalog>, usize, Vec<String>), MergeError> {
     if theirs.catalog == base.catalog || theirs.catalog == ours.catalog {
         return Ok((None, 0, Vec::new()));
     }
@@ -273,8 +358,9 @@ fn merge_catalogs(repo: &Repo, base: &Commit, ours: &Commit, theirs: &Commit, pr
     let mut merged = o.clone();
     let mut from_theirs = 0;
     let mut conflicts = Vec::new();
-    let take_theirs = prefer == Some(Prefer::Theirs);
-    fn three<K: Ord + Clone>(b: &BTreeMap<K, ObjectId>, o: &BTreeMap<K, ObjectId>, t: &BTreeMap<K, ObjectId>, take_theirs: bool, out: &mut BTreeMap<K, ObjectId>, taken: &mut usize, conflict: &mut dyn FnMut(&K)) {
+    let theirs_wins = |name: &str| resolve.decide(name).is_some_and(|(p, _)| p == Prefer::Theirs);
+    // `conflict` records a conflicting entry and says whether it takes theirs.
+    fn three<K: Ord + Clone>(b: &BTreeMap<K, ObjectId>, o: &BTreeMap<K, ObjectId>, t: &BTreeMap<K, ObjectId>, out: &mut BTreeMap<K, ObjectId>, taken: &mut usize, conflict: &mut dyn FnMut(&K) -> bool) {
         let keys: BTreeSet<&K> = b.keys().chain(o.keys()).chain(t.keys()).collect();
         for k in keys {
             let (vb, vo, vt) = (b.get(k), o.get(k), t.get(k));
@@ -282,10 +368,7 @@ fn merge_catalogs(repo: &Repo, base: &Commit, ours: &Commit, theirs: &Commit, pr
                 continue;
             }
             let conflicting = vo != vb;
-            if conflicting {
-                conflict(k);
-            }
-            if !conflicting || take_theirs {
+            if !conflicting || conflict(k) {
                 match vt {
                     Some(v) => out.insert(k.clone(), *v),
                     None => out.remove(k),
@@ -294,7 +377,12 @@ fn merge_catalogs(repo: &Repo, base: &Commit, ours: &Commit, theirs: &Commit, pr
             }
         }
     }
-    three(&b.annotations, &o.annotations, &t.annotations, take_theirs, &mut merged.annotations, &mut from_theirs, &mut |(task, reader)| conflicts.push(format!("annotations {task}/{reader}")));
-    three(&b.splits, &o.splits, &t.splits, take_theirs, &mut merged.splits, &mut from_theirs, &mut |name| conflicts.push(format!("split {name}")));
+    let mut record = |name: String| {
+        let theirs = theirs_wins(&name);
+        conflicts.push(name);
+        theirs
+    };
+    three(&b.annotations, &o.annotations, &t.annotations, &mut merged.annotations, &mut from_theirs, &mut |(task, reader)| record(format!("annotations {task}/{reader}")));
+    three(&b.splits, &o.splits, &t.splits, &mut merged.splits, &mut from_theirs, &mut |name| record(format!("split {name}")));
     Ok((Some(merged), from_theirs, conflicts))
 }

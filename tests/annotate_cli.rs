@@ -927,9 +927,11 @@ fn readers_on_two_branches_merge_into_one_catalog() {
     let theirs_set = set_of(json(r, &["annotate", "list", "reader-b-too", "--json"]), "reader-a");
     let ours_set = set_of(json(r, &["annotate", "list", "--json"]), "reader-a");
     assert_ne!(theirs_set, ours_set);
-    let m = json(r, &["merge", "reader-b-too", "--prefer", "theirs", "--json"]);
+    // Settled for the whole task (its readers' sets lie "in" it, as files in a folder).
+    let m = json(r, &["merge", "reader-b-too", "--take", "annotations finding=theirs", "--json"]);
     assert_eq!((m["outcome"].as_str(), m["resolved"].clone()), (Some("merge"), serde_json::json!(["annotations finding/reader-a"])), "{m}");
-    assert!(ok(r, &["show"]).contains("note: annotations finding/reader-a: conflict: took reader-b-too's version (--prefer theirs)"));
+    assert_eq!(m["resolutions"][0]["by"], "--take annotations finding=theirs", "{m}");
+    assert!(ok(r, &["show"]).contains("note: annotations finding/reader-a: conflict: took reader-b-too's version (--take annotations finding=theirs)"));
     let merged = json(r, &["annotate", "list", "--json"]);
     assert_eq!(set_of(merged.clone(), "reader-a"), theirs_set, "{merged}");
     assert!(set_of(merged, "reader-b").is_some());

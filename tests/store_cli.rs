@@ -238,6 +238,61 @@ fn merge_of_two_branches_fast_forward_and_conflicts() {
     assert_eq!(fails(r, &["merge", "rival", "--prefer", "mine"]).status.code(), Some(2));
 }
 
+/// Conflicts settled one by one or by folder (`--take`), the rest by `--prefer`; a conflict
+/// left unsettled, or a `--take` that settles nothing, changes nothing.
+#[test]
+fn merge_settles_conflicts_by_name_or_folder() {
+    let d = repo();
+    let r = d.path();
+    for (p, v) in [("P1/a.bin", "base a"), ("P1/b.bin", "base b"), ("P2/c.bin", "base c"), ("shared.csv", "base")] {
+        write(r, p, v.as_bytes());
+    }
+    ok(r, &["commit", "-m", "base"]);
+    ok(r, &["branch", "rival"]);
+    for p in ["P1/a.bin", "P1/b.bin", "P2/c.bin", "shared.csv"] {
+        write(r, p, format!("main {p}").as_bytes());
+    }
+    ok(r, &["commit", "-m", "main edits"]);
+    ok(r, &["checkout", "rival"]);
+    for p in ["P1/a.bin", "P1/b.bin", "P2/c.bin", "shared.csv"] {
+        write(r, p, format!("rival {p}").as_bytes());
+    }
+    write(r, "P3/d.bin", b"rival only");
+    ok(r, &["commit", "-m", "rival edits"]);
+    ok(r, &["checkout", "main"]);
+    let before = (snapshot(r), json(r, &["log", "--json"])[0]["id"].clone());
+    let unchanged = || assert_eq!((snapshot(r), json(r, &["log", "--json"])[0]["id"].clone()), before);
+    // Patient 1 settled, the other two conflicts not: they are listed, nothing changes.
+    let e = fails(r, &["merge", "rival", "--take", "P1/=theirs"]);
+    assert_eq!(e.status.code(), Some(1));
+    let msg = String::from_utf8_lossy(&e.stderr).into_owned();
+    assert!(msg.contains("2 conflict(s)") && msg.contains("P2/c.bin") && msg.contains("shared.csv") && !msg.contains("P1/") && msg.contains("--take NAME=ours|theirs"), "{msg}");
+    unchanged();
+    // A --take that settles no conflict (a typo) is an error too.
+    let e = fails(r, &["merge", "rival", "--take", "P9=theirs", "--prefer", "ours"]);
+    assert_eq!(e.status.code(), Some(1));
+    let msg = String::from_utf8_lossy(&e.stderr).into_owned();
+    assert!(msg.contains("--take P9: merging rival has no conflict of that name or in that folder"), "{msg}");
+    unchanged();
+    assert_eq!(fails(r, &["merge", "rival", "--take", "P1"]).status.code(), Some(2));
+    assert_eq!(fails(r, &["merge", "rival", "--take", "P1=mine"]).status.code(), Some(2));
+    unchanged();
+    // Patient 1 from rival but b.bin kept (the exact name wins over its folder), patient 2
+    // from rival (a folder named without its slash), the rest kept by --prefer.
+    let m = json(r, &["merge", "rival", "--take", "P1/=theirs", "--take", "P1/b.bin=ours", "--take", "P2=theirs", "--prefer", "ours", "--json"]);
+    let got: Vec<(String, String, String)> = m["resolutions"].as_array().unwrap().iter().map(|x| (x["conflict"].as_str().unwrap().to_string(), x["side"].as_str().unwrap().to_string(), x["by"].as_str().unwrap().to_string())).collect();
+    let want = [("P1/a.bin", "theirs", "--take P1/=theirs"), ("P1/b.bin", "ours", "--take P1/b.bin=ours"), ("P2/c.bin", "theirs", "--take P2=theirs"), ("shared.csv", "ours", "--prefer ours")];
+    assert_eq!(got, want.map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string())), "{m}");
+    for (p, who) in [("P1/a.bin", "rival"), ("P1/b.bin", "main"), ("P2/c.bin", "rival"), ("shared.csv", "main")] {
+        assert_eq!(fs::read(r.join(p)).unwrap(), format!("{who} {p}").as_bytes(), "{p}");
+    }
+    assert_eq!(fs::read(r.join("P3/d.bin")).unwrap(), b"rival only");
+    let show = ok(r, &["show"]);
+    assert!(show.contains("note: P1/b.bin: conflict: kept this branch's version (--take P1/b.bin=ours)") && show.contains("note: P2/c.bin: conflict: took rival's version (--take P2=theirs)"), "{show}");
+    assert!(ok(r, &["status"]).contains("working tree clean"));
+    ok(r, &["fsck"]);
+}
+
 #[test]
 fn branches_tags_and_op_log() {
     let d = repo();

@@ -30,25 +30,55 @@ pub fn run_checkout(env: &Env, a: CheckoutArgs) -> CliResult {
 /// Merge a revision into the current branch (the working tree must be clean): a fast-forward
 /// when possible, else a commit with two parents. Files and catalog entries (annotation sets,
 /// splits) changed on one side take that side; changed differently on both, they are
-/// conflicts, listed, and nothing changes (exit status 1), unless `--prefer` chooses a side.
+/// conflicts, listed, and nothing changes (exit status 1), unless `--take` or `--prefer`
+/// settles them.
 #[derive(clap::Args)]
 pub struct MergeArgs {
     rev: String,
     /// Message of the merge commit (default: "Merge REV into BRANCH").
     #[arg(short, long)]
     message: Option<String>,
-    /// Resolve every conflict by taking this side: `ours` keeps the current branch's version,
-    /// `theirs` takes REV's. The merge commit notes each conflict it resolved.
-    #[arg(long, value_enum)]
-    prefer: Option<Prefer>,
+    #[command(flatten)]
+    settle: SettleArgs,
     #[arg(long)]
     json: bool,
+}
+
+/// How merge conflicts are settled (`merge`, `pull`).
+#[derive(clap::Args, Default)]
+pub struct SettleArgs {
+    /// Settle one conflict, or those in a folder, by taking a side: NAME=ours keeps the
+    /// current branch's version, NAME=theirs takes the other's. NAME is a conflict as the
+    /// merge lists it (a path, `annotations TASK/READER`, `split NAME`) or a folder of them
+    /// (`P0001/`, `annotations TASK`); the most specific NAME wins. Repeatable; each must
+    /// settle at least one conflict.
+    #[arg(long, value_name = "NAME=SIDE")]
+    take: Vec<String>,
+    /// Settle every conflict no --take settles by taking this side. The merge commit notes
+    /// each conflict settled and how.
+    #[arg(long, value_enum)]
+    prefer: Option<Prefer>,
+}
+
+impl SettleArgs {
+    pub fn resolve(&self) -> Result<cohort::merge::Resolve, super::CliError> {
+        let mut take = Vec::new();
+        for t in &self.take {
+            let side = match t.rsplit_once('=') {
+                Some((name, "ours")) if !name.is_empty() => (name, cohort::merge::Prefer::Ours),
+                Some((name, "theirs")) if !name.is_empty() => (name, cohort::merge::Prefer::Theirs),
+                _ => return Err(super::CliError { message: format!("--take {t:?}: expected NAME=ours or NAME=theirs"), code: 2 }),
+            };
+            take.push((side.0.to_string(), side.1));
+        }
+        Ok(cohort::merge::Resolve { prefer: self.prefer.map(Into::into), take })
+    }
 }
 
 pub fn run_merge(env: &Env, a: MergeArgs) -> CliResult {
     let repo = env.repo(Mode::Write)?;
     cohort::remote::fill_missing(&repo, &a.rev, None, &super::remote::credentials(&Default::default()), &env.progress())?;
-    let s = merge_into_head(env, &repo, &a.rev, a.message.as_deref(), a.prefer.map(Into::into))?;
+    let s = merge_into_head(env, &repo, &a.rev, a.message.as_deref(), &a.settle.resolve()?)?;
     if a.json {
         json(&s);
     }
@@ -57,10 +87,10 @@ pub fn run_merge(env: &Env, a: MergeArgs) -> CliResult {
 
 /// Merge `rev` into the current branch and say what happened (on stderr, so `--json` output
 /// stays clean); conflicts exit with status 1.
-pub fn merge_into_head(env: &Env, repo: &cohort::Repo, rev: &str, message: Option<&str>, prefer: Option<cohort::merge::Prefer>) -> Result<cohort::merge::MergeSummary, super::CliError> {
-    let s = match cohort::merge::merge(repo, rev, message, prefer, &env.progress()) {
+pub fn merge_into_head(env: &Env, repo: &cohort::Repo, rev: &str, message: Option<&str>, resolve: &cohort::merge::Resolve) -> Result<cohort::merge::MergeSummary, super::CliError> {
+    let s = match cohort::merge::merge(repo, rev, message, resolve, &env.progress()) {
         Ok(s) => s,
-        Err(e @ cohort::merge::MergeError::Conflicts { .. }) => return Err(super::CliError { message: e.to_string(), code: 1 }),
+        Err(e @ (cohort::merge::MergeError::Conflicts { .. } | cohort::merge::MergeError::TakeUnused { .. })) => return Err(super::CliError { message: e.to_string(), code: 1 }),
         Err(e) => return Err(e.into()),
     };
     match s.outcome {
@@ -74,15 +104,25 @@ pub fn merge_into_head(env: &Env, repo: &cohort::Repo, rev: &str, message: Optio
         "fast-forward" => eprintln!("{}: fast-forward to {}", s.branch, s.commit.short()),
         _ => eprintln!("{}: already up to date with {rev}", s.branch),
     }
-    if let Some(p) = s.prefer.filter(|_| !s.resolved.is_empty()) {
-        let side = match p {
-            cohort::merge::Prefer::Ours => "kept this branch's version".to_string(),
-            cohort::merge::Prefer::Theirs => format!("took {rev}'s version"),
-        };
-        eprintln!("{} conflict(s) resolved (--prefer {}: {side}):", s.resolved.len(), p.name());
-        for c in &s.resolved {
-            eprintln!("  {c}");
+    let side = |p| match p {
+        cohort::merge::Prefer::Ours => "kept this branch's version".to_string(),
+        cohort::merge::Prefer::Theirs => format!("took {rev}'s version"),
+    };
+    match s.prefer {
+        // All settled by --prefer: one line says how.
+        Some(p) if resolve.take.is_empty() && !s.resolutions.is_empty() => {
+            eprintln!("{} conflict(s) resolved (--prefer {}: {}):", s.resolutions.len(), p.name(), side(p));
+            for r in &s.resolutions {
+                eprintln!("  {}", r.conflict);
+            }
         }
+        _ if !s.resolutions.is_empty() => {
+            eprintln!("{} conflict(s) resolved:", s.resolutions.len());
+            for r in &s.resolutions {
+                eprintln!("  {}: {} ({})", r.conflict, side(r.side), r.by);
+            }
+        }
+        _ => {}
     }
     Ok(s)
 }

@@ -166,14 +166,15 @@ fn warn_tag_conflicts(s: &remote::FetchSummary) {
 #[derive(clap::Args)]
 pub struct PullArgs {
     remote: String,
-    /// Resolve every merge conflict by taking this side (see `cohort merge --prefer`).
-    #[arg(long, value_enum)]
-    prefer: Option<super::checkout::Prefer>,
+    /// How merge conflicts are settled (see `cohort merge`).
+    #[command(flatten)]
+    settle: super::checkout::SettleArgs,
     #[command(flatten)]
     s3: S3Flags,
 }
 
 pub fn run_pull(env: &Env, a: PullArgs) -> CliResult {
+    let resolve = a.settle.resolve()?;
     let repo = env.repo(Mode::Write)?;
     let s = remote::fetch(&repo, &a.remote, &credentials(&a.s3), None, &env.progress())?;
     warn_tag_conflicts(&s);
@@ -185,7 +186,7 @@ pub fn run_pull(env: &Env, a: PullArgs) -> CliResult {
     let theirs = format!("{}/{}/{branch}", remote::TRACKING, a.remote);
     // A partial clone fetches what the merged files need first.
     remote::fill_missing(&repo, &theirs, None, &credentials(&a.s3), &env.progress())?;
-    super::checkout::merge_into_head(env, &repo, &theirs, None, a.prefer.map(Into::into))?;
+    super::checkout::merge_into_head(env, &repo, &theirs, None, &resolve)?;
     Ok(ExitCode::SUCCESS)
 }
 
