@@ -12,6 +12,11 @@
 //! settled. The merge
 //! commit has two parents (ours, then theirs) and an activity of kind
 //! `merge` whose inputs name both.
+//!
+//! A criss-cross history (two curators who merged each other's branch) has several best
+//! common ancestors. Their merge, made in memory, is the base (as git's recursive strategy
+//! does): where they disagree the base holds neither version, so the two sides conflict
+//! there unless they agree, and no side's version wins for lack of a base to compare with.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
@@ -35,8 +40,8 @@ pub enum MergeError {
     Dirty { count: usize, example: String },
     #[error("{ours} and {theirs} share no history: nothing to merge against")]
     Unrelated { ours: String, theirs: String },
-    #[error("{ours} and {theirs} have {count} merge bases (a criss-cross history); merge one of them first")]
-    CrissCross { ours: String, theirs: String, count: usize },
+    #[error("{ours} and {theirs}: a criss-cross history nested more than {MAX_VIRTUAL_DEPTH} deep; merge some of their merge bases first")]
+    CrissCross { ours: String, theirs: String },
     #[error("merging {theirs} into {branch}: {} conflict(s), nothing changed: {} (settle them with --take NAME=ours|theirs, NAME a conflict or a folder, or all with --prefer)", .paths.len() + .catalog.len(), conflict_list(.paths, .catalog))]
     Conflicts { branch: String, theirs: String, paths: Vec<String>, catalog: Vec<String> },
     #[error("--take {pattern}: merging {theirs} has no conflict of that name or in that folder, nothing changed (conflicts: {})", conflict_list(.conflicts, &[]))]
@@ -117,6 +122,77 @@ pub struct Resolution {
 /// A file's kind, id and size.
 type Entry = (EntryKind, ObjectId, u64);
 
+/// How deep merges of merge bases may nest (each level a criss-cross in the history of the
+/// bases of the level above).
+const MAX_VIRTUAL_DEPTH: usize = 8;
+
+/// A state to merge: every file and the catalog.
+#[derive(Clone, Default)]
+struct State {
+    files: BTreeMap<String, Entry>,
+    catalog: Catalog,
+}
+
+/// The id that stands, in a base made by merging merge bases, for a file or catalog entry on
+/// which they disagreed: the hash of a text, so no file or entry has it.
+fn disagreed() -> ObjectId {
+    ObjectId::of(b"cohort merge: the merge bases disagree here")
+}
+
+fn state_of(repo: &Repo, commit: ObjectId) -> Result<State, MergeError> {
+    let c = repo.store.read_commit(&commit)?;
+    let mut listed = Vec::new();
+    diff::list_files(&TreeSource { store: &repo.store, extra: None }, &c.tree, "", &mut listed)?;
+    let files = listed.into_iter().map(|(p, e)| (p, (e.kind, e.id, e.size))).collect();
+    let catalog = c.catalog.map(|k| repo.store.read_catalog(&k)).transpose()?.unwrap_or_default();
+    Ok(State { files, catalog })
+}
+
+/// Three-way merge of one map: a key changed on one side takes that side; changed on both to
+/// different values, it becomes `conflict`.
+fn merge_map<K: Ord + Clone, V: Clone + PartialEq>(b: &BTreeMap<K, V>, o: &BTreeMap<K, V>, t: &BTreeMap<K, V>, conflict: impl Fn(&V) -> V) -> BTreeMap<K, V> {
+    let keys: BTreeSet<&K> = b.keys().chain(o.keys()).chain(t.keys()).collect();
+    let mut out = BTreeMap::new();
+    for k in keys {
+        let (vb, vo, vt) = (b.get(k), o.get(k), t.get(k));
+        let v = if vo == vt || vt == vb {
+            vo.cloned()
+        } else if vo == vb {
+            vt.cloned()
+        } else {
+            vo.or(vt).map(&conflict)
+        };
+        if let Some(v) = v {
+            out.insert(k.clone(), v);
+        }
+    }
+    out
+}
+
+/// The base for merging `a` and `b`: their one merge base's state, or the merge of their
+/// merge bases (recursively), with [`disagreed`] where those conflict.
+fn base_state(repo: &Repo, a: ObjectId, b: ObjectId, depth: usize) -> Result<Option<State>, MergeError> {
+    let bases = merge_bases(repo, a, b)?;
+    let Some((&first, rest)) = bases.split_first() else { return Ok(None) };
+    let mut state = state_of(repo, first)?;
+    for &next in rest {
+        if depth >= MAX_VIRTUAL_DEPTH {
+            return Err(MergeError::CrissCross { ours: a.short(), theirs: b.short() });
+        }
+        let under = base_state(repo, first, next, depth + 1)?.unwrap_or_default();
+        let other = state_of(repo, next)?;
+        let d = disagreed();
+        state = State {
+            files: merge_map(&under.files, &state.files, &other.files, |e: &Entry| (e.0, d, 0)),
+            catalog: Catalog {
+                annotations: merge_map(&under.catalog.annotations, &state.catalog.annotations, &other.catalog.annotations, |_| d),
+                splits: merge_map(&under.catalog.splits, &state.catalog.splits, &other.catalog.splits, |_| d),
+            },
+        };
+    }
+    Ok(Some(state))
+}
+
 fn conflict_list(paths: &[String], catalog: &[String]) -> String {
     let all: Vec<&str> = paths.iter().chain(catalog).map(String::as_str).collect();
     let shown = all.iter().take(10).copied().collect::<Vec<_>>().join(", ");
@@ -144,6 +220,8 @@ pub struct MergeSummary {
     /// The side conflicts took, if one was chosen for all.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prefer: Option<Prefer>,
+    /// All best common ancestors; more than one in a criss-cross history, merged into the base.
+    pub bases: Vec<ObjectId>,
     /// Conflicts settled: paths, then catalog entries ("annotations TASK/READER", "split NAME").
     pub resolved: Vec<String>,
     /// Each settled conflict, its side and what settled it (`resolved`, in the same order).
@@ -187,12 +265,17 @@ pub fn merge(repo: &Repo, rev: &str, message: Option<&str>, resolve: &Resolve, p
     if !st.clean {
         return Err(MergeError::Dirty { count: st.changes.len(), example: st.changes[0].path.clone() });
     }
+    let bases = match ours {
+        Some(o) => merge_bases(repo, o, theirs)?,
+        None => Vec::new(),
+    };
     let summary = |outcome, commit, base, files, catalog, resolutions: Vec<Resolution>| MergeSummary {
         branch: branch.clone(),
         outcome,
         commit,
         theirs,
         base,
+        bases: bases.clone(),
         files_from_theirs: files,
         catalog_from_theirs: catalog,
         prefer,
@@ -212,28 +295,47 @@ pub fn merge(repo: &Repo, rev: &str, message: Option<&str>, resolve: &Resolve, p
         move_branch(repo.store.writer()?, theirs, format!("merge {rev}: fast-forward to {}", theirs.short()))?;
         return Ok(summary("fast-forward", theirs, None, 0, 0, Vec::new()));
     };
-    let bases = merge_bases(repo, ours, theirs)?;
     let base = match bases.as_slice() {
         [] => return Err(MergeError::Unrelated { ours: ours.short(), theirs: theirs.short() }),
-        [b] => *b,
-        more => return Err(MergeError::CrissCross { ours: ours.short(), theirs: theirs.short(), count: more.len() }),
+        [b, ..] => *b,
     };
-    if base == theirs {
+    if bases.len() == 1 && base == theirs {
         return Ok(summary("up to date", ours, Some(base), 0, 0, Vec::new()));
     }
-    if base == ours {
+    if bases.len() == 1 && base == ours {
         repo.write_worktree(&snap, repo.store.read_commit(&theirs)?.tree, progress)?;
         move_branch(repo.store.writer()?, theirs, format!("merge {rev}: fast-forward {branch} to {}", theirs.short()))?;
         return Ok(summary("fast-forward", theirs, Some(base), 0, 0, Vec::new()));
     }
 
-    let (cb, co, ct) = (repo.store.read_commit(&base)?, repo.store.read_commit(&ours)?, repo.store.read_commit(&theirs)?);
+    let (co, ct) = (repo.store.read_commit(&ours)?, repo.store.read_commit(&theirs)?);
     let src = TreeSource { store: &repo.store, extra: None };
+    // One base: its commit, and the tree diff skips what did not change. Several: their merge,
+    // made in memory, and the sides compared with it file by file.
+    let virtual_base = if bases.len() > 1 { base_state(repo, ours, theirs, 0)? } else { None };
     // Each side's changes as path -> new state (None: removed).
-    let changes = |tree| -> Result<BTreeMap<String, Option<Entry>>, MergeError> {
+    let changes = |tree: ObjectId| -> Result<BTreeMap<String, Option<Entry>>, MergeError> {
         let mut m = BTreeMap::new();
-        for c in diff::diff_trees(&src, Some(cb.tree), Some(tree))? {
-            m.insert(c.path, c.new.map(|n| (n.kind, n.id, n.size)));
+        match &virtual_base {
+            None => {
+                let cb = repo.store.read_commit(&base)?;
+                for c in diff::diff_trees(&src, Some(cb.tree), Some(tree))? {
+                    m.insert(c.path, c.new.map(|n| (n.kind, n.id, n.size)));
+                }
+            }
+            Some(vb) => {
+                let mut listed = Vec::new();
+                diff::list_files(&src, &tree, "", &mut listed)?;
+                let side: BTreeMap<String, Entry> = listed.into_iter().map(|(p, e)| (p, (e.kind, e.id, e.size))).collect();
+                for (p, e) in &side {
+                    if !same_entry(&vb.files.get(p).copied(), &Some(*e)) {
+                        m.insert(p.clone(), Some(*e));
+                    }
+                }
+                for p in vb.files.keys().filter(|p| !side.contains_key(*p)) {
+                    m.insert(p.clone(), None);
+                }
+            }
         }
         Ok(m)
     };
@@ -252,7 +354,11 @@ pub fn merge(repo: &Repo, rev: &str, message: Option<&str>, resolve: &Resolve, p
             }
         }
     }
-    let (catalog, catalog_from_theirs, catalog_conflicts) = merge_catalogs(repo, &cb, &co, &ct, resolve)?;
+    let base_catalog = match &virtual_base {
+        Some(vb) => CatalogSide::State(&vb.catalog),
+        None => CatalogSide::Id(repo.store.read_commit(&base)?.catalog),
+    };
+    let (catalog, catalog_from_theirs, catalog_conflicts) = merge_catalogs(repo, base_catalog, &co, &ct, resolve)?;
     // Every --take must settle something: a mistyped name would otherwise leave its
     // conflict to --prefer, or be silently ignored.
     let all: Vec<String> = paths.iter().chain(&catalog_conflicts).cloned().collect();
@@ -294,6 +400,9 @@ pub fn merge(repo: &Repo, rev: &str, message: Option<&str>, resolve: &Resolve, p
     };
     let started = repo.ctx.now_us();
     let mut parameters = BTreeMap::from([("rev".to_string(), rev.to_string()), ("base".to_string(), base.hex())]);
+    if bases.len() > 1 {
+        parameters.insert("bases".to_string(), bases.iter().map(ObjectId::hex).collect::<Vec<_>>().join(" "));
+    }
     if let Some(p) = prefer {
         parameters.insert("prefer".to_string(), p.name().to_string());
     }
@@ -346,15 +455,25 @@ fn same_entry(a: &Option<Entry>, b: &Option<Entry>) -> bool {
     }
 }
 
+/// The base's catalog: a commit's (by id), or that of merged merge bases.
+enum CatalogSide<'a> {
+    Id(Option<ObjectId>),
+    State(&'a Catalog),
+}
+
 /// Three-way merge of the catalogs, entry by entry. Returns the merged catalog (None: ours
 /// unchanged), how many entries came from theirs, and the conflicting entries (which take
 /// theirs where `resolve` says so, stay ours otherwise).
-fn merge_catalogs(repo: &Repo, base: &Commit, ours: &Commit, theirs: &Commit, resolve: &Resolve) -> Result<(Option<Catalog>, usize, Vec<String>), MergeError> {
-    if theirs.catalog == base.catalog || theirs.catalog == ours.catalog {
+fn merge_catalogs(repo: &Repo, base: CatalogSide<'_>, ours: &Commit, theirs: &Commit, resolve: &Resolve) -> Result<(Option<Catalog>, usize, Vec<String>), MergeError> {
+    if theirs.catalog == ours.catalog || matches!(base, CatalogSide::Id(b) if b == theirs.catalog) {
         return Ok((None, 0, Vec::new()));
     }
     let read = |id: Option<ObjectId>| -> Result<Catalog, MergeError> { Ok(id.map(|k| repo.store.read_catalog(&k)).transpose()?.unwrap_or_default()) };
-    let (b, o, t) = (read(base.catalog)?, read(ours.catalog)?, read(theirs.catalog)?);
+    let b = match base {
+        CatalogSide::Id(id) => read(id)?,
+        CatalogSide::State(c) => c.clone(),
+    };
+    let (o, t) = (read(ours.catalog)?, read(theirs.catalog)?);
     let mut merged = o.clone();
     let mut from_theirs = 0;
     let mut conflicts = Vec::new();

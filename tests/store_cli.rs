@@ -293,6 +293,61 @@ fn merge_settles_conflicts_by_name_or_folder() {
     ok(r, &["fsck"]);
 }
 
+/// Two curators who merged each other's branch (a criss-cross: two best common ancestors)
+/// merge again: the merge of the two ancestors is the base. What either brought in merges
+/// cleanly; a file they settled differently in their own merges conflicts (with either
+/// ancestor alone as the base, one side's choice would win silently).
+#[test]
+fn criss_cross_merges_against_the_merge_of_their_bases() {
+    let d = repo();
+    let r = d.path();
+    write(r, "w.csv", b"base w");
+    write(r, "x.bin", b"base x");
+    ok(r, &["commit", "-m", "base"]);
+    ok(r, &["branch", "b"]);
+    // a1 and b1: both change w.csv, each one other file.
+    write(r, "w.csv", b"a's w");
+    write(r, "x.bin", b"a's x");
+    let a1 = ok(r, &["commit", "-m", "a1"]).trim().to_string();
+    ok(r, &["checkout", "b"]);
+    write(r, "w.csv", b"b's w");
+    write(r, "y.bin", b"b's y");
+    let b1 = ok(r, &["commit", "-m", "b1"]).trim().to_string();
+    // Each merges the other's first commit, keeping its own w.csv.
+    ok(r, &["merge", &a1, "--take", "w.csv=ours"]);
+    ok(r, &["checkout", "main"]);
+    ok(r, &["merge", &b1, "--take", "w.csv=ours"]);
+    // Then each goes on.
+    write(r, "x.bin", b"a's second x");
+    ok(r, &["commit", "-m", "a2"]);
+    ok(r, &["checkout", "b"]);
+    write(r, "z.bin", b"b's z");
+    ok(r, &["commit", "-m", "b2"]);
+    ok(r, &["checkout", "main"]);
+    let before = snapshot(r);
+    let e = fails(r, &["merge", "b"]);
+    assert_eq!(e.status.code(), Some(1));
+    let msg = String::from_utf8_lossy(&e.stderr).into_owned();
+    assert!(msg.contains("1 conflict(s)") && msg.contains("w.csv"), "{msg}");
+    assert_eq!(snapshot(r), before);
+    let m = json(r, &["merge", "b", "--take", "w.csv=theirs", "--json"]);
+    assert_eq!(m["outcome"], "merge", "{m}");
+    let mut bases: Vec<&str> = m["bases"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    bases.sort();
+    let mut want = [a1.as_str(), b1.as_str()];
+    want.sort();
+    assert_eq!(bases, want, "{m}");
+    for (p, v) in [("w.csv", "b's w"), ("x.bin", "a's second x"), ("y.bin", "b's y"), ("z.bin", "b's z")] {
+        assert_eq!(fs::read(r.join(p)).unwrap(), v.as_bytes(), "{p}");
+    }
+    let show = json(r, &["show", "--json"]);
+    assert!(show["activity"]["parameters"]["bases"].as_str().is_some_and(|b| b.contains(&a1) && b.contains(&b1)), "{show}");
+    ok(r, &["fsck"]);
+    // And again, the other way: b takes main's merge as a fast-forward.
+    ok(r, &["checkout", "b"]);
+    assert_eq!(json(r, &["merge", "main", "--json"])["outcome"], "fast-forward");
+}
+
 #[test]
 fn branches_tags_and_op_log() {
     let d = repo();
