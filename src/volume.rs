@@ -988,6 +988,7 @@ fn decode_encapsulated(
 
 /// The red, green and blue lookup tables of a PALETTE COLOR image (PS3.3 C.7.6.3.1.5): a
 /// stored value below the first mapped value takes the first entry, above the last the last.
+/// A table may be given whole or segmented ([`expand_segmented`]).
 struct Palette {
     first: i64,
     /// R, G and B entries, as stored (8 or 16 bits)
@@ -1004,9 +1005,6 @@ impl Palette {
         let mut first = None;
         let mut tables: [Vec<i32>; 3] = Default::default();
         for (k, (desc_tag, desc_kw, data_tag, data_kw, segmented)) in sets.into_iter().enumerate() {
-            if a.get(data_tag).is_none() && a.get(segmented).is_some() {
-                return Err(a.unsupported("a segmented palette (Segmented Palette Color Lookup Table Data); export such series with --format files or csv".into()));
-            }
             let d = a.req_floats::<3>(desc_tag, desc_kw)?;
             let entries = match d[0] {
                 0.0 => 65536,
@@ -1017,18 +1015,25 @@ impl Palette {
             if *first.get_or_insert(f) != f {
                 return Err(a.invalid(desc_kw, format!("first mapped value {f} differs from the red table's")));
             }
-            let elem = a.get(data_tag).ok_or_else(|| a.missing(data_kw))?;
+            let (elem, data_kw, is_segmented) = match (a.get(data_tag), a.get(segmented)) {
+                (Some(e), _) => (e, data_kw, false),
+                (None, Some(e)) => (e, SEGMENTED_KEYWORDS[k], true),
+                (None, None) => return Err(a.missing(data_kw)),
+            };
             // The table is stored as 8 or 16 bits allocated: 8-bit entries two to a word.
             let bytes: Vec<u8> = match elem.value() {
                 Value::Primitive(PrimitiveValue::U16(v)) => v.iter().flat_map(|w| w.to_le_bytes()).collect(),
                 Value::Primitive(PrimitiveValue::U8(b)) => b.to_vec(),
                 _ => return Err(a.invalid(data_kw, "is not a table of words or bytes".into())),
             };
-            let values: Vec<i32> = match d[2] {
+            let mut values: Vec<i32> = match d[2] {
                 8.0 => bytes.iter().map(|&b| i32::from(b)).collect(),
                 16.0 => bytes.chunks_exact(2).map(|c| i32::from(u16::from_le_bytes([c[0], c[1]]))).collect(),
                 n => return Err(a.invalid(desc_kw, format!("{n} bits an entry (must be 8 or 16)"))),
             };
+            if is_segmented {
+                values = expand_segmented(&values, entries, d[2] == 8.0).map_err(|e| a.invalid(data_kw, e))?;
+            }
             if values.len() < entries {
                 return Err(a.invalid(data_kw, format!("holds {} entries, its descriptor says {entries}", values.len())));
             }
@@ -1046,6 +1051,68 @@ impl Palette {
         }
         out
     }
+}
+
+const SEGMENTED_KEYWORDS: [&str; 3] = ["SegmentedRedPaletteColorLookupTableData", "SegmentedGreenPaletteColorLookupTableData", "SegmentedBluePaletteColorLookupTableData"];
+
+/// Expand segmented palette data (PS3.3 C.7.9.2) to its `entries` table entries. Each
+/// segment is an opcode, a length and its data: 0, discrete: `length` entries as they are; 1,
+/// linear: one end value, the `length` entries after the previous segment's last on the
+/// straight line to it (rounded half to even, as pydicom and numpy round); 2, indirect: the
+/// `length` segments that start at an offset (in entries: 32 bits, least significant 16
+/// first; with 8-bit entries, four of them, least significant first) copied. Fewer entries
+/// than `entries` is an error, as is anything that would expand past it.
+fn expand_segmented(data: &[i32], entries: usize, bits8: bool) -> Result<Vec<i32>, String> {
+    let mut out = Vec::with_capacity(entries);
+    segments(data, 0, None, &mut out, entries, bits8, 0)?;
+    if out.len() < entries {
+        return Err(format!("segments expand to {} entries, the descriptor says {entries}", out.len()));
+    }
+    Ok(out)
+}
+
+/// Expand the segments of `data` from `at` (at most `count` of them) onto `out`.
+fn segments(data: &[i32], mut at: usize, count: Option<usize>, out: &mut Vec<i32>, entries: usize, bits8: bool, depth: usize) -> Result<(), String> {
+    let word = |i: usize| data.get(i).copied().ok_or_else(|| format!("a segment runs past the end of the data ({} entries)", data.len()));
+    let mut done = 0;
+    // A trailing entry alone is padding (8-bit data padded to an even length).
+    while at + 1 < data.len() && count.is_none_or(|c| done < c) {
+        let (opcode, length) = (data[at], data[at + 1] as usize);
+        if out.len() + length > entries && opcode != 2 {
+            return Err(format!("segments expand past the {entries} entries of the descriptor"));
+        }
+        match opcode {
+            0 => {
+                out.extend((0..length).map(|i| word(at + 2 + i)).collect::<Result<Vec<_>, _>>()?);
+                at += 2 + length;
+            }
+            1 => {
+                let y0 = *out.last().ok_or("a linear segment comes first, with no value to start from")?;
+                let y1 = word(at + 2)?;
+                if length > 0 {
+                    let (start, end) = (f64::from(y0) + f64::from(y1 - y0) / length as f64, f64::from(y1));
+                    let step = if length > 1 { (end - start) / (length - 1) as f64 } else { 0.0 };
+                    out.extend((0..length).map(|i| if i + 1 == length { y1 } else { (start + i as f64 * step).round_ties_even() as i32 }));
+                }
+                at += 3;
+            }
+            2 => {
+                if depth >= 4 || out.is_empty() {
+                    return Err("an indirect segment nested too deep, or first".into());
+                }
+                let (parts, bits) = if bits8 { (4, 8) } else { (2, 16) };
+                let mut offset = 0usize;
+                for i in (0..parts).rev() {
+                    offset = offset << bits | (word(at + 2 + i)? as usize & ((1 << bits) - 1));
+                }
+                segments(data, offset, Some(length), out, entries, bits8, depth + 1)?;
+                at += 2 + parts;
+            }
+            op => return Err(format!("segment opcode {op} at entry {at} (0, 1 or 2 expected)")),
+        }
+        done += 1;
+    }
+    Ok(())
 }
 
 /// How a pixel's samples are stored: grey (one sample), or colour to become R, G and B.
@@ -2440,7 +2507,7 @@ mod tests {
             s.pixels = (0..20).map(|p| 8 + p % 6).collect();
             // Replaces MONOCHROME2 (the later element of a tag wins).
             s.extra.push(DataElement::new(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, PrimitiveValue::from("PALETTE COLOR")));
-            let entries = if bits == 8 { 4u16 } else { tables[0].len() as u16 };
+            let entries = 4u16;
             let desc = [tags::RED_PALETTE_COLOR_LOOKUP_TABLE_DESCRIPTOR, tags::GREEN_PALETTE_COLOR_LOOKUP_TABLE_DESCRIPTOR, tags::BLUE_PALETTE_COLOR_LOOKUP_TABLE_DESCRIPTOR];
             let data = [tags::RED_PALETTE_COLOR_LOOKUP_TABLE_DATA, tags::GREEN_PALETTE_COLOR_LOOKUP_TABLE_DATA, tags::BLUE_PALETTE_COLOR_LOOKUP_TABLE_DATA];
             for (k, t) in tables.into_iter().enumerate() {
@@ -2463,11 +2530,77 @@ mod tests {
         let v = palette(8, [packed([10, 20, 30, 40]), packed([1, 2, 3, 4]), packed([5, 6, 7, 255])], false).unwrap();
         let want: Vec<f64> = [[10, 20, 30, 40], [1, 2, 3, 4], [5, 6, 7, 255]].iter().flat_map(|t| pixels.iter().map(|&p| f64::from(t[idx(p)]))).collect();
         assert_eq!(values(&v), want);
-        // Segmented tables and short tables are errors naming the file.
-        let e = palette(16, [r.clone(), g.clone(), b.clone()], true).unwrap_err().to_string();
-        assert!(e.contains("palette.dcm") && e.contains("segmented palette"), "{e}");
+        // The red table segmented: a discrete segment of two, a linear one to 400 over two
+        // entries (300, 400): the same volume.
+        let v = palette(16, [vec![0, 2, 100, 200, 1, 2, 400], g.clone(), b.clone()], true).unwrap();
+        let want: Vec<f64> = [&r, &g, &b].iter().flat_map(|t| pixels.iter().map(|&p| f64::from(t[idx(p)]))).collect();
+        assert_eq!(values(&v), want);
+        // Segments that do not fill the table, and short tables, are errors naming the file.
+        let e = palette(16, [vec![0, 2, 100, 200], g.clone(), b.clone()], true).unwrap_err().to_string();
+        assert!(e.contains("palette.dcm") && e.contains("SegmentedRedPaletteColorLookupTableData") && e.contains("expand to 2 entries, the descriptor says 4"), "{e}");
         let e = palette(16, [r, g, vec![1, 2]], false).unwrap_err().to_string();
         assert!(e.contains("palette.dcm") && e.contains("BluePaletteColorLookupTableData") && e.contains("holds 2 entries"), "{e}");
+    }
+
+    /// Segmented palette data expands as the standard's three segment types say, and as
+    /// pydicom expands it (`_expand_segmented_lut`, run here on the same data): discrete,
+    /// linear (rounded half to even), indirect (16-bit offsets, and 8-bit ones in four bytes).
+    #[test]
+    fn segmented_palettes_expand_as_pydicom_expands_them() {
+        // Discrete 3, linear to 10 over 4 (2.5 a step from 0: 2, 5, 8, 10 after rounding
+        // 2.5 -> 2 and 7.5 -> 8), then the two segments at entry 0 again.
+        let data = [0, 3, 0, 7, 0, 1, 4, 10, 2, 2, 0, 0];
+        assert_eq!(expand_segmented(&data, 14, false).unwrap(), [0, 7, 0, 2, 5, 8, 10, 0, 7, 0, 2, 5, 8, 10]);
+        assert!(expand_segmented(&data, 15, false).unwrap_err().contains("expand to 14 entries"));
+        assert!(expand_segmented(&data, 13, false).unwrap_err().contains("expand past"));
+        assert!(expand_segmented(&[1, 2, 5], 2, false).unwrap_err().contains("linear segment comes first"));
+        assert!(expand_segmented(&[0, 1, 5, 7, 1], 2, false).unwrap_err().contains("opcode 7"));
+        assert!(expand_segmented(&[0, 1, 5, 2, 1, 3, 0], 9, false).unwrap_err().contains("too deep"), "an indirect segment that copies itself");
+        assert!(expand_segmented(&[0, 4, 5], 4, false).unwrap_err().contains("past the end"));
+        // Programs of every segment type, 8 and 16 bits, against pydicom.
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % n) as i32
+        };
+        let mut cases = Vec::new();
+        for case in 0..40 {
+            let bits8 = case % 2 == 1;
+            let max = if bits8 { 256 } else { 65536 };
+            let mut data = vec![0, 2, next(max), next(max)];
+            for _ in 0..6 {
+                match next(3) {
+                    0 => {
+                        let n = 1 + next(5);
+                        data.extend([0, n]);
+                        data.extend((0..n).map(|_| next(max)));
+                    }
+                    1 => data.extend([1, 1 + next(40), next(max)]),
+                    _ => data.extend(if bits8 { vec![2, 1, 0, 0, 0, 0] } else { vec![2, 1, 0, 0] }),
+                }
+            }
+            let lut = {
+                let mut out = Vec::new();
+                segments(&data, 0, None, &mut out, usize::MAX, bits8, 0).unwrap();
+                out
+            };
+            assert_eq!(expand_segmented(&data, lut.len(), bits8).unwrap(), lut);
+            cases.push(format!("[{}, [{}], [{}]]", bits8, data.iter().map(i32::to_string).collect::<Vec<_>>().join(","), lut.iter().map(i32::to_string).collect::<Vec<_>>().join(",")));
+        }
+        let check = r#"
+import json, sys
+from pydicom.pixels.processing import _expand_segmented_lut
+bad = [i for i, (bits8, data, ours) in enumerate(json.loads(sys.stdin.read()))
+       if _expand_segmented_lut(tuple(data), "<B" if bits8 else "<H") != ours]
+print("ok" if not bad else "differ: %s" % bad)
+"#;
+        let mut child = std::process::Command::new("python3").args(["-c", check]).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().expect("python3 with pydicom (.ci/run installs it)");
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(format!("[{}]", cases.join(",")).as_bytes()).unwrap();
+        let o = child.wait_with_output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "ok", "{}", String::from_utf8_lossy(&o.stderr));
     }
 
     /// Damaged colour files (bytes overwritten anywhere, or cut short) give an error or a
