@@ -73,6 +73,8 @@ pub enum RemoteError {
     Contended { remote: String, name: String },
     #[error("remote {remote} has no branch {name:?}")]
     NoRemoteBranch { remote: String, name: String },
+    #[error("remote {remote} has no {what} {name:?}")]
+    NoRemoteRef { remote: String, what: &'static str, name: String },
     #[error("remote {remote}: tag {name:?} is at {remote_commit}, not {local_commit}; tags never move: push the commit under a new tag name")]
     TagMoved { remote: String, name: String, remote_commit: String, local_commit: String },
     #[error("{path}: {source}")]
@@ -373,6 +375,25 @@ impl Remote {
 
     /// Compare-and-swap of a ref (see the module documentation).
     pub fn update_ref(&self, kind: &str, name: &str, expected: Option<(u64, ObjectId)>, new: ObjectId, now_us: i64) -> Result<(), RemoteError> {
+        let seq = self.claim(kind, name, expected, new, now_us)?;
+        self.put(&format!("refs/{kind}/{name}/head"), format!("cohort-ref 1\n{seq}\n{new}\n").into_bytes())
+    }
+
+    /// Delete a ref that is at `expected`, by the same claim protocol as an update (a
+    /// deletion claims the next sequence number for the zero id), then its claims, so that
+    /// a later push of the same name starts afresh.
+    pub fn delete_ref(&self, kind: &str, name: &str, expected: (u64, ObjectId), now_us: i64) -> Result<(), RemoteError> {
+        self.claim(kind, name, Some(expected), ObjectId([0; 32]), now_us)?;
+        self.delete(&format!("refs/{kind}/{name}/head"))?;
+        for k in self.list(&format!("refs/{kind}/{name}/claims/"))? {
+            self.delete(&k)?;
+        }
+        Ok(())
+    }
+
+    /// Claim the sequence number after `expected` for `new`; the number, if no rival holds it
+    /// and the head is still at `expected`.
+    fn claim(&self, kind: &str, name: &str, expected: Option<(u64, ObjectId)>, new: ObjectId, now_us: i64) -> Result<u64, RemoteError> {
         let current = self.read_ref(kind, name)?;
         if current != expected {
             return Err(RemoteError::Contended { remote: self.name.clone(), name: name.into() });
@@ -404,7 +425,7 @@ impl Remote {
             let _ = self.delete(&mine);
             return Err(RemoteError::Contended { remote: self.name.clone(), name: name.into() });
         }
-        self.put(&format!("refs/{kind}/{name}/head"), format!("cohort-ref 1\n{seq}\n{new}\n").into_bytes())
+        Ok(seq)
     }
 }
 
@@ -477,6 +498,36 @@ pub fn push(repo: &Repo, remote_name: &str, branch: Option<&str>, creds: &Creden
     let (objects_sent, bytes_sent, packs_sent) = send_reachable(repo, &remote, remote_name, commit, &format!("branch {branch}"), progress)?;
     remote.update_ref("branches", &branch, expected, commit, repo.ctx.now_us())?;
     Ok(PushSummary { remote: remote_name.into(), kind: "branch", name: branch, commit, previous: expected.map(|e| e.1), objects_sent, bytes_sent, packs_sent, up_to_date: false })
+}
+
+/// What deleting a branch or tag on a remote did.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeleteSummary {
+    pub remote: String,
+    /// "branch" or "tag"
+    pub kind: &'static str,
+    pub name: String,
+    /// Where it was.
+    pub commit: ObjectId,
+}
+
+/// Delete a branch or tag on a remote (and, for a branch, its remote-tracking branch here).
+/// The objects it reached stay in the remote's packs: other refs may reach them, and packs
+/// are never rewritten.
+pub fn delete_remote_ref(repo: &Repo, remote_name: &str, kind: &'static str, name: &str, creds: &Credentials) -> Result<DeleteSummary, RemoteError> {
+    let (remote, _) = open_named(repo, remote_name, creds)?;
+    remote.check_marker(true)?;
+    let dir = if kind == "tag" { "tags" } else { "branches" };
+    let current = remote.read_ref(dir, name)?.ok_or_else(|| RemoteError::NoRemoteRef { remote: remote_name.into(), what: kind, name: name.into() })?;
+    remote.delete_ref(dir, name, current, repo.ctx.now_us())?;
+    if kind == "branch" {
+        let tracking = format!("{TRACKING}/{remote_name}/{name}");
+        let mut view = repo.store.view()?;
+        if view.branches.remove(&tracking).is_some() {
+            repo.publish(repo.store.writer()?, format!("push {remote_name}: deleted branch {name}"), view)?;
+        }
+    }
+    Ok(DeleteSummary { remote: remote_name.into(), kind, name: name.into(), commit: current.1 })
 }
 
 /// Push a tag (and every object it reaches that the remote lacks). Tags never move: a tag of

@@ -173,6 +173,39 @@ fn tags_travel_and_never_move() {
     // A tag that does not exist here is named.
     let e = String::from_utf8_lossy(&fails(&a, &["push", "origin", "--tag", "v9"]).stderr).into_owned();
     assert!(e.contains("v9"), "{e}");
+
+    // The remote's v1 deleted: a later push of v1 (here at another commit) is accepted, and a
+    // new clone has the new one.
+    let d = json(&a, &["push", "origin", "--tag", "v1", "--delete", "--json"]);
+    assert_eq!((d["kind"].as_str(), d["name"].as_str(), d["commit"].as_str()), (Some("tag"), Some("v1"), Some(v1.as_str())), "{d}");
+    fn files(d: &Path) -> usize {
+        fs::read_dir(d).map_or(0, |rd| rd.map(|e| e.unwrap().path()).map(|p| if p.is_dir() { files(&p) } else { 1 }).sum())
+    }
+    assert_eq!(files(&remote.join("refs/tags/v1")), 0, "head and claims are gone");
+    let e = String::from_utf8_lossy(&fails(&a, &["push", "origin", "--tag", "v1", "--delete"]).stderr).into_owned();
+    assert!(e.contains("remote origin has no tag \"v1\""), "{e}");
+    let later = json(&a, &["show", "v1", "--json"])["id"].as_str().unwrap().to_string();
+    ok(&a, &["push", "origin", "--tag", "v1"]);
+    let c2 = t.path().join("c2");
+    ok(t.path(), &["clone", remote.to_str().unwrap(), c2.to_str().unwrap()]);
+    assert_eq!(json(&c2, &["show", "v1", "--json"])["id"], later.as_str());
+
+    // A branch deleted on the remote: gone there, and its remote-tracking branch here; a
+    // fetch elsewhere drops it too.
+    ok(&a, &["branch", "scratch"]);
+    ok(&a, &["push", "origin", "scratch"]);
+    ok(&c, &["fetch", "origin"]);
+    assert!(ok(&c, &["branch"]).contains("remotes/origin/scratch"));
+    ok(&a, &["fetch", "origin"]);
+    assert!(ok(&a, &["branch"]).contains("remotes/origin/scratch"));
+    let said = ok(&a, &["push", "origin", "scratch", "--delete"]);
+    assert!(said.contains("deleted branch scratch") && said.contains("stay in the remote's packs"), "{said}");
+    let branches = ok(&a, &["branch"]);
+    assert!(!branches.contains("remotes/origin/scratch") && branches.contains("scratch"), "{branches}");
+    ok(&c, &["fetch", "origin"]);
+    assert!(!ok(&c, &["branch"]).contains("remotes/origin/scratch"));
+    assert_eq!(fails(&a, &["push", "origin", "--delete"]).status.code(), Some(2));
+    ok(&a, &["fsck"]);
 }
 
 #[test]
@@ -361,6 +394,15 @@ fn s3_remote_against_garage() {
     s3(t.path(), &["clone", &url, g.to_str().unwrap(), "--split", "v1", "--part", "train", "--endpoint", &endpoint, "--allow-http", "--region", "garage"]);
     s3(&g, &["checkout", "main"]);
     assert_eq!(snapshot(&a), snapshot(&g));
+    // A tag pushed, deleted on the server, and pushed again at another commit.
+    s3(&a, &["tag", "t1"]);
+    s3(&a, &["push", "s3", "--tag", "t1"]);
+    s3(&a, &["push", "s3", "--tag", "t1", "--delete"]);
+    s3(&a, &["tag", "-d", "t1"]);
+    s3(&a, &["tag", "t1", "HEAD~1"]);
+    s3(&a, &["push", "s3", "--tag", "t1"]);
+    let f: Value = serde_json::from_str(&s3(&b, &["fetch", "s3", "--json"])).unwrap();
+    assert_eq!(f["new_tags"]["t1"], json(&a, &["show", "HEAD~1", "--json"])["id"], "{f}");
 }
 
 // ------------------------------------------------------------------ DICOMweb

@@ -95,6 +95,11 @@ pub struct PushArgs {
     /// commit on the remote is an error.
     #[arg(long, conflicts_with = "branch")]
     tag: Option<String>,
+    /// Delete the branch (named, not the current one by default) or the --tag on the remote
+    /// instead of pushing it; a deleted branch's remote-tracking branch goes too. The objects
+    /// it reached stay in the remote's packs.
+    #[arg(long)]
+    delete: bool,
     #[command(flatten)]
     s3: S3Flags,
     #[arg(long)]
@@ -102,6 +107,21 @@ pub struct PushArgs {
 }
 
 pub fn run_push(env: &Env, a: PushArgs) -> CliResult {
+    if a.delete {
+        let (kind, name) = match (&a.tag, &a.branch) {
+            (Some(t), _) => ("tag", t.clone()),
+            (None, Some(b)) => ("branch", b.clone()),
+            (None, None) => return Err(CliError { message: "push --delete needs the branch (or --tag) to delete on the remote".into(), code: 2 }),
+        };
+        let repo = env.repo(if kind == "branch" { Mode::Write } else { Mode::Read })?;
+        let s = remote::delete_remote_ref(&repo, &a.remote, kind, &name, &credentials(&a.s3))?;
+        if a.json {
+            json(&s);
+        } else {
+            out(&format!("{}: deleted {} {} (was at {}); the objects it reached stay in the remote's packs\n", s.remote, s.kind, s.name, s.commit.short()));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let repo = env.repo(Mode::Read)?;
     let s = match &a.tag {
         Some(t) => remote::push_tag(&repo, &a.remote, t, &credentials(&a.s3), &env.progress())?,
