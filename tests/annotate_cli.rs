@@ -799,6 +799,24 @@ fn highdicom_segmentations_in_every_form_import_as_the_same_mask() {
     let soc = j2k.windows(4).position(|w| w == [0xFF, 0x4F, 0xFF, 0x51]).unwrap();
     j2k[soc + 8..soc + 12].copy_from_slice(&60000u32.to_be_bytes());
     check("j2k.dcm", j2k, "frame 1: the JPEG 2000 codestream declares");
+    // Damaged anywhere (a byte overwritten in the last half, where the frames are): an error
+    // or an import, never a crash. A fixed xorshift sequence makes the run repeatable.
+    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    for form in &forms {
+        let good = fs::read(t.path().join("segs").join(format!("{form}.dcm"))).unwrap();
+        for k in 0..12 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let mut bad = good.clone();
+            let at = good.len() / 2 + (x as usize) % (good.len() / 2);
+            bad[at] = (x >> 32) as u8;
+            let f = t.path().join(format!("fuzz-{form}-{k}.dcm"));
+            fs::write(&f, &bad).unwrap();
+            let o = cohort(r).args(["annotate", "import", "HEAD", f.to_str().unwrap(), "--reader", "fuzz", "--kind", "segmentation", "--source", "weak", "--task", "fuzz"]).output().unwrap();
+            assert!(matches!(o.status.code(), Some(0..=2)), "{form} byte {at}: {:?} {}", o.status, String::from_utf8_lossy(&o.stderr));
+        }
+    }
 }
 
 /// pydicom's RT Dose grid (15 frames, unsigned 32-bit, DoseGridScaling) with a SEG drawn on
