@@ -401,7 +401,7 @@ fn s3_remote_against_garage() {
     s3(&a, &["tag", "-d", "t1"]);
     s3(&a, &["tag", "t1", "HEAD~1"]);
     s3(&a, &["push", "s3", "--tag", "t1"]);
-    let f: Value = serde_json::from_str(&s3(&b, &["fetch", "s3", "--json"])).unwrap();
+    let f: Value = serde_json::from_str(&s3(&b, &["fetch", "origin", "--json"])).unwrap();
     assert_eq!(f["new_tags"]["t1"], json(&a, &["show", "HEAD~1", "--json"])["id"], "{f}");
 }
 
