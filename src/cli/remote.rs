@@ -85,7 +85,8 @@ pub fn run_remote(env: &Env, c: RemoteCommand) -> CliResult {
 }
 
 /// Send a branch (or with --tag a tag) and every object it reaches that the remote lacks; the
-/// remote's branch moves only if it is an ancestor of yours (else: fetch first), a tag never.
+/// remote's branch moves only if it is an ancestor of yours (else: fetch first), a tag never
+/// moves. With --delete, delete the branch or tag on the remote instead.
 #[derive(clap::Args)]
 pub struct PushArgs {
     remote: String,
