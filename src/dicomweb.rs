@@ -69,6 +69,9 @@ pub enum DicomWebError {
     /// A study or series UID is not safe to put in a URL path.
     #[error("invalid UID {uid:?}: {reason}")]
     InvalidUid { uid: String, reason: String },
+    /// A CA or client certificate or key file that cannot be used.
+    #[error("{path}: {reason}")]
+    Tls { path: std::path::PathBuf, reason: String },
     /// The server could not be reached (DNS, refused connection, timeout, TLS, ...).
     #[error("cannot reach {url}: {message}")]
     Connection { url: String, message: String },
@@ -215,6 +218,7 @@ pub struct Client {
     base_url: String,
     connect_timeout: Duration,
     read_timeout: Duration,
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     agent: ureq::Agent,
     auth_user: Option<String>,
     auth_header: Option<String>,
@@ -246,7 +250,8 @@ impl Client {
             base_url,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             read_timeout: DEFAULT_READ_TIMEOUT,
-            agent: build_agent(DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT),
+            tls: None,
+            agent: build_agent(DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT, None),
             auth_user: None,
             auth_header: None,
         })
@@ -264,8 +269,18 @@ impl Client {
     pub fn with_timeouts(mut self, connect: Duration, read: Duration) -> Client {
         self.connect_timeout = connect;
         self.read_timeout = read;
-        self.agent = build_agent(connect, read);
+        self.agent = build_agent(connect, read, self.tls.clone());
         self
+    }
+
+    /// TLS for a server whose certificate a private CA signed (`ca`: PEM certificates, trusted
+    /// besides the public roots), and a client certificate for servers that ask for one
+    /// (`client`: PEM certificate chain and PEM private key).
+    pub fn with_tls(mut self, tls: &TlsFiles) -> Result<Client, DicomWebError> {
+        let config = tls_config(tls)?;
+        self.tls = Some(config);
+        self.agent = build_agent(self.connect_timeout, self.read_timeout, self.tls.clone());
+        Ok(self)
     }
 
     /// The base URL, without trailing `/`.
@@ -520,14 +535,60 @@ impl Client {
     }
 }
 
-fn build_agent(connect: Duration, read: Duration) -> ureq::Agent {
-    ureq::AgentBuilder::new()
+fn build_agent(connect: Duration, read: Duration, tls: Option<std::sync::Arc<rustls::ClientConfig>>) -> ureq::Agent {
+    let b = ureq::AgentBuilder::new()
         .timeout_connect(connect)
         .timeout_read(read)
         .timeout_write(read)
         .try_proxy_from_env(false)
-        .user_agent("cohort-dicomweb")
-        .build()
+        .user_agent("cohort-dicomweb");
+    match tls {
+        Some(t) => b.tls_config(t).build(),
+        None => b.build(),
+    }
+}
+
+/// Certificate files for [`Client::with_tls`].
+#[derive(Debug, Clone, Default)]
+pub struct TlsFiles {
+    /// PEM CA certificate(s) to trust besides the public roots.
+    pub ca: Option<std::path::PathBuf>,
+    /// PEM client certificate chain and PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub client: Option<(std::path::PathBuf, std::path::PathBuf)>,
+}
+
+fn tls_config(files: &TlsFiles) -> Result<std::sync::Arc<rustls::ClientConfig>, DicomWebError> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let bad = |path: &std::path::Path, reason: String| DicomWebError::Tls { path: path.to_path_buf(), reason };
+    let certs = |path: &std::path::Path| -> Result<Vec<CertificateDer<'static>>, DicomWebError> {
+        let certs = CertificateDer::pem_file_iter(path).and_then(|i| i.collect::<Result<Vec<_>, _>>()).map_err(|e| bad(path, format!("cannot read PEM certificates: {e}")))?;
+        if certs.is_empty() {
+            return Err(bad(path, "holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into()));
+        }
+        Ok(certs)
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(ca) = &files.ca {
+        for c in certs(ca)? {
+            roots.add(c).map_err(|e| bad(ca, format!("not a usable CA certificate: {e}")))?;
+        }
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| DicomWebError::Tls { path: Default::default(), reason: e.to_string() })?
+        .with_root_certificates(roots);
+    let config = match &files.client {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => {
+            let chain = certs(cert)?;
+            let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| bad(key, format!("cannot read a PEM private key: {e}")))?;
+            builder.with_client_auth_cert(chain, key_der).map_err(|e| bad(cert, format!("does not go with its key: {e}")))?
+        }
+    };
+    Ok(std::sync::Arc::new(config))
 }
 
 fn transport_message(transport: &ureq::Transport) -> String {
@@ -2257,7 +2318,7 @@ mod tests {
                 child: Some(child),
                 dir,
             };
-            let agent = build_agent(Duration::from_secs(1), Duration::from_secs(5));
+            let agent = build_agent(Duration::from_secs(1), Duration::from_secs(5), None);
             let deadline = std::time::Instant::now() + Duration::from_secs(30);
             while agent
                 .get(&format!("{}/system", orthanc.root()))
@@ -2406,7 +2467,7 @@ mod tests {
     #[ignore = "needs Orthanc and its DICOMweb plugin: apt-get install -y orthanc orthanc-dicomweb"]
     fn orthanc_end_to_end() {
         let mut orthanc = Orthanc::start();
-        let upload = build_agent(Duration::from_secs(5), Duration::from_secs(30));
+        let upload = build_agent(Duration::from_secs(5), Duration::from_secs(30), None);
         let root = "2.25.900100";
         // (patient, study, date, [(series, modality, instances)])
         let layout: [StudyLayout; 3] = [

@@ -51,6 +51,8 @@ pub struct IngestRequest {
     pub query: Option<String>,
     pub message: Option<String>,
     pub basic_auth: Option<(String, String)>,
+    /// A private CA and a client certificate for an https server (see [`crate::dicomweb::TlsFiles`]).
+    pub tls: crate::dicomweb::TlsFiles,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -74,6 +76,9 @@ pub fn ingest(repo: &Repo, req: &IngestRequest, progress: &dyn Progress) -> Resu
     let mut client = Client::new(&req.url)?;
     if let Some((u, p)) = &req.basic_auth {
         client = client.with_basic_auth(u, p);
+    }
+    if req.tls.ca.is_some() || req.tls.client.is_some() {
+        client = client.with_tls(&req.tls)?;
     }
     let query = match &req.query {
         Some(q) => crate::dicomweb::parse_query(q)?,

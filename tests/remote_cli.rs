@@ -5,11 +5,11 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use cohort::dicom::synth::{synth_instance, SynthSpec};
@@ -416,74 +416,152 @@ struct FakePacs {
 }
 
 fn fake_pacs(studies: Vec<(String, String, Vec<Vec<u8>>)>) -> FakePacs {
+    fake_pacs_over(studies, None)
+}
+
+/// The scripted server, over plain HTTP or (with `tls`) HTTPS.
+fn fake_pacs_over(studies: Vec<(String, String, Vec<Vec<u8>>)>, tls: Option<Arc<rustls::ServerConfig>>) -> FakePacs {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/dicom-web", l.local_addr().unwrap());
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let url = format!("{scheme}://{}/dicom-web", l.local_addr().unwrap());
     let fail = Arc::new(AtomicBool::new(true));
     let wado = Arc::new(std::sync::Mutex::new(BTreeMap::new()));
     let (f2, w2) = (fail.clone(), wado.clone());
-    let served = Arc::new(AtomicUsize::new(0));
     std::thread::spawn(move || {
         for s in l.incoming() {
-            let Ok(mut s) = s else { continue };
-            served.fetch_add(1, Ordering::SeqCst);
-            let mut r = BufReader::new(s.try_clone().unwrap());
-            let mut line = String::new();
-            if r.read_line(&mut line).is_err() {
-                continue;
-            }
-            loop {
-                let mut h = String::new();
-                if r.read_line(&mut h).is_err() || h == "\r\n" || h.is_empty() {
-                    break;
+            let Ok(tcp) = s else { continue };
+            let _ = tcp.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+            match &tls {
+                None => {
+                    let mut tcp = tcp;
+                    serve_pacs(&mut tcp, &studies, &f2, &w2);
+                    // Let the client close first.
+                    let mut sink = [0u8; 1];
+                    let _ = tcp.set_read_timeout(Some(std::time::Duration::from_millis(10)));
+                    let _ = tcp.read(&mut sink);
+                }
+                Some(cfg) => {
+                    let Ok(conn) = rustls::ServerConnection::new(cfg.clone()) else { continue };
+                    let mut tls = rustls::StreamOwned::new(conn, tcp);
+                    serve_pacs(&mut tls, &studies, &f2, &w2);
+                    tls.conn.send_close_notify();
+                    let _ = tls.flush();
                 }
             }
-            let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
-            let path = path.trim_start_matches("/dicom-web");
-            let (path, query) = path.split_once('?').map(|(p, q)| (p, Some(q))).unwrap_or((path, None));
-            let _ = query;
-            let (status, ctype, body): (&str, String, Vec<u8>) = if path == "/studies" {
-                let v: Vec<Value> = studies
-                    .iter()
-                    .map(|(st, _, files)| serde_json::json!({"0020000D": {"vr": "UI", "Value": [st]}, "00201208": {"vr": "IS", "Value": [files.len()]}}))
-                    .collect();
-                ("200 OK", "application/dicom+json".into(), serde_json::to_vec(&v).unwrap())
-            } else if let Some(rest) = path.strip_prefix("/studies/") {
-                let parts: Vec<&str> = rest.split('/').collect();
-                let st = studies.iter().find(|s| s.0 == parts[0]);
-                match (st, parts.get(1), parts.get(2)) {
-                    (Some((_, se, files)), Some(&"series"), None) => {
-                        let v = serde_json::json!([{"0020000E": {"vr": "UI", "Value": [se]}, "00201209": {"vr": "IS", "Value": [files.len()]}}]);
-                        ("200 OK", "application/dicom+json".into(), serde_json::to_vec(&v).unwrap())
-                    }
-                    (Some((_, se, files)), Some(&"series"), Some(sid)) if sid == se => {
-                        *w2.lock().unwrap().entry(se.clone()).or_insert(0) += 1;
-                        let is_second = studies.last().is_some_and(|l| &l.1 == se);
-                        if is_second && f2.load(Ordering::SeqCst) {
-                            ("500 Internal Server Error", "text/plain".into(), b"storage offline".to_vec())
-                        } else {
-                            let mut b = Vec::new();
-                            for f in files {
-                                b.extend_from_slice(b"--XBOUNDARY\r\nContent-Type: application/dicom\r\n\r\n");
-                                b.extend_from_slice(f);
-                                b.extend_from_slice(b"\r\n");
-                            }
-                            b.extend_from_slice(b"--XBOUNDARY--\r\n");
-                            ("200 OK", "multipart/related; type=\"application/dicom\"; boundary=XBOUNDARY".into(), b)
-                        }
-                    }
-                    _ => ("404 Not Found", "text/plain".into(), b"no".to_vec()),
-                }
-            } else {
-                ("404 Not Found", "text/plain".into(), b"no".to_vec())
-            };
-            let _ = write!(s, "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
-            let _ = s.write_all(&body);
-            let mut sink = [0u8; 1];
-            let _ = s.set_read_timeout(Some(std::time::Duration::from_millis(10)));
-            let _ = s.read(&mut sink);
         }
     });
     FakePacs { url, fail, wado }
+}
+
+/// Answer one request: QIDO-RS of the studies and their series, WADO-RS of a series.
+fn serve_pacs(s: &mut dyn ReadWrite, studies: &[(String, String, Vec<Vec<u8>>)], fail: &AtomicBool, wado: &std::sync::Mutex<BTreeMap<String, usize>>) {
+    let mut req = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => req.extend_from_slice(&buf[..n]),
+        }
+    }
+    let text = String::from_utf8_lossy(&req).into_owned();
+    let line = text.lines().next().unwrap_or_default();
+    let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+    let path = path.trim_start_matches("/dicom-web");
+    let path = path.split_once('?').map_or(path, |(p, _)| p);
+    let (status, ctype, body): (&str, String, Vec<u8>) = if path == "/studies" {
+        let v: Vec<Value> = studies
+            .iter()
+            .map(|(st, _, files)| serde_json::json!({"0020000D": {"vr": "UI", "Value": [st]}, "00201208": {"vr": "IS", "Value": [files.len()]}}))
+            .collect();
+        ("200 OK", "application/dicom+json".into(), serde_json::to_vec(&v).unwrap())
+    } else if let Some(rest) = path.strip_prefix("/studies/") {
+        let parts: Vec<&str> = rest.split('/').collect();
+        let st = studies.iter().find(|s| s.0 == parts[0]);
+        match (st, parts.get(1), parts.get(2)) {
+            (Some((_, se, files)), Some(&"series"), None) => {
+                let v = serde_json::json!([{"0020000E": {"vr": "UI", "Value": [se]}, "00201209": {"vr": "IS", "Value": [files.len()]}}]);
+                ("200 OK", "application/dicom+json".into(), serde_json::to_vec(&v).unwrap())
+            }
+            (Some((_, se, files)), Some(&"series"), Some(sid)) if sid == se => {
+                *wado.lock().unwrap().entry(se.clone()).or_insert(0) += 1;
+                let is_second = studies.last().is_some_and(|l| &l.1 == se);
+                if is_second && fail.load(Ordering::SeqCst) {
+                    ("500 Internal Server Error", "text/plain".into(), b"storage offline".to_vec())
+                } else {
+                    let mut b = Vec::new();
+                    for f in files {
+                        b.extend_from_slice(b"--XBOUNDARY\r\nContent-Type: application/dicom\r\n\r\n");
+                        b.extend_from_slice(f);
+                        b.extend_from_slice(b"\r\n");
+                    }
+                    b.extend_from_slice(b"--XBOUNDARY--\r\n");
+                    ("200 OK", "multipart/related; type=\"application/dicom\"; boundary=XBOUNDARY".into(), b)
+                }
+            }
+            _ => ("404 Not Found", "text/plain".into(), b"no".to_vec()),
+        }
+    } else {
+        ("404 Not Found", "text/plain".into(), b"no".to_vec())
+    };
+    let _ = write!(s, "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+    let _ = s.write_all(&body);
+    let _ = s.flush();
+}
+
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
+
+/// An https PACS that asks for a client certificate: the test CA (tests/scripts/tls_certs.sh)
+/// signed its certificate and is the one it trusts for clients. Without --ca-cert the client
+/// does not trust the server; without a client certificate, or with one from another CA, the
+/// server refuses the client; with both, the retrieve is byte for byte.
+#[test]
+fn ingest_over_mutual_tls_with_a_private_ca() {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let t = tempfile::tempdir().unwrap();
+    let certs = t.path().join("certs");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scripts/tls_certs.sh");
+    let o = Command::new("bash").arg(&script).arg(&certs).output().expect("bash");
+    assert!(o.status.success(), "tls_certs.sh (needs openssl; .ci/run installs it): {}", String::from_utf8_lossy(&o.stderr));
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from_pem_file(certs.join("ca.pem")).unwrap()).unwrap();
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone()).build().unwrap();
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(certs.join("server.crt")).unwrap().map(Result::unwrap).collect();
+    let key = PrivateKeyDer::from_pem_file(certs.join("server.key")).unwrap();
+    let server = rustls::ServerConfig::builder_with_provider(provider).with_safe_default_protocol_versions().unwrap().with_client_cert_verifier(verifier).with_single_cert(chain, key).unwrap();
+    let studies: Vec<(String, String, Vec<Vec<u8>>)> = vec![(test_uid(NS, "study 7 0"), test_uid(NS, "series 7 0 0"), (0..2).map(|i| synth_instance(&spec(7, 0, 0, i))).collect())];
+    let pacs = fake_pacs_over(studies.clone(), Some(Arc::new(server)));
+    pacs.fail.store(false, Ordering::SeqCst);
+    let r = t.path().join("ds");
+    fs::create_dir_all(&r).unwrap();
+    ok(&r, &["init"]);
+    let c = |f: &str| certs.join(f).to_str().unwrap().to_string();
+    let err = |args: &[&str]| {
+        let mut all = vec!["ingest", "dicomweb", pacs.url.as_str()];
+        all.extend_from_slice(args);
+        let o = fails(&r, &all);
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let e = err(&[]);
+    assert!(e.contains("cannot reach") && e.to_lowercase().contains("unknownissuer"), "the server's CA is not trusted: {e}");
+    let e = err(&["--ca-cert", &c("ca.pem")]);
+    assert!(e.contains("cannot reach"), "no client certificate: {e}");
+    let e = err(&["--ca-cert", &c("ca.pem"), "--client-cert", &c("other-ca.pem"), "--client-key", &c("other-ca.key")]);
+    assert!(e.contains("cannot reach"), "a client certificate from another CA: {e}");
+    let e = err(&["--ca-cert", &c("client.key")]);
+    assert!(e.contains("client.key") && e.contains("holds no PEM certificate"), "{e}");
+    let e = err(&["--ca-cert", &c("ca.pem"), "--client-cert", &c("client.crt"), "--client-key", &c("ca.key")]);
+    assert!(e.contains("client.crt") && e.contains("does not go with its key"), "{e}");
+    assert_eq!(fails(&r, &["ingest", "dicomweb", &pacs.url, "--client-cert", &c("client.crt")]).status.code(), Some(2));
+    assert!(fails(&r, &["log"]).status.code() == Some(2), "nothing committed");
+    ok(&r, &["ingest", "dicomweb", &pacs.url, "--ca-cert", &c("ca.pem"), "--client-cert", &c("client.crt"), "--client-key", &c("client.key")]);
+    let (st, se, files) = &studies[0];
+    for (i, f) in files.iter().enumerate() {
+        let sop = test_uid(NS, &format!("sop 7 0 0 {i}"));
+        assert_eq!(&fs::read(r.join(format!("FAKE0007/{st}/{se}/{sop}.dcm"))).unwrap(), f);
+    }
 }
 
 #[test]

@@ -28,6 +28,17 @@ pub struct DicomwebArgs {
     /// Basic-auth user; the password is read from COHORT_DICOMWEB_PASSWORD.
     #[arg(long)]
     user: Option<String>,
+    /// PEM certificate(s) of a private CA to trust for an https server, besides the public
+    /// roots (a hospital's own CA).
+    #[arg(long, value_name = "PEM")]
+    ca_cert: Option<std::path::PathBuf>,
+    /// PEM client certificate (chain) for a server that asks for one (mutual TLS); needs
+    /// --client-key.
+    #[arg(long, value_name = "PEM", requires = "client_key")]
+    client_cert: Option<std::path::PathBuf>,
+    /// PEM private key of --client-cert.
+    #[arg(long, value_name = "PEM", requires = "client_cert")]
+    client_key: Option<std::path::PathBuf>,
     #[arg(long)]
     json: bool,
 }
@@ -36,7 +47,8 @@ pub fn run(env: &Env, c: IngestCommand) -> CliResult {
     let IngestCommand::Dicomweb(a) = c;
     let repo = env.repo(Mode::Write)?;
     let auth = a.user.map(|u| (u, std::env::var("COHORT_DICOMWEB_PASSWORD").unwrap_or_default()));
-    let s = ingest::ingest(&repo, &IngestRequest { url: a.url, query: a.query, message: a.message, basic_auth: auth }, &env.progress())?;
+    let tls = cohort::dicomweb::TlsFiles { ca: a.ca_cert.map(|p| super::abs(env, &p)), client: a.client_cert.zip(a.client_key).map(|(c, k)| (super::abs(env, &c), super::abs(env, &k))) };
+    let s = ingest::ingest(&repo, &IngestRequest { url: a.url, query: a.query, message: a.message, basic_auth: auth, tls }, &env.progress())?;
     if a.json {
         json(&s);
         return Ok(ExitCode::SUCCESS);
