@@ -2481,6 +2481,42 @@ mod tests {
         assert_eq!(n[2].data, NiftiData::I16(values(&card)[20_000..].iter().map(|&v| v as i16).collect()));
     }
 
+    /// Progressive JPEG, full progression and spectral selection (retired syntaxes, 8-bit,
+    /// which dcmtk still writes and dicom-rs does not register), grey and colour
+    /// (YBR_FULL_422): each volume within 2 (grey) or 4 (colour) of dcmtk's libjpeg decode of
+    /// the same stream, the two decoders' inverse DCT and chroma upsampling differing.
+    #[test]
+    fn progressive_jpeg_decodes_as_dcmdjpeg_decodes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = |tool: &str, args: &[&std::path::Path]| {
+            let o = std::process::Command::new(tool).args(args).output().unwrap_or_else(|e| panic!("{tool} (dcmtk, .ci/run installs it): {e}"));
+            assert!(o.status.success(), "{tool}: {}", String::from_utf8_lossy(&o.stderr));
+        };
+        let mut grey = spec(0, 10.0);
+        (grey.rows, grey.cols, grey.bits, grey.signed, grey.slope, grey.intercept) = (48, 64, 8, false, None, None);
+        grey.pixels = (0..48 * 64).map(|p| ((p % 64) * 3 + (p / 64) * 2 + (p * 7919 % 17)) % 256).collect();
+        for (name, bytes, tolerance) in [("grey.dcm", make_dicom(&grey), 2.0), ("rgb.dcm", pydicom_file("ExplVR_BigEnd.dcm").1, 4.0)] {
+            let src = dir.path().join(name);
+            std::fs::write(&src, bytes).unwrap();
+            for (flag, ts) in [("+ep", "1.2.840.10008.1.2.4.55"), ("+es", "1.2.840.10008.1.2.4.53")] {
+                let jpeg = dir.path().join(format!("{flag}{name}"));
+                let plain = dir.path().join(format!("plain{flag}{name}"));
+                run("dcmcjpeg", &[std::path::Path::new(flag), &src, &jpeg]);
+                run("dcmdjpeg", &[&jpeg, &plain]);
+                let bytes = std::fs::read(&jpeg).unwrap();
+                assert!(bytes.windows(ts.len()).any(|w| w == ts.as_bytes()), "{flag} {name}: not {ts}");
+                let ours = series_volume(&[(name.to_string(), bytes)]).unwrap_or_else(|e| panic!("{flag} {name}: {e}"));
+                let theirs = series_volume(&[(name.to_string(), std::fs::read(&plain).unwrap())]).unwrap();
+                assert_eq!((ours.dims, ours.channels), (theirs.dims, theirs.channels), "{flag} {name}");
+                let (a, b) = (values(&ours), values(&theirs));
+                let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
+                let mean = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).sum::<f64>() / a.len() as f64;
+                println!("{flag} {name}: off by up to {worst}, {mean:.3} on average");
+                assert!(worst <= tolerance && mean < 0.5, "{flag} {name}: off by up to {worst}, {mean} on average");
+            }
+        }
+    }
+
     /// An RGB JPEG with nothing in its stream to say so: pydicom reads a near-grey picture
     /// (sum 47,966,767; pixel (28, 79) is [182, 165, 169]); taken for YCbCr, every value was
     /// off by up to 137.

@@ -1011,6 +1011,32 @@ fn pydicom_split(files: &[(&str, &str)]) -> (tempfile::TempDir, std::path::PathB
     (t, r)
 }
 
+/// A progressive JPEG file (the retired syntax 1.2.840.10008.1.2.4.55, written by dcmtk from
+/// pydicom's big-endian RGB ultrasound image) is committed as DICOM, not stored whole, and
+/// exports as a colour case.
+#[test]
+fn progressive_jpeg_is_dicom_and_exports() {
+    let t = tempfile::tempdir().unwrap();
+    let r = t.path().join("ds");
+    fs::create_dir_all(r.join("US")).unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/pydicom/ExplVR_BigEnd.dcm");
+    let o = Command::new("dcmcjpeg").arg("+ep").arg(&src).arg(r.join("US/progressive.dcm")).output().expect("dcmcjpeg (dcmtk; .ci/run installs it)");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r = r.as_path();
+    ok(r, &["init"]);
+    let o = cohort(r).args(["commit", "-m", "progressive"]).output().unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(!said.contains("stored whole"), "{said}");
+    let ls = json(r, &["ls", "HEAD", "--json"]);
+    assert_eq!(ls[0]["kind"], "dicom", "{ls}");
+    ok(r, &["split", "create", "--name", "s", "--ratios", "50,50"]);
+    let out = t.path().join("monai");
+    ok(r, &["export", "HEAD", out.to_str().unwrap(), "--split", "s", "--format", "monai"]);
+    let manifest: Value = serde_json::from_slice(&fs::read(out.join("cohort-manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["cases"].as_array().unwrap().len(), 1, "{manifest}");
+    assert_eq!(manifest["cases"][0]["channels"], 3, "{manifest}");
+}
+
 /// A series whose pixel data does not decode fails a training export, naming the file, unless
 /// `--skip-bad-series` leaves it out and lists it in the manifest. pydicom's test files (MIT):
 /// MR_small, and an RGB JPEG whose first fragment has lost its start-of-image marker.

@@ -454,6 +454,9 @@ pub(crate) fn decode_pixel_data(file: &DefaultDicomObject, frame: Option<u32>) -
         return decode_rgb_jpeg(&frames);
     }
     let ts = file.meta().transfer_syntax().trim_end_matches('\0');
+    if JPEG_PROGRESSIVE.contains(&ts) {
+        return decode_progressive(file, frame);
+    }
     if JPEG_LS.contains(&ts) {
         return decode_own(file, frame, "JPEG-LS", |s| crate::jpegls::decode(s).map(|d| (d.components, d.precision, d.samples)).map_err(|e| e.to_string()));
     }
@@ -505,11 +508,65 @@ fn unmarked_rgb_jpeg(file: &DefaultDicomObject, frame: Option<u32>) -> Option<Ve
 }
 
 /// A syntax with encapsulated (compressed) pixel data that [`decode_pixel_data`] decodes:
-/// the codecs of `dicom-pixeldata` built in, and JPEG-LS.
+/// the codecs of `dicom-pixeldata` built in, JPEG-LS, and progressive JPEG.
 pub(crate) fn decodes_encapsulated(ts: &str) -> bool {
     use dicom_transfer_syntax_registry::{TransferSyntaxIndex, TransferSyntaxRegistry};
     let ts = ts.trim_end_matches('\0');
-    JPEG_LS.contains(&ts) || TransferSyntaxRegistry.get(ts).is_some_and(|t| t.is_encapsulated_pixel_data() && t.can_decode_all())
+    JPEG_LS.contains(&ts) || JPEG_PROGRESSIVE.contains(&ts) || TransferSyntaxRegistry.get(ts).is_some_and(|t| t.is_encapsulated_pixel_data() && t.can_decode_all())
+}
+
+/// The retired progressive JPEG syntaxes (PS3.5 A.4.1; SOF2 frames), which dicom-rs does
+/// not register: spectral selection (processes 6 and 8) and full progression (10 and 12).
+/// They are registered below as encapsulated syntaxes without a codec, so that dicom-object
+/// parses such files; [`decode_progressive`] decodes their 8-bit frames with jpeg-decoder.
+const JPEG_PROGRESSIVE: [&str; 2] = ["1.2.840.10008.1.2.4.53", "1.2.840.10008.1.2.4.55"];
+
+dicom_encoding::submit_transfer_syntax!(dicom_encoding::transfer_syntax::AdapterFreeTransferSyntax::new_ele(
+    "1.2.840.10008.1.2.4.53",
+    "JPEG Spectral Selection, Non-Hierarchical (Process 6 & 8)",
+    dicom_encoding::transfer_syntax::Codec::EncapsulatedPixelData(None, None)
+));
+dicom_encoding::submit_transfer_syntax!(dicom_encoding::transfer_syntax::AdapterFreeTransferSyntax::new_ele(
+    "1.2.840.10008.1.2.4.55",
+    "JPEG Full Progression, Non-Hierarchical (Process 10 & 12)",
+    dicom_encoding::transfer_syntax::Codec::EncapsulatedPixelData(None, None)
+));
+
+/// Progressive JPEG frames, 8 bits, grey or colour. A colour stream is converted to RGB when
+/// the header says YBR (PS3.5 8.2.1: what the JPEG encoder took as YCbCr) and taken as RGB
+/// otherwise; the result is RGB either way.
+fn decode_progressive(file: &DefaultDicomObject, frame: Option<u32>) -> Result<DecodedPixels, String> {
+    use dicom_dictionary_std::tags;
+    let bits_allocated = int_of(file, tags::BITS_ALLOCATED).ok_or("BitsAllocated is missing")?;
+    if bits_allocated != 8 {
+        return Err(format!("progressive JPEG with BitsAllocated {bits_allocated}: cohort decodes 8-bit progressive JPEG only"));
+    }
+    let samples_per_pixel = int_of(file, tags::SAMPLES_PER_PIXEL).unwrap_or(1);
+    let header = file.element_opt(tags::PHOTOMETRIC_INTERPRETATION).ok().flatten().and_then(|e| e.to_str().ok().map(|s| s.trim().to_string())).unwrap_or_else(|| "MONOCHROME2".into());
+    let (transform, format) = match samples_per_pixel {
+        1 => (jpeg_decoder::ColorTransform::None, jpeg_decoder::PixelFormat::L8),
+        3 if header.starts_with("YBR") => (jpeg_decoder::ColorTransform::YCbCr, jpeg_decoder::PixelFormat::RGB24),
+        3 => (jpeg_decoder::ColorTransform::RGB, jpeg_decoder::PixelFormat::RGB24),
+        n => return Err(format!("progressive JPEG with {n} samples per pixel (1 or 3 expected)")),
+    };
+    let mut data = Vec::new();
+    for (k, s) in frame_streams(file, frame)?.iter().enumerate() {
+        let decoded = catch_unwind(AssertUnwindSafe(|| {
+            let mut d = jpeg_decoder::Decoder::new(Cursor::new(s));
+            d.set_color_transform(transform);
+            let pixels = d.decode().map_err(|e| e.to_string())?;
+            let info = d.info().ok_or("the JPEG stream has no frame header")?;
+            if info.pixel_format != format {
+                return Err(format!("the JPEG stream decodes to {:?}, {format:?} expected", info.pixel_format));
+            }
+            Ok(pixels)
+        }))
+        .map_err(|_| "the JPEG decoder panicked".to_string())?
+        .map_err(|e: String| format!("JPEG stream {}: {e}", k + 1))?;
+        data.extend(decoded);
+    }
+    let photometric = if samples_per_pixel == 3 { "RGB".to_string() } else { header };
+    Ok(DecodedPixels { data, photometric, samples_per_pixel, bits_allocated })
 }
 
 /// The transfer syntaxes of JPEG-LS: lossless and near-lossless (PS3.5 A.4.3).
