@@ -55,7 +55,7 @@ pub enum VolumeError {
     Parse { name: String, reason: String },
     /// The transfer syntax is neither native (uncompressed) nor one whose pixel data cohort
     /// decodes.
-    #[error("{name}: cannot decode the pixel data of transfer syntax {transfer_syntax} (cohort reads native little and big endian, RLE, JPEG baseline and lossless, JPEG-LS, and JPEG 2000)")]
+    #[error("{name}: cannot decode the pixel data of transfer syntax {transfer_syntax} (cohort reads native little and big endian, RLE, JPEG baseline, extended, progressive and lossless, JPEG-LS, and JPEG 2000)")]
     Compressed {
         name: String,
         transfer_syntax: String,
