@@ -276,6 +276,7 @@ fn merge_settles_conflicts_by_name_or_folder() {
     unchanged();
     assert_eq!(fails(r, &["merge", "rival", "--take", "P1"]).status.code(), Some(2));
     assert_eq!(fails(r, &["merge", "rival", "--take", "P1=mine"]).status.code(), Some(2));
+    assert_eq!(fails(r, &["merge", "rival", "--take", "P1=ours", "--take", "P1/=theirs"]).status.code(), Some(2));
     unchanged();
     // Patient 1 from rival but b.bin kept (the exact name wins over its folder), patient 2
     // from rival (a folder named without its slash), the rest kept by --prefer.

@@ -69,6 +69,9 @@ impl SettleArgs {
                 Some((name, "theirs")) if !name.is_empty() => (name, cohort::merge::Prefer::Theirs),
                 _ => return Err(super::CliError { message: format!("--take {t:?}: expected NAME=ours or NAME=theirs"), code: 2 }),
             };
+            if take.iter().any(|(n, _): &(String, _)| n.trim_end_matches('/') == side.0.trim_end_matches('/')) {
+                return Err(super::CliError { message: format!("--take {t:?}: {} is named twice", side.0), code: 2 });
+            }
             take.push((side.0.to_string(), side.1));
         }
         Ok(cohort::merge::Resolve { prefer: self.prefer.map(Into::into), take })
