@@ -100,6 +100,10 @@ pub struct RemoteSpec {
     /// A partial clone: missing objects are fetched from here on demand.
     #[serde(default)]
     pub promisor: bool,
+    /// PEM file of CA certificate(s) to trust for an https endpoint, besides the public roots
+    /// (an object store behind a hospital's own CA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_cert: Option<PathBuf>,
 }
 
 /// S3 credentials and settings, from flags or the usual AWS environment variables (read by
@@ -113,6 +117,8 @@ pub struct Credentials {
     pub endpoint: Option<String>,
     pub region: Option<String>,
     pub allow_http: Option<bool>,
+    /// Override of the remote's recorded CA file.
+    pub ca_cert: Option<PathBuf>,
 }
 
 fn valid_remote_name(n: &str) -> bool {
@@ -227,6 +233,14 @@ impl Remote {
                 if let Some(t) = &creds.session_token {
                     b = b.with_token(t);
                 }
+                if let Some(ca) = creds.ca_cert.as_ref().or(spec.ca_cert.as_ref()) {
+                    let pem = std::fs::read(ca).map_err(|source| RemoteError::Io { path: ca.clone(), source })?;
+                    let certs = object_store::Certificate::from_pem_bundle(&pem).map_err(|e| RemoteError::Io { path: ca.clone(), source: std::io::Error::new(std::io::ErrorKind::InvalidData, format!("not PEM certificates: {e}")) })?;
+                    if certs.is_empty() {
+                        return Err(RemoteError::Io { path: ca.clone(), source: std::io::Error::new(std::io::ErrorKind::InvalidData, "holds no PEM certificate (-----BEGIN CERTIFICATE-----)") });
+                    }
+                    b = b.with_client_options(certs.into_iter().fold(object_store::ClientOptions::default(), |o, c| o.with_root_certificate(c)));
+                }
                 (Arc::new(b.build().map_err(|e| err(e.to_string()))?), prefix)
             }
         };
@@ -241,20 +255,25 @@ impl Remote {
         RemoteError::Store { remote: self.name.clone(), key: key.into(), message: e.to_string() }
     }
 
+    /// An object store error with its causes (a TLS certificate problem is only in them).
+    fn store_fail(&self, key: &str, e: &object_store::Error) -> RemoteError {
+        self.store_err(key, crate::dicom::error_chain(e))
+    }
+
     pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>, RemoteError> {
         let k = self.key(key);
         self.rt.block_on(async {
             match self.store.get(&k).await {
-                Ok(r) => r.bytes().await.map(|b| Some(b.to_vec())).map_err(|e| self.store_err(key, e)),
+                Ok(r) => r.bytes().await.map(|b| Some(b.to_vec())).map_err(|e| self.store_fail(key, &e)),
                 Err(object_store::Error::NotFound { .. }) => Ok(None),
-                Err(e) => Err(self.store_err(key, e)),
+                Err(e) => Err(self.store_fail(key, &e)),
             }
         })
     }
 
     pub fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), RemoteError> {
         let k = self.key(key);
-        self.rt.block_on(async { self.store.put(&k, bytes.into()).await.map(|_| ()).map_err(|e| self.store_err(key, e)) })
+        self.rt.block_on(async { self.store.put(&k, bytes.into()).await.map(|_| ()).map_err(|e| self.store_fail(key, &e)) })
     }
 
     fn delete(&self, key: &str) -> Result<(), RemoteError> {
@@ -262,7 +281,7 @@ impl Remote {
         self.rt.block_on(async {
             match self.store.delete(&k).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-                Err(e) => Err(self.store_err(key, e)),
+                Err(e) => Err(self.store_fail(key, &e)),
             }
         })
     }
@@ -275,7 +294,7 @@ impl Remote {
             let mut out = Vec::new();
             let mut s = self.store.list(Some(&k));
             while let Some(m) = s.next().await {
-                let m = m.map_err(|e| self.store_err(prefix, e))?;
+                let m = m.map_err(|e| self.store_fail(prefix, &e))?;
                 let key = m.location.to_string();
                 out.push(key.strip_prefix(&strip).unwrap_or(&key).to_string());
             }
@@ -290,8 +309,8 @@ impl Remote {
             let jobs = packs.into_iter().map(|(name, pack, idx)| async move {
                 let pk = format!("packs/{name}.pack");
                 let ik = format!("packs/{name}.idx");
-                self.store.put(&self.key(&pk), pack.into()).await.map_err(|e| self.store_err(&pk, e))?;
-                self.store.put(&self.key(&ik), idx.into()).await.map_err(|e| self.store_err(&ik, e))?;
+                self.store.put(&self.key(&pk), pack.into()).await.map_err(|e| self.store_fail(&pk, &e))?;
+                self.store.put(&self.key(&ik), idx.into()).await.map_err(|e| self.store_fail(&ik, &e))?;
                 Ok::<(), RemoteError>(())
             });
             futures::future::try_join_all(jobs).await.map(|_| ())
@@ -666,7 +685,7 @@ fn download_kept(
                 let ranges: Vec<std::ops::Range<u64>> = batch.iter().map(|r| r[0].1.offset..r[0].1.offset + r[0].1.stored_len).collect();
                 let key = format!("packs/{pack}.pack");
                 async move {
-                    remote.store.get_ranges(&remote.key(&key), &ranges).await.map(|v| v.into_iter().map(|b| b.to_vec()).collect::<Vec<_>>()).map_err(|e| remote.store_err(&key, e))
+                    remote.store.get_ranges(&remote.key(&key), &ranges).await.map(|v| v.into_iter().map(|b| b.to_vec()).collect::<Vec<_>>()).map_err(|e| remote.store_fail(&key, &e))
                 }
             });
             futures::future::try_join_all(jobs).await

@@ -211,7 +211,7 @@ fn tags_travel_and_never_move() {
 #[test]
 fn ref_updates_are_compare_and_swap() {
     let t = tempfile::tempdir().unwrap();
-    let spec = cohort::remote::RemoteSpec { url: t.path().join("r").display().to_string(), endpoint: None, region: None, allow_http: false, promisor: false };
+    let spec = cohort::remote::RemoteSpec { url: t.path().join("r").display().to_string(), endpoint: None, region: None, allow_http: false, promisor: false, ca_cert: None };
     let r = cohort::remote::Remote::open("r", &spec, &Default::default()).unwrap();
     let (x, y, z) = (cohort::ObjectId::of(b"x"), cohort::ObjectId::of(b"y"), cohort::ObjectId::of(b"z"));
     r.update_ref("branches", "main", None, x, 1).unwrap();
@@ -266,11 +266,19 @@ fn tampered_remote_objects_never_enter_and_deid_branches_travel_alone() {
     let d = t.path().join("d");
     let e = String::from_utf8_lossy(&fails(t.path(), &["clone", remote.to_str().unwrap(), d.to_str().unwrap(), "--rev", "deid"]).stderr).into_owned();
     assert!(e.contains("is damaged") && e.contains("was not stored"), "{e}");
+    assert!(!d.exists(), "a failed clone leaves no folder behind");
+    // A fetch into a store of its own stores nothing either.
+    fs::create_dir_all(&d).unwrap();
+    ok(&d, &["init"]);
+    ok(&d, &["remote", "add", "origin", remote.to_str().unwrap()]);
     let fresh = t.path().join("fresh");
     fs::create_dir_all(&fresh).unwrap();
     ok(&fresh, &["init"]);
+    ok(&fresh, &["remote", "add", "origin", remote.to_str().unwrap()]);
+    let e = String::from_utf8_lossy(&fails(&d, &["fetch", "origin"]).stderr).into_owned();
+    assert!(e.contains("is damaged") && e.contains("was not stored"), "{e}");
     let count = |dir: &Path| fs::read_dir(dir.join(".cohort/packs")).map(|r| r.count()).unwrap_or(0);
-    assert_eq!(count(&d), count(&fresh), "nothing but the new store's first operation was stored");
+    assert_eq!(count(&d), count(&fresh), "nothing but the store's own operations was stored");
 }
 
 #[test]
@@ -403,6 +411,44 @@ fn s3_remote_against_garage() {
     s3(&a, &["push", "s3", "--tag", "t1"]);
     let f: Value = serde_json::from_str(&s3(&b, &["fetch", "origin", "--json"])).unwrap();
     assert_eq!(f["new_tags"]["t1"], json(&a, &["show", "HEAD~1", "--json"])["id"], "{f}");
+
+    // The same server over https, behind a TLS proxy (socat) whose certificate a private CA
+    // signed: refused without --ca-cert, and with it a clone is the same as the original.
+    let certs = t.path().join("certs");
+    let o = Command::new("bash").arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scripts/tls_certs.sh")).arg(&certs).output().unwrap();
+    assert!(o.status.success(), "tls_certs.sh: {}", String::from_utf8_lossy(&o.stderr));
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let upstream = endpoint.trim_start_matches("http://").to_string();
+    let proxy = Command::new("socat")
+        .arg(format!("openssl-listen:{port},bind=127.0.0.1,reuseaddr,fork,cert={},verify=0", certs.join("server.pem").display()))
+        .arg(format!("tcp:{upstream}"))
+        .spawn()
+        .expect("socat (.ci/run installs it)");
+    struct Stop(std::process::Child);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+        }
+    }
+    let _proxy = Stop(proxy);
+    let https = format!("https://127.0.0.1:{port}");
+    for _ in 0..50 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let run = |dir: &Path, args: &[&str]| cohort(dir).args(args).env("AWS_ACCESS_KEY_ID", &key).env("AWS_SECRET_ACCESS_KEY", &secret).env("AWS_REGION", "garage").output().unwrap();
+    let h = t.path().join("h");
+    let o = run(t.path(), &["clone", &url, h.to_str().unwrap(), "--endpoint", &https, "--region", "garage"]);
+    let e = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(!o.status.success() && e.to_lowercase().contains("certificate"), "an unknown CA is refused: {e}");
+    assert!(!h.exists(), "a failed clone leaves no folder behind");
+    let ca = certs.join("ca.pem");
+    s3(t.path(), &["clone", &url, h.to_str().unwrap(), "--endpoint", &https, "--region", "garage", "--ca-cert", ca.to_str().unwrap()]);
+    assert_eq!(snapshot(&h), snapshot(&b));
+    // The CA is recorded with the remote: a later fetch needs no flag.
+    s3(&h, &["fetch", "origin"]);
 }
 
 // ------------------------------------------------------------------ DICOMweb

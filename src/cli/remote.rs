@@ -19,6 +19,10 @@ pub struct S3Flags {
     /// Allow plain http to the endpoint.
     #[arg(long)]
     allow_http: bool,
+    /// PEM certificate(s) of a private CA to trust for an https endpoint, besides the public
+    /// roots (recorded by `remote add`).
+    #[arg(long, value_name = "PEM")]
+    ca_cert: Option<PathBuf>,
 }
 
 pub fn credentials(f: &S3Flags) -> Credentials {
@@ -30,6 +34,7 @@ pub fn credentials(f: &S3Flags) -> Credentials {
         endpoint: f.endpoint.clone().or_else(|| env("AWS_ENDPOINT_URL")),
         region: f.region.clone().or_else(|| env("AWS_REGION")).or_else(|| env("AWS_DEFAULT_REGION")),
         allow_http: if f.allow_http { Some(true) } else { env("AWS_ALLOW_HTTP").map(|v| v == "true" || v == "1") },
+        ca_cert: f.ca_cert.clone(),
     }
 }
 
@@ -60,7 +65,8 @@ pub fn run_remote(env: &Env, c: RemoteCommand) -> CliResult {
     match c {
         RemoteCommand::Add { name, url, s3 } => {
             let repo = env.repo(Mode::Write)?;
-            let spec = RemoteSpec { url: url_arg(env, &url), endpoint: s3.endpoint, region: s3.region, allow_http: s3.allow_http, promisor: false };
+            let ca_cert = s3.ca_cert.map(|p| abs(env, &p));
+            let spec = RemoteSpec { url: url_arg(env, &url), endpoint: s3.endpoint, region: s3.region, allow_http: s3.allow_http, promisor: false, ca_cert };
             remote::add_remote(&repo, &name, spec)?;
             eprintln!("added remote {name}");
         }
@@ -235,10 +241,27 @@ pub fn run_clone(env: &Env, a: CloneArgs) -> CliResult {
     if dir.exists() && std::fs::read_dir(&dir).map(|mut d| d.next().is_some()).unwrap_or(true) {
         return Err(CliError { message: format!("{}: exists and is not empty", dir.display()), code: 2 });
     }
+    let existed = dir.exists();
     std::fs::create_dir_all(&dir).map_err(|e| CliError { message: format!("{}: {e}", dir.display()), code: 2 })?;
-    let repo = cohort::Repo::init(&dir, env.ctx.clone())?;
+    let result = clone_into(env, &a, &dir);
+    if result.is_err() {
+        // A failed clone leaves nothing behind: the folder as it was (absent, or empty).
+        if existed {
+            for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let p = e.path();
+                let _ = if p.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
+            }
+        } else {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+    result
+}
+
+fn clone_into(env: &Env, a: &CloneArgs, dir: &std::path::Path) -> CliResult {
+    let repo = cohort::Repo::init(dir, env.ctx.clone())?;
     let partial = a.split.clone().zip(a.part.clone()).map(|(split, part)| PartialSpec { split, part });
-    let spec = RemoteSpec { url: url_arg(env, &a.url), endpoint: a.s3.endpoint.clone(), region: a.s3.region.clone(), allow_http: a.s3.allow_http, promisor: partial.is_some() };
+    let spec = RemoteSpec { url: url_arg(env, &a.url), endpoint: a.s3.endpoint.clone(), region: a.s3.region.clone(), allow_http: a.s3.allow_http, promisor: partial.is_some(), ca_cert: a.s3.ca_cert.as_ref().map(|p| abs(env, p)) };
     remote::add_remote(&repo, "origin", spec)?;
     let creds = credentials(&a.s3);
     let s = remote::fetch(&repo, "origin", &creds, partial.as_ref().map(|p| (a.rev.as_str(), p)), &env.progress())?;
