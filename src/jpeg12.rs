@@ -30,7 +30,7 @@
 
 use thiserror::Error;
 
-use crate::jpegmarker::{be16, marker_name};
+use crate::jpegmarker::{be16, marker_name, segment_end, BitReader, Fault, Stuffing};
 
 /// Most samples (columns × lines × components) a frame may have: 2^28, half a gigabyte of
 /// output. Far above any DICOM frame, far below what a damaged header could ask for.
@@ -608,61 +608,8 @@ impl ScanHeader {
     }
 }
 
-/// Where the entropy-coded segment starting at `from` ends: the first FF not followed by a
-/// stuffed 00 (a marker, or the fill bytes before one), or the end of the stream.
-fn segment_end(s: &[u8], from: usize) -> usize {
-    let mut i = from;
-    while let Some(off) = s.get(i..).and_then(|rest| rest.iter().position(|&b| b == 0xFF)) {
-        let ff = i + off;
-        if s.get(ff + 1) == Some(&0) {
-            i = ff + 2;
-        } else {
-            return ff;
-        }
-    }
-    s.len()
-}
-
-/// What went wrong in coded data, before the scan decoder adds where.
-enum Fault {
-    /// More bits were needed than the data has.
-    OutOfData,
-    /// A code no encoder writes.
-    Corrupt(&'static str),
-}
-
-/// Reads the bits of one entropy-coded segment (between a scan header or restart marker and
-/// the next marker), most significant first, dropping the 00 stuffed after each FF byte.
-struct BitReader<'a> {
-    /// The segment's bytes: every FF in it is followed by a 00 (see [`segment_end`]).
-    data: &'a [u8],
-    /// Offset of `data[0]` in the stream, for messages.
-    base: usize,
-    /// Next byte of `data` to load.
-    pos: usize,
-    /// Bits loaded and not yet read, from the top bit down; the bits below them are 0.
-    cache: u64,
-    /// How many bits of `cache` are loaded.
-    bits: u32,
-}
-
-impl<'a> BitReader<'a> {
-    /// A reader of `data`, which starts at byte `base` of the stream.
-    fn new(data: &'a [u8], base: usize) -> BitReader<'a> {
-        BitReader { data, base, pos: 0, cache: 0, bits: 0 }
-    }
-
-    /// Load bytes until the cache holds more than 56 bits or the data is used up.
-    #[inline]
-    fn refill(&mut self) {
-        while self.bits <= 56 {
-            let Some(&b) = self.data.get(self.pos) else { return };
-            self.pos += if b == 0xFF { 2 } else { 1 };
-            self.cache |= u64::from(b) << (56 - self.bits);
-            self.bits += 8;
-        }
-    }
-
+/// The bit reading of the Huffman-coded DCT processes.
+impl BitReader<'_> {
     /// The next 16 bits (zeros past the end of the data) and how many of them are data.
     #[inline]
     fn peek16(&mut self) -> (u32, u32) {
@@ -670,30 +617,6 @@ impl<'a> BitReader<'a> {
             self.refill();
         }
         ((self.cache >> 48) as u32, self.bits.min(16))
-    }
-
-    /// Drop `n` (at most the bits loaded) bits from the cache.
-    #[inline]
-    fn consume(&mut self, n: u32) {
-        self.cache = if n >= 64 { 0 } else { self.cache << n };
-        self.bits -= n;
-    }
-
-    /// The next `n` (0..=16) bits as a number.
-    #[inline]
-    fn bits(&mut self, n: u32) -> Result<u32, Fault> {
-        if n == 0 {
-            return Ok(0);
-        }
-        if self.bits < n {
-            self.refill();
-            if self.bits < n {
-                return Err(Fault::OutOfData);
-            }
-        }
-        let v = (self.cache >> (64 - n)) as u32;
-        self.consume(n);
-        Ok(v)
     }
 
     /// A coefficient or DC difference of magnitude category `s` (1..=15): `s` bits, extended
@@ -704,16 +627,6 @@ impl<'a> BitReader<'a> {
         Ok(if v < 1 << (s - 1) { v - (1 << s) + 1 } else { v })
     }
 
-    /// Roughly where reading is, as a byte offset in the stream: the next byte to load, less
-    /// the whole bytes still in the cache.
-    fn offset(&self) -> usize {
-        self.base + self.pos.saturating_sub(self.bits as usize / 8)
-    }
-
-    /// The offset in the stream where the segment's data ends.
-    fn end(&self) -> usize {
-        self.base + self.data.len()
-    }
 }
 
 /// Decode one block of quantized coefficients (F.2.2): the DC difference, added to the
@@ -876,8 +789,8 @@ fn decode_scan(s: &[u8], start: usize, frame: &mut Frame, scan: &ScanHeader, res
     let mut m = 0usize;
     let mut restarts = 0u8;
     while m < total {
-        let end = segment_end(s, pos);
-        let mut br = BitReader::new(&s[pos..end], pos);
+        let end = segment_end(s, pos, Stuffing::Byte);
+        let mut br = BitReader::new(&s[pos..end], pos, Stuffing::Byte);
         let mut pred = [0i32; 4];
         let last = total.min(m.saturating_add(interval));
         while m < last {
@@ -938,70 +851,17 @@ fn decode_scan(s: &[u8], start: usize, frame: &mut Frame, scan: &ScanHeader, res
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dicom_core::value::{PixelFragmentSequence, PrimitiveValue, Value};
+    use crate::jpegmarker::testfiles::*;
+    use dicom_core::value::{PixelFragmentSequence, PrimitiveValue};
     use dicom_core::{DataElement, VR};
     use dicom_dictionary_std::tags;
-    use dicom_object::{DefaultDicomObject, FileMetaTableBuilder, InMemDicomObject, OpenFileOptions};
-    use std::path::{Path, PathBuf};
+    use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
+    use std::path::Path;
     use std::process::Command;
-
-    /// pydicom's test files (see tests/data/pydicom/README.md).
-    const PYDICOM: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/pydicom");
 
     /// Its two 12-bit JPEG Extended files: the same 256x1024 NM image, one with a scan header
     /// that says Se 0 (libjpeg warns and decodes it as sequential), one with Se 63.
     const EXTENDED_FILES: [&str; 2] = ["JPEG-lossy.dcm", "JPGExtended.dcm"];
-
-    fn data(name: &str) -> PathBuf {
-        Path::new(PYDICOM).join(name)
-    }
-
-    fn open(path: &Path) -> DefaultDicomObject {
-        OpenFileOptions::new().open_file(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-    }
-
-    fn int(obj: &DefaultDicomObject, tag: dicom_core::Tag) -> Option<u32> {
-        obj.element_opt(tag).ok().flatten().and_then(|e| e.to_int::<u32>().ok())
-    }
-
-    /// The JPEG stream of a single-frame file: its Pixel Data fragments (after the basic
-    /// offset table) end to end.
-    fn stream_of(path: &Path) -> Vec<u8> {
-        let obj = open(path);
-        let Value::PixelSequence(seq) = obj.element(tags::PIXEL_DATA).expect("PixelData").value() else {
-            panic!("{}: pixel data not encapsulated", path.display())
-        };
-        let stream: Vec<u8> = seq.fragments().iter().flatten().copied().collect();
-        assert!(stream.starts_with(&[0xFF, 0xD8]), "{}: the first fragment is not a JPEG stream", path.display());
-        stream
-    }
-
-    /// The native pixel data of a file as sample values, a pixel's samples together
-    /// (PlanarConfiguration 1 is turned into 0): bytes for 8 bits allocated, 16-bit words for 16.
-    fn native_samples(obj: &DefaultDicomObject) -> Vec<u16> {
-        let bits = int(obj, tags::BITS_ALLOCATED).expect("BitsAllocated");
-        let count = (int(obj, tags::ROWS).expect("Rows") * int(obj, tags::COLUMNS).expect("Columns")) as usize;
-        let spp = int(obj, tags::SAMPLES_PER_PIXEL).unwrap_or(1) as usize;
-        let Value::Primitive(p) = obj.element(tags::PIXEL_DATA).expect("PixelData").value() else {
-            panic!("pixel data not native")
-        };
-        let bytes: Vec<u8> = match p {
-            PrimitiveValue::U8(b) => b.to_vec(),
-            PrimitiveValue::U16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            PrimitiveValue::I16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            other => panic!("unexpected pixel data value {other:?}"),
-        };
-        let mut values: Vec<u16> = match bits {
-            8 => bytes.iter().map(|&b| u16::from(b)).collect(),
-            16 => bytes.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect(),
-            b => panic!("{b} bits allocated"),
-        };
-        values.truncate(count * spp);
-        if spp > 1 && int(obj, tags::PLANAR_CONFIGURATION) == Some(1) {
-            values = (0..count * spp).map(|i| values[(i % spp) * count + i / spp]).collect();
-        }
-        values
-    }
 
     /// Run a dcmtk tool; a missing dcmtk fails the test (CI installs it: .ci/run).
     fn dcmtk(tool: &str, args: &[&str], input: &Path, output: &Path) {
@@ -1790,7 +1650,7 @@ mod tests {
             w.put(code, len);
         }
         w.flush();
-        let mut br = BitReader::new(&w.out, 0);
+        let mut br = BitReader::new(&w.out, 0, Stuffing::Byte);
         for &(category, ..) in &codes {
             assert_eq!(t.decode(&mut br).ok(), Some(category));
         }
@@ -1807,7 +1667,7 @@ mod tests {
         w.put(199, 16);
         w.put(7, 16);
         w.flush();
-        let mut br = BitReader::new(&w.out, 0);
+        let mut br = BitReader::new(&w.out, 0, Stuffing::Byte);
         assert_eq!(t.decode(&mut br).ok(), Some(199));
         assert_eq!(t.decode(&mut br).ok(), Some(7));
     }

@@ -20,7 +20,7 @@
 
 use thiserror::Error;
 
-use crate::jpegmarker::{be16, marker_name};
+use crate::jpegmarker::{be16, marker_name, segment_end, BitReader, Fault, Stuffing};
 
 /// Most samples (columns × lines × components) a frame may have: 2^28, half a gigabyte of
 /// output. Far above any DICOM frame, far below what a damaged header could ask for.
@@ -487,96 +487,8 @@ fn ceil_log2(v: i32) -> u32 {
     n
 }
 
-/// Where the scan data starting at `from` ends: the first marker (FF followed by a byte with
-/// its top bit set; FF then a byte below 0x80 is coded data with a stuffed bit), or the end of
-/// the stream.
-fn find_marker(s: &[u8], from: usize) -> usize {
-    let mut i = from;
-    while let Some(off) = s.get(i..).and_then(|rest| rest.iter().position(|&b| b == 0xFF)) {
-        let ff = i + off;
-        match s.get(ff + 1) {
-            Some(&next) if next < 0x80 => i = ff + 2,
-            _ => return ff,
-        }
-    }
-    s.len()
-}
-
-/// What went wrong in coded data, before the scan decoder adds where.
-enum Fault {
-    /// More bits were needed than the data has.
-    OutOfData,
-    /// A code no encoder writes.
-    Corrupt(&'static str),
-}
-
-/// Reads the bits of one entropy-coded segment (between a scan header or restart marker and
-/// the next marker), most significant first, dropping the bit stuffed after each FF byte.
-struct BitReader<'a> {
-    /// The segment's bytes.
-    data: &'a [u8],
-    /// Offset of `data[0]` in the stream, for messages.
-    base: usize,
-    /// Next byte of `data` to load.
-    pos: usize,
-    /// Bits loaded and not yet read, from the top bit down; the bits below them are 0.
-    cache: u64,
-    /// How many bits of `cache` are loaded.
-    bits: u32,
-    /// The last byte loaded was FF: the next one holds a stuffed 0 and 7 bits of data.
-    after_ff: bool,
-}
-
-impl<'a> BitReader<'a> {
-    /// A reader of `data`, which starts at byte `base` of the stream.
-    fn new(data: &'a [u8], base: usize) -> BitReader<'a> {
-        BitReader { data, base, pos: 0, cache: 0, bits: 0, after_ff: false }
-    }
-
-    /// Load bytes until the cache holds more than 56 bits or the data is used up.
-    #[inline]
-    fn refill(&mut self) {
-        while self.bits <= 56 {
-            let Some(&b) = self.data.get(self.pos) else { return };
-            self.pos += 1;
-            if self.after_ff {
-                // The segment ends at any FF followed by a byte with its top bit set, so this
-                // byte's top bit is the stuffed 0.
-                self.cache |= u64::from(b & 0x7F) << (57 - self.bits);
-                self.bits += 7;
-                self.after_ff = false;
-            } else {
-                self.cache |= u64::from(b) << (56 - self.bits);
-                self.bits += 8;
-                self.after_ff = b == 0xFF;
-            }
-        }
-    }
-
-    /// Drop `n` (1..=64) bits from the cache.
-    #[inline]
-    fn consume(&mut self, n: u32) {
-        self.cache = if n >= 64 { 0 } else { self.cache << n };
-        self.bits -= n;
-    }
-
-    /// The next `n` (0..=32) bits as a number.
-    #[inline]
-    fn bits(&mut self, n: u32) -> Result<u32, Fault> {
-        if n == 0 {
-            return Ok(0);
-        }
-        if self.bits < n {
-            self.refill();
-            if self.bits < n {
-                return Err(Fault::OutOfData);
-            }
-        }
-        let v = (self.cache >> (64 - n)) as u32;
-        self.consume(n);
-        Ok(v)
-    }
-
+/// The bit reading of JPEG-LS: single bits and Golomb codes.
+impl BitReader<'_> {
     /// The next bit.
     #[inline]
     fn bit(&mut self) -> Result<bool, Fault> {
@@ -625,17 +537,6 @@ impl<'a> BitReader<'a> {
         } else {
             Ok(u64::from(self.bits(qbpp)?) + 1)
         }
-    }
-
-    /// Roughly where reading is, as a byte offset in the stream: the next byte to load, less
-    /// the whole bytes still in the cache.
-    fn offset(&self) -> usize {
-        self.base + self.pos.saturating_sub(self.bits as usize / 8)
-    }
-
-    /// The offset in the stream where the segment's data ends.
-    fn end(&self) -> usize {
-        self.base + self.data.len()
     }
 }
 
@@ -991,8 +892,8 @@ fn decode_scan(s: &[u8], start: usize, frame: &mut Frame, scan: &ScanHeader, par
     let mut y = 0;
     let mut restarts = 0u8;
     while y < h {
-        let end = find_marker(s, pos);
-        let mut br = BitReader::new(&s[pos..end], pos);
+        let end = segment_end(s, pos, Stuffing::Bit);
+        let mut br = BitReader::new(&s[pos..end], pos, Stuffing::Bit);
         let last = h.min(y.saturating_add(interval));
         while y < last {
             let mut component = 0;
@@ -1053,14 +954,10 @@ fn decode_scan(s: &[u8], start: usize, frame: &mut Frame, scan: &ScanHeader, par
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dicom_core::value::{PrimitiveValue, Value};
+    use crate::jpegmarker::testfiles::*;
     use dicom_dictionary_std::tags;
-    use dicom_object::{DefaultDicomObject, OpenFileOptions};
-    use std::path::{Path, PathBuf};
+    use std::path::Path;
     use std::process::Command;
-
-    /// pydicom's test files (see tests/data/pydicom/README.md).
-    const PYDICOM: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/pydicom");
 
     /// The JPEG-LS files among them: near-lossless 8 and 16 bits, lossless 16 bits signed,
     /// and near-lossless colour, line and sample interleaved.
@@ -1071,56 +968,6 @@ mod tests {
         "SC_rgb_jls_lossy_line.dcm",
         "SC_rgb_jls_lossy_sample.dcm",
     ];
-
-    fn data(name: &str) -> PathBuf {
-        Path::new(PYDICOM).join(name)
-    }
-
-    fn open(path: &Path) -> DefaultDicomObject {
-        OpenFileOptions::new().open_file(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-    }
-
-    fn int(obj: &DefaultDicomObject, tag: dicom_core::Tag) -> Option<u32> {
-        obj.element_opt(tag).ok().flatten().and_then(|e| e.to_int::<u32>().ok())
-    }
-
-    /// The JPEG-LS stream of a single-frame file: its fragments end to end.
-    fn stream_of(path: &Path) -> Vec<u8> {
-        let obj = open(path);
-        let Value::PixelSequence(seq) = obj.element(tags::PIXEL_DATA).expect("PixelData").value() else {
-            panic!("{}: pixel data not encapsulated", path.display())
-        };
-        seq.fragments().iter().flatten().copied().collect()
-    }
-
-    /// The native pixel data of a file as sample values, a pixel's samples together
-    /// (PlanarConfiguration 1 is turned into 0): bytes for 8 bits allocated, 16-bit words
-    /// (signed or not, as stored) for 16.
-    fn native_samples(obj: &DefaultDicomObject) -> Vec<u16> {
-        let bits = int(obj, tags::BITS_ALLOCATED).expect("BitsAllocated");
-        let count = (int(obj, tags::ROWS).expect("Rows") * int(obj, tags::COLUMNS).expect("Columns")) as usize;
-        let spp = int(obj, tags::SAMPLES_PER_PIXEL).unwrap_or(1) as usize;
-        let Value::Primitive(p) = obj.element(tags::PIXEL_DATA).expect("PixelData").value() else {
-            panic!("pixel data not native")
-        };
-        let bytes: Vec<u8> = match p {
-            PrimitiveValue::U8(b) => b.to_vec(),
-            PrimitiveValue::U16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            PrimitiveValue::I16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            other => panic!("unexpected pixel data value {other:?}"),
-        };
-        let mut values: Vec<u16> = match bits {
-            8 => bytes.iter().map(|&b| u16::from(b)).collect(),
-            16 => bytes.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect(),
-            b => panic!("{b} bits allocated"),
-        };
-        // An odd number of 8-bit values is padded to an even length.
-        values.truncate(count * spp);
-        if spp > 1 && int(obj, tags::PLANAR_CONFIGURATION) == Some(1) {
-            values = (0..count * spp).map(|i| values[(i % spp) * count + i / spp]).collect();
-        }
-        values
-    }
 
     /// The pixel values dcmtk's dcmdjpls decodes `path` to, or None when dcmdjpls is not
     /// installed.
