@@ -169,17 +169,17 @@ fn merge_map<K: Ord + Clone, V: Clone + PartialEq>(b: &BTreeMap<K, V>, o: &BTree
     out
 }
 
-/// The base for merging `a` and `b`: their one merge base's state, or the merge of their
-/// merge bases (recursively), with [`disagreed`] where those conflict.
-fn base_state(repo: &Repo, a: ObjectId, b: ObjectId, depth: usize) -> Result<Option<State>, MergeError> {
-    let bases = merge_bases(repo, a, b)?;
-    let Some((&first, rest)) = bases.split_first() else { return Ok(None) };
+/// The base for merging `a` and `b`, whose merge bases are `bases`: the one base's state, or
+/// the merge of the bases (recursively), with [`disagreed`] where those conflict; empty when
+/// there is no base.
+fn base_state(repo: &Repo, a: ObjectId, b: ObjectId, bases: &[ObjectId], depth: usize) -> Result<State, MergeError> {
+    let Some((&first, rest)) = bases.split_first() else { return Ok(State::default()) };
     let mut state = state_of(repo, first)?;
     for &next in rest {
         if depth >= MAX_VIRTUAL_DEPTH {
             return Err(MergeError::CrissCross { ours: a.short(), theirs: b.short() });
         }
-        let under = base_state(repo, first, next, depth + 1)?.unwrap_or_default();
+        let under = base_state(repo, first, next, &merge_bases(repo, first, next)?, depth + 1)?;
         let other = state_of(repo, next)?;
         let d = disagreed();
         state = State {
@@ -190,7 +190,15 @@ fn base_state(repo: &Repo, a: ObjectId, b: ObjectId, depth: usize) -> Result<Opt
             },
         };
     }
-    Ok(Some(state))
+    Ok(state)
+}
+
+/// What a merge compares both sides with: the merge base's commit, or (in a criss-cross
+/// history) the merge of the merge bases.
+enum Base {
+    /// The base commit's tree and catalog.
+    Commit { tree: ObjectId, catalog: Option<ObjectId> },
+    Merged(State),
 }
 
 fn conflict_list(paths: &[String], catalog: &[String]) -> String {
@@ -312,18 +320,20 @@ pub fn merge(repo: &Repo, rev: &str, message: Option<&str>, resolve: &Resolve, p
     let src = TreeSource { store: &repo.store, extra: None };
     // One base: its commit, and the tree diff skips what did not change. Several: their merge,
     // made in memory, and the sides compared with it file by file.
-    let virtual_base = if bases.len() > 1 { base_state(repo, ours, theirs, 0)? } else { None };
+    let merge_base = if bases.len() > 1 { Base::Merged(base_state(repo, ours, theirs, &bases, 0)?) } else {
+        let c = repo.store.read_commit(&base)?;
+        Base::Commit { tree: c.tree, catalog: c.catalog }
+    };
     // Each side's changes as path -> new state (None: removed).
     let changes = |tree: ObjectId| -> Result<BTreeMap<String, Option<Entry>>, MergeError> {
         let mut m = BTreeMap::new();
-        match &virtual_base {
-            None => {
-                let cb = repo.store.read_commit(&base)?;
-                for c in diff::diff_trees(&src, Some(cb.tree), Some(tree))? {
+        match &merge_base {
+            Base::Commit { tree: base_tree, .. } => {
+                for c in diff::diff_trees(&src, Some(*base_tree), Some(tree))? {
                     m.insert(c.path, c.new.map(|n| (n.kind, n.id, n.size)));
                 }
             }
-            Some(vb) => {
+            Base::Merged(vb) => {
                 let mut listed = Vec::new();
                 diff::list_files(&src, &tree, "", &mut listed)?;
                 let side: BTreeMap<String, Entry> = listed.into_iter().map(|(p, e)| (p, (e.kind, e.id, e.size))).collect();
@@ -354,9 +364,9 @@ pub fn merge(repo: &Repo, rev: &str, message: Option<&str>, resolve: &Resolve, p
             }
         }
     }
-    let base_catalog = match &virtual_base {
-        Some(vb) => CatalogSide::State(&vb.catalog),
-        None => CatalogSide::Id(repo.store.read_commit(&base)?.catalog),
+    let base_catalog = match &merge_base {
+        Base::Merged(vb) => CatalogSide::State(&vb.catalog),
+        Base::Commit { catalog, .. } => CatalogSide::Id(*catalog),
     };
     let (catalog, catalog_from_theirs, catalog_conflicts) = merge_catalogs(repo, base_catalog, &co, &ct, resolve)?;
     // Every --take must settle something: a mistyped name would otherwise leave its
