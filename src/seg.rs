@@ -727,7 +727,9 @@ fn frame_values(file: &DefaultDicomObject, source: &FrameSource<'_>, k: usize, p
                     _ => crate::volume::rle_decode(&stream, pixels, 2, 1).map_err(bad)?.chunks_exact(2).map(|w| u16::from_le_bytes([w[0], w[1]])).collect(),
                 }
             } else {
-                let stream = crate::dicom::frame_streams(file, Some(frame)).map_err(bad)?.concat();
+                // The codestream itself is read only to check a JPEG 2000 one's size and to
+                // decode 1-bit frames; other frames are decoded from the file.
+                let stream = if is_j2k(ts) || bits == 1 { crate::dicom::frame_streams(file, Some(frame)).map_err(bad)?.concat() } else { Vec::new() };
                 if is_j2k(ts) {
                     // The decoder allocates what the codestream declares: check that first.
                     match j2k_size(&stream) {
@@ -740,15 +742,16 @@ fn frame_values(file: &DefaultDicomObject, source: &FrameSource<'_>, k: usize, p
                     // The codecs write a 1-bit segmentation's frames as 8-bit samples, 0 or 1;
                     // the DICOM codec adapters refuse BitsAllocated 1, so the codestream is
                     // decoded here.
-                    return one_component_stream(ts, &stream).map_err(bad).and_then(|v| if v.len() == pixels { Ok(v) } else { Err(bad(format!("decodes to {} pixels, Rows x Columns is {pixels}", v.len()))) });
-                }
-                let d = crate::dicom::decode_pixel_data(file, Some(frame)).map_err(bad)?;
-                if d.samples_per_pixel != 1 {
-                    return Err(bad(format!("{} samples per pixel (1 expected)", d.samples_per_pixel)));
-                }
-                match d.bits_allocated {
-                    1 | 8 => d.data.into_iter().map(u16::from).collect(),
-                    _ => d.data.chunks_exact(2).map(|w| u16::from_ne_bytes([w[0], w[1]])).collect(),
+                    one_component_stream(ts, &stream).map_err(bad)?
+                } else {
+                    let d = crate::dicom::decode_pixel_data(file, Some(frame)).map_err(bad)?;
+                    if d.samples_per_pixel != 1 {
+                        return Err(bad(format!("{} samples per pixel (1 expected)", d.samples_per_pixel)));
+                    }
+                    match d.bits_allocated {
+                        1 | 8 => d.data.into_iter().map(u16::from).collect(),
+                        _ => d.data.chunks_exact(2).map(|w| u16::from_ne_bytes([w[0], w[1]])).collect(),
+                    }
                 }
             };
             if values.len() != pixels {
