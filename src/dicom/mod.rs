@@ -549,22 +549,7 @@ fn decode_progressive(file: &DefaultDicomObject, frame: Option<u32>) -> Result<D
         3 => (jpeg_decoder::ColorTransform::RGB, jpeg_decoder::PixelFormat::RGB24),
         n => return Err(format!("progressive JPEG with {n} samples per pixel (1 or 3 expected)")),
     };
-    let mut data = Vec::new();
-    for (k, s) in frame_streams(file, frame)?.iter().enumerate() {
-        let decoded = catch_unwind(AssertUnwindSafe(|| {
-            let mut d = jpeg_decoder::Decoder::new(Cursor::new(s));
-            d.set_color_transform(transform);
-            let pixels = d.decode().map_err(|e| e.to_string())?;
-            let info = d.info().ok_or("the JPEG stream has no frame header")?;
-            if info.pixel_format != format {
-                return Err(format!("the JPEG stream decodes to {:?}, {format:?} expected", info.pixel_format));
-            }
-            Ok(pixels)
-        }))
-        .map_err(|_| "the JPEG decoder panicked".to_string())?
-        .map_err(|e: String| format!("JPEG stream {}: {e}", k + 1))?;
-        data.extend(decoded);
-    }
+    let data = jpeg_decoder_frames(&frame_streams(file, frame)?, transform, format)?;
     let photometric = if samples_per_pixel == 3 { "RGB".to_string() } else { header };
     Ok(DecodedPixels { data, photometric, samples_per_pixel, bits_allocated })
 }
@@ -691,25 +676,30 @@ fn jpeg_says_colour(s: &[u8]) -> bool {
 
 /// Decode 8-bit colour JPEG streams with no colour transform: R, G, B interleaved.
 fn decode_rgb_jpeg(streams: &[Vec<u8>]) -> Result<DecodedPixels, String> {
+    let data = jpeg_decoder_frames(streams, jpeg_decoder::ColorTransform::RGB, jpeg_decoder::PixelFormat::RGB24)?;
+    Ok(DecodedPixels { data, photometric: "RGB".into(), samples_per_pixel: 3, bits_allocated: 8 })
+}
+
+/// 8-bit JPEG streams decoded by jpeg-decoder with colour `transform`, each of which must
+/// decode to `format`; their samples end to end.
+fn jpeg_decoder_frames(streams: &[Vec<u8>], transform: jpeg_decoder::ColorTransform, format: jpeg_decoder::PixelFormat) -> Result<Vec<u8>, String> {
     let mut data = Vec::new();
-    for s in streams {
+    for (k, s) in streams.iter().enumerate() {
         let decoded = catch_unwind(AssertUnwindSafe(|| {
             let mut d = jpeg_decoder::Decoder::new(Cursor::new(s));
-            d.set_color_transform(jpeg_decoder::ColorTransform::RGB);
+            d.set_color_transform(transform);
             let pixels = d.decode().map_err(|e| e.to_string())?;
             let info = d.info().ok_or("the JPEG stream has no frame header")?;
-            if info.pixel_format != jpeg_decoder::PixelFormat::RGB24 {
-                return Err(format!("the JPEG stream decodes to {:?}, not 8-bit RGB", info.pixel_format));
+            if info.pixel_format != format {
+                return Err(format!("the JPEG stream decodes to {:?}, {format:?} expected", info.pixel_format));
             }
             Ok(pixels)
-        }));
-        match decoded {
-            Ok(Ok(p)) => data.extend_from_slice(&p),
-            Ok(Err(e)) => return Err(e),
-            Err(_) => return Err("the decoder panicked".into()),
-        }
+        }))
+        .map_err(|_| "the JPEG decoder panicked".to_string())?
+        .map_err(|e: String| format!("JPEG stream {}: {e}", k + 1))?;
+        data.extend(decoded);
     }
-    Ok(DecodedPixels { data, photometric: "RGB".into(), samples_per_pixel: 3, bits_allocated: 8 })
+    Ok(data)
 }
 
 #[cfg(test)]
