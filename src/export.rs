@@ -194,7 +194,7 @@ pub fn place(store: &Store, e: &TreeEntry, dest: &Path, mode: LinkMode) -> Resul
 /// not exist), so a failed export leaves no half-written dataset that looks complete, and can
 /// be run again at once (with `--link copy` after "reflinks are not supported", say). A
 /// cleanup that fails is not reported over the error that caused it.
-pub(crate) fn into_new_folder<T, E: From<ExportError>>(out: &Path, write: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+pub fn into_new_folder<T, E: From<ExportError>>(out: &Path, write: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
     let existed = match fs::read_dir(out) {
         Ok(mut rd) => {
             if rd.next().is_some() {

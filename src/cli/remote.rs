@@ -25,6 +25,12 @@ pub struct S3Flags {
     ca_cert: Option<PathBuf>,
 }
 
+/// The remote `url` as `remote add` and `clone` record it, with the flags' endpoint, region,
+/// http and CA (paths made absolute).
+fn remote_spec(env: &Env, url: &str, s3: &S3Flags, promisor: bool) -> RemoteSpec {
+    RemoteSpec { url: url_arg(env, url), endpoint: s3.endpoint.clone(), region: s3.region.clone(), allow_http: s3.allow_http, promisor, ca_cert: s3.ca_cert.as_ref().map(|p| abs(env, p)) }
+}
+
 pub fn credentials(f: &S3Flags) -> Credentials {
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     Credentials {
@@ -65,9 +71,7 @@ pub fn run_remote(env: &Env, c: RemoteCommand) -> CliResult {
     match c {
         RemoteCommand::Add { name, url, s3 } => {
             let repo = env.repo(Mode::Write)?;
-            let ca_cert = s3.ca_cert.map(|p| abs(env, &p));
-            let spec = RemoteSpec { url: url_arg(env, &url), endpoint: s3.endpoint, region: s3.region, allow_http: s3.allow_http, promisor: false, ca_cert };
-            remote::add_remote(&repo, &name, spec)?;
+            remote::add_remote(&repo, &name, remote_spec(env, &url, &s3, false))?;
             eprintln!("added remote {name}");
         }
         RemoteCommand::Remove { name } => {
@@ -241,28 +245,14 @@ pub fn run_clone(env: &Env, a: CloneArgs) -> CliResult {
     if dir.exists() && std::fs::read_dir(&dir).map(|mut d| d.next().is_some()).unwrap_or(true) {
         return Err(CliError { message: format!("{}: exists and is not empty", dir.display()), code: 2 });
     }
-    let existed = dir.exists();
-    std::fs::create_dir_all(&dir).map_err(|e| CliError { message: format!("{}: {e}", dir.display()), code: 2 })?;
-    let result = clone_into(env, &a, &dir);
-    if result.is_err() {
-        // A failed clone leaves nothing behind: the folder as it was (absent, or empty).
-        if existed {
-            for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-                let p = e.path();
-                let _ = if p.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
-            }
-        } else {
-            let _ = std::fs::remove_dir_all(&dir);
-        }
-    }
-    result
+    // A failed clone leaves nothing behind: the folder as it was (absent, or empty).
+    cohort::export::into_new_folder(&dir, || clone_into(env, &a, &dir))
 }
 
 fn clone_into(env: &Env, a: &CloneArgs, dir: &std::path::Path) -> CliResult {
     let repo = cohort::Repo::init(dir, env.ctx.clone())?;
     let partial = a.split.clone().zip(a.part.clone()).map(|(split, part)| PartialSpec { split, part });
-    let spec = RemoteSpec { url: url_arg(env, &a.url), endpoint: a.s3.endpoint.clone(), region: a.s3.region.clone(), allow_http: a.s3.allow_http, promisor: partial.is_some(), ca_cert: a.s3.ca_cert.as_ref().map(|p| abs(env, p)) };
-    remote::add_remote(&repo, "origin", spec)?;
+    remote::add_remote(&repo, "origin", remote_spec(env, &a.url, &a.s3, partial.is_some()))?;
     let creds = credentials(&a.s3);
     let s = remote::fetch(&repo, "origin", &creds, partial.as_ref().map(|p| (a.rev.as_str(), p)), &env.progress())?;
     let commit = *s.branches.get(&a.rev).ok_or_else(|| CliError { message: format!("remote has no branch {}", a.rev), code: 2 })?;
