@@ -1,7 +1,9 @@
 //! Merging a revision into the current branch: a fast-forward when one side contains the
 //! other, else a three-way merge against the merge base, at the level a curator works at:
 //! - files: a path changed on one side only takes that side's version; a path changed on
-//!   both sides to the same content is kept; changed differently, it is a conflict;
+//!   both sides to the same content is kept; changed differently, it is a conflict, except
+//!   for a DICOM instance whose two sides changed different top-level attributes (or one the
+//!   pixel data): it is merged attribute by attribute ([`dicom::merge_headers`]);
 //! - the catalog, entry by entry: each (task, reader) annotation set and each split is
 //!   merged like a file, so two readers annotating on two branches merge cleanly.
 //!
@@ -25,7 +27,8 @@ use serde::Serialize;
 use crate::catalog::Catalog;
 use crate::diff::{self, TreeSource};
 use crate::id::ObjectId;
-use crate::object::{ActivityRef, Commit, CommitNote, EntryKind, Head, TreeEntry};
+use crate::dicom;
+use crate::object::{ActivityRef, Commit, CommitNote, DicomFile, EntryKind, Head, TreeEntry};
 use crate::progress::Progress;
 use crate::repo::{CommitDraft, Repo, RepoError};
 use crate::store::StoreError;
@@ -42,9 +45,17 @@ pub enum MergeError {
     Unrelated { ours: String, theirs: String },
     #[error("{ours} and {theirs}: a criss-cross history nested more than {MAX_VIRTUAL_DEPTH} deep; merge some of their merge bases first")]
     CrissCross { ours: String, theirs: String },
-    #[error("merging {theirs} into {branch}: {} conflict(s), nothing changed: {} (settle them with --take NAME=ours|theirs, NAME a conflict or a folder, or all with --prefer)", .paths.len() + .catalog.len(), conflict_list(.paths, .catalog))]
-    Conflicts { branch: String, theirs: String, paths: Vec<String>, catalog: Vec<String> },
-    #[error("--take {pattern}: merging {theirs} has no conflict of that name or in that folder, nothing changed (conflicts: {})", conflict_list(.conflicts, &[]))]
+    #[error("merging {theirs} into {branch}: {} conflict(s), nothing changed: {} (settle them with --take NAME=ours|theirs, NAME a conflict or a folder, or all with --prefer)", .paths.len() + .catalog.len(), conflict_list(.paths, .catalog, .why))]
+    Conflicts {
+        branch: String,
+        theirs: String,
+        paths: Vec<String>,
+        catalog: Vec<String>,
+        /// For a conflicting DICOM instance: what both sides changed, or why it was not merged
+        /// attribute by attribute.
+        why: BTreeMap<String, String>,
+    },
+    #[error("--take {pattern}: merging {theirs} has no conflict of that name or in that folder, nothing changed (conflicts: {})", conflict_list(.conflicts, &[], &BTreeMap::new()))]
     TakeUnused { pattern: String, theirs: String, conflicts: Vec<String> },
     #[error("merging {theirs}: {source}")]
     Tree { theirs: String, source: TreeBuildError },
@@ -201,9 +212,12 @@ enum Base {
     Merged(State),
 }
 
-fn conflict_list(paths: &[String], catalog: &[String]) -> String {
-    let all: Vec<&str> = paths.iter().chain(catalog).map(String::as_str).collect();
-    let shown = all.iter().take(10).copied().collect::<Vec<_>>().join(", ");
+fn conflict_list(paths: &[String], catalog: &[String], why: &BTreeMap<String, String>) -> String {
+    let all: Vec<String> = paths.iter().chain(catalog).map(|c| match why.get(c) {
+        Some(w) => format!("{c} ({w})"),
+        None => c.clone(),
+    }).collect();
+    let shown = all.iter().take(10).map(String::as_str).collect::<Vec<_>>().join(", ");
     if all.len() > 10 {
         format!("{shown}, and {} more", all.len() - 10)
     } else {
@@ -234,6 +248,20 @@ pub struct MergeSummary {
     pub resolved: Vec<String>,
     /// Each settled conflict, its side and what settled it (`resolved`, in the same order).
     pub resolutions: Vec<Resolution>,
+    /// DICOM instances both sides changed, in different attributes, merged attribute by
+    /// attribute.
+    pub merged_files: Vec<ContentMerge>,
+}
+
+/// A DICOM instance both sides changed, merged attribute by attribute.
+#[derive(Debug, Clone, Serialize)]
+pub struct ContentMerge {
+    pub path: String,
+    /// What this branch changed: "(gggg,eeee) Keyword", "file meta group" or "pixel data"
+    /// (what both sides changed alike is listed here).
+    pub ours: Vec<String>,
+    /// What the merged revision changed.
+    pub theirs: Vec<String>,
 }
 
 /// Every commit reachable from `tip` (itself included), with its parents.
@@ -289,6 +317,7 @@ pub fn merge(repo: &Repo, rev: &str, message: Option<&str>, resolve: &Resolve, p
         prefer,
         resolved: resolutions.iter().map(|r| r.conflict.clone()).collect(),
         resolutions,
+        merged_files: Vec::new(),
     };
     let move_branch = |w, commit: ObjectId, what: String| -> Result<(), MergeError> {
         let mut view = repo.store.view()?;
@@ -324,13 +353,14 @@ pub fn merge(repo: &Repo, rev: &str, message: Option<&str>, resolve: &Resolve, p
         let c = repo.store.read_commit(&base)?;
         Base::Commit { tree: c.tree, catalog: c.catalog }
     };
-    // Each side's changes as path -> new state (None: removed).
-    let changes = |tree: ObjectId| -> Result<BTreeMap<String, Option<Entry>>, MergeError> {
+    // Each side's changes as path -> (the base's state, the new state; None: absent).
+    let changes = |tree: ObjectId| -> Result<BTreeMap<String, Changed>, MergeError> {
         let mut m = BTreeMap::new();
+        let entry = |n: diff::EntryRef| (n.kind, n.id, n.size);
         match &merge_base {
             Base::Commit { tree: base_tree, .. } => {
                 for c in diff::diff_trees(&src, Some(*base_tree), Some(tree))? {
-                    m.insert(c.path, c.new.map(|n| (n.kind, n.id, n.size)));
+                    m.insert(c.path, (c.old.map(entry), c.new.map(entry)));
                 }
             }
             Base::Merged(vb) => {
@@ -338,12 +368,13 @@ pub fn merge(repo: &Repo, rev: &str, message: Option<&str>, resolve: &Resolve, p
                 diff::list_files(&src, &tree, "", &mut listed)?;
                 let side: BTreeMap<String, Entry> = listed.into_iter().map(|(p, e)| (p, (e.kind, e.id, e.size))).collect();
                 for (p, e) in &side {
-                    if !same_entry(&vb.files.get(p).copied(), &Some(*e)) {
-                        m.insert(p.clone(), Some(*e));
+                    let was = vb.files.get(p).copied();
+                    if !same_entry(&was, &Some(*e)) {
+                        m.insert(p.clone(), (was, Some(*e)));
                     }
                 }
-                for p in vb.files.keys().filter(|p| !side.contains_key(*p)) {
-                    m.insert(p.clone(), None);
+                for (p, e) in vb.files.iter().filter(|(p, _)| !side.contains_key(*p)) {
+                    m.insert(p.clone(), (Some(*e), None));
                 }
             }
         }
@@ -351,12 +382,29 @@ pub fn merge(repo: &Repo, rev: &str, message: Option<&str>, resolve: &Resolve, p
     };
     let (mine, yours) = (changes(co.tree)?, changes(ct.tree)?);
     let mut paths = Vec::new();
+    let mut why = BTreeMap::new();
     let mut take = Vec::new();
-    for (path, new) in &yours {
+    let mut spliced = Vec::new();
+    for (path, (was, new)) in &yours {
         match mine.get(path) {
             None => take.push((path, *new)),
-            Some(m) if same_entry(m, new) => {}
-            Some(_) => {
+            Some((_, m)) if same_entry(m, new) => {}
+            Some((_, m)) => {
+                // A DICOM instance both sides changed: merged attribute by attribute when
+                // they changed different ones.
+                if let (Some(b), Some(o), Some(t)) = (was, m, new) {
+                    if [b.0, o.0, t.0].iter().all(|k| *k == EntryKind::Dicom) && b.1 != disagreed() {
+                        match merge_dicom(repo, b.1, o.1, t.1)? {
+                            FileMerge::Merged(f) => {
+                                spliced.push((path.clone(), f));
+                                continue;
+                            }
+                            FileMerge::Conflict(reason) => {
+                                why.insert(path.clone(), reason);
+                            }
+                        }
+                    }
+                }
                 paths.push(path.clone());
                 if resolve.decide(path).is_some_and(|(p, _)| p == Prefer::Theirs) {
                     take.push((path, *new));
@@ -378,7 +426,8 @@ pub fn merge(repo: &Repo, rev: &str, message: Option<&str>, resolve: &Resolve, p
     let unsettled = |list: &[String]| list.iter().filter(|c| resolve.decide(c).is_none()).cloned().collect::<Vec<_>>();
     let (open_paths, open_catalog) = (unsettled(&paths), unsettled(&catalog_conflicts));
     if !open_paths.is_empty() || !open_catalog.is_empty() {
-        return Err(MergeError::Conflicts { branch, theirs: rev.into(), paths: open_paths, catalog: open_catalog });
+        why.retain(|p, _| open_paths.contains(p));
+        return Err(MergeError::Conflicts { branch, theirs: rev.into(), paths: open_paths, catalog: open_catalog, why });
     }
     let resolutions: Vec<Resolution> = all
         .iter()
@@ -400,8 +449,15 @@ pub fn merge(repo: &Repo, rev: &str, message: Option<&str>, resolve: &Resolve, p
             None => files.remove(*path),
         };
     }
-    let flat: Vec<(String, EntryKind, ObjectId, u64)> = files.into_iter().map(|(p, (k, id, size))| (p, k, id, size)).collect();
     let mut w = repo.store.writer()?;
+    let mut merged_files = Vec::new();
+    for (path, f) in spliced {
+        w.put_blob(&f.header, crate::pack::Hint::Generic)?;
+        let id = w.put(&f.record)?;
+        files.insert(path.clone(), (EntryKind::Dicom, id, f.record.size));
+        merged_files.push(ContentMerge { path, ours: f.ours, theirs: f.theirs });
+    }
+    let flat: Vec<(String, EntryKind, ObjectId, u64)> = files.into_iter().map(|(p, (k, id, size))| (p, k, id, size)).collect();
     let (tree, _) = crate::treebuild::build(&repo.store, &mut w, &flat).map_err(|source| MergeError::Tree { theirs: rev.into(), source })?;
     let catalog_id = match catalog {
         Some(k) if k.is_empty() => None,
@@ -425,7 +481,7 @@ pub fn merge(repo: &Repo, rev: &str, message: Option<&str>, resolve: &Resolve, p
         Prefer::Theirs => format!("conflict: took {rev}'s version ({})", r.by),
         Prefer::Ours => format!("conflict: kept this branch's version ({})", r.by),
     };
-    let notes: Vec<CommitNote> = resolutions
+    let mut notes: Vec<CommitNote> = resolutions
         .iter()
         .enumerate()
         .map(|(i, r)| if i < paths.len() {
@@ -434,6 +490,10 @@ pub fn merge(repo: &Repo, rev: &str, message: Option<&str>, resolve: &Resolve, p
             CommitNote { path: String::new(), note: format!("{}: {}", r.conflict, said(r)) }
         })
         .collect();
+    notes.extend(merged_files.iter().map(|m| CommitNote {
+        path: m.path.clone(),
+        note: format!("changed on both sides, merged attribute by attribute: this branch changed {}; {rev} changed {}", m.ours.join(", "), m.theirs.join(", ")),
+    }));
     let mut commit: Commit = repo.draft_commit(CommitDraft {
         tree,
         parent: Some(ours),
@@ -454,7 +514,83 @@ pub fn merge(repo: &Repo, rev: &str, message: Option<&str>, resolve: &Resolve, p
     repo.store.finish_pack(w)?;
     repo.write_worktree(&snap, tree, progress)?;
     move_branch(repo.store.writer()?, id, format!("merge {}: {rev} into {branch}", id.short()))?;
-    Ok(summary("merge", id, Some(base), take.len(), catalog_from_theirs, resolutions))
+    let mut done = summary("merge", id, Some(base), take.len(), catalog_from_theirs, resolutions);
+    done.merged_files = merged_files;
+    Ok(done)
+}
+
+/// How a path changed on one side: its state in the base and on that side (None: absent).
+type Changed = (Option<Entry>, Option<Entry>);
+
+/// A DICOM instance both sides changed, merged attribute by attribute.
+struct Spliced {
+    header: Vec<u8>,
+    record: DicomFile,
+    ours: Vec<String>,
+    theirs: Vec<String>,
+}
+
+/// The three-way merge of one DICOM instance.
+enum FileMerge {
+    Merged(Box<Spliced>),
+    /// Why it stays a conflict.
+    Conflict(String),
+}
+
+/// How a merged unit of a DICOM instance is named: "(gggg,eeee) Keyword", "file meta group"
+/// or "pixel data".
+fn unit_name(tag: (u16, u16)) -> String {
+    if tag == dicom::FILE_META {
+        return "file meta group".to_string();
+    }
+    match dicom::keyword_of(tag) {
+        Some(k) => format!("{} {k}", dicom::tag_string(tag)),
+        None => dicom::tag_string(tag),
+    }
+}
+
+/// Merge the DICOM instances (records) `ours` and `theirs` against `base`: their headers
+/// element by element ([`dicom::merge_headers`]); their pixel data (with the pixel element's
+/// own bytes and whatever follows it) as one more unit.
+fn merge_dicom(repo: &Repo, base: ObjectId, ours: ObjectId, theirs: ObjectId) -> Result<FileMerge, MergeError> {
+    let (b, o, t) = (repo.store.read_dicom(&base)?, repo.store.read_dicom(&ours)?, repo.store.read_dicom(&theirs)?);
+    let pixels = |f: &DicomFile| (f.pixel_element.clone(), f.pixel, f.trailer.clone());
+    let (pb, po, pt) = (pixels(&b), pixels(&o), pixels(&t));
+    let pixels_from_theirs = po == pb && pt != pb;
+    let pixel_conflict = po != pb && pt != pb && po != pt;
+    let (hb, ho, ht) = (repo.store.read(&b.header)?, repo.store.read(&o.header)?, repo.store.read(&t.header)?);
+    let not_merged = |r: String| FileMerge::Conflict(format!("not merged attribute by attribute: {r}"));
+    let merged = match dicom::merge_headers(&hb, &ho, &ht) {
+        Err(e) => return Ok(not_merged(e.to_string())),
+        Ok(dicom::HeaderMerge::NotMergeable(r)) => return Ok(not_merged(r)),
+        Ok(dicom::HeaderMerge::Conflict(tags)) => {
+            let mut both: Vec<String> = tags.into_iter().map(unit_name).collect();
+            if pixel_conflict {
+                both.push("pixel data".to_string());
+            }
+            return Ok(FileMerge::Conflict(format!("both changed {}", both.join(", "))));
+        }
+        Ok(dicom::HeaderMerge::Merged { .. }) if pixel_conflict => return Ok(FileMerge::Conflict("both changed pixel data".to_string())),
+        Ok(dicom::HeaderMerge::Merged { header, summary, ours, theirs }) => (header, summary, ours, theirs),
+    };
+    let (header, info, ours_units, theirs_units) = merged;
+    let (mut ours_changed, mut theirs_changed): (Vec<String>, Vec<String>) = (ours_units.into_iter().map(unit_name).collect(), theirs_units.into_iter().map(unit_name).collect());
+    // The file is its header, then the pixel part of the side it comes from.
+    let (from, from_header) = if pixels_from_theirs { (&t, &ht) } else { (&o, &ho) };
+    if pixels_from_theirs {
+        theirs_changed.push("pixel data".to_string());
+    } else if po != pb {
+        ours_changed.push("pixel data".to_string());
+    }
+    let record = DicomFile {
+        header: ObjectId::of(&header),
+        pixel_element: from.pixel_element.clone(),
+        pixel: from.pixel,
+        trailer: from.trailer.clone(),
+        size: from.size - from_header.len() as u64 + header.len() as u64,
+        info: *info,
+    };
+    Ok(FileMerge::Merged(Box::new(Spliced { header, record, ours: ours_changed, theirs: theirs_changed })))
 }
 
 fn same_entry(a: &Option<Entry>, b: &Option<Entry>) -> bool {

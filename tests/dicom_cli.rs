@@ -244,3 +244,98 @@ fn uid_lookups_catch_up_lazily_and_rebuild() {
     check();
     assert!(ok(r, &["status"]).contains("clean"));
 }
+
+/// Two curators change the same instances on two branches. Where they changed different
+/// attributes (or one the pixel data and the other an attribute), the merge takes both
+/// changes: each merged file is byte for byte the file made with both changes at once.
+/// Where they changed the same attribute differently, or one rewrote the file in another
+/// transfer syntax, the file stays a conflict that names why.
+#[test]
+fn dicom_instances_changed_on_both_sides_merge_attribute_by_attribute() {
+    let d = repo();
+    let r = d.path();
+    let base: Vec<SynthSpec> = (0..7).map(|i| small(0, 0, 0, i)).collect();
+    let name = |i: usize| format!("P0/s0/IM{i}.dcm");
+    for (i, s) in base.iter().enumerate() {
+        write(r, &name(i), &synth_instance(s));
+    }
+    ok(r, &["commit", "-m", "import"]);
+    ok(r, &["branch", "rival"]);
+    // What each side does to each instance, and what a merge should give.
+    type Edit = fn(&mut SynthSpec);
+    let edits: [(Edit, Edit); 7] = [
+        (|s| s.patient_name = "FAKE^RENAMED".into(), |s| s.study_description = "CHEST CT, corrected".into()),
+        (|s| s.pixel_seed += 1, |s| s.institution_name = "FAKE HOSPITAL, corrected".into()),
+        (|s| s.with_sequence = false, |s| { s.accession_number = "ACC-FIXED".into(); s.study_description = "same fix".into() }),
+        (|s| s.study_description = "same fix".into(), |s| s.patient_sex = "O".into()),
+        (|s| s.study_description = "main's description".into(), |s| s.study_description = "rival's description".into()),
+        (|s| s.patient_name = "FAKE^OTHER".into(), |s| s.syntax = SynthSyntax::ImplicitLE),
+        (|s| s.institution_name = "FAKE CLINIC".into(), |s| { s.pixel_seed += 7; s.rows = 16 }),
+    ];
+    let (mut ours, mut theirs) = (base.clone(), base.clone());
+    for (i, (o, t)) in edits.iter().enumerate() {
+        o(&mut ours[i]);
+        t(&mut theirs[i]);
+    }
+    // Instance 3: rival also makes main's change to the description (same bytes).
+    theirs[3].study_description = "same fix".into();
+    for (i, s) in ours.iter().enumerate() {
+        write(r, &name(i), &synth_instance(s));
+    }
+    ok(r, &["commit", "-m", "main's corrections"]);
+    ok(r, &["checkout", "rival"]);
+    for (i, s) in theirs.iter().enumerate() {
+        write(r, &name(i), &synth_instance(s));
+    }
+    ok(r, &["commit", "-m", "rival's corrections"]);
+    ok(r, &["checkout", "main"]);
+    let before = snapshot(r);
+
+    // Two true conflicts, each with its reason; nothing changes.
+    let e = fails(r, &["merge", "rival"]);
+    assert_eq!(e.status.code(), Some(1));
+    let msg = String::from_utf8_lossy(&e.stderr).into_owned();
+    assert!(msg.contains("2 conflict(s)"), "{msg}");
+    assert!(msg.contains("P0/s0/IM4.dcm (both changed (0008,1030) StudyDescription)"), "{msg}");
+    assert!(msg.contains("P0/s0/IM5.dcm (not merged attribute by attribute: the transfer syntax differs"), "{msg}");
+    assert!(!msg.contains("IM0") && !msg.contains("IM1") && !msg.contains("IM2") && !msg.contains("IM3"), "{msg}");
+    assert_eq!(snapshot(r), before);
+
+    // Settled, the conflicts take a side; the other four take both sides' changes.
+    let out = cohort(r).args(["merge", "rival", "--take", "P0/s0/IM4.dcm=theirs", "--prefer", "ours", "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let m: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(said.contains("5 DICOM instance(s) changed on both sides, merged attribute by attribute"), "{said}");
+    let merged: Vec<(String, serde_json::Value, serde_json::Value)> = m["merged_files"].as_array().unwrap().iter().map(|x| (x["path"].as_str().unwrap().to_string(), x["ours"].clone(), x["theirs"].clone())).collect();
+    let j = |v: &[&str]| serde_json::json!(v);
+    assert_eq!(merged, vec![
+        (name(0), j(&["(0010,0010) PatientName"]), j(&["(0008,1030) StudyDescription"])),
+        (name(1), j(&["pixel data"]), j(&["(0008,0080) InstitutionName"])),
+        (name(2), j(&["(0008,1140) ReferencedImageSequence"]), j(&["(0008,0050) AccessionNumber", "(0008,1030) StudyDescription"])),
+        (name(3), j(&["(0008,1030) StudyDescription"]), j(&["(0010,0040) PatientSex"])),
+        (name(6), j(&["(0008,0080) InstitutionName"]), j(&["(0028,0010) Rows", "pixel data"])),
+    ], "{m}");
+    let mut both = base.clone();
+    for (i, (o, t)) in edits.iter().enumerate() {
+        o(&mut both[i]);
+        t(&mut both[i]);
+    }
+    for (i, s) in both.iter().enumerate().filter(|(i, _)| ![4, 5].contains(i)) {
+        assert!(fs::read(r.join(name(i))).unwrap() == synth_instance(s), "{}: not the file with both changes", name(i));
+    }
+    assert_eq!(fs::read(r.join(name(4))).unwrap(), synth_instance(&theirs[4]));
+    assert_eq!(fs::read(r.join(name(5))).unwrap(), synth_instance(&ours[5]));
+    // The merged records are what a commit of those bytes makes: the tree is clean, the
+    // store is sound, and ls shows the merged attributes.
+    assert!(ok(r, &["status"]).contains("working tree clean"));
+    ok(r, &["fsck"]);
+    let ls = json(r, &["ls", "HEAD", "--json"]);
+    let row = ls.as_array().unwrap().iter().find(|x| x["path"] == name(0).as_str()).unwrap().clone();
+    assert_eq!(row["dicom"]["patient_name"], "FAKE^RENAMED", "{row}");
+    let show = ok(r, &["show"]);
+    assert!(show.contains("note: P0/s0/IM1.dcm: changed on both sides, merged attribute by attribute: this branch changed pixel data; rival changed (0008,0080) InstitutionName"), "{show}");
+    // The diff from main's side to the merge is rival's corrections alone.
+    let diff = ok(r, &["diff", "HEAD~1", "HEAD"]);
+    assert!(diff.contains("StudyDescription") && diff.contains("InstitutionName") && !diff.contains("PatientName"), "{diff}");
+}

@@ -107,6 +107,12 @@ pub fn merge_into_head(env: &Env, repo: &cohort::Repo, rev: &str, message: Optio
         "fast-forward" => eprintln!("{}: fast-forward to {}", s.branch, s.commit.short()),
         _ => eprintln!("{}: already up to date with {rev}", s.branch),
     }
+    if !s.merged_files.is_empty() {
+        eprintln!("{} DICOM instance(s) changed on both sides, merged attribute by attribute:", s.merged_files.len());
+        for m in &s.merged_files {
+            eprintln!("  {}: this branch changed {}; {rev} changed {}", m.path, m.ours.join(", "), m.theirs.join(", "));
+        }
+    }
     let side = |p| match p {
         cohort::merge::Prefer::Ours => "kept this branch's version".to_string(),
         cohort::merge::Prefer::Theirs => format!("took {rev}'s version"),

@@ -174,10 +174,55 @@ pub(crate) fn walk(bytes: &[u8]) -> Result<Walked, DicomError> {
     let mut w = Walker::new(bytes);
     let start = meta_start(bytes)?;
     let (pos, ts) = w.walk_meta(start)?;
-    let ts = ts.ok_or_else(|| DicomError::Unsupported {
+    let ts = ts.ok_or_else(no_transfer_syntax)?;
+    let syntax = syntax_of(&ts)?;
+    w.summary.transfer_syntax = Some(ts);
+    w.walk_dataset(pos, Some(bytes.len()), syntax, 0, true)?;
+    let bits = w.bits_allocated;
+    Ok(Walked {
+        pixel: w.pixel.map(|mut p| {
+            p.bits_allocated = bits;
+            p.big_endian = syntax.big;
+            p
+        }),
+        summary: w.summary,
+    })
+}
+
+fn no_transfer_syntax() -> DicomError {
+    DicomError::Unsupported {
         reason: "file meta group has no TransferSyntaxUID (0002,0010)".to_string(),
-    })?;
-    let syntax = match ts.as_str() {
+    }
+}
+
+/// A top-level element's tag and the range of its bytes (header and value).
+pub(crate) type ElementSpan = ((u16, u16), std::ops::Range<usize>);
+
+/// The top-level layout of a file's header (its bytes before the top-level pixel data): what
+/// a three-way merge of headers splices.
+pub(crate) struct TopLevel {
+    /// Where the data set starts: the preamble, the magic and the file meta group come before.
+    pub dataset_start: usize,
+    pub transfer_syntax: String,
+    /// Each top-level data set element before the pixel data, with its bytes' range (header
+    /// and value; a sequence with all its items).
+    pub elements: Vec<ElementSpan>,
+}
+
+/// Walk a file like [`walk`], and list its top-level elements up to the pixel data.
+pub(crate) fn top_level(bytes: &[u8]) -> Result<TopLevel, DicomError> {
+    let mut w = Walker::new(bytes);
+    w.elements = Some(Vec::new());
+    let start = meta_start(bytes)?;
+    let (dataset_start, ts) = w.walk_meta(start)?;
+    let ts = ts.ok_or_else(no_transfer_syntax)?;
+    w.walk_dataset(dataset_start, Some(bytes.len()), syntax_of(&ts)?, 0, true)?;
+    Ok(TopLevel { dataset_start, transfer_syntax: ts, elements: w.elements.unwrap_or_default() })
+}
+
+/// How the data set of a file in transfer syntax `ts` is encoded.
+fn syntax_of(ts: &str) -> Result<Syntax, DicomError> {
+    Ok(match ts {
         TS_IMPLICIT_LE => IMPLICIT_LE,
         TS_EXPLICIT_BE => Syntax {
             explicit: true,
@@ -194,17 +239,6 @@ pub(crate) fn walk(bytes: &[u8]) -> Result<Walked, DicomError> {
         }
         // every other transfer syntax (native or encapsulated) is explicit VR LE
         _ => EXPLICIT_LE,
-    };
-    w.summary.transfer_syntax = Some(ts);
-    w.walk_dataset(pos, Some(bytes.len()), syntax, 0, true)?;
-    let bits = w.bits_allocated;
-    Ok(Walked {
-        pixel: w.pixel.map(|mut p| {
-            p.bits_allocated = bits;
-            p.big_endian = syntax.big;
-            p
-        }),
-        summary: w.summary,
     })
 }
 
@@ -216,12 +250,15 @@ struct Walker<'a> {
     /// True while walking bytes that `dicom-object` will parse (everything
     /// before the top-level pixel data): see [`Walker::check_for_dicom_object`].
     checking: bool,
+    /// When wanted ([`top_level`]): each top-level element before the pixel data, with the
+    /// range of its bytes.
+    elements: Option<Vec<ElementSpan>>,
 }
 
 impl<'a> Walker<'a> {
     /// A walker at the start of `bytes`, checking what dicom-object would misread.
     fn new(bytes: &'a [u8]) -> Self {
-        Walker { b: bytes, summary: DicomSummary::default(), pixel: None, bits_allocated: None, checking: true }
+        Walker { b: bytes, summary: DicomSummary::default(), pixel: None, bits_allocated: None, checking: true, elements: None }
     }
 }
 
@@ -503,6 +540,11 @@ impl Walker<'_> {
                     ))?;
                 }
                 pos = h.value_end();
+            }
+            if top && self.pixel.is_none() {
+                if let Some(list) = &mut self.elements {
+                    list.push((h.tag, h.start..pos));
+                }
             }
         }
     }
@@ -803,6 +845,7 @@ mod tests {
             pixel: None,
             bits_allocated: None,
             checking: false,
+            elements: None,
         };
         let (pos, _) = w.walk_meta(132).expect("meta");
         assert_eq!(

@@ -1,0 +1,200 @@
+//! Three-way merge of DICOM headers, top-level element by top-level element.
+//!
+//! Two curators who corrected different attributes of the same instance on two branches
+//! changed different top-level elements of its header. Each element (a sequence with all its
+//! items) is a unit: one changed on one side only takes that side's bytes, one changed on both
+//! sides to the same bytes is kept, and one changed on both sides differently is a conflict.
+//! The file meta group (with the preamble before it) is one more unit. The merged header is
+//! the units' bytes in tag order, as the data set requires, and must read as DICOM again.
+//!
+//! Splicing bytes is only sound when every unit is encoded alike and no element counts the
+//! bytes of others, so headers are not merged (the caller keeps the conflict) when:
+//! - their transfer syntaxes differ (elements would mix encodings);
+//! - Specific Character Set (0008,0005) differs (text of one side would be read in the
+//!   other's character set);
+//! - a data set element is a group length (gggg,0000), which counts the bytes of its group.
+//!
+//! Nor are they merged when Patient Identity Removed (0012,0062) differs between the two
+//! sides: one side de-identified the instance, and what the other side added or changed has
+//! not been through that de-identification (a patient's address added there would land in
+//! the de-identified file).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::{analyze, walk, Analysis, DicomError, DicomSummary};
+
+/// The key of the file meta group unit: no data set element has group 0002.
+pub const FILE_META: (u16, u16) = (0x0002, 0x0000);
+const SPECIFIC_CHARACTER_SET: (u16, u16) = (0x0008, 0x0005);
+const PATIENT_IDENTITY_REMOVED: (u16, u16) = (0x0012, 0x0062);
+
+/// The outcome of [`merge_headers`].
+#[derive(Debug)]
+pub enum HeaderMerge {
+    /// The merged header, its summary, and the units each side changed ([`FILE_META`] for the
+    /// file meta group). A unit both sides changed alike is listed under `ours`.
+    Merged { header: Vec<u8>, summary: Box<DicomSummary>, ours: Vec<(u16, u16)>, theirs: Vec<(u16, u16)> },
+    /// The units both sides changed, differently.
+    Conflict(Vec<(u16, u16)>),
+    /// Why these headers are not merged element by element.
+    NotMergeable(String),
+}
+
+/// A header's units (file meta group and top-level elements) by key.
+type Units<'a> = BTreeMap<(u16, u16), &'a [u8]>;
+
+/// The transfer syntax and units of one header.
+fn units(header: &[u8]) -> Result<(String, Units<'_>), DicomError> {
+    let t = walk::top_level(header)?;
+    let mut m = BTreeMap::new();
+    m.insert(FILE_META, &header[..t.dataset_start]);
+    for (tag, range) in t.elements {
+        m.insert(tag, &header[range]);
+    }
+    Ok((t.transfer_syntax, m))
+}
+
+/// Merge `ours` and `theirs`, two headers (a file's bytes before its top-level pixel data)
+/// that both descend from `base`. Errors are for a header that does not walk as DICOM.
+pub fn merge_headers(base: &[u8], ours: &[u8], theirs: &[u8]) -> Result<HeaderMerge, DicomError> {
+    let (b, o, t) = (units(base)?, units(ours)?, units(theirs)?);
+    if b.0 != o.0 || o.0 != t.0 {
+        return Ok(HeaderMerge::NotMergeable(format!("the transfer syntax differs (base {}, this branch {}, theirs {})", b.0, o.0, t.0)));
+    }
+    let (b, o, t) = (b.1, o.1, t.1);
+    let value = |m: &Units<'_>, tag| m.get(&tag).map(|v| v.to_vec());
+    if value(&b, SPECIFIC_CHARACTER_SET) != value(&o, SPECIFIC_CHARACTER_SET) || value(&o, SPECIFIC_CHARACTER_SET) != value(&t, SPECIFIC_CHARACTER_SET) {
+        return Ok(HeaderMerge::NotMergeable("Specific Character Set (0008,0005) changed".to_string()));
+    }
+    if value(&o, PATIENT_IDENTITY_REMOVED) != value(&t, PATIENT_IDENTITY_REMOVED) {
+        return Ok(HeaderMerge::NotMergeable(
+            "Patient Identity Removed (0012,0062) differs: one side de-identified the instance, and the other side's changes have not been through that de-identification".to_string(),
+        ));
+    }
+    if let Some(tag) = [&b, &o, &t].iter().flat_map(|m| m.keys()).find(|k| k.1 == 0 && **k != FILE_META) {
+        return Ok(HeaderMerge::NotMergeable(format!("a group length element {} counts the bytes of its group", super::tag_string(*tag))));
+    }
+    let keys: BTreeSet<(u16, u16)> = b.keys().chain(o.keys()).chain(t.keys()).copied().collect();
+    let (mut merged, mut ours_changed, mut theirs_changed, mut conflicts) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for k in keys {
+        let (vb, vo, vt) = (b.get(&k), o.get(&k), t.get(&k));
+        let v = if vo == vt || vt == vb {
+            vo
+        } else if vo == vb {
+            theirs_changed.push(k);
+            vt
+        } else {
+            conflicts.push(k);
+            continue;
+        };
+        if vo != vb {
+            ours_changed.push(k);
+        }
+        if let Some(v) = v {
+            merged.push((k, *v));
+        }
+    }
+    if !conflicts.is_empty() {
+        return Ok(HeaderMerge::Conflict(conflicts));
+    }
+    // The file meta group (every side has one, so the merge has one) first, then the data
+    // set in tag order.
+    merged.sort_by_key(|(k, _)| (*k != FILE_META, *k));
+    let header: Vec<u8> = merged.iter().flat_map(|(_, v)| v.iter().copied()).collect();
+    match analyze(&header) {
+        Analysis::Dicom(layout) if layout.pixel.is_none() => {
+            Ok(HeaderMerge::Merged { header, summary: Box::new(layout.summary), ours: ours_changed, theirs: theirs_changed })
+        }
+        Analysis::Dicom(_) => Ok(HeaderMerge::NotMergeable("the merged header holds pixel data".to_string())),
+        Analysis::NotDicom { reason } => Ok(HeaderMerge::NotMergeable(format!("the merged header does not read as DICOM: {reason}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dicom::synth::{synth_instance, SynthSpec, SynthSyntax};
+
+    fn spec(syntax: SynthSyntax) -> SynthSpec {
+        let mut s = SynthSpec::ct(3, 0, 0, 1);
+        (s.rows, s.columns, s.syntax) = (8, 8, syntax);
+        s
+    }
+
+    /// The bytes of a file before its pixel data.
+    fn header(s: &SynthSpec) -> Vec<u8> {
+        let bytes = synth_instance(s);
+        match analyze(&bytes) {
+            Analysis::Dicom(l) => bytes[..l.pixel.unwrap().element_start as usize].to_vec(),
+            Analysis::NotDicom { reason } => panic!("{reason}"),
+        }
+    }
+
+    /// `bytes` with `element` put at the start of the data set.
+    fn with_first(bytes: &[u8], element: &[u8]) -> Vec<u8> {
+        let at = walk::top_level(bytes).unwrap().dataset_start;
+        [&bytes[..at], element, &bytes[at..]].concat()
+    }
+
+    #[test]
+    fn headers_in_every_syntax_merge_to_the_header_with_both_changes() {
+        for syntax in [SynthSyntax::ExplicitLE, SynthSyntax::ImplicitLE, SynthSyntax::ExplicitBE, SynthSyntax::EncapsulatedJpegBaseline] {
+            let base = spec(syntax.clone());
+            let (mut ours, mut theirs, mut both) = (base.clone(), base.clone(), base.clone());
+            ours.patient_name = "FAKE^A^LONGER^NAME".into();
+            ours.with_private = false;
+            theirs.study_description = "X".into();
+            theirs.sop_uid = "2.25.42".into();
+            both.patient_name = ours.patient_name.clone();
+            both.with_private = false;
+            both.study_description = "X".into();
+            both.sop_uid = "2.25.42".into();
+            let got = merge_headers(&header(&base), &header(&ours), &header(&theirs)).unwrap();
+            let HeaderMerge::Merged { header: h, summary, ours: o, theirs: t } = got else { panic!("{syntax:?}: {got:?}") };
+            assert!(h == header(&both), "{syntax:?}");
+            assert_eq!((summary.patient_name.as_deref(), summary.sop_instance_uid.as_deref()), (Some("FAKE^A^LONGER^NAME"), Some("2.25.42")));
+            // Private tags went with ours; the file meta (its SOP Instance UID) with theirs.
+            assert!(o.contains(&(0x0010, 0x0010)) && o.iter().any(|k| k.0 == 0x0009), "{o:?}");
+            assert_eq!(t, [FILE_META, (0x0008, 0x0018), (0x0008, 0x1030)], "{syntax:?}");
+            // Merging in the other direction gives the same header.
+            let HeaderMerge::Merged { header: back, .. } = merge_headers(&header(&base), &header(&theirs), &header(&ours)).unwrap() else { panic!() };
+            assert!(back == h);
+        }
+    }
+
+    #[test]
+    fn what_cannot_be_spliced_is_not_merged() {
+        let base = spec(SynthSyntax::ExplicitLE);
+        let mut ours = base.clone();
+        ours.patient_name = "FAKE^B".into();
+        let (hb, ho) = (header(&base), header(&ours));
+        // The same element changed differently.
+        let mut other = base.clone();
+        other.patient_name = "FAKE^C".into();
+        assert!(matches!(merge_headers(&hb, &ho, &header(&other)).unwrap(), HeaderMerge::Conflict(t) if t == [(0x0010, 0x0010)]));
+        // Another transfer syntax.
+        let implicit = header(&SynthSpec { syntax: SynthSyntax::ImplicitLE, ..base.clone() });
+        assert!(matches!(merge_headers(&hb, &ho, &implicit).unwrap(), HeaderMerge::NotMergeable(r) if r.contains("transfer syntax differs")));
+        // The character set changed on one side (Latin-1 to UTF-8).
+        let at = hb.windows(10).position(|w| w == b"ISO_IR 100").unwrap();
+        let utf8 = [&hb[..at], b"ISO_IR 192", &hb[at + 10..]].concat();
+        assert!(matches!(merge_headers(&hb, &ho, &utf8).unwrap(), HeaderMerge::NotMergeable(r) if r.contains("Specific Character Set")));
+        // One side de-identified (Patient Identity Removed added), the other added an
+        // attribute: not merged, or the address would land in the de-identified file.
+        let deid = with_first(&hb, &[0x12, 0, 0x62, 0, b'C', b'S', 4, 0, b'Y', b'E', b'S', b' ']);
+        let address = [&hb[..], &[0x10, 0, 0x40, 0x10, b'L', b'O', 4, 0, b'H', b'O', b'M', b'E']].concat();
+        assert!(matches!(merge_headers(&hb, &deid, &address).unwrap(), HeaderMerge::NotMergeable(r) if r.contains("(0012,0062)")));
+        assert!(matches!(merge_headers(&hb, &address, &deid).unwrap(), HeaderMerge::NotMergeable(r) if r.contains("(0012,0062)")));
+        // A group length in the data set, on every side.
+        let gl = [8, 0, 0, 0, b'U', b'L', 4, 0, 0, 0, 0, 0];
+        let (gb, go) = (with_first(&hb, &gl), with_first(&ho, &gl));
+        let mut theirs = base.clone();
+        theirs.study_description = "Y".into();
+        assert!(matches!(merge_headers(&gb, &go, &with_first(&header(&theirs), &gl)).unwrap(), HeaderMerge::NotMergeable(r) if r.contains("(0008,0000)")));
+        // Damaged input is an error, never a panic.
+        for cut in (0..ho.len()).step_by(7) {
+            let _ = merge_headers(&hb, &ho[..cut], &hb);
+        }
+        assert!(merge_headers(&hb, b"not DICOM at all", &hb).is_err());
+    }
+}
