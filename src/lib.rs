@@ -37,6 +37,7 @@ pub mod progress;
 pub mod prov;
 pub mod provgraph;
 pub mod remote;
+pub mod remotegc;
 pub mod repo;
 pub mod seg;
 pub mod stats;

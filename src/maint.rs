@@ -40,12 +40,19 @@ pub type Edge = (ObjectId, String);
 /// Walk everything reachable from `roots`, calling `visit` on each id once; returns the ids.
 /// Objects that cannot be read are reported through `missing` and not descended into.
 pub fn reachable(store: &Store, roots: &[Edge], missing: &mut Vec<Problem>) -> HashSet<ObjectId> {
-    reachable_as(store, roots, b'c', missing, None)
+    reachable_as(store, roots, b'c', missing, None, None)
+}
+
+/// [`reachable`], where a blob (file contents, a header, pixel data, a mask: nothing a walk
+/// reads) that is not here is listed in `absent` instead of `missing`: for a store that holds
+/// the metadata of what it walks but not every file's contents (a remote gc's view).
+pub fn reachable_with_absent_blobs(store: &Store, roots: &[Edge], missing: &mut Vec<Problem>, absent: &mut Vec<ObjectId>) -> HashSet<ObjectId> {
+    reachable_as(store, roots, b'c', missing, None, Some(absent))
 }
 
 /// [`reachable`] from trees instead of commits.
 pub fn reachable_from_trees(store: &Store, roots: &[Edge], missing: &mut Vec<Problem>) -> HashSet<ObjectId> {
-    reachable_as(store, roots, b't', missing, None)
+    reachable_as(store, roots, b't', missing, None, None)
 }
 
 /// Where the walk met an object, for the report of one that is missing or unreadable. Only
@@ -72,7 +79,7 @@ impl Place {
 /// [`reachable`] from roots of a given kind (`b'c'` commits, `b't'` trees); adds the stored
 /// size of every object it finds to `stored`, if given. Each object is looked up once in the
 /// pack indexes (and once more to read it, for commits, trees, records and annotations).
-fn reachable_as(store: &Store, roots: &[Edge], root_kind: u8, missing: &mut Vec<Problem>, mut stored: Option<&mut u64>) -> HashSet<ObjectId> {
+fn reachable_as(store: &Store, roots: &[Edge], root_kind: u8, missing: &mut Vec<Problem>, mut stored: Option<&mut u64>, mut absent: Option<&mut Vec<ObjectId>>) -> HashSet<ObjectId> {
     let mut seen = HashSet::new();
     let mut stack: Vec<(ObjectId, Place, u8)> = roots.iter().map(|(id, why)| (*id, Place::Root(why.clone()), root_kind)).collect();
     while let Some((id, why, kind)) = stack.pop() {
@@ -80,7 +87,10 @@ fn reachable_as(store: &Store, roots: &[Edge], root_kind: u8, missing: &mut Vec<
             continue;
         }
         let Some((_, loc)) = store.locate(&id) else {
-            missing.push(Problem { id, place: why.describe(), problem: "missing".into() });
+            match absent.as_deref_mut() {
+                Some(a) if kind == b'b' => a.push(id),
+                _ => missing.push(Problem { id, place: why.describe(), problem: "missing".into() }),
+            }
             continue;
         };
         if let Some(total) = stored.as_deref_mut() {
@@ -327,7 +337,7 @@ pub fn du(repo: &Repo, rev: &str) -> Result<DuReport, RepoError> {
     let mut missing = Vec::new();
     // This commit's content only, not its history.
     let mut physical = 0;
-    let mut reach = reachable_as(store, &[(c.tree, rev.to_string())], b't', &mut missing, Some(&mut physical));
+    let mut reach = reachable_as(store, &[(c.tree, rev.to_string())], b't', &mut missing, Some(&mut physical), None);
     if reach.insert(id) {
         physical += store.stored_len(&id).unwrap_or(0);
     }

@@ -24,6 +24,12 @@
 //! same commit is an interrupted earlier try of the same push, not a rival; other claims older
 //! than [`CLAIM_LEASE_US`] are ignored (a pusher that crashed mid-update cannot block a branch
 //! for longer).
+//!
+//! A push and a remote gc ([`crate::remotegc`]) exclude each other by the same means: each
+//! writes its lock (`locks/push/<nonce>` or `locks/gc/<nonce>`, holding the time it was last
+//! renewed), then lists the other kind's locks, and backs off if one is live (younger than
+//! [`CLAIM_LEASE_US`]). Of a push and a gc that overlap, at least one sees the other. A push
+//! renews its lock after each batch of packs it uploads, a gc before each pack it deletes.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -71,6 +77,8 @@ pub enum RemoteError {
     FetchFirst { remote: String, what: &'static str, name: String, remote_commit: String, why: String },
     #[error("remote {remote}: another push to {name:?} is in progress or just won; fetch first and try again")]
     Contended { remote: String, name: String },
+    #[error("remote {remote}: {what} is running ({key}); try again when it is done (a lock left by a crashed process lapses 10 minutes after it was last renewed)")]
+    Locked { remote: String, what: &'static str, key: String },
     #[error("remote {remote} has no branch {name:?}")]
     NoRemoteBranch { remote: String, name: String },
     #[error("remote {remote} has no {what} {name:?}")]
@@ -276,7 +284,7 @@ impl Remote {
         self.rt.block_on(async { self.store.put(&k, bytes.into()).await.map(|_| ()).map_err(|e| self.store_fail(key, &e)) })
     }
 
-    fn delete(&self, key: &str) -> Result<(), RemoteError> {
+    pub(crate) fn delete(&self, key: &str) -> Result<(), RemoteError> {
         let k = self.key(key);
         self.rt.block_on(async {
             match self.store.delete(&k).await {
@@ -304,7 +312,7 @@ impl Remote {
     }
 
     /// Upload packs concurrently, each pack before its index.
-    fn put_packs(&self, packs: Vec<(String, Vec<u8>, Vec<u8>)>) -> Result<(), RemoteError> {
+    pub(crate) fn put_packs(&self, packs: Vec<(String, Vec<u8>, Vec<u8>)>) -> Result<(), RemoteError> {
         self.rt.block_on(async {
             let jobs = packs.into_iter().map(|(name, pack, idx)| async move {
                 let pk = format!("packs/{name}.pack");
@@ -448,7 +456,60 @@ impl Remote {
     }
 }
 
-fn cache_dir(repo: &Repo, remote: &str) -> PathBuf {
+/// A push's or a gc's hold on a remote (see the module documentation); released when dropped.
+pub(crate) struct Lock<'a> {
+    remote: &'a Remote,
+    key: String,
+    /// The kind of lock this one excludes.
+    other: &'static str,
+    clock: &'a dyn Fn() -> i64,
+}
+
+/// What runs under a lock of `kind`, for errors.
+fn lock_holder(kind: &str) -> &'static str {
+    if kind == "gc" { "a remote gc" } else { "a push" }
+}
+
+impl Remote {
+    /// Take a lock of `kind` ("push" or "gc"), unless a live lock of the other kind is held.
+    pub(crate) fn lock<'a>(&'a self, kind: &'static str, clock: &'a dyn Fn() -> i64) -> Result<Lock<'a>, RemoteError> {
+        let now = clock();
+        let nonce = &ObjectId::of(format!("{kind} {now} {}", std::process::id()).as_bytes()).hex()[..16];
+        let other = if kind == "gc" { "push" } else { "gc" };
+        let lock = Lock { remote: self, key: format!("locks/{kind}/{nonce}"), other, clock };
+        self.put(&lock.key, format!("{now}\n").into_bytes())?;
+        // Dropped on failure: the lock is removed again.
+        lock.check()?;
+        Ok(lock)
+    }
+}
+
+impl Lock<'_> {
+    /// Renew this lock, and fail if a live lock of the other kind is held.
+    pub(crate) fn renew(&self) -> Result<(), RemoteError> {
+        self.remote.put(&self.key, format!("{}\n", (self.clock)()).into_bytes())?;
+        self.check()
+    }
+
+    fn check(&self) -> Result<(), RemoteError> {
+        let now = (self.clock)();
+        for k in self.remote.list(&format!("locks/{}/", self.other))? {
+            let t = self.remote.get(&k)?.and_then(|b| String::from_utf8_lossy(&b).trim().parse::<i64>().ok());
+            if t.is_some_and(|t| now - t < CLAIM_LEASE_US) {
+                return Err(RemoteError::Locked { remote: self.remote.name.clone(), what: lock_holder(self.other), key: k });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Lock<'_> {
+    fn drop(&mut self) {
+        let _ = self.remote.delete(&self.key);
+    }
+}
+
+pub(crate) fn cache_dir(repo: &Repo, remote: &str) -> PathBuf {
     repo.store.dir.join("remote-cache").join(remote)
 }
 
@@ -514,8 +575,11 @@ pub fn push(repo: &Repo, remote_name: &str, branch: Option<&str>, creds: &Creden
             return Err(RemoteError::FetchFirst { remote: remote_name.into(), what: "branch", name: branch, remote_commit: cur.short(), why: why.into() });
         }
     }
-    let (objects_sent, bytes_sent, packs_sent) = send_reachable(repo, &remote, remote_name, commit, &format!("branch {branch}"), progress)?;
+    let clock = || repo.ctx.now_us();
+    let lock = remote.lock("push", &clock)?;
+    let (objects_sent, bytes_sent, packs_sent) = send_reachable(repo, &remote, remote_name, commit, &format!("branch {branch}"), &lock, progress)?;
     remote.update_ref("branches", &branch, expected, commit, repo.ctx.now_us())?;
+    drop(lock);
     Ok(PushSummary { remote: remote_name.into(), kind: "branch", name: branch, commit, previous: expected.map(|e| e.1), objects_sent, bytes_sent, packs_sent, up_to_date: false })
 }
 
@@ -531,8 +595,8 @@ pub struct DeleteSummary {
 }
 
 /// Delete a branch or tag on a remote (and, for a branch, its remote-tracking branch here).
-/// The objects it reached stay in the remote's packs: other refs may reach them, and packs
-/// are never rewritten.
+/// The objects it reached stay in the remote's packs (other refs may reach them) until a
+/// remote gc ([`crate::remotegc`]).
 pub fn delete_remote_ref(repo: &Repo, remote_name: &str, kind: &'static str, name: &str, creds: &Credentials) -> Result<DeleteSummary, RemoteError> {
     let (remote, _) = open_named(repo, remote_name, creds)?;
     remote.check_marker(true)?;
@@ -563,15 +627,19 @@ pub fn push_tag(repo: &Repo, remote_name: &str, tag: &str, creds: &Credentials, 
         Some((_, cur)) => return Err(RemoteError::TagMoved { remote: remote_name.into(), name: tag.into(), remote_commit: cur.short(), local_commit: commit.short() }),
         None => {}
     }
-    let (objects_sent, bytes_sent, packs_sent) = send_reachable(repo, &remote, remote_name, commit, &format!("tag {tag}"), progress)?;
+    let clock = || repo.ctx.now_us();
+    let lock = remote.lock("push", &clock)?;
+    let (objects_sent, bytes_sent, packs_sent) = send_reachable(repo, &remote, remote_name, commit, &format!("tag {tag}"), &lock, progress)?;
     // Two pushes of the same new tag race like two pushes of a branch: one wins.
     remote.update_ref("tags", tag, None, commit, repo.ctx.now_us())?;
+    drop(lock);
     Ok(PushSummary { remote: remote_name.into(), kind: "tag", name: tag.into(), commit, previous: None, objects_sent, bytes_sent, packs_sent, up_to_date: false })
 }
 
 /// Send every object `commit` reaches that the remote lacks, in packs; `what` names the ref
-/// for errors. Returns (objects, stored bytes, packs) sent.
-fn send_reachable(repo: &Repo, remote: &Remote, remote_name: &str, commit: ObjectId, what: &str, progress: &dyn Progress) -> Result<(u64, u64, usize), RemoteError> {
+/// for errors. The push `lock` is renewed after each batch of packs. Returns (objects, stored
+/// bytes, packs) sent.
+fn send_reachable(repo: &Repo, remote: &Remote, remote_name: &str, commit: ObjectId, what: &str, lock: &Lock<'_>, progress: &dyn Progress) -> Result<(u64, u64, usize), RemoteError> {
     // What the ref reaches, minus what the remote has.
     let mut problems = Vec::new();
     let reach = crate::maint::reachable(&repo.store, &[(commit, what.to_string())], &mut problems);
@@ -597,6 +665,7 @@ fn send_reachable(repo: &Repo, remote: &Remote, remote_name: &str, commit: Objec
         let batch: Vec<_> = std::mem::take(ready);
         let stats: Vec<(u64, u64)> = batch.iter().map(|b| (b.3, b.4)).collect();
         remote.put_packs(batch.into_iter().map(|(n, p, i, _, _)| (n, p, i)).collect())?;
+        lock.renew()?;
         for (objects, bytes) in stats {
             *sent_objects += objects;
             *sent_bytes += bytes;
@@ -797,7 +866,7 @@ fn part_objects(repo: &Repo, commit: ObjectId, spec: &PartialSpec) -> Result<Vec
 /// masks and splits), and the walk stops at objects already here: a fetch costs what is new,
 /// not the size of the history or of the dataset. Each object is read as the kind its parent
 /// says it is (a DICOM record is never tried as a tree). Returns (objects, bytes).
-fn fetch_metadata(repo: &Repo, remote: &Remote, index: &RemoteIndex, tips: &[ObjectId], w: &mut ObjectWriter, progress: &dyn Progress) -> Result<(u64, u64), RemoteError> {
+pub(crate) fn fetch_metadata(repo: &Repo, remote: &Remote, index: &RemoteIndex, tips: &[ObjectId], w: &mut ObjectWriter, progress: &dyn Progress) -> Result<(u64, u64), RemoteError> {
     #[derive(Clone, Copy, PartialEq)]
     enum Kind {
         Commit,

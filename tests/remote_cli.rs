@@ -230,32 +230,31 @@ fn ref_updates_are_compare_and_swap() {
     assert_eq!(r.read_ref("branches", "main").unwrap(), Some((3, z)));
 }
 
-#[test]
-fn tampered_remote_objects_never_enter_and_deid_branches_travel_alone() {
-    let t = tempfile::tempdir().unwrap();
-    let a = t.path().join("a");
-    let remote = t.path().join("remote");
+/// In `t`: store `a` with two patients (see `dataset`), de-identified into branch `deid`, and
+/// a folder remote `remote`, added as `research`.
+fn deid_and_research_remote(t: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let a = t.join("a");
+    let remote = t.join("remote");
     dataset(&a, 2);
-    let key = t.path().join("key");
+    let key = t.join("key");
     fs::write(&key, b"remote test key long enough 0123456789").unwrap();
     ok(&a, &["deid", "main", "--key-file", key.to_str().unwrap()]);
     ok(&a, &["remote", "add", "research", remote.to_str().unwrap()]);
+    (a, remote)
+}
+
+#[test]
+fn tampered_remote_objects_never_enter_and_deid_branches_travel_alone() {
+    let t = tempfile::tempdir().unwrap();
+    let (a, remote) = deid_and_research_remote(t.path());
     ok(&a, &["push", "research", "deid"]);
     // Only de-identified objects went: a clone holds no identifier anywhere.
     let c = t.path().join("c");
     ok(t.path(), &["clone", remote.to_str().unwrap(), c.to_str().unwrap(), "--rev", "deid"]);
     let store = cohort::store::Store::open(&c.join(".cohort"), cohort::store::Mode::Read).unwrap();
-    let mut n = 0;
-    for p in store.packs() {
-        for (id, loc) in p.entries().collect::<Vec<_>>() {
-            let raw = p.read(id, loc).unwrap();
-            n += 1;
-            for needle in [&b"FAKE^PATIENT"[..], b"FAKE0000", b"FAKE0001"] {
-                assert!(!raw.windows(needle.len()).any(|w| w == needle), "object {id} carries an identifier");
-            }
-        }
-    }
-    assert!(n > 10);
+    let objects: Vec<(cohort::ObjectId, Vec<u8>)> = store.packs().iter().flat_map(|p| p.entries().map(|(id, loc)| (id, p.read(id, loc).unwrap())).collect::<Vec<_>>()).collect();
+    assert_eq!(carries_identifiers(&objects), 0);
+    assert!(objects.len() > 10);
     // Damage one byte in the middle of the remote's pack: the clone names the object and
     // stores nothing of it.
     let pack = remote_packs(&remote).into_iter().find(|p| p.extension().is_some_and(|x| x == "pack")).unwrap();
@@ -279,6 +278,88 @@ fn tampered_remote_objects_never_enter_and_deid_branches_travel_alone() {
     assert!(e.contains("is damaged") && e.contains("was not stored"), "{e}");
     let count = |dir: &Path| fs::read_dir(dir.join(".cohort/packs")).map(|r| r.count()).unwrap_or(0);
     assert_eq!(count(&d), count(&fresh), "nothing but the store's own operations was stored");
+}
+
+/// Every object in a folder remote's packs, read and checked against its id.
+fn remote_objects(remote: &Path) -> Vec<(cohort::ObjectId, Vec<u8>)> {
+    let mut out = Vec::new();
+    for p in remote_packs(remote) {
+        let Some(name) = p.file_name().unwrap().to_str().unwrap().strip_suffix(".idx") else { continue };
+        let pack = cohort::pack::Pack::open(&remote.join("packs"), name).unwrap();
+        for (id, loc) in pack.entries().collect::<Vec<_>>() {
+            out.push((id, pack.read(id, loc).unwrap()));
+        }
+    }
+    out
+}
+
+fn carries_identifiers(objects: &[(cohort::ObjectId, Vec<u8>)]) -> usize {
+    objects.iter().filter(|(_, raw)| [&b"FAKE^PATIENT"[..], b"FAKE0000", b"FAKE0001"].iter().any(|n| raw.windows(n.len()).any(|w| w == *n))).count()
+}
+
+/// A curator pushed the identified branch to the research remote by mistake, next to the
+/// de-identified one. Deleting the branch leaves its objects in the remote's packs; `remote
+/// gc` removes them (rewriting the pack they share with the de-identified branch), keeps
+/// every object a branch or tag reaches, and stays out of a push's way.
+#[test]
+fn remote_gc_removes_what_a_deleted_branch_left_and_keeps_the_rest() {
+    let t = tempfile::tempdir().unwrap();
+    let (a, remote) = deid_and_research_remote(t.path());
+    ok(&a, &["tag", "release-1", "deid"]);
+    // main first: the de-identified branch then shares its pixel data with main's pack.
+    ok(&a, &["push", "research", "main"]);
+    ok(&a, &["push", "research", "deid"]);
+    ok(&a, &["push", "research", "--tag", "release-1"]);
+    assert!(carries_identifiers(&remote_objects(&remote)) > 0);
+    ok(&a, &["push", "research", "main", "--delete"]);
+    let before = remote_objects(&remote);
+    assert!(carries_identifiers(&before) > 0, "a deleted branch's objects stay until gc");
+
+    // A dry run says what would go and changes nothing.
+    let dry = json(&a, &["remote", "gc", "research", "--dry-run", "--json"]);
+    assert_eq!((dry["dry_run"].as_bool(), dry["refs"].as_u64()), (Some(true), Some(2)), "{dry}");
+    assert!(dry["objects_removed"].as_u64().unwrap() > 0 && dry["packs_rewritten"].as_u64().unwrap() > 0, "{dry}");
+    assert_eq!(remote_objects(&remote).len(), before.len());
+
+    // A live push holds gc off, and a live gc holds pushes off; a lapsed lock does not.
+    // The clock the tests pin (COHORT_TIME).
+    let now = chrono::DateTime::parse_from_rfc3339("2026-01-02T03:04:05Z").unwrap().timestamp_micros();
+    fs::create_dir_all(remote.join("locks/push")).unwrap();
+    fs::write(remote.join("locks/push/other"), format!("{now}\n")).unwrap();
+    let e = String::from_utf8_lossy(&fails(&a, &["remote", "gc", "research"]).stderr).into_owned();
+    assert!(e.contains("a push is running (locks/push/other)"), "{e}");
+    assert_eq!(remote_objects(&remote).len(), before.len());
+    fs::write(remote.join("locks/push/other"), format!("{}\n", now - cohort::remote::CLAIM_LEASE_US - 1)).unwrap();
+    fs::create_dir_all(remote.join("locks/gc")).unwrap();
+    fs::write(remote.join("locks/gc/other"), format!("{now}\n")).unwrap();
+    ok(&a, &["branch", "more", "deid"]);
+    let e = String::from_utf8_lossy(&fails(&a, &["push", "research", "more"]).stderr).into_owned();
+    assert!(e.contains("a remote gc is running (locks/gc/other)"), "{e}");
+    fs::remove_file(remote.join("locks/gc/other")).unwrap();
+    // A pack file without its index (an interrupted push) goes too.
+    fs::write(remote.join("packs/0123456789abcdef.pack"), b"half a pack").unwrap();
+
+    let g = json(&a, &["remote", "gc", "research", "--json"]);
+    assert_eq!((g["objects_removed"].clone(), g["packs_rewritten"].clone(), g["orphans_deleted"].as_u64()), (dry["objects_removed"].clone(), dry["packs_rewritten"].clone(), Some(1)), "{g}");
+    let after = remote_objects(&remote);
+    assert_eq!(carries_identifiers(&after), 0, "no identified object is left on the remote");
+    assert_eq!(after.len() as u64, before.len() as u64 - g["objects_removed"].as_u64().unwrap());
+    assert!(!remote.join("packs/0123456789abcdef.pack").exists());
+    assert_eq!(fs::read_dir(remote.join("locks/gc")).unwrap().count(), 0, "the gc's lock is gone");
+    // What the refs reach is all there: a clone of the branch and of the tag is whole.
+    let c = t.path().join("c");
+    ok(t.path(), &["clone", remote.to_str().unwrap(), c.to_str().unwrap(), "--rev", "deid"]);
+    ok(&c, &["fsck"]);
+    ok(&c, &["checkout", "release-1"]);
+    let exported = t.path().join("exported");
+    ok(&a, &["export", "deid", exported.to_str().unwrap()]);
+    let mut got = snapshot(&c);
+    got.retain(|k, _| !k.starts_with(".cohort"));
+    assert_eq!(got, snapshot(&exported));
+    // Nothing more to remove; pushes go on.
+    let again = json(&a, &["remote", "gc", "research", "--json"]);
+    assert_eq!((again["objects_removed"].as_u64(), again["packs_kept"].clone()), (Some(0), again["packs_before"].clone()), "{again}");
+    ok(&a, &["push", "research", "more"]);
 }
 
 #[test]
@@ -411,6 +492,21 @@ fn s3_remote_against_garage() {
     s3(&a, &["push", "s3", "--tag", "t1"]);
     let f: Value = serde_json::from_str(&s3(&b, &["fetch", "origin", "--json"])).unwrap();
     assert_eq!(f["new_tags"]["t1"], json(&a, &["show", "HEAD~1", "--json"])["id"], "{f}");
+    // A branch pushed and deleted: remote gc deletes its pack (commit, tree, file), and a new
+    // clone is still whole.
+    s3(&a, &["branch", "scratch"]);
+    s3(&a, &["checkout", "scratch"]);
+    write(&a, "scratch.txt", b"a scratch file\n");
+    s3(&a, &["commit", "-m", "scratch"]);
+    s3(&a, &["push", "s3", "scratch"]);
+    s3(&a, &["checkout", "main"]);
+    s3(&a, &["push", "s3", "scratch", "--delete"]);
+    let g: Value = serde_json::from_str(&s3(&a, &["remote", "gc", "s3", "--json"])).unwrap();
+    assert!(g["objects_removed"].as_u64().unwrap() >= 3 && g["packs_deleted"].as_u64().unwrap() >= 1, "{g}");
+    let kept = t.path().join("after-gc");
+    s3(t.path(), &["clone", &url, kept.to_str().unwrap(), "--endpoint", &endpoint, "--allow-http", "--region", "garage"]);
+    assert_eq!(snapshot(&a), snapshot(&kept));
+    s3(&kept, &["fsck"]);
 
     // The same server over https, behind a TLS proxy (socat) whose certificate a private CA
     // signed: refused without --ca-cert, and with it a clone is the same as the original.

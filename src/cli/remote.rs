@@ -61,6 +61,18 @@ pub enum RemoteCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Remove from the remote every object that none of its branches and tags reaches (what a
+    /// branch deleted with `push --delete` left behind). Pushes wait while it runs.
+    Gc {
+        name: String,
+        /// Only say what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        s3: S3Flags,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn url_arg(env: &Env, url: &str) -> String {
@@ -78,6 +90,27 @@ pub fn run_remote(env: &Env, c: RemoteCommand) -> CliResult {
             let repo = env.repo(Mode::Write)?;
             remote::remove_remote(&repo, &name)?;
             eprintln!("removed remote {name}");
+        }
+        RemoteCommand::Gc { name, dry_run, s3, json: as_json } => {
+            let repo = env.repo(Mode::Write)?;
+            let s = cohort::remotegc::gc(&repo, &name, dry_run, &credentials(&s3), &env.progress())?;
+            if as_json {
+                json(&s);
+            } else {
+                let verb = if s.dry_run { "would remove" } else { "removed" };
+                out(&format!(
+                    "{}: {verb} {} object(s), {} ({} pack(s) deleted, {} rewritten, {} kept; {} pack file(s) without index); {} kept for {} branch(es) and tag(s)\n",
+                    s.remote,
+                    s.objects_removed,
+                    human_bytes(s.bytes_removed),
+                    s.packs_deleted,
+                    s.packs_rewritten,
+                    s.packs_kept,
+                    s.orphans_deleted,
+                    human_bytes(s.bytes_kept),
+                    s.refs
+                ));
+            }
         }
         RemoteCommand::List { json: as_json } => {
             let repo = env.repo(Mode::Read)?;
@@ -108,7 +141,7 @@ pub struct PushArgs {
     tag: Option<String>,
     /// Delete the branch (named, not the current one by default) or the --tag on the remote
     /// instead of pushing it; a deleted branch's remote-tracking branch goes too. The objects
-    /// it reached stay in the remote's packs.
+    /// it reached stay in the remote's packs until `cohort remote gc NAME`.
     #[arg(long)]
     delete: bool,
     #[command(flatten)]
@@ -129,7 +162,7 @@ pub fn run_push(env: &Env, a: PushArgs) -> CliResult {
         if a.json {
             json(&s);
         } else {
-            out(&format!("{}: deleted {} {} (was at {}); the objects it reached stay in the remote's packs\n", s.remote, s.kind, s.name, s.commit.short()));
+            out(&format!("{}: deleted {} {} (was at {}); the objects it reached stay in the remote's packs until `cohort remote gc {}`\n", s.remote, s.kind, s.name, s.commit.short(), s.remote));
         }
         return Ok(ExitCode::SUCCESS);
     }
