@@ -7,12 +7,17 @@
 //! The file meta group (with the preamble before it) is one more unit. The merged header is
 //! the units' bytes in tag order, as the data set requires, and must read as DICOM again.
 //!
-//! Splicing bytes is only sound when every unit is encoded alike and no element counts the
-//! bytes of others, so headers are not merged (the caller keeps the conflict) when:
+//! Splicing bytes is only sound when every unit is encoded alike, so headers are not merged
+//! (the caller keeps the conflict) when:
 //! - their transfer syntaxes differ (elements would mix encodings);
 //! - Specific Character Set (0008,0005) differs (text of one side would be read in the
-//!   other's character set);
-//! - a data set element is a group length (gggg,0000), which counts the bytes of its group.
+//!   other's character set).
+//!
+//! A group length (gggg,0000), which older writers put in front of each group, counts the
+//! bytes of its group: it is not a unit of its own but follows its group. The merge has one
+//! where the three-way rule on its presence says so; its value is this branch's (or the
+//! other side's) when the merged group is byte for byte that side's, and counted anew
+//! otherwise.
 //!
 //! Nor are they merged when Patient Identity Removed (0012,0062) differs between the two
 //! sides: one side de-identified the instance, and what the other side added or changed has
@@ -61,6 +66,7 @@ pub fn merge_headers(base: &[u8], ours: &[u8], theirs: &[u8]) -> Result<HeaderMe
     if b.0 != o.0 || o.0 != t.0 {
         return Ok(HeaderMerge::NotMergeable(format!("the transfer syntax differs (base {}, this branch {}, theirs {})", b.0, o.0, t.0)));
     }
+    let big_endian = b.0 == walk::TS_EXPLICIT_BE;
     let (b, o, t) = (b.1, o.1, t.1);
     let value = |m: &Units<'_>, tag| m.get(&tag).map(|v| v.to_vec());
     if value(&b, SPECIFIC_CHARACTER_SET) != value(&o, SPECIFIC_CHARACTER_SET) || value(&o, SPECIFIC_CHARACTER_SET) != value(&t, SPECIFIC_CHARACTER_SET) {
@@ -71,13 +77,19 @@ pub fn merge_headers(base: &[u8], ours: &[u8], theirs: &[u8]) -> Result<HeaderMe
             "Patient Identity Removed (0012,0062) differs: one side de-identified the instance, and the other side's changes have not been through that de-identification".to_string(),
         ));
     }
-    if let Some(tag) = [&b, &o, &t].iter().flat_map(|m| m.keys()).find(|k| k.1 == 0 && **k != FILE_META) {
-        return Ok(HeaderMerge::NotMergeable(format!("a group length element {} counts the bytes of its group", super::tag_string(*tag))));
-    }
     let keys: BTreeSet<(u16, u16)> = b.keys().chain(o.keys()).chain(t.keys()).copied().collect();
     let (mut merged, mut ours_changed, mut theirs_changed, mut conflicts) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut group_lengths = Vec::new();
     for k in keys {
         let (vb, vo, vt) = (b.get(&k), o.get(&k), t.get(&k));
+        if is_group_length(k) {
+            // Present by the three-way rule on presence; its value is settled below.
+            let (pb, po, pt) = (vb.is_some(), vo.is_some(), vt.is_some());
+            if if po == pb { pt } else { po } {
+                group_lengths.push(k);
+            }
+            continue;
+        }
         let v = if vo == vt || vt == vb {
             vo
         } else if vo == vb {
@@ -97,6 +109,14 @@ pub fn merge_headers(base: &[u8], ours: &[u8], theirs: &[u8]) -> Result<HeaderMe
     if !conflicts.is_empty() {
         return Ok(HeaderMerge::Conflict(conflicts));
     }
+    let mut counted = Vec::new();
+    for g in group_lengths {
+        match group_length(g, &merged, [&o, &t], big_endian) {
+            Some(v) => counted.push((g, v)),
+            None => return Ok(HeaderMerge::NotMergeable(format!("group length {} is not a 4-byte UL", super::tag_string(g)))),
+        }
+    }
+    merged.extend(counted.iter().map(|(k, v)| (*k, v.as_slice())));
     // The file meta group (every side has one, so the merge has one) first, then the data
     // set in tag order.
     merged.sort_by_key(|(k, _)| (*k != FILE_META, *k));
@@ -108,6 +128,33 @@ pub fn merge_headers(base: &[u8], ours: &[u8], theirs: &[u8]) -> Result<HeaderMe
         Analysis::Dicom(_) => Ok(HeaderMerge::NotMergeable("the merged header holds pixel data".to_string())),
         Analysis::NotDicom { reason } => Ok(HeaderMerge::NotMergeable(format!("the merged header does not read as DICOM: {reason}"))),
     }
+}
+
+fn is_group_length(k: (u16, u16)) -> bool {
+    k.1 == 0 && k != FILE_META
+}
+
+/// The bytes of group length `g` in the merged `units`: a side's own (first this branch's,
+/// then the other's) when the merged group is byte for byte that side's, else that side's
+/// element with the group's bytes counted anew. `None` when the element is not 12 bytes (tag,
+/// VR UL or implicit, length 4, value), the only form with the value at offset 8.
+fn group_length(g: (u16, u16), units: &[((u16, u16), &[u8])], sides: [&Units<'_>; 2], big_endian: bool) -> Option<Vec<u8>> {
+    let members = |it: &mut dyn Iterator<Item = ((u16, u16), &[u8])>| it.filter(|(k, _)| k.0 == g.0 && *k != g).map(|(k, v)| (k, v.to_vec())).collect::<Vec<_>>();
+    let merged = members(&mut units.iter().copied());
+    for side in sides {
+        let Some(own) = side.get(&g) else { continue };
+        if members(&mut side.iter().map(|(k, v)| (*k, *v))) == merged {
+            return Some(own.to_vec());
+        }
+    }
+    let template = sides.iter().find_map(|s| s.get(&g))?;
+    if template.len() != 12 {
+        return None;
+    }
+    let n = u32::try_from(merged.iter().map(|(_, v)| v.len()).sum::<usize>()).ok()?;
+    let mut out = template.to_vec();
+    out[8..].copy_from_slice(&if big_endian { n.to_be_bytes() } else { n.to_le_bytes() });
+    Some(out)
 }
 
 #[cfg(test)]
@@ -132,8 +179,7 @@ mod tests {
 
     /// `bytes` with `element` put at the start of the data set.
     fn with_first(bytes: &[u8], element: &[u8]) -> Vec<u8> {
-        let at = walk::top_level(bytes).unwrap().dataset_start;
-        [&bytes[..at], element, &bytes[at..]].concat()
+        with_element_at(bytes, walk::top_level(bytes).unwrap().dataset_start, element)
     }
 
     #[test]
@@ -162,6 +208,48 @@ mod tests {
         }
     }
 
+    /// `h` with a group length (with its right value) in front of group `g`.
+    fn with_group_length(h: &[u8], g: u16) -> Vec<u8> {
+        let t = walk::top_level(h).unwrap();
+        let group: Vec<_> = t.elements.iter().filter(|(k, _)| k.0 == g).collect();
+        let n: usize = group.iter().map(|(_, r)| r.len()).sum();
+        let [lo, hi] = g.to_le_bytes();
+        let element = [&[lo, hi, 0, 0, b'U', b'L', 4, 0][..], &(n as u32).to_le_bytes()].concat();
+        with_element_at(h, group[0].1.start, &element)
+    }
+
+    fn with_element_at(h: &[u8], at: usize, element: &[u8]) -> Vec<u8> {
+        [&h[..at], element, &h[at..]].concat()
+    }
+
+    #[test]
+    fn group_lengths_follow_their_group() {
+        let base = spec(SynthSyntax::ExplicitLE);
+        let (mut ours, mut theirs) = (base.clone(), base.clone());
+        ours.institution_name = "FAKE CLINIC WITH A LONGER NAME".into();
+        theirs.study_description = "Z".into();
+        let mut both = ours.clone();
+        both.study_description = "Z".into();
+        let gl = |s: &SynthSpec| with_group_length(&with_group_length(&header(s), 0x0008), 0x0010);
+        // Both sides changed group 0008: its length is counted anew; group 0010 is as it was.
+        let HeaderMerge::Merged { header: h, ours: o, theirs: t, .. } = merge_headers(&gl(&base), &gl(&ours), &gl(&theirs)).unwrap() else { panic!() };
+        assert!(h == gl(&both));
+        assert_eq!((o, t), (vec![(0x0008, 0x0080)], vec![(0x0008, 0x1030)]));
+        // Only one side changed group 0008: that side's bytes, even where the value is wrong.
+        let wrong = |s: &SynthSpec| {
+            let mut h = gl(s);
+            let at = walk::top_level(&h).unwrap().elements.iter().find(|(k, _)| *k == (0x0008, 0)).unwrap().1.start;
+            h[at + 8] ^= 0x10;
+            h
+        };
+        let mut other = base.clone();
+        other.patient_name = "FAKE^Q".into();
+        let HeaderMerge::Merged { header: h, .. } = merge_headers(&wrong(&base), &wrong(&theirs), &wrong(&other)).unwrap() else { panic!() };
+        let mut expect = theirs.clone();
+        expect.patient_name = "FAKE^Q".into();
+        assert!(h == wrong(&expect));
+    }
+
     #[test]
     fn what_cannot_be_spliced_is_not_merged() {
         let base = spec(SynthSyntax::ExplicitLE);
@@ -185,12 +273,6 @@ mod tests {
         let address = [&hb[..], &[0x10, 0, 0x40, 0x10, b'L', b'O', 4, 0, b'H', b'O', b'M', b'E']].concat();
         assert!(matches!(merge_headers(&hb, &deid, &address).unwrap(), HeaderMerge::NotMergeable(r) if r.contains("(0012,0062)")));
         assert!(matches!(merge_headers(&hb, &address, &deid).unwrap(), HeaderMerge::NotMergeable(r) if r.contains("(0012,0062)")));
-        // A group length in the data set, on every side.
-        let gl = [8, 0, 0, 0, b'U', b'L', 4, 0, 0, 0, 0, 0];
-        let (gb, go) = (with_first(&hb, &gl), with_first(&ho, &gl));
-        let mut theirs = base.clone();
-        theirs.study_description = "Y".into();
-        assert!(matches!(merge_headers(&gb, &go, &with_first(&header(&theirs), &gl)).unwrap(), HeaderMerge::NotMergeable(r) if r.contains("(0008,0000)")));
         // Damaged input is an error, never a panic.
         for cut in (0..ho.len()).step_by(7) {
             let _ = merge_headers(&hb, &ho[..cut], &hb);

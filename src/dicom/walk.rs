@@ -25,7 +25,7 @@ const SEQ_DELIM: (u16, u16) = (0xFFFE, 0xE0DD);
 const PIXEL_TAGS: [(u16, u16); 3] = [(0x7FE0, 0x0010), (0x7FE0, 0x0008), (0x7FE0, 0x0009)];
 
 const TS_IMPLICIT_LE: &str = "1.2.840.10008.1.2";
-const TS_EXPLICIT_BE: &str = "1.2.840.10008.1.2.2";
+pub(crate) const TS_EXPLICIT_BE: &str = "1.2.840.10008.1.2.2";
 const TS_DEFLATED: [&str; 2] = ["1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.4.95"];
 
 /// What the walker found.
