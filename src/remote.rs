@@ -202,6 +202,10 @@ fn parse_url(url: &str) -> Result<Target, RemoteError> {
 pub struct Remote {
     pub name: String,
     store: Arc<dyn ObjectStore>,
+    /// The same store, retrying a failed request twice at most, for the first request of a
+    /// command ([`Remote::check_marker`]): a wrong endpoint or an untrusted certificate is
+    /// reported at once instead of after object_store's ten retries.
+    probe: Arc<dyn ObjectStore>,
     prefix: String,
     rt: tokio::runtime::Runtime,
 }
@@ -218,10 +222,11 @@ impl Remote {
     pub fn open(name: &str, spec: &RemoteSpec, creds: &Credentials) -> Result<Remote, RemoteError> {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|source| RemoteError::Io { path: PathBuf::from("(tokio runtime)"), source })?;
         let err = |m: String| RemoteError::Url { url: spec.url.clone(), message: m };
-        let (store, prefix): (Arc<dyn ObjectStore>, String) = match parse_url(&spec.url)? {
+        let (store, probe, prefix): (Arc<dyn ObjectStore>, Arc<dyn ObjectStore>, String) = match parse_url(&spec.url)? {
             Target::Local(p) => {
                 std::fs::create_dir_all(&p).map_err(|source| RemoteError::Io { path: p.clone(), source })?;
-                (Arc::new(object_store::local::LocalFileSystem::new_with_prefix(&p).map_err(|e| err(e.to_string()))?), String::new())
+                let local: Arc<dyn ObjectStore> = Arc::new(object_store::local::LocalFileSystem::new_with_prefix(&p).map_err(|e| err(e.to_string()))?);
+                (local.clone(), local, String::new())
             }
             Target::S3 { bucket, prefix } => {
                 let mut b = object_store::aws::AmazonS3Builder::new().with_bucket_name(bucket).with_virtual_hosted_style_request(false);
@@ -249,10 +254,16 @@ impl Remote {
                     }
                     b = b.with_client_options(certs.into_iter().fold(object_store::ClientOptions::default(), |o, c| o.with_root_certificate(c)));
                 }
-                (Arc::new(b.build().map_err(|e| err(e.to_string()))?), prefix)
+                let quick = object_store::RetryConfig {
+                    backoff: object_store::BackoffConfig { init_backoff: std::time::Duration::from_millis(100), max_backoff: std::time::Duration::from_secs(1), base: 2.0 },
+                    max_retries: 2,
+                    retry_timeout: std::time::Duration::from_secs(10),
+                };
+                let probe = b.clone().with_retry(quick).build().map_err(|e| err(e.to_string()))?;
+                (Arc::new(b.build().map_err(|e| err(e.to_string()))?), Arc::new(probe), prefix)
             }
         };
-        Ok(Remote { name: name.into(), store, prefix, rt })
+        Ok(Remote { name: name.into(), store, probe, prefix, rt })
     }
 
     fn key(&self, k: &str) -> StorePath {
@@ -269,9 +280,13 @@ impl Remote {
     }
 
     pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>, RemoteError> {
+        self.get_from(&self.store, key)
+    }
+
+    fn get_from(&self, store: &Arc<dyn ObjectStore>, key: &str) -> Result<Option<Vec<u8>>, RemoteError> {
         let k = self.key(key);
         self.rt.block_on(async {
-            match self.store.get(&k).await {
+            match store.get(&k).await {
                 Ok(r) => r.bytes().await.map(|b| Some(b.to_vec())).map_err(|e| self.store_fail(key, &e)),
                 Err(object_store::Error::NotFound { .. }) => Ok(None),
                 Err(e) => Err(self.store_fail(key, &e)),
@@ -326,8 +341,9 @@ impl Remote {
     }
 
     /// Make sure this is a cohort remote (creating the marker on an empty one when `create`).
+    /// The first request of a command: it gives up after two retries.
     pub fn check_marker(&self, create: bool) -> Result<(), RemoteError> {
-        match self.get("cohort-remote")? {
+        match self.get_from(&self.probe, "cohort-remote")? {
             Some(b) if b == REMOTE_MAGIC.as_bytes() => Ok(()),
             None if create => self.put("cohort-remote", REMOTE_MAGIC.as_bytes().to_vec()),
             _ => Err(RemoteError::NotARemote { remote: self.name.clone(), key: "cohort-remote".into() }),
@@ -1031,6 +1047,7 @@ pub fn fill_missing(repo: &Repo, rev: &str, part: Option<&PartialSpec>, creds: &
         return Ok(0);
     }
     let remote = Remote::open(&name, &spec, creds)?;
+    remote.check_marker(false)?;
     let index = remote.index(&cache_dir(repo, &name))?;
     let mut total = 0u64;
     // Records reveal their header and pixel objects only once fetched: repeat until complete.
