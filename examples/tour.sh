@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job on the bundled example data: import, inspect, correct, diff, annotate with two
 # readers, measure agreement, make a consensus, split by patient, de-identify (annotations and
-# the split follow), scan for PHI, export for nnU-Net / MONAI / CSV, verify. Works on a copy in a temp folder; the repo stays untouched.
+# the split follow), scan for PHI, export for nnU-Net / MONAI / CSV, verify, share. Works on a copy in a temp folder; the repo stays untouched.
 #
 #   examples/tour.sh            (builds cohort in release mode first)
 set -euo pipefail
@@ -35,6 +35,21 @@ cohort status
 cohort commit -m "correct series description"
 cohort diff HEAD~1 HEAD
 cohort du
+
+step "two curators fix the same instance on two branches: the merge takes both fixes, attribute by attribute"
+# fix FILE TAG VALUE OLD NEW: set TAG to VALUE with dcmodify, or without dcmtk replace OLD by
+# NEW in place (same length).
+fix() { if command -v dcmodify >/dev/null; then dcmodify -nb -m "$2=$3" "$1"; else LC_ALL=C sed -i "s|$4|$5|" "$1"; fi; }
+f=FAKE0000/study0/series0/IM00001.dcm
+cohort branch site-fix
+fix "$f" "(0008,1030)" "FAKE CT CHEST NON CONTRAST" "W/O CONTRAST" "NON CONTRAST"
+cohort commit -m "study description: non contrast"
+cohort checkout site-fix
+fix "$f" "(0008,0080)" "FAKE CENTRAL HOSPITAL" "GENERAL HOSPITAL" "CENTRAL HOSPITAL"
+cohort commit -m "institution: central hospital"
+cohort checkout main
+cohort merge site-fix
+cohort diff HEAD~1 HEAD
 
 ann="$here/examples/annotations"
 step "annotate: two readers label every CT series; agreement; majority consensus"
@@ -106,5 +121,9 @@ cohort export deid "$work/export" --link hardlink
 find "$work/export" -type f | wc -l
 cohort tag v1 deid
 cohort push research --tag v1                    # the state a model was trained on, on the remote
+# The identified branch pushed by mistake: deleted there, and remote gc removes its objects.
+cohort push research main
+cohort push research main --delete
+cohort remote gc research
 cohort op log -n 4
 cohort fsck

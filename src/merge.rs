@@ -253,15 +253,29 @@ pub struct MergeSummary {
     pub merged_files: Vec<ContentMerge>,
 }
 
+impl ContentMerge {
+    /// "this branch changed A; REV changed B[; both changed C alike]".
+    pub fn describe(&self, rev: &str) -> String {
+        let list = |v: &[String]| if v.is_empty() { "nothing".to_string() } else { v.join(", ") };
+        let mut s = format!("this branch changed {}; {rev} changed {}", list(&self.ours), list(&self.theirs));
+        if !self.both.is_empty() {
+            s.push_str(&format!("; both changed {} alike", self.both.join(", ")));
+        }
+        s
+    }
+}
+
 /// A DICOM instance both sides changed, merged attribute by attribute.
 #[derive(Debug, Clone, Serialize)]
 pub struct ContentMerge {
     pub path: String,
-    /// What this branch changed: "(gggg,eeee) Keyword", "file meta group" or "pixel data"
-    /// (what both sides changed alike is listed here).
+    /// What only this branch changed: "(gggg,eeee) Keyword", "file meta group" or "pixel
+    /// data".
     pub ours: Vec<String>,
-    /// What the merged revision changed.
+    /// What only the merged revision changed.
     pub theirs: Vec<String>,
+    /// What both changed alike (a tool that rewrote the file on both sides, say).
+    pub both: Vec<String>,
 }
 
 /// Every commit reachable from `tip` (itself included), with its parents.
@@ -455,7 +469,7 @@ pub fn merge(repo: &Repo, rev: &str, message: Option<&str>, resolve: &Resolve, p
         w.put_blob(&f.header, crate::pack::Hint::Generic)?;
         let id = w.put(&f.record)?;
         files.insert(path.clone(), (EntryKind::Dicom, id, f.record.size));
-        merged_files.push(ContentMerge { path, ours: f.ours, theirs: f.theirs });
+        merged_files.push(ContentMerge { path, ours: f.ours, theirs: f.theirs, both: f.both });
     }
     let flat: Vec<(String, EntryKind, ObjectId, u64)> = files.into_iter().map(|(p, (k, id, size))| (p, k, id, size)).collect();
     let (tree, _) = crate::treebuild::build(&repo.store, &mut w, &flat).map_err(|source| MergeError::Tree { theirs: rev.into(), source })?;
@@ -490,10 +504,7 @@ pub fn merge(repo: &Repo, rev: &str, message: Option<&str>, resolve: &Resolve, p
             CommitNote { path: String::new(), note: format!("{}: {}", r.conflict, said(r)) }
         })
         .collect();
-    notes.extend(merged_files.iter().map(|m| CommitNote {
-        path: m.path.clone(),
-        note: format!("changed on both sides, merged attribute by attribute: this branch changed {}; {rev} changed {}", m.ours.join(", "), m.theirs.join(", ")),
-    }));
+    notes.extend(merged_files.iter().map(|m| CommitNote { path: m.path.clone(), note: format!("changed on both sides, merged attribute by attribute: {}", m.describe(rev)) }));
     let mut commit: Commit = repo.draft_commit(CommitDraft {
         tree,
         parent: Some(ours),
@@ -528,6 +539,7 @@ struct Spliced {
     record: DicomFile,
     ours: Vec<String>,
     theirs: Vec<String>,
+    both: Vec<String>,
 }
 
 /// The three-way merge of one DICOM instance.
@@ -571,16 +583,19 @@ fn merge_dicom(repo: &Repo, base: ObjectId, ours: ObjectId, theirs: ObjectId) ->
             return Ok(FileMerge::Conflict(format!("both changed {}", both.join(", "))));
         }
         Ok(dicom::HeaderMerge::Merged { .. }) if pixel_conflict => return Ok(FileMerge::Conflict("both changed pixel data".to_string())),
-        Ok(dicom::HeaderMerge::Merged { header, summary, ours, theirs }) => (header, summary, ours, theirs),
+        Ok(dicom::HeaderMerge::Merged { header, summary, changed }) => (header, summary, changed),
     };
-    let (header, info, ours_units, theirs_units) = merged;
-    let (mut ours_changed, mut theirs_changed): (Vec<String>, Vec<String>) = (ours_units.into_iter().map(unit_name).collect(), theirs_units.into_iter().map(unit_name).collect());
+    let (header, info, changed) = merged;
+    let names = |units: Vec<(u16, u16)>| units.into_iter().map(unit_name).collect::<Vec<String>>();
+    let (mut ours_changed, mut theirs_changed, mut both_changed) = (names(changed.ours), names(changed.theirs), names(changed.both));
     // The file is its header, then the pixel part of the side it comes from.
     let (from, from_header) = if pixels_from_theirs { (&t, &ht) } else { (&o, &ho) };
-    if pixels_from_theirs {
-        theirs_changed.push("pixel data".to_string());
-    } else if po != pb {
-        ours_changed.push("pixel data".to_string());
+    let pixels = "pixel data".to_string();
+    match (po != pb, pt != pb) {
+        (true, true) => both_changed.push(pixels),
+        (true, false) => ours_changed.push(pixels),
+        (false, true) => theirs_changed.push(pixels),
+        (false, false) => {}
     }
     let record = DicomFile {
         header: ObjectId::of(&header),
@@ -590,7 +605,7 @@ fn merge_dicom(repo: &Repo, base: ObjectId, ours: ObjectId, theirs: ObjectId) ->
         size: from.size - from_header.len() as u64 + header.len() as u64,
         info: *info,
     };
-    Ok(FileMerge::Merged(Box::new(Spliced { header, record, ours: ours_changed, theirs: theirs_changed })))
+    Ok(FileMerge::Merged(Box::new(Spliced { header, record, ours: ours_changed, theirs: theirs_changed, both: both_changed })))
 }
 
 fn same_entry(a: &Option<Entry>, b: &Option<Entry>) -> bool {

@@ -309,14 +309,14 @@ fn dicom_instances_changed_on_both_sides_merge_attribute_by_attribute() {
     let m: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let said = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(said.contains("5 DICOM instance(s) changed on both sides, merged attribute by attribute"), "{said}");
-    let merged: Vec<(String, serde_json::Value, serde_json::Value)> = m["merged_files"].as_array().unwrap().iter().map(|x| (x["path"].as_str().unwrap().to_string(), x["ours"].clone(), x["theirs"].clone())).collect();
+    let merged: Vec<(String, serde_json::Value, serde_json::Value, serde_json::Value)> = m["merged_files"].as_array().unwrap().iter().map(|x| (x["path"].as_str().unwrap().to_string(), x["ours"].clone(), x["theirs"].clone(), x["both"].clone())).collect();
     let j = |v: &[&str]| serde_json::json!(v);
     assert_eq!(merged, vec![
-        (name(0), j(&["(0010,0010) PatientName"]), j(&["(0008,1030) StudyDescription"])),
-        (name(1), j(&["pixel data"]), j(&["(0008,0080) InstitutionName"])),
-        (name(2), j(&["(0008,1140) ReferencedImageSequence"]), j(&["(0008,0050) AccessionNumber", "(0008,1030) StudyDescription"])),
-        (name(3), j(&["(0008,1030) StudyDescription"]), j(&["(0010,0040) PatientSex"])),
-        (name(6), j(&["(0008,0080) InstitutionName"]), j(&["(0028,0010) Rows", "pixel data"])),
+        (name(0), j(&["(0010,0010) PatientName"]), j(&["(0008,1030) StudyDescription"]), j(&[])),
+        (name(1), j(&["pixel data"]), j(&["(0008,0080) InstitutionName"]), j(&[])),
+        (name(2), j(&["(0008,1140) ReferencedImageSequence"]), j(&["(0008,0050) AccessionNumber", "(0008,1030) StudyDescription"]), j(&[])),
+        (name(3), j(&[]), j(&["(0010,0040) PatientSex"]), j(&["(0008,1030) StudyDescription"])),
+        (name(6), j(&["(0008,0080) InstitutionName"]), j(&["(0028,0010) Rows", "pixel data"]), j(&[])),
     ], "{m}");
     let mut both = base.clone();
     for (i, (o, t)) in edits.iter().enumerate() {
@@ -336,7 +336,8 @@ fn dicom_instances_changed_on_both_sides_merge_attribute_by_attribute() {
     let row = ls.as_array().unwrap().iter().find(|x| x["path"] == name(0).as_str()).unwrap().clone();
     assert_eq!(row["dicom"]["patient_name"], "FAKE^RENAMED", "{row}");
     let show = ok(r, &["show"]);
-    assert!(show.contains("note: P0/s0/IM1.dcm: changed on both sides, merged attribute by attribute: this branch changed pixel data; rival changed (0008,0080) InstitutionName"), "{show}");
+    assert!(show.contains("note: P0/s0/IM1.dcm: changed on both sides, merged attribute by attribute: this branch changed pixel data; rival changed (0008,0080) InstitutionName\n"), "{show}");
+    assert!(show.contains("note: P0/s0/IM3.dcm: changed on both sides, merged attribute by attribute: this branch changed nothing; rival changed (0010,0040) PatientSex; both changed (0008,1030) StudyDescription alike"), "{show}");
     // The diff from main's side to the merge is rival's corrections alone.
     let diff = ok(r, &["diff", "HEAD~1", "HEAD"]);
     assert!(diff.contains("StudyDescription") && diff.contains("InstitutionName") && !diff.contains("PatientName"), "{diff}");

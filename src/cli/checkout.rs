@@ -110,7 +110,7 @@ pub fn merge_into_head(env: &Env, repo: &cohort::Repo, rev: &str, message: Optio
     if !s.merged_files.is_empty() {
         eprintln!("{} DICOM instance(s) changed on both sides, merged attribute by attribute:", s.merged_files.len());
         for m in &s.merged_files {
-            eprintln!("  {}: this branch changed {}; {rev} changed {}", m.path, m.ours.join(", "), m.theirs.join(", "));
+            eprintln!("  {}: {}", m.path, m.describe(rev));
         }
     }
     let side = |p| match p {

@@ -36,13 +36,24 @@ const PATIENT_IDENTITY_REMOVED: (u16, u16) = (0x0012, 0x0062);
 /// The outcome of [`merge_headers`].
 #[derive(Debug)]
 pub enum HeaderMerge {
-    /// The merged header, its summary, and the units each side changed ([`FILE_META`] for the
-    /// file meta group). A unit both sides changed alike is listed under `ours`.
-    Merged { header: Vec<u8>, summary: Box<DicomSummary>, ours: Vec<(u16, u16)>, theirs: Vec<(u16, u16)> },
+    /// The merged header, its summary, and the units ([`FILE_META`] for the file meta group)
+    /// that only this side changed, only the other side, and both alike.
+    Merged { header: Vec<u8>, summary: Box<DicomSummary>, changed: Changed },
     /// The units both sides changed, differently.
     Conflict(Vec<(u16, u16)>),
     /// Why these headers are not merged element by element.
     NotMergeable(String),
+}
+
+/// The units a merge took from each side.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Changed {
+    /// Changed by this branch only.
+    pub ours: Vec<(u16, u16)>,
+    /// Changed by the other side only.
+    pub theirs: Vec<(u16, u16)>,
+    /// Changed by both, to the same bytes.
+    pub both: Vec<(u16, u16)>,
 }
 
 /// A header's units (file meta group and top-level elements) by key.
@@ -78,7 +89,7 @@ pub fn merge_headers(base: &[u8], ours: &[u8], theirs: &[u8]) -> Result<HeaderMe
         ));
     }
     let keys: BTreeSet<(u16, u16)> = b.keys().chain(o.keys()).chain(t.keys()).copied().collect();
-    let (mut merged, mut ours_changed, mut theirs_changed, mut conflicts) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut merged, mut changed, mut conflicts) = (Vec::new(), Changed::default(), Vec::new());
     let mut group_lengths = Vec::new();
     for k in keys {
         let (vb, vo, vt) = (b.get(&k), o.get(&k), t.get(&k));
@@ -90,18 +101,21 @@ pub fn merge_headers(base: &[u8], ours: &[u8], theirs: &[u8]) -> Result<HeaderMe
             }
             continue;
         }
-        let v = if vo == vt || vt == vb {
+        let v = if vo == vt {
+            if vo != vb {
+                changed.both.push(k);
+            }
+            vo
+        } else if vt == vb {
+            changed.ours.push(k);
             vo
         } else if vo == vb {
-            theirs_changed.push(k);
+            changed.theirs.push(k);
             vt
         } else {
             conflicts.push(k);
             continue;
         };
-        if vo != vb {
-            ours_changed.push(k);
-        }
         if let Some(v) = v {
             merged.push((k, *v));
         }
@@ -123,7 +137,7 @@ pub fn merge_headers(base: &[u8], ours: &[u8], theirs: &[u8]) -> Result<HeaderMe
     let header: Vec<u8> = merged.iter().flat_map(|(_, v)| v.iter().copied()).collect();
     match analyze(&header) {
         Analysis::Dicom(layout) if layout.pixel.is_none() => {
-            Ok(HeaderMerge::Merged { header, summary: Box::new(layout.summary), ours: ours_changed, theirs: theirs_changed })
+            Ok(HeaderMerge::Merged { header, summary: Box::new(layout.summary), changed })
         }
         Analysis::Dicom(_) => Ok(HeaderMerge::NotMergeable("the merged header holds pixel data".to_string())),
         Analysis::NotDicom { reason } => Ok(HeaderMerge::NotMergeable(format!("the merged header does not read as DICOM: {reason}"))),
@@ -196,7 +210,8 @@ mod tests {
             both.study_description = "X".into();
             both.sop_uid = "2.25.42".into();
             let got = merge_headers(&header(&base), &header(&ours), &header(&theirs)).unwrap();
-            let HeaderMerge::Merged { header: h, summary, ours: o, theirs: t } = got else { panic!("{syntax:?}: {got:?}") };
+            let HeaderMerge::Merged { header: h, summary, changed: Changed { ours: o, theirs: t, both: alike } } = got else { panic!("{syntax:?}: {got:?}") };
+            assert!(alike.is_empty());
             assert!(h == header(&both), "{syntax:?}");
             assert_eq!((summary.patient_name.as_deref(), summary.sop_instance_uid.as_deref()), (Some("FAKE^A^LONGER^NAME"), Some("2.25.42")));
             // Private tags went with ours; the file meta (its SOP Instance UID) with theirs.
@@ -232,9 +247,9 @@ mod tests {
         both.study_description = "Z".into();
         let gl = |s: &SynthSpec| with_group_length(&with_group_length(&header(s), 0x0008), 0x0010);
         // Both sides changed group 0008: its length is counted anew; group 0010 is as it was.
-        let HeaderMerge::Merged { header: h, ours: o, theirs: t, .. } = merge_headers(&gl(&base), &gl(&ours), &gl(&theirs)).unwrap() else { panic!() };
+        let HeaderMerge::Merged { header: h, changed, .. } = merge_headers(&gl(&base), &gl(&ours), &gl(&theirs)).unwrap() else { panic!() };
         assert!(h == gl(&both));
-        assert_eq!((o, t), (vec![(0x0008, 0x0080)], vec![(0x0008, 0x1030)]));
+        assert_eq!(changed, Changed { ours: vec![(0x0008, 0x0080)], theirs: vec![(0x0008, 0x1030)], both: vec![] });
         // Only one side changed group 0008: that side's bytes, even where the value is wrong.
         let wrong = |s: &SynthSpec| {
             let mut h = gl(s);
