@@ -10,8 +10,9 @@
 //! A merge with conflicts changes nothing and names every conflicting path and catalog
 //! entry, unless the caller settled them ([`Resolve`]): a side for a conflict by its name, for
 //! the conflicts under a folder (a patient, a study), or for all ([`Prefer`]). Each settled
-//! conflict takes its side's version, and the merge commit notes each one and how it was
-//! settled. The merge
+//! conflict takes its side's version (for a DICOM instance that conflicts in some attributes
+//! or its pixel data, of those only: the other changes of both sides stay), and the merge
+//! commit notes each one and how it was settled. The merge
 //! commit has two parents (ours, then theirs) and an activity of kind
 //! `merge` whose inputs name both.
 //!
@@ -261,6 +262,9 @@ impl ContentMerge {
         if !self.both.is_empty() {
             s.push_str(&format!("; both changed {} alike", self.both.join(", ")));
         }
+        if !self.settled.is_empty() {
+            s.push_str(&format!("; both changed {} differently (a settled conflict)", self.settled.join(", ")));
+        }
         s
     }
 }
@@ -276,6 +280,9 @@ pub struct ContentMerge {
     pub theirs: Vec<String>,
     /// What both changed alike (a tool that rewrote the file on both sides, say).
     pub both: Vec<String>,
+    /// What both changed differently, settled with a side (`--take`, `--prefer`): the file is
+    /// also among the resolved conflicts.
+    pub settled: Vec<String>,
 }
 
 /// Every commit reachable from `tip` (itself included), with its parents.
@@ -408,12 +415,21 @@ pub fn merge(repo: &Repo, rev: &str, message: Option<&str>, resolve: &Resolve, p
                 // they changed different ones.
                 if let (Some(b), Some(o), Some(t)) = (was, m, new) {
                     if [b.0, o.0, t.0].iter().all(|k| *k == EntryKind::Dicom) && b.1 != disagreed() {
-                        match merge_dicom(repo, b.1, o.1, t.1)? {
+                        match merge_dicom(repo, b.1, o.1, t.1, None)? {
                             FileMerge::Merged(f) => {
                                 spliced.push((path.clone(), f));
                                 continue;
                             }
-                            FileMerge::Conflict(reason) => {
+                            FileMerge::Conflict { reason, settleable } => {
+                                // A conflict settled with a side: that side's version of
+                                // what both changed, and both sides' other changes.
+                                if let Some((side, _)) = resolve.decide(path).filter(|_| settleable) {
+                                    if let FileMerge::Merged(f) = merge_dicom(repo, b.1, o.1, t.1, Some(side))? {
+                                        spliced.push((path.clone(), f));
+                                        paths.push(path.clone());
+                                        continue;
+                                    }
+                                }
                                 why.insert(path.clone(), reason);
                             }
                         }
@@ -469,7 +485,7 @@ pub fn merge(repo: &Repo, rev: &str, message: Option<&str>, resolve: &Resolve, p
         w.put_blob(&f.header, crate::pack::Hint::Generic)?;
         let id = w.put(&f.record)?;
         files.insert(path.clone(), (EntryKind::Dicom, id, f.record.size));
-        merged_files.push(ContentMerge { path, ours: f.ours, theirs: f.theirs, both: f.both });
+        merged_files.push(ContentMerge { path, ours: f.ours, theirs: f.theirs, both: f.both, settled: f.settled });
     }
     let flat: Vec<(String, EntryKind, ObjectId, u64)> = files.into_iter().map(|(p, (k, id, size))| (p, k, id, size)).collect();
     let (tree, _) = crate::treebuild::build(&repo.store, &mut w, &flat).map_err(|source| MergeError::Tree { theirs: rev.into(), source })?;
@@ -491,9 +507,13 @@ pub fn merge(repo: &Repo, rev: &str, message: Option<&str>, resolve: &Resolve, p
     }
     // One note per settled conflict: a file's note names it by path; a catalog entry's note
     // names the entry (its `path` stays empty, as it is no file).
-    let said = |r: &Resolution| match r.side {
-        Prefer::Theirs => format!("conflict: took {rev}'s version ({})", r.by),
-        Prefer::Ours => format!("conflict: kept this branch's version ({})", r.by),
+    let said = |r: &Resolution| {
+        // A DICOM instance settled attribute by attribute names what the side gave.
+        let of = merged_files.iter().find(|m| m.path == r.conflict && !m.settled.is_empty()).map(|m| format!(" of {}", m.settled.join(", "))).unwrap_or_default();
+        match r.side {
+            Prefer::Theirs => format!("conflict: took {rev}'s version{of} ({})", r.by),
+            Prefer::Ours => format!("conflict: kept this branch's version{of} ({})", r.by),
+        }
     };
     let mut notes: Vec<CommitNote> = resolutions
         .iter()
@@ -540,13 +560,16 @@ struct Spliced {
     ours: Vec<String>,
     theirs: Vec<String>,
     both: Vec<String>,
+    settled: Vec<String>,
 }
 
 /// The three-way merge of one DICOM instance.
 enum FileMerge {
     Merged(Box<Spliced>),
-    /// Why it stays a conflict.
-    Conflict(String),
+    /// Why it stays a conflict; `settleable` when both sides changed the same attributes or
+    /// the pixel data (a side can settle those and keep the rest merged), not when the file
+    /// cannot be merged attribute by attribute at all.
+    Conflict { reason: String, settleable: bool },
 }
 
 /// How a merged unit of a DICOM instance is named: "(gggg,eeee) Keyword", "file meta group"
@@ -563,16 +586,21 @@ fn unit_name(tag: (u16, u16)) -> String {
 
 /// Merge the DICOM instances (records) `ours` and `theirs` against `base`: their headers
 /// element by element ([`dicom::merge_headers`]); their pixel data (with the pixel element's
-/// own bytes and whatever follows it) as one more unit.
-fn merge_dicom(repo: &Repo, base: ObjectId, ours: ObjectId, theirs: ObjectId) -> Result<FileMerge, MergeError> {
+/// own bytes and whatever follows it) as one more unit. With `settle`, what both changed
+/// differently takes that side's version.
+fn merge_dicom(repo: &Repo, base: ObjectId, ours: ObjectId, theirs: ObjectId, settle: Option<Prefer>) -> Result<FileMerge, MergeError> {
     let (b, o, t) = (repo.store.read_dicom(&base)?, repo.store.read_dicom(&ours)?, repo.store.read_dicom(&theirs)?);
     let pixels = |f: &DicomFile| (f.pixel_element.clone(), f.pixel, f.trailer.clone());
     let (pb, po, pt) = (pixels(&b), pixels(&o), pixels(&t));
-    let pixels_from_theirs = po == pb && pt != pb;
     let pixel_conflict = po != pb && pt != pb && po != pt;
+    let pixels_from_theirs = (po == pb && pt != pb) || (pixel_conflict && settle == Some(Prefer::Theirs));
     let (hb, ho, ht) = (repo.store.read(&b.header)?, repo.store.read(&o.header)?, repo.store.read(&t.header)?);
-    let not_merged = |r: String| FileMerge::Conflict(format!("not merged attribute by attribute: {r}"));
-    let merged = match dicom::merge_headers(&hb, &ho, &ht) {
+    let not_merged = |r: String| FileMerge::Conflict { reason: format!("not merged attribute by attribute: {r}"), settleable: false };
+    let side = settle.map(|p| match p {
+        Prefer::Ours => dicom::Settle::Ours,
+        Prefer::Theirs => dicom::Settle::Theirs,
+    });
+    let merged = match dicom::merge_headers(&hb, &ho, &ht, side) {
         Err(e) => return Ok(not_merged(e.to_string())),
         Ok(dicom::HeaderMerge::NotMergeable(r)) => return Ok(not_merged(r)),
         Ok(dicom::HeaderMerge::Conflict(tags)) => {
@@ -580,18 +608,21 @@ fn merge_dicom(repo: &Repo, base: ObjectId, ours: ObjectId, theirs: ObjectId) ->
             if pixel_conflict {
                 both.push("pixel data".to_string());
             }
-            return Ok(FileMerge::Conflict(format!("both changed {}", both.join(", "))));
+            return Ok(FileMerge::Conflict { reason: format!("both changed {}", both.join(", ")), settleable: true });
         }
-        Ok(dicom::HeaderMerge::Merged { .. }) if pixel_conflict => return Ok(FileMerge::Conflict("both changed pixel data".to_string())),
+        Ok(dicom::HeaderMerge::Merged { .. }) if pixel_conflict && settle.is_none() => {
+            return Ok(FileMerge::Conflict { reason: "both changed pixel data".to_string(), settleable: true });
+        }
         Ok(dicom::HeaderMerge::Merged { header, summary, changed }) => (header, summary, changed),
     };
     let (header, info, changed) = merged;
     let names = |units: Vec<(u16, u16)>| units.into_iter().map(unit_name).collect::<Vec<String>>();
-    let (mut ours_changed, mut theirs_changed, mut both_changed) = (names(changed.ours), names(changed.theirs), names(changed.both));
+    let (mut ours_changed, mut theirs_changed, mut both_changed, mut settled) = (names(changed.ours), names(changed.theirs), names(changed.both), names(changed.settled));
     // The file is its header, then the pixel part of the side it comes from.
     let (from, from_header) = if pixels_from_theirs { (&t, &ht) } else { (&o, &ho) };
     let pixels = "pixel data".to_string();
     match (po != pb, pt != pb) {
+        (true, true) if pixel_conflict => settled.push(pixels),
         (true, true) => both_changed.push(pixels),
         (true, false) => ours_changed.push(pixels),
         (false, true) => theirs_changed.push(pixels),
@@ -605,7 +636,7 @@ fn merge_dicom(repo: &Repo, base: ObjectId, ours: ObjectId, theirs: ObjectId) ->
         size: from.size - from_header.len() as u64 + header.len() as u64,
         info: *info,
     };
-    Ok(FileMerge::Merged(Box::new(Spliced { header, record, ours: ours_changed, theirs: theirs_changed, both: both_changed })))
+    Ok(FileMerge::Merged(Box::new(Spliced { header, record, ours: ours_changed, theirs: theirs_changed, both: both_changed, settled })))
 }
 
 fn same_entry(a: &Option<Entry>, b: &Option<Entry>) -> bool {

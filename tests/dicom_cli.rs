@@ -270,7 +270,7 @@ fn dicom_instances_changed_on_both_sides_merge_attribute_by_attribute() {
         (|s| s.pixel_seed += 1, |s| s.institution_name = "FAKE HOSPITAL, corrected".into()),
         (|s| s.with_sequence = false, |s| { s.accession_number = "ACC-FIXED".into(); s.study_description = "same fix".into() }),
         (|s| s.study_description = "same fix".into(), |s| s.patient_sex = "O".into()),
-        (|s| s.study_description = "main's description".into(), |s| s.study_description = "rival's description".into()),
+        (|s| { s.study_description = "main's description".into(); s.institution_name = "MAIN CLINIC".into() }, |s| s.study_description = "rival's description".into()),
         (|s| s.patient_name = "FAKE^OTHER".into(), |s| s.syntax = SynthSyntax::ImplicitLE),
         (|s| s.institution_name = "FAKE CLINIC".into(), |s| { s.pixel_seed += 7; s.rows = 16 }),
     ];
@@ -303,12 +303,14 @@ fn dicom_instances_changed_on_both_sides_merge_attribute_by_attribute() {
     assert!(!msg.contains("IM0") && !msg.contains("IM1") && !msg.contains("IM2") && !msg.contains("IM3"), "{msg}");
     assert_eq!(snapshot(r), before);
 
-    // Settled, the conflicts take a side; the other four take both sides' changes.
+    // Settled, the conflicts take a side: IM4 its description from rival and its other
+    // change from main, IM5 (no attribute merge) main's whole file. The other five take both
+    // sides' changes.
     let out = cohort(r).args(["merge", "rival", "--take", "P0/s0/IM4.dcm=theirs", "--prefer", "ours", "--json"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let m: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let said = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(said.contains("5 DICOM instance(s) changed on both sides, merged attribute by attribute"), "{said}");
+    assert!(said.contains("6 DICOM instance(s) changed on both sides, merged attribute by attribute"), "{said}");
     let merged: Vec<(String, serde_json::Value, serde_json::Value, serde_json::Value)> = m["merged_files"].as_array().unwrap().iter().map(|x| (x["path"].as_str().unwrap().to_string(), x["ours"].clone(), x["theirs"].clone(), x["both"].clone())).collect();
     let j = |v: &[&str]| serde_json::json!(v);
     assert_eq!(merged, vec![
@@ -316,17 +318,19 @@ fn dicom_instances_changed_on_both_sides_merge_attribute_by_attribute() {
         (name(1), j(&["pixel data"]), j(&["(0008,0080) InstitutionName"]), j(&[])),
         (name(2), j(&["(0008,1140) ReferencedImageSequence"]), j(&["(0008,0050) AccessionNumber", "(0008,1030) StudyDescription"]), j(&[])),
         (name(3), j(&[]), j(&["(0010,0040) PatientSex"]), j(&["(0008,1030) StudyDescription"])),
+        (name(4), j(&["(0008,0080) InstitutionName"]), j(&[]), j(&[])),
         (name(6), j(&["(0008,0080) InstitutionName"]), j(&["(0028,0010) Rows", "pixel data"]), j(&[])),
     ], "{m}");
+    assert_eq!(m["merged_files"][4]["settled"], j(&["(0008,1030) StudyDescription"]), "{m}");
+    assert_eq!(m["resolved"], j(&[&name(4), &name(5)]), "{m}");
     let mut both = base.clone();
     for (i, (o, t)) in edits.iter().enumerate() {
         o(&mut both[i]);
         t(&mut both[i]);
     }
-    for (i, s) in both.iter().enumerate().filter(|(i, _)| ![4, 5].contains(i)) {
+    for (i, s) in both.iter().enumerate().filter(|(i, _)| *i != 5) {
         assert!(fs::read(r.join(name(i))).unwrap() == synth_instance(s), "{}: not the file with both changes", name(i));
     }
-    assert_eq!(fs::read(r.join(name(4))).unwrap(), synth_instance(&theirs[4]));
     assert_eq!(fs::read(r.join(name(5))).unwrap(), synth_instance(&ours[5]));
     // The merged records are what a commit of those bytes makes: the tree is clean, the
     // store is sound, and ls shows the merged attributes.
@@ -337,6 +341,8 @@ fn dicom_instances_changed_on_both_sides_merge_attribute_by_attribute() {
     assert_eq!(row["dicom"]["patient_name"], "FAKE^RENAMED", "{row}");
     let show = ok(r, &["show"]);
     assert!(show.contains("note: P0/s0/IM1.dcm: changed on both sides, merged attribute by attribute: this branch changed pixel data; rival changed (0008,0080) InstitutionName\n"), "{show}");
+    assert!(show.contains("note: P0/s0/IM4.dcm: conflict: took rival's version of (0008,1030) StudyDescription (--take P0/s0/IM4.dcm=theirs)"), "{show}");
+    assert!(show.contains("note: P0/s0/IM5.dcm: conflict: kept this branch's version (--prefer ours)"), "{show}");
     assert!(show.contains("note: P0/s0/IM3.dcm: changed on both sides, merged attribute by attribute: this branch changed nothing; rival changed (0010,0040) PatientSex; both changed (0008,1030) StudyDescription alike"), "{show}");
     // The diff from main's side to the merge is rival's corrections alone.
     let diff = ok(r, &["diff", "HEAD~1", "HEAD"]);
@@ -384,7 +390,9 @@ fn merged_real_world_files_equal_dcmodify_making_both_edits() {
     let out = cohort(r).args(["merge", "rival", "--prefer", "ours", "--json"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let m: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let merged: Vec<&str> = m["merged_files"].as_array().unwrap().iter().map(|x| x["path"].as_str().unwrap()).collect();
+    // (A file whose conflict --prefer settled attribute by attribute is merged too; it is not
+    // what dcmodify makes.)
+    let merged: Vec<&str> = m["merged_files"].as_array().unwrap().iter().filter(|x| x["settled"] == serde_json::json!([])).map(|x| x["path"].as_str().unwrap()).collect();
     let both = tempfile::tempdir().unwrap();
     let mut checked = 0;
     for n in &names {

@@ -54,6 +54,15 @@ pub struct Changed {
     pub theirs: Vec<(u16, u16)>,
     /// Changed by both, to the same bytes.
     pub both: Vec<(u16, u16)>,
+    /// Changed by both differently, and settled with the side the caller chose.
+    pub settled: Vec<(u16, u16)>,
+}
+
+/// The side that takes a unit both sides changed differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settle {
+    Ours,
+    Theirs,
 }
 
 /// A header's units (file meta group and top-level elements) by key.
@@ -71,8 +80,10 @@ fn units(header: &[u8]) -> Result<(String, Units<'_>), DicomError> {
 }
 
 /// Merge `ours` and `theirs`, two headers (a file's bytes before its top-level pixel data)
-/// that both descend from `base`. Errors are for a header that does not walk as DICOM.
-pub fn merge_headers(base: &[u8], ours: &[u8], theirs: &[u8]) -> Result<HeaderMerge, DicomError> {
+/// that both descend from `base`; with `settle`, a unit both changed differently takes that
+/// side's bytes instead of being a conflict. Errors are for a header that does not walk as
+/// DICOM.
+pub fn merge_headers(base: &[u8], ours: &[u8], theirs: &[u8], settle: Option<Settle>) -> Result<HeaderMerge, DicomError> {
     let (b, o, t) = (units(base)?, units(ours)?, units(theirs)?);
     if b.0 != o.0 || o.0 != t.0 {
         return Ok(HeaderMerge::NotMergeable(format!("the transfer syntax differs (base {}, this branch {}, theirs {})", b.0, o.0, t.0)));
@@ -112,6 +123,9 @@ pub fn merge_headers(base: &[u8], ours: &[u8], theirs: &[u8]) -> Result<HeaderMe
         } else if vo == vb {
             changed.theirs.push(k);
             vt
+        } else if let Some(side) = settle {
+            changed.settled.push(k);
+            if side == Settle::Ours { vo } else { vt }
         } else {
             conflicts.push(k);
             continue;
@@ -209,8 +223,8 @@ mod tests {
             both.with_private = false;
             both.study_description = "X".into();
             both.sop_uid = "2.25.42".into();
-            let got = merge_headers(&header(&base), &header(&ours), &header(&theirs)).unwrap();
-            let HeaderMerge::Merged { header: h, summary, changed: Changed { ours: o, theirs: t, both: alike } } = got else { panic!("{syntax:?}: {got:?}") };
+            let got = merge_headers(&header(&base), &header(&ours), &header(&theirs), None).unwrap();
+            let HeaderMerge::Merged { header: h, summary, changed: Changed { ours: o, theirs: t, both: alike, .. } } = got else { panic!("{syntax:?}: {got:?}") };
             assert!(alike.is_empty());
             assert!(h == header(&both), "{syntax:?}");
             assert_eq!((summary.patient_name.as_deref(), summary.sop_instance_uid.as_deref()), (Some("FAKE^A^LONGER^NAME"), Some("2.25.42")));
@@ -218,7 +232,7 @@ mod tests {
             assert!(o.contains(&(0x0010, 0x0010)) && o.iter().any(|k| k.0 == 0x0009), "{o:?}");
             assert_eq!(t, [FILE_META, (0x0008, 0x0018), (0x0008, 0x1030)], "{syntax:?}");
             // Merging in the other direction gives the same header.
-            let HeaderMerge::Merged { header: back, .. } = merge_headers(&header(&base), &header(&theirs), &header(&ours)).unwrap() else { panic!() };
+            let HeaderMerge::Merged { header: back, .. } = merge_headers(&header(&base), &header(&theirs), &header(&ours), None).unwrap() else { panic!() };
             assert!(back == h);
         }
     }
@@ -247,9 +261,9 @@ mod tests {
         both.study_description = "Z".into();
         let gl = |s: &SynthSpec| with_group_length(&with_group_length(&header(s), 0x0008), 0x0010);
         // Both sides changed group 0008: its length is counted anew; group 0010 is as it was.
-        let HeaderMerge::Merged { header: h, changed, .. } = merge_headers(&gl(&base), &gl(&ours), &gl(&theirs)).unwrap() else { panic!() };
+        let HeaderMerge::Merged { header: h, changed, .. } = merge_headers(&gl(&base), &gl(&ours), &gl(&theirs), None).unwrap() else { panic!() };
         assert!(h == gl(&both));
-        assert_eq!(changed, Changed { ours: vec![(0x0008, 0x0080)], theirs: vec![(0x0008, 0x1030)], both: vec![] });
+        assert_eq!(changed, Changed { ours: vec![(0x0008, 0x0080)], theirs: vec![(0x0008, 0x1030)], ..Default::default() });
         // Only one side changed group 0008: that side's bytes, even where the value is wrong.
         let wrong = |s: &SynthSpec| {
             let mut h = gl(s);
@@ -259,7 +273,7 @@ mod tests {
         };
         let mut other = base.clone();
         other.patient_name = "FAKE^Q".into();
-        let HeaderMerge::Merged { header: h, .. } = merge_headers(&wrong(&base), &wrong(&theirs), &wrong(&other)).unwrap() else { panic!() };
+        let HeaderMerge::Merged { header: h, .. } = merge_headers(&wrong(&base), &wrong(&theirs), &wrong(&other), None).unwrap() else { panic!() };
         let mut expect = theirs.clone();
         expect.patient_name = "FAKE^Q".into();
         assert!(h == wrong(&expect));
@@ -274,24 +288,29 @@ mod tests {
         // The same element changed differently.
         let mut other = base.clone();
         other.patient_name = "FAKE^C".into();
-        assert!(matches!(merge_headers(&hb, &ho, &header(&other)).unwrap(), HeaderMerge::Conflict(t) if t == [(0x0010, 0x0010)]));
+        assert!(matches!(merge_headers(&hb, &ho, &header(&other), None).unwrap(), HeaderMerge::Conflict(t) if t == [(0x0010, 0x0010)]));
+        // ... unless settled: that side's bytes.
+        for (side, want) in [(Settle::Ours, &ho), (Settle::Theirs, &header(&other))] {
+            let HeaderMerge::Merged { header: h, changed, .. } = merge_headers(&hb, &ho, &header(&other), Some(side)).unwrap() else { panic!() };
+            assert!(h == *want && changed.settled == [(0x0010, 0x0010)], "{side:?}");
+        }
         // Another transfer syntax.
         let implicit = header(&SynthSpec { syntax: SynthSyntax::ImplicitLE, ..base.clone() });
-        assert!(matches!(merge_headers(&hb, &ho, &implicit).unwrap(), HeaderMerge::NotMergeable(r) if r.contains("transfer syntax differs")));
+        assert!(matches!(merge_headers(&hb, &ho, &implicit, None).unwrap(), HeaderMerge::NotMergeable(r) if r.contains("transfer syntax differs")));
         // The character set changed on one side (Latin-1 to UTF-8).
         let at = hb.windows(10).position(|w| w == b"ISO_IR 100").unwrap();
         let utf8 = [&hb[..at], b"ISO_IR 192", &hb[at + 10..]].concat();
-        assert!(matches!(merge_headers(&hb, &ho, &utf8).unwrap(), HeaderMerge::NotMergeable(r) if r.contains("Specific Character Set")));
+        assert!(matches!(merge_headers(&hb, &ho, &utf8, None).unwrap(), HeaderMerge::NotMergeable(r) if r.contains("Specific Character Set")));
         // One side de-identified (Patient Identity Removed added), the other added an
         // attribute: not merged, or the address would land in the de-identified file.
         let deid = with_first(&hb, &[0x12, 0, 0x62, 0, b'C', b'S', 4, 0, b'Y', b'E', b'S', b' ']);
         let address = [&hb[..], &[0x10, 0, 0x40, 0x10, b'L', b'O', 4, 0, b'H', b'O', b'M', b'E']].concat();
-        assert!(matches!(merge_headers(&hb, &deid, &address).unwrap(), HeaderMerge::NotMergeable(r) if r.contains("(0012,0062)")));
-        assert!(matches!(merge_headers(&hb, &address, &deid).unwrap(), HeaderMerge::NotMergeable(r) if r.contains("(0012,0062)")));
+        assert!(matches!(merge_headers(&hb, &deid, &address, None).unwrap(), HeaderMerge::NotMergeable(r) if r.contains("(0012,0062)")));
+        assert!(matches!(merge_headers(&hb, &address, &deid, None).unwrap(), HeaderMerge::NotMergeable(r) if r.contains("(0012,0062)")));
         // Damaged input is an error, never a panic.
         for cut in (0..ho.len()).step_by(7) {
-            let _ = merge_headers(&hb, &ho[..cut], &hb);
+            let _ = merge_headers(&hb, &ho[..cut], &hb, None);
         }
-        assert!(merge_headers(&hb, b"not DICOM at all", &hb).is_err());
+        assert!(merge_headers(&hb, b"not DICOM at all", &hb, None).is_err());
     }
 }
