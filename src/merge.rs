@@ -3,7 +3,8 @@
 //! - files: a path changed on one side only takes that side's version; a path changed on
 //!   both sides to the same content is kept; changed differently, it is a conflict, except
 //!   for a DICOM instance whose two sides changed different top-level attributes (or one the
-//!   pixel data): it is merged attribute by attribute ([`dicom::merge_headers`]);
+//!   pixel data): it is merged attribute by attribute ([`dicom::merge_headers`]), and for
+//!   a text file whose two sides changed different lines: it is merged line by line (diff3);
 //! - the catalog, entry by entry: each (task, reader) annotation set and each split is
 //!   merged like a file, so two readers annotating on two branches merge cleanly.
 //!
@@ -257,6 +258,9 @@ pub struct MergeSummary {
 impl ContentMerge {
     /// "this branch changed A; REV changed B[; both changed C alike]".
     pub fn describe(&self, rev: &str) -> String {
+        if self.how == "lines" {
+            return format!("a text file: this branch's and {rev}'s changed lines, which do not overlap");
+        }
         let list = |v: &[String]| if v.is_empty() { "nothing".to_string() } else { v.join(", ") };
         let mut s = format!("this branch changed {}; {rev} changed {}", list(&self.ours), list(&self.theirs));
         if !self.both.is_empty() {
@@ -273,6 +277,8 @@ impl ContentMerge {
 #[derive(Debug, Clone, Serialize)]
 pub struct ContentMerge {
     pub path: String,
+    /// "attributes" for a DICOM instance, "lines" for a text file (the lists below are empty).
+    pub how: &'static str,
     /// What only this branch changed: "(gggg,eeee) Keyword", "file meta group" or "pixel
     /// data".
     pub ours: Vec<String>,
@@ -406,6 +412,7 @@ pub fn merge(repo: &Repo, rev: &str, message: Option<&str>, resolve: &Resolve, p
     let mut why = BTreeMap::new();
     let mut take = Vec::new();
     let mut spliced = Vec::new();
+    let mut by_lines = Vec::new();
     for (path, (was, new)) in &yours {
         match mine.get(path) {
             None => take.push((path, *new)),
@@ -430,6 +437,16 @@ pub fn merge(repo: &Repo, rev: &str, message: Option<&str>, resolve: &Resolve, p
                                         continue;
                                     }
                                 }
+                                why.insert(path.clone(), reason);
+                            }
+                        }
+                    } else if let Some(kind) = text_kinds(b.0, o.0, t.0) {
+                        match merge_text(repo, [b, o, t])? {
+                            Ok(bytes) => {
+                                by_lines.push((path.clone(), kind, bytes));
+                                continue;
+                            }
+                            Err(reason) => {
                                 why.insert(path.clone(), reason);
                             }
                         }
@@ -485,8 +502,14 @@ pub fn merge(repo: &Repo, rev: &str, message: Option<&str>, resolve: &Resolve, p
         w.put_blob(&f.header, crate::pack::Hint::Generic)?;
         let id = w.put(&f.record)?;
         files.insert(path.clone(), (EntryKind::Dicom, id, f.record.size));
-        merged_files.push(ContentMerge { path, ours: f.ours, theirs: f.theirs, both: f.both, settled: f.settled });
+        merged_files.push(ContentMerge { path, how: "attributes", ours: f.ours, theirs: f.theirs, both: f.both, settled: f.settled });
     }
+    for (path, kind, bytes) in by_lines {
+        let id = w.put_blob(&bytes, crate::pack::Hint::Generic)?;
+        files.insert(path.clone(), (kind, id, bytes.len() as u64));
+        merged_files.push(ContentMerge { path, how: "lines", ours: vec![], theirs: vec![], both: vec![], settled: vec![] });
+    }
+    merged_files.sort_by(|a, b| a.path.cmp(&b.path));
     let flat: Vec<(String, EntryKind, ObjectId, u64)> = files.into_iter().map(|(p, (k, id, size))| (p, k, id, size)).collect();
     let (tree, _) = crate::treebuild::build(&repo.store, &mut w, &flat).map_err(|source| MergeError::Tree { theirs: rev.into(), source })?;
     let catalog_id = match catalog {
@@ -524,7 +547,7 @@ pub fn merge(repo: &Repo, rev: &str, message: Option<&str>, resolve: &Resolve, p
             CommitNote { path: String::new(), note: format!("{}: {}", r.conflict, said(r)) }
         })
         .collect();
-    notes.extend(merged_files.iter().map(|m| CommitNote { path: m.path.clone(), note: format!("changed on both sides, merged attribute by attribute: {}", m.describe(rev)) }));
+    notes.extend(merged_files.iter().map(|m| CommitNote { path: m.path.clone(), note: format!("changed on both sides, merged {}: {}", if m.how == "lines" { "line by line" } else { "attribute by attribute" }, m.describe(rev)) }));
     let mut commit: Commit = repo.draft_commit(CommitDraft {
         tree,
         parent: Some(ours),
@@ -637,6 +660,43 @@ fn merge_dicom(repo: &Repo, base: ObjectId, ours: ObjectId, theirs: ObjectId, se
         info: *info,
     };
     Ok(FileMerge::Merged(Box::new(Spliced { header, record, ours: ours_changed, theirs: theirs_changed, both: both_changed, settled })))
+}
+
+/// Largest text file merged line by line (each side).
+const MAX_TEXT_MERGE: u64 = 64 << 20;
+
+/// The kind a line-merged file keeps: both sides' kind, when base and sides are plain or
+/// executable files.
+fn text_kinds(b: EntryKind, o: EntryKind, t: EntryKind) -> Option<EntryKind> {
+    let file = |k| matches!(k, EntryKind::File | EntryKind::Executable);
+    (file(b) && file(o) && o == t).then_some(o)
+}
+
+/// Three-way merge of text files line by line (diff3, as git merges them): `Ok` with the merged
+/// bytes when the two sides changed no line in common; `Err` with why not. A file is text when
+/// it is UTF-8 without NUL bytes and at most [`MAX_TEXT_MERGE`] bytes (CSV, TSV, JSON, notes;
+/// NIfTI and other binaries stay whole).
+fn merge_text(repo: &Repo, entries: [&Entry; 3]) -> Result<Result<Vec<u8>, String>, MergeError> {
+    if entries.iter().any(|e| e.2 > MAX_TEXT_MERGE) {
+        return Ok(Err(format!("not merged line by line: larger than {} MiB", MAX_TEXT_MERGE >> 20)));
+    }
+    if entries.iter().any(|e| !repo.store.contains(&e.1)) {
+        return Ok(Err("not merged line by line: not in this store (a partial clone)".to_string()));
+    }
+    let mut texts = Vec::new();
+    for e in entries {
+        match String::from_utf8(repo.store.read(&e.1)?) {
+            Ok(t) if !t.contains('\0') => texts.push(t),
+            _ => return Ok(Err("not merged line by line: not text".to_string())),
+        }
+    }
+    Ok(match diffy::merge(&texts[0], &texts[1], &texts[2]) {
+        Ok(merged) => Ok(merged.into_bytes()),
+        Err(marked) => {
+            let places = marked.lines().filter(|l| l.starts_with("<<<<<<<")).count();
+            Err(format!("both changed the same lines, in {places} place(s)"))
+        }
+    })
 }
 
 fn same_entry(a: &Option<Entry>, b: &Option<Entry>) -> bool {

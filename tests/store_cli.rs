@@ -571,3 +571,36 @@ fn a_tree_that_would_escape_the_export_folder_is_rejected() {
     assert!(String::from_utf8_lossy(&e.stderr).contains("invalid name"));
     assert_eq!(snapshot(r).keys().collect::<Vec<_>>(), vec!["ok.txt"]);
 }
+
+/// Text files both sides changed (a clinical CSV, notes) merge line by line, as git merges
+/// them, when no line changed on both sides; otherwise, and for binary files, they stay
+/// conflicts that say why.
+#[test]
+fn text_files_changed_on_both_sides_merge_line_by_line() {
+    let d = repo();
+    let r = d.path();
+    write(r, "clinical.csv", b"id,label\n1,a\n2,b\n3,c\n4,d\n5,e\n6,f\n");
+    write(r, "notes.txt", b"first\nsecond\n");
+    write(r, "mask.bin", b"\0\x01\x02 binary\n");
+    ok(r, &["commit", "-m", "base"]);
+    ok(r, &["branch", "rival"]);
+    write(r, "clinical.csv", b"id,label\n1,A\n2,b\n3,c\n4,d\n5,e\n6,f\n7,g\n");
+    write(r, "notes.txt", b"first\nsecond, by main\n");
+    write(r, "mask.bin", b"\0\x01\x02 main\n");
+    ok(r, &["commit", "-m", "main"]);
+    ok(r, &["checkout", "rival"]);
+    write(r, "clinical.csv", b"id,label\n1,a\n2,b\n3,c\n4,D\n5,e\n6,f\n");
+    write(r, "notes.txt", b"first\nsecond, by rival\n");
+    write(r, "mask.bin", b"\0\x01\x02 rival\n");
+    ok(r, &["commit", "-m", "rival"]);
+    ok(r, &["checkout", "main"]);
+    let e = String::from_utf8_lossy(&fails(r, &["merge", "rival"]).stderr).into_owned();
+    assert!(e.contains("2 conflict(s)") && e.contains("notes.txt (both changed the same lines, in 1 place(s))") && e.contains("mask.bin (not merged line by line: not text)") && !e.contains("clinical.csv"), "{e}");
+    let m = json(r, &["merge", "rival", "--prefer", "theirs", "--json"]);
+    assert_eq!(m["merged_files"], serde_json::json!([{"path": "clinical.csv", "how": "lines", "ours": [], "theirs": [], "both": [], "settled": []}]), "{m}");
+    assert_eq!(fs::read(r.join("clinical.csv")).unwrap(), b"id,label\n1,A\n2,b\n3,c\n4,D\n5,e\n6,f\n7,g\n");
+    assert_eq!(fs::read(r.join("notes.txt")).unwrap(), b"first\nsecond, by rival\n");
+    assert!(ok(r, &["show"]).contains("note: clinical.csv: changed on both sides, merged line by line: a text file: this branch's and rival's changed lines, which do not overlap"));
+    assert!(ok(r, &["status"]).contains("working tree clean"));
+    ok(r, &["fsck"]);
+}

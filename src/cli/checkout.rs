@@ -108,7 +108,13 @@ pub fn merge_into_head(env: &Env, repo: &cohort::Repo, rev: &str, message: Optio
         _ => eprintln!("{}: already up to date with {rev}", s.branch),
     }
     if !s.merged_files.is_empty() {
-        eprintln!("{} DICOM instance(s) changed on both sides, merged attribute by attribute:", s.merged_files.len());
+        let dicom = s.merged_files.iter().filter(|m| m.how == "attributes").count();
+        let text = s.merged_files.len() - dicom;
+        match (dicom, text) {
+            (_, 0) => eprintln!("{dicom} DICOM instance(s) changed on both sides, merged attribute by attribute:"),
+            (0, _) => eprintln!("{text} text file(s) changed on both sides, merged line by line:"),
+            _ => eprintln!("{dicom} DICOM instance(s) changed on both sides, merged attribute by attribute, and {text} text file(s) line by line:"),
+        }
         for m in &s.merged_files {
             eprintln!("  {}: {}", m.path, m.describe(rev));
         }
