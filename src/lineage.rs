@@ -38,7 +38,8 @@ pub struct Event {
     pub kind: String,
     pub user: String,
     pub message: String,
-    /// imported, modified, de-identified, annotated, placed-in-split, new-version, consensus, ...
+    /// imported, modified, merged, de-identified, annotated, placed-in-split, new-version,
+    /// consensus, ...
     pub event: String,
     pub summary: String,
     /// The image's path in that commit.
@@ -248,9 +249,20 @@ fn image_lineage(repo: &Repo, target: &str, start: ObjectId, mut it: Item) -> Re
                     }
                     summary = format!("changed {}", what.join("; "));
                 }
-                let mut e = event(id, &c, "modified", summary, Some(&it.path));
+                // At a merge, a version that no parent holds was merged here (attribute by
+                // attribute, or line by line): what changed came from the other parent(s).
+                let merged = c.parents.len() > 1;
+                let others: Vec<String> = c.parents.iter().filter(|p| Some(**p) != parent_id).map(ObjectId::short).collect();
+                let (what, summary) = if merged { ("merged", format!("{summary}, from {} (the other side of the merge)", others.join(", "))) } else { ("modified", summary) };
+                let mut e = event(id, &c, what, summary, Some(&it.path));
                 e.details.insert("object".into(), it.entry.id.hex());
                 e.details.insert("previous-object".into(), b.id.hex());
+                if merged {
+                    e.details.insert("other-parents".into(), others.join(" "));
+                    if let Some(n) = c.notes.iter().find(|n| n.path == it.path) {
+                        e.details.insert("merge-note".into(), n.note.clone());
+                    }
+                }
                 events.push(e);
                 if let Ok(d) = repo.store.read_dicom(&b.id) {
                     it.pixel = d.pixel;

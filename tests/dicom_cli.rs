@@ -344,6 +344,13 @@ fn dicom_instances_changed_on_both_sides_merge_attribute_by_attribute() {
     assert!(show.contains("note: P0/s0/IM4.dcm: conflict: took rival's version of (0008,1030) StudyDescription (--take P0/s0/IM4.dcm=theirs)"), "{show}");
     assert!(show.contains("note: P0/s0/IM5.dcm: conflict: kept this branch's version (--prefer ours)"), "{show}");
     assert!(show.contains("note: P0/s0/IM3.dcm: changed on both sides, merged attribute by attribute: this branch changed nothing; rival changed (0010,0040) PatientSex; both changed (0008,1030) StudyDescription alike"), "{show}");
+    // An auditor's blame: the merge made this version, with what came from the other side.
+    let rival = json(r, &["show", "rival", "--json"])["id"].as_str().unwrap()[..12].to_string();
+    let b = json(r, &["blame", &name(0), "--json"]);
+    let first = &b["events"][0];
+    assert_eq!((first["event"].as_str(), first["details"]["other-parents"].as_str()), (Some("merged"), Some(rival.as_str())), "{b}");
+    assert!(first["summary"].as_str().unwrap().contains("StudyDescription") && first["details"]["merge-note"].as_str().unwrap().contains("attribute by attribute"), "{b}");
+    assert_eq!(b["events"][1]["event"], "modified", "{b}");
     // The diff from main's side to the merge is rival's corrections alone.
     let diff = ok(r, &["diff", "HEAD~1", "HEAD"]);
     assert!(diff.contains("StudyDescription") && diff.contains("InstitutionName") && !diff.contains("PatientName"), "{diff}");
