@@ -250,9 +250,11 @@ pub struct MergeSummary {
     pub resolved: Vec<String>,
     /// Each settled conflict, its side and what settled it (`resolved`, in the same order).
     pub resolutions: Vec<Resolution>,
-    /// DICOM instances both sides changed, in different attributes, merged attribute by
-    /// attribute.
+    /// Files both sides changed, merged: DICOM instances attribute by attribute, text files
+    /// line by line.
     pub merged_files: Vec<ContentMerge>,
+    /// Only what the merge would do: nothing was written, `commit` is the branch's own.
+    pub dry_run: bool,
 }
 
 impl ContentMerge {
@@ -319,7 +321,7 @@ pub fn merge_bases(repo: &Repo, a: ObjectId, b: ObjectId) -> Result<Vec<ObjectId
 /// Merge `rev` into the current branch and update the working tree, which must be clean.
 /// Conflicts that `resolve` settles take their side; any other stops the merge, as does a
 /// `take` that settles no conflict.
-pub fn merge(repo: &Repo, rev: &str, message: Option<&str>, resolve: &Resolve, progress: &dyn Progress) -> Result<MergeSummary, MergeError> {
+pub fn merge(repo: &Repo, rev: &str, message: Option<&str>, resolve: &Resolve, dry_run: bool, progress: &dyn Progress) -> Result<MergeSummary, MergeError> {
     let prefer = resolve.prefer;
     let (ours, branch) = repo.head()?;
     let branch = branch.ok_or(MergeError::Detached)?;
@@ -345,6 +347,7 @@ pub fn merge(repo: &Repo, rev: &str, message: Option<&str>, resolve: &Resolve, p
         resolved: resolutions.iter().map(|r| r.conflict.clone()).collect(),
         resolutions,
         merged_files: Vec::new(),
+        dry_run,
     };
     let move_branch = |w, commit: ObjectId, what: String| -> Result<(), MergeError> {
         let mut view = repo.store.view()?;
@@ -355,6 +358,9 @@ pub fn merge(repo: &Repo, rev: &str, message: Option<&str>, resolve: &Resolve, p
     };
     let Some(ours) = ours else {
         // An empty branch: take theirs.
+        if dry_run {
+            return Ok(summary("fast-forward", theirs, None, 0, 0, Vec::new()));
+        }
         repo.write_worktree(&snap, repo.store.read_commit(&theirs)?.tree, progress)?;
         move_branch(repo.store.writer()?, theirs, format!("merge {rev}: fast-forward to {}", theirs.short()))?;
         return Ok(summary("fast-forward", theirs, None, 0, 0, Vec::new()));
@@ -367,6 +373,9 @@ pub fn merge(repo: &Repo, rev: &str, message: Option<&str>, resolve: &Resolve, p
         return Ok(summary("up to date", ours, Some(base), 0, 0, Vec::new()));
     }
     if bases.len() == 1 && base == ours {
+        if dry_run {
+            return Ok(summary("fast-forward", theirs, Some(base), 0, 0, Vec::new()));
+        }
         repo.write_worktree(&snap, repo.store.read_commit(&theirs)?.tree, progress)?;
         move_branch(repo.store.writer()?, theirs, format!("merge {rev}: fast-forward {branch} to {}", theirs.short()))?;
         return Ok(summary("fast-forward", theirs, Some(base), 0, 0, Vec::new()));
@@ -496,20 +505,28 @@ pub fn merge(repo: &Repo, rev: &str, message: Option<&str>, resolve: &Resolve, p
             None => files.remove(*path),
         };
     }
+    let mut merged_files: Vec<ContentMerge> = spliced
+        .iter()
+        .map(|(path, f)| ContentMerge { path: path.clone(), how: "attributes", ours: f.ours.clone(), theirs: f.theirs.clone(), both: f.both.clone(), settled: f.settled.clone() })
+        .chain(by_lines.iter().map(|(path, _, _)| ContentMerge { path: path.clone(), how: "lines", ours: vec![], theirs: vec![], both: vec![], settled: vec![] }))
+        .collect();
+    merged_files.sort_by(|a, b| a.path.cmp(&b.path));
+    if dry_run {
+        // What the merge would do; nothing is written.
+        let mut would = summary("merge", ours, Some(base), take.len(), catalog_from_theirs, resolutions);
+        would.merged_files = merged_files;
+        return Ok(would);
+    }
     let mut w = repo.store.writer()?;
-    let mut merged_files = Vec::new();
     for (path, f) in spliced {
         w.put_blob(&f.header, crate::pack::Hint::Generic)?;
         let id = w.put(&f.record)?;
-        files.insert(path.clone(), (EntryKind::Dicom, id, f.record.size));
-        merged_files.push(ContentMerge { path, how: "attributes", ours: f.ours, theirs: f.theirs, both: f.both, settled: f.settled });
+        files.insert(path, (EntryKind::Dicom, id, f.record.size));
     }
     for (path, kind, bytes) in by_lines {
         let id = w.put_blob(&bytes, crate::pack::Hint::Generic)?;
-        files.insert(path.clone(), (kind, id, bytes.len() as u64));
-        merged_files.push(ContentMerge { path, how: "lines", ours: vec![], theirs: vec![], both: vec![], settled: vec![] });
+        files.insert(path, (kind, id, bytes.len() as u64));
     }
-    merged_files.sort_by(|a, b| a.path.cmp(&b.path));
     let flat: Vec<(String, EntryKind, ObjectId, u64)> = files.into_iter().map(|(p, (k, id, size))| (p, k, id, size)).collect();
     let (tree, _) = crate::treebuild::build(&repo.store, &mut w, &flat).map_err(|source| MergeError::Tree { theirs: rev.into(), source })?;
     let catalog_id = match catalog {

@@ -303,12 +303,19 @@ fn dicom_instances_changed_on_both_sides_merge_attribute_by_attribute() {
     assert!(!msg.contains("IM0") && !msg.contains("IM1") && !msg.contains("IM2") && !msg.contains("IM3"), "{msg}");
     assert_eq!(snapshot(r), before);
 
+    // A dry run says what the merge would do, and changes nothing.
+    let dry = json(r, &["merge", "rival", "--take", "P0/s0/IM4.dcm=theirs", "--prefer", "ours", "--dry-run", "--json"]);
+    assert_eq!((dry["dry_run"].as_bool(), dry["merged_files"].as_array().map(Vec::len), dry["resolved"].as_array().map(Vec::len)), (Some(true), Some(6), Some(2)), "{dry}");
+    assert_eq!(snapshot(r), before);
+    assert_eq!(json(r, &["log", "--json"])[0]["message"], "main's corrections");
+
     // Settled, the conflicts take a side: IM4 its description from rival and its other
     // change from main, IM5 (no attribute merge) main's whole file. The other five take both
     // sides' changes.
     let out = cohort(r).args(["merge", "rival", "--take", "P0/s0/IM4.dcm=theirs", "--prefer", "ours", "--json"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let m: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((m["merged_files"].clone(), m["resolutions"].clone(), m["dry_run"].as_bool()), (dry["merged_files"].clone(), dry["resolutions"].clone(), Some(false)));
     let said = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(said.contains("6 DICOM instance(s) changed on both sides, merged attribute by attribute"), "{said}");
     let merged: Vec<(String, serde_json::Value, serde_json::Value, serde_json::Value)> = m["merged_files"].as_array().unwrap().iter().map(|x| (x["path"].as_str().unwrap().to_string(), x["ours"].clone(), x["theirs"].clone(), x["both"].clone())).collect();

@@ -188,6 +188,9 @@ fn merge_of_two_branches_fast_forward_and_conflicts() {
     write(r, "P3/a.bin", b"patient 3");
     let ahead = ok(r, &["commit", "-m", "ahead"]).trim().to_string();
     ok(r, &["checkout", "main"]);
+    let dry = json(r, &["merge", "ahead", "--dry-run", "--json"]);
+    assert_eq!((dry["outcome"].as_str(), dry["dry_run"].as_bool(), dry["commit"].as_str()), (Some("fast-forward"), Some(true), Some(ahead.as_str())), "{dry}");
+    assert!(!r.join("P3/a.bin").exists() && json(r, &["log", "--json"])[0]["id"] != ahead.as_str());
     let m = json(r, &["merge", "ahead", "--json"]);
     assert_eq!((m["outcome"].as_str(), m["commit"].as_str()), (Some("fast-forward"), Some(ahead.as_str())), "{m}");
     assert!(r.join("P3/a.bin").is_file());

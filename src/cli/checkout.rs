@@ -40,6 +40,10 @@ pub struct MergeArgs {
     message: Option<String>,
     #[command(flatten)]
     settle: SettleArgs,
+    /// Only say what the merge would do (files from each side, files merged attribute by
+    /// attribute or line by line, conflicts); change nothing.
+    #[arg(long)]
+    dry_run: bool,
     #[arg(long)]
     json: bool,
 }
@@ -81,7 +85,7 @@ impl SettleArgs {
 pub fn run_merge(env: &Env, a: MergeArgs) -> CliResult {
     let repo = env.repo(Mode::Write)?;
     cohort::remote::fill_missing(&repo, &a.rev, None, &super::remote::credentials(&Default::default()), &env.progress())?;
-    let s = merge_into_head(env, &repo, &a.rev, a.message.as_deref(), &a.settle.resolve()?)?;
+    let s = merge_into_head(env, &repo, &a.rev, a.message.as_deref(), &a.settle.resolve()?, a.dry_run)?;
     if a.json {
         json(&s);
     }
@@ -90,13 +94,18 @@ pub fn run_merge(env: &Env, a: MergeArgs) -> CliResult {
 
 /// Merge `rev` into the current branch and say what happened (on stderr, so `--json` output
 /// stays clean); conflicts exit with status 1.
-pub fn merge_into_head(env: &Env, repo: &cohort::Repo, rev: &str, message: Option<&str>, resolve: &cohort::merge::Resolve) -> Result<cohort::merge::MergeSummary, super::CliError> {
-    let s = match cohort::merge::merge(repo, rev, message, resolve, &env.progress()) {
+pub fn merge_into_head(env: &Env, repo: &cohort::Repo, rev: &str, message: Option<&str>, resolve: &cohort::merge::Resolve, dry_run: bool) -> Result<cohort::merge::MergeSummary, super::CliError> {
+    let s = match cohort::merge::merge(repo, rev, message, resolve, dry_run, &env.progress()) {
         Ok(s) => s,
         Err(e @ (cohort::merge::MergeError::Conflicts { .. } | cohort::merge::MergeError::TakeUnused { .. })) => return Err(super::CliError { message: e.to_string(), code: 1 }),
         Err(e) => return Err(e.into()),
     };
     match s.outcome {
+        "merge" if s.dry_run => eprintln!(
+            "{}: would merge {rev} ({} file(s) and {} annotation set(s) or split(s) from it); nothing changed (--dry-run)",
+            s.branch, s.files_from_theirs, s.catalog_from_theirs
+        ),
+        "fast-forward" if s.dry_run => eprintln!("{}: would fast-forward to {}; nothing changed (--dry-run)", s.branch, s.commit.short()),
         "merge" => eprintln!(
             "{}: merged {rev} ({} file(s) and {} annotation set(s) or split(s) from it): {}",
             s.branch,
@@ -119,6 +128,7 @@ pub fn merge_into_head(env: &Env, repo: &cohort::Repo, rev: &str, message: Optio
             eprintln!("  {}: {}", m.path, m.describe(rev));
         }
     }
+    let resolved = if s.dry_run { "would be resolved" } else { "resolved" };
     let side = |p| match p {
         cohort::merge::Prefer::Ours => "kept this branch's version".to_string(),
         cohort::merge::Prefer::Theirs => format!("took {rev}'s version"),
@@ -126,13 +136,13 @@ pub fn merge_into_head(env: &Env, repo: &cohort::Repo, rev: &str, message: Optio
     match s.prefer {
         // All settled by --prefer: one line says how.
         Some(p) if resolve.take.is_empty() && !s.resolutions.is_empty() => {
-            eprintln!("{} conflict(s) resolved (--prefer {}: {}):", s.resolutions.len(), p.name(), side(p));
+            eprintln!("{} conflict(s) {} (--prefer {}: {}):", s.resolutions.len(), resolved, p.name(), side(p));
             for r in &s.resolutions {
                 eprintln!("  {}", r.conflict);
             }
         }
         _ if !s.resolutions.is_empty() => {
-            eprintln!("{} conflict(s) resolved:", s.resolutions.len());
+            eprintln!("{} conflict(s) {resolved}:", s.resolutions.len());
             for r in &s.resolutions {
                 eprintln!("  {}: {} ({})", r.conflict, side(r.side), r.by);
             }

@@ -250,7 +250,7 @@ pub fn run_pull(env: &Env, a: PullArgs) -> CliResult {
     let theirs = format!("{}/{}/{branch}", remote::TRACKING, a.remote);
     // A partial clone fetches what the merged files need first.
     remote::fill_missing(&repo, &theirs, None, &credentials(&a.s3), &env.progress())?;
-    super::checkout::merge_into_head(env, &repo, &theirs, None, &resolve)?;
+    super::checkout::merge_into_head(env, &repo, &theirs, None, &resolve, false)?;
     Ok(ExitCode::SUCCESS)
 }
 
