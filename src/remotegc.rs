@@ -10,7 +10,8 @@
 //!    rewritten: it is downloaded, each reached object is checked against its id and copied
 //!    (as stored) into a new pack, which is uploaded (pack before index) before the old one is
 //!    deleted (index before pack). An object already kept in another pack is not copied twice;
-//! 3. a pack file left without its index (an interrupted push or gc) is deleted.
+//! 3. a pack file left without its index (an interrupted push or gc) is deleted, and so are
+//!    claims of ref updates already settled and locks that lapsed.
 //!
 //! Interrupted at any point, the remote holds every reached object at least once: new packs
 //! are complete before an old one goes, so a second run finishes the job.
@@ -44,6 +45,9 @@ pub struct RemoteGcSummary {
     pub packs_deleted: usize,
     /// Pack files without an index (left by an interrupted push or gc), deleted.
     pub orphans_deleted: usize,
+    /// Claims of ref updates already settled (below a ref's current sequence, or of a deleted
+    /// ref) and locks that lapsed, deleted.
+    pub stale_deleted: usize,
     /// Objects removed from the remote (counting each copy).
     pub objects_removed: u64,
     /// Stored bytes of the objects removed.
@@ -107,6 +111,7 @@ pub fn gc(repo: &Repo, remote_name: &str, dry_run: bool, creds: &Credentials, pr
         packs_rewritten: 0,
         packs_deleted: 0,
         orphans_deleted: 0,
+        stale_deleted: 0,
         objects_removed: 0,
         bytes_removed: 0,
         bytes_kept: 0,
@@ -177,8 +182,40 @@ pub fn gc(repo: &Repo, remote_name: &str, dry_run: bool, creds: &Credentials, pr
         lock.renew()?;
         remote.delete(&format!("packs/{name}.pack"))?;
     }
+    // 5. Leftovers of finished or crashed work: claims for sequence numbers a ref has passed
+    // (or of a ref that is gone), and locks that lapsed.
+    for key in stale(&remote, repo.ctx.now_us())? {
+        remote.delete(&key)?;
+        summary.stale_deleted += 1;
+    }
     drop(lock);
     Ok(summary)
+}
+
+/// Keys of claims below their ref's current sequence number or of refs that are gone, and
+/// of locks not renewed within the lease.
+fn stale(remote: &crate::remote::Remote, now_us: i64) -> Result<Vec<String>, RemoteError> {
+    let mut out = Vec::new();
+    for kind in ["branches", "tags"] {
+        for key in remote.list(&format!("refs/{kind}/"))? {
+            // refs/KIND/NAME/claims/SEQ/NONCE (a branch name may hold slashes)
+            let Some((name, rest)) = key.strip_prefix(&format!("refs/{kind}/")).and_then(|k| k.split_once("/claims/")) else { continue };
+            let Some(seq) = rest.split('/').next().and_then(|q| q.parse::<u64>().ok()) else { continue };
+            let current = remote.read_ref(kind, name)?.map(|(s, _)| s);
+            if current.is_none_or(|c| seq <= c) {
+                out.push(key);
+            }
+        }
+    }
+    for kind in ["push", "gc"] {
+        for key in remote.list(&format!("locks/{kind}/"))? {
+            let t = remote.get(&key)?.and_then(|b| String::from_utf8_lossy(&b).trim().parse::<i64>().ok());
+            if t.is_none_or(|t| now_us - t >= crate::remote::CLAIM_LEASE_US) {
+                out.push(key);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Download pack `name` of the remote into `dir`, copy `wanted` of its objects (each checked

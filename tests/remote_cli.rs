@@ -293,6 +293,20 @@ fn remote_objects(remote: &Path) -> Vec<(cohort::ObjectId, Vec<u8>)> {
     out
 }
 
+/// Every file below `dir` (none if it does not exist).
+fn walk_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).into_iter().flatten() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk_files(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
 fn carries_identifiers(objects: &[(cohort::ObjectId, Vec<u8>)]) -> usize {
     objects.iter().filter(|(_, raw)| [&b"FAKE^PATIENT"[..], b"FAKE0000", b"FAKE0001"].iter().any(|n| raw.windows(n.len()).any(|w| w == *n))).count()
 }
@@ -346,6 +360,13 @@ fn remote_gc_removes_what_a_deleted_branch_left_and_keeps_the_rest() {
     assert_eq!(after.len() as u64, before.len() as u64 - g["objects_removed"].as_u64().unwrap());
     assert!(!remote.join("packs/0123456789abcdef.pack").exists());
     assert_eq!(fs::read_dir(remote.join("locks/gc")).unwrap().count(), 0, "the gc's lock is gone");
+    // So are the settled claims of the pushes and the lapsed push lock.
+    let files_under = |dir: &Path| walk_files(dir).len();
+    // (deid's and release-1's claims of sequence 1, and the lock)
+    assert!(g["stale_deleted"].as_u64() == Some(3) && !remote.join("locks/push/other").exists(), "{g}");
+    assert_eq!(files_under(&remote.join("refs/branches/deid/claims")), 0);
+    assert_eq!(files_under(&remote.join("refs/branches/main")), 0);
+    assert!(remote.join("refs/branches/deid/head").exists() && remote.join("refs/tags/release-1/head").exists());
     // What the refs reach is all there: a clone of the branch and of the tag is whole.
     let c = t.path().join("c");
     ok(t.path(), &["clone", remote.to_str().unwrap(), c.to_str().unwrap(), "--rev", "deid"]);

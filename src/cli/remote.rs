@@ -99,7 +99,7 @@ pub fn run_remote(env: &Env, c: RemoteCommand) -> CliResult {
             } else {
                 let verb = if s.dry_run { "would remove" } else { "removed" };
                 out(&format!(
-                    "{}: {verb} {} object(s), {} ({} pack(s) deleted, {} rewritten, {} kept; {} pack file(s) without index); {} kept for {} branch(es) and tag(s)\n",
+                    "{}: {verb} {} object(s), {} ({} pack(s) deleted, {} rewritten, {} kept; {} pack file(s) without index; {} settled claim(s) and lapsed lock(s)); {} kept for {} branch(es) and tag(s)\n",
                     s.remote,
                     s.objects_removed,
                     human_bytes(s.bytes_removed),
@@ -107,6 +107,7 @@ pub fn run_remote(env: &Env, c: RemoteCommand) -> CliResult {
                     s.packs_rewritten,
                     s.packs_kept,
                     s.orphans_deleted,
+                    s.stale_deleted,
                     human_bytes(s.bytes_kept),
                     s.refs
                 ));
