@@ -131,7 +131,7 @@ fn unzigzag(z: u16) -> u16 {
 /// noisy synthetic CT of `examples/bench.sh`, 45.2% of the raw size with the samples' own bytes
 /// split (codec 2) becomes 36.0%; on pydicom's CT_small and MR_small, 64% becomes 48%
 /// (docs/benchmarks.md, session 6).
-fn delta16(raw: &[u8]) -> Vec<u8> {
+pub fn delta16(raw: &[u8]) -> Vec<u8> {
     let n = raw.len() / 2;
     let mut out = vec![0u8; raw.len()];
     let (lo, rest) = out.split_at_mut(n);
