@@ -149,7 +149,7 @@ pub fn list_remotes(repo: &Repo) -> Result<BTreeMap<String, RemoteSpec>, RemoteE
 fn save_remotes(repo: &Repo, r: &BTreeMap<String, RemoteSpec>) -> Result<(), RemoteError> {
     let p = remotes_path(repo);
     let bytes = serde_json::to_vec_pretty(r).expect("serializable");
-    crate::fsutil::write_durable(&p, &bytes).map_err(|source| RemoteError::Io { path: p, source })
+    crate::fsutil::replace_atomic(&p, &bytes).map_err(|source| RemoteError::Io { path: p, source })
 }
 
 pub fn add_remote(repo: &Repo, name: &str, spec: RemoteSpec) -> Result<(), RemoteError> {
@@ -356,25 +356,28 @@ impl Remote {
         let mut out = RemoteIndex::default();
         for key in self.list("packs/")? {
             let Some(name) = key.strip_prefix("packs/").and_then(|k| k.strip_suffix(".idx")) else { continue };
-            let cached = cache.join(format!("{name}.idx"));
-            let bytes = match std::fs::read(&cached) {
-                Ok(b) => b,
-                Err(_) => {
-                    let b = self.get(&key)?.ok_or_else(|| self.store_err(&key, "vanished while listing"))?;
-                    let _ = crate::fsutil::write_durable(&cached, &b);
-                    b
-                }
-            };
-            let entries = crate::pack::parse_index(&bytes).map_err(|e| {
-                let _ = std::fs::remove_file(&cached);
-                self.store_err(&key, e)
-            })?;
+            let entries = self.pack_index(cache, name)?;
             for (id, loc) in entries {
                 out.by_id.entry(id).or_insert_with(|| (name.to_string(), loc));
             }
             out.packs.push(name.to_string());
         }
         Ok(out)
+    }
+
+    /// The entries of the index of pack `name`, from `cache` or downloaded (and then cached).
+    /// A cached index that does not parse (written by a process killed before cache writes
+    /// became atomic) is downloaded again.
+    pub(crate) fn pack_index(&self, cache: &Path, name: &str) -> Result<Vec<(ObjectId, Location)>, RemoteError> {
+        let cached = cache.join(format!("{name}.idx"));
+        if let Some(entries) = std::fs::read(&cached).ok().and_then(|b| crate::pack::parse_index(&b).ok()) {
+            return Ok(entries);
+        }
+        let key = format!("packs/{name}.idx");
+        let b = self.get(&key)?.ok_or_else(|| self.store_err(&key, "vanished while listing"))?;
+        let entries = crate::pack::parse_index(&b).map_err(|e| self.store_err(&key, e))?;
+        let _ = crate::fsutil::replace_atomic(&cached, &b);
+        Ok(entries)
     }
 
     /// Read a ref: (sequence, commit).

@@ -14,7 +14,10 @@
 //!    claims of ref updates already settled and locks that lapsed.
 //!
 //! Interrupted at any point, the remote holds every reached object at least once: new packs
-//! are complete before an old one goes, so a second run finishes the job.
+//! are complete before an old one goes, so a second run finishes the job (tested by killing
+//! a gc at many moments). Pack files without an index are listed only after this run's
+//! uploads: a rewritten pack is named by its content, so it may have the name of a pack file
+//! an interrupted run left without its index.
 //!
 //! A fetch that runs during a gc may fail on a pack that was just deleted; run it again.
 
@@ -94,13 +97,7 @@ pub fn gc(repo: &Repo, remote_name: &str, dry_run: bool, creds: &Credentials, pr
     // 2. What becomes of each pack: whole ones first, so that what they hold is not copied.
     let mut members: BTreeMap<String, Vec<(ObjectId, Location)>> = BTreeMap::new();
     for name in &index.packs {
-        let key = format!("packs/{name}.idx");
-        let bytes = match std::fs::read(cache.join(format!("{name}.idx"))) {
-            Ok(b) => b,
-            Err(_) => remote.get(&key)?.ok_or_else(|| RemoteError::Store { remote: remote_name.into(), key: key.clone(), message: "vanished".into() })?,
-        };
-        let entries = crate::pack::parse_index(&bytes).map_err(|message| RemoteError::Store { remote: remote_name.into(), key, message })?;
-        members.insert(name.clone(), entries);
+        members.insert(name.clone(), remote.pack_index(&cache, name)?);
     }
     let mut summary = RemoteGcSummary {
         remote: remote_name.into(),
@@ -147,14 +144,10 @@ pub fn gc(repo: &Repo, remote_name: &str, dry_run: bool, creds: &Credentials, pr
             summary.packs_rewritten += 1;
         }
     }
-    let orphans: Vec<String> = remote
-        .list("packs/")?
-        .into_iter()
-        .filter_map(|k| k.strip_prefix("packs/").and_then(|k| k.strip_suffix(".pack")).map(str::to_string))
-        .filter(|n| !members.contains_key(n))
-        .collect();
-    summary.orphans_deleted = orphans.len();
-    let Some(lock) = lock else { return Ok(summary) };
+    let Some(lock) = lock else {
+        summary.orphans_deleted = orphans(&remote)?.len();
+        return Ok(summary);
+    };
 
     // 3. New packs for the rewritten ones, all uploaded before anything is deleted.
     let staging = tempfile::Builder::new().prefix("remote-gc-").tempdir_in(repo.store.tmp_dir()).map_err(|source| RemoteError::Io { path: repo.store.tmp_dir(), source })?;
@@ -178,9 +171,12 @@ pub fn gc(repo: &Repo, remote_name: &str, dry_run: bool, creds: &Credentials, pr
         remote.delete(&format!("packs/{name}.pack"))?;
         let _ = std::fs::remove_file(cache.join(format!("{name}.idx")));
     }
-    for name in &orphans {
+    // Listed only now: a pack this run uploaded may have the name (its content's) of a pack
+    // file an interrupted run left without its index, and it has its index now.
+    for name in orphans(&remote)? {
         lock.renew()?;
         remote.delete(&format!("packs/{name}.pack"))?;
+        summary.orphans_deleted += 1;
     }
     // 5. Leftovers of finished or crashed work: claims for sequence numbers a ref has passed
     // (or of a ref that is gone), and locks that lapsed.
@@ -190,6 +186,17 @@ pub fn gc(repo: &Repo, remote_name: &str, dry_run: bool, creds: &Credentials, pr
     }
     drop(lock);
     Ok(summary)
+}
+
+/// Names of the pack files on the remote that have no index.
+fn orphans(remote: &crate::remote::Remote) -> Result<Vec<String>, RemoteError> {
+    let keys: HashSet<String> = remote.list("packs/")?.into_iter().collect();
+    Ok(keys
+        .iter()
+        .filter_map(|k| k.strip_prefix("packs/").and_then(|k| k.strip_suffix(".pack")))
+        .filter(|n| !keys.contains(&format!("packs/{n}.idx")))
+        .map(str::to_string)
+        .collect())
 }
 
 /// Keys of claims below their ref's current sequence number or of refs that are gone, and

@@ -832,3 +832,82 @@ fn ingest_from_orthanc() {
     let e = String::from_utf8_lossy(&fails(&r, &["ingest", "dicomweb", &url]).stderr).into_owned();
     assert!(e.contains("127.0.0.1"), "{e}");
 }
+
+/// `n` files of pseudo-random, partly compressible bytes (about 200 KB each) under `dir/`.
+fn fill_bins(root: &Path, dir: &str, seed: u64, n: usize) {
+    let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ seed;
+    for i in 0..n {
+        let v: Vec<u8> = (0..200_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                if x.is_multiple_of(3) { (x >> 24) as u8 } else { (i % 7) as u8 }
+            })
+            .collect();
+        write(root, &format!("{dir}/f{i:03}.bin"), &v);
+    }
+}
+
+/// kill -9 a remote gc at many moments: the remote always still holds everything its refs
+/// reach (a clone is whole and fsck-clean), and a second gc finishes the job.
+#[test]
+fn a_killed_remote_gc_loses_nothing_and_a_second_run_finishes() {
+    let t = tempfile::tempdir().unwrap();
+    let a = t.path().join("a");
+    fs::create_dir_all(&a).unwrap();
+    ok(&a, &["init"]);
+    fill_bins(&a, "shared", 0, 60);
+    ok(&a, &["commit", "-m", "shared"]);
+    ok(&a, &["branch", "junk"]);
+    ok(&a, &["checkout", "junk"]);
+    fill_bins(&a, "junk", 1, 60);
+    ok(&a, &["commit", "-m", "junk"]);
+    ok(&a, &["checkout", "main"]);
+    fill_bins(&a, "keep", 2, 10);
+    ok(&a, &["commit", "-m", "keep"]);
+    let expected = snapshot(&a);
+    // junk first: its pack also holds the shared files, so gc rewrites it.
+    let template = t.path().join("template");
+    ok(&a, &["remote", "add", "template", template.to_str().unwrap()]);
+    ok(&a, &["push", "template", "junk"]);
+    ok(&a, &["push", "template", "main"]);
+    ok(&a, &["push", "template", "junk", "--delete"]);
+    let copy = |k: &str| {
+        let dir = t.path().join(k);
+        assert!(Command::new("cp").arg("-r").arg(&template).arg(&dir).status().unwrap().success());
+        ok(&a, &["remote", "add", k, dir.to_str().unwrap()]);
+        dir
+    };
+    // An uninterrupted gc: how long it takes, and what it leaves.
+    let clean = copy("clean");
+    let started = std::time::Instant::now();
+    let g = json(&a, &["remote", "gc", "clean", "--json"]);
+    let full = started.elapsed().max(std::time::Duration::from_millis(20));
+    assert!(g["packs_rewritten"].as_u64() == Some(1) && g["objects_removed"].as_u64().unwrap() >= 30, "{g}");
+    let left: std::collections::BTreeSet<cohort::ObjectId> = remote_objects(&clean).into_iter().map(|o| o.0).collect();
+
+    // Most of a gc's time goes to fetching metadata and rewriting the pack; the kills are
+    // spread over its second half and past its end, where it uploads and deletes.
+    let rounds = 12;
+    for round in 0..rounds {
+        let name = format!("r{round}");
+        let dir = copy(&name);
+        let mut child = cohort(&a).args(["remote", "gc", &name]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+        let at = full.mul_f64(0.4 + (round as f64 + 0.5) / rounds as f64 * 0.8);
+        std::thread::sleep(at);
+        let _ = child.kill(); // SIGKILL
+        child.wait().unwrap();
+        // Whatever the gc had done, main is whole on the remote.
+        let c = t.path().join(format!("c{round}"));
+        ok(t.path(), &["clone", dir.to_str().unwrap(), c.to_str().unwrap()]);
+        ok(&c, &["fsck"]);
+        let mut got = snapshot(&c);
+        got.retain(|k, _| !k.starts_with(".cohort"));
+        assert_eq!(got, expected, "round {round} (killed at {at:?})");
+        // A second run finishes: the remote holds what the uninterrupted gc left.
+        ok(&a, &["remote", "gc", &name]);
+        let now: std::collections::BTreeSet<cohort::ObjectId> = remote_objects(&dir).into_iter().map(|o| o.0).collect();
+        assert_eq!(now, left, "round {round}");
+    }
+}
