@@ -263,26 +263,34 @@ impl ContentMerge {
         if self.how == "lines" {
             return format!("a text file: this branch's and {rev}'s changed lines, which do not overlap");
         }
+        let u = &self.units;
         let list = |v: &[String]| if v.is_empty() { "nothing".to_string() } else { v.join(", ") };
-        let mut s = format!("this branch changed {}; {rev} changed {}", list(&self.ours), list(&self.theirs));
-        if !self.both.is_empty() {
-            s.push_str(&format!("; both changed {} alike", self.both.join(", ")));
+        let mut s = format!("this branch changed {}; {rev} changed {}", list(&u.ours), list(&u.theirs));
+        if !u.both.is_empty() {
+            s.push_str(&format!("; both changed {} alike", u.both.join(", ")));
         }
-        if !self.settled.is_empty() {
-            s.push_str(&format!("; both changed {} differently (a settled conflict)", self.settled.join(", ")));
+        if !u.settled.is_empty() {
+            s.push_str(&format!("; both changed {} differently (a settled conflict)", u.settled.join(", ")));
         }
         s
     }
 }
 
-/// A DICOM instance both sides changed, merged attribute by attribute.
+/// A file both sides changed, merged.
 #[derive(Debug, Clone, Serialize)]
 pub struct ContentMerge {
     pub path: String,
-    /// "attributes" for a DICOM instance, "lines" for a text file (the lists below are empty).
+    /// "attributes" for a DICOM instance, "lines" for a text file (its unit lists are empty).
     pub how: &'static str,
-    /// What only this branch changed: "(gggg,eeee) Keyword", "file meta group" or "pixel
-    /// data".
+    #[serde(flatten)]
+    pub units: MergedUnits,
+}
+
+/// What each side changed of a DICOM instance merged attribute by attribute: each unit is
+/// "(gggg,eeee) Keyword", "file meta group" or "pixel data".
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MergedUnits {
+    /// What only this branch changed.
     pub ours: Vec<String>,
     /// What only the merged revision changed.
     pub theirs: Vec<String>,
@@ -431,21 +439,17 @@ pub fn merge(repo: &Repo, rev: &str, message: Option<&str>, resolve: &Resolve, d
                 // they changed different ones.
                 if let (Some(b), Some(o), Some(t)) = (was, m, new) {
                     if [b.0, o.0, t.0].iter().all(|k| *k == EntryKind::Dicom) && b.1 != disagreed() {
-                        match merge_dicom(repo, b.1, o.1, t.1, None)? {
+                        // What both changed differently takes the side the caller chose
+                        // for this path, if any (then it is a settled conflict).
+                        match merge_dicom(repo, b.1, o.1, t.1, resolve.decide(path).map(|(side, _)| side))? {
                             FileMerge::Merged(f) => {
+                                if !f.units.settled.is_empty() {
+                                    paths.push(path.clone());
+                                }
                                 spliced.push((path.clone(), f));
                                 continue;
                             }
-                            FileMerge::Conflict { reason, settleable } => {
-                                // A conflict settled with a side: that side's version of
-                                // what both changed, and both sides' other changes.
-                                if let Some((side, _)) = resolve.decide(path).filter(|_| settleable) {
-                                    if let FileMerge::Merged(f) = merge_dicom(repo, b.1, o.1, t.1, Some(side))? {
-                                        spliced.push((path.clone(), f));
-                                        paths.push(path.clone());
-                                        continue;
-                                    }
-                                }
+                            FileMerge::Conflict(reason) => {
                                 why.insert(path.clone(), reason);
                             }
                         }
@@ -507,8 +511,8 @@ pub fn merge(repo: &Repo, rev: &str, message: Option<&str>, resolve: &Resolve, d
     }
     let mut merged_files: Vec<ContentMerge> = spliced
         .iter()
-        .map(|(path, f)| ContentMerge { path: path.clone(), how: "attributes", ours: f.ours.clone(), theirs: f.theirs.clone(), both: f.both.clone(), settled: f.settled.clone() })
-        .chain(by_lines.iter().map(|(path, _, _)| ContentMerge { path: path.clone(), how: "lines", ours: vec![], theirs: vec![], both: vec![], settled: vec![] }))
+        .map(|(path, f)| ContentMerge { path: path.clone(), how: "attributes", units: f.units.clone() })
+        .chain(by_lines.iter().map(|(path, _, _)| ContentMerge { path: path.clone(), how: "lines", units: MergedUnits::default() }))
         .collect();
     merged_files.sort_by(|a, b| a.path.cmp(&b.path));
     if dry_run {
@@ -549,7 +553,7 @@ pub fn merge(repo: &Repo, rev: &str, message: Option<&str>, resolve: &Resolve, d
     // names the entry (its `path` stays empty, as it is no file).
     let said = |r: &Resolution| {
         // A DICOM instance settled attribute by attribute names what the side gave.
-        let of = merged_files.iter().find(|m| m.path == r.conflict && !m.settled.is_empty()).map(|m| format!(" of {}", m.settled.join(", "))).unwrap_or_default();
+        let of = merged_files.iter().find(|m| m.path == r.conflict && !m.units.settled.is_empty()).map(|m| format!(" of {}", m.units.settled.join(", "))).unwrap_or_default();
         match r.side {
             Prefer::Theirs => format!("conflict: took {rev}'s version{of} ({})", r.by),
             Prefer::Ours => format!("conflict: kept this branch's version{of} ({})", r.by),
@@ -597,19 +601,14 @@ type Changed = (Option<Entry>, Option<Entry>);
 struct Spliced {
     header: Vec<u8>,
     record: DicomFile,
-    ours: Vec<String>,
-    theirs: Vec<String>,
-    both: Vec<String>,
-    settled: Vec<String>,
+    units: MergedUnits,
 }
 
 /// The three-way merge of one DICOM instance.
 enum FileMerge {
     Merged(Box<Spliced>),
-    /// Why it stays a conflict; `settleable` when both sides changed the same attributes or
-    /// the pixel data (a side can settle those and keep the rest merged), not when the file
-    /// cannot be merged attribute by attribute at all.
-    Conflict { reason: String, settleable: bool },
+    /// Why it stays a conflict.
+    Conflict(String),
 }
 
 /// How a merged unit of a DICOM instance is named: "(gggg,eeee) Keyword", "file meta group"
@@ -635,7 +634,7 @@ fn merge_dicom(repo: &Repo, base: ObjectId, ours: ObjectId, theirs: ObjectId, se
     let pixel_conflict = po != pb && pt != pb && po != pt;
     let pixels_from_theirs = (po == pb && pt != pb) || (pixel_conflict && settle == Some(Prefer::Theirs));
     let (hb, ho, ht) = (repo.store.read(&b.header)?, repo.store.read(&o.header)?, repo.store.read(&t.header)?);
-    let not_merged = |r: String| FileMerge::Conflict { reason: format!("not merged attribute by attribute: {r}"), settleable: false };
+    let not_merged = |r: String| FileMerge::Conflict(format!("not merged attribute by attribute: {r}"));
     let side = settle.map(|p| match p {
         Prefer::Ours => dicom::Settle::Ours,
         Prefer::Theirs => dicom::Settle::Theirs,
@@ -648,24 +647,24 @@ fn merge_dicom(repo: &Repo, base: ObjectId, ours: ObjectId, theirs: ObjectId, se
             if pixel_conflict {
                 both.push("pixel data".to_string());
             }
-            return Ok(FileMerge::Conflict { reason: format!("both changed {}", both.join(", ")), settleable: true });
+            return Ok(FileMerge::Conflict(format!("both changed {}", both.join(", "))));
         }
         Ok(dicom::HeaderMerge::Merged { .. }) if pixel_conflict && settle.is_none() => {
-            return Ok(FileMerge::Conflict { reason: "both changed pixel data".to_string(), settleable: true });
+            return Ok(FileMerge::Conflict("both changed pixel data".to_string()));
         }
         Ok(dicom::HeaderMerge::Merged { header, summary, changed }) => (header, summary, changed),
     };
     let (header, info, changed) = merged;
     let names = |units: Vec<(u16, u16)>| units.into_iter().map(unit_name).collect::<Vec<String>>();
-    let (mut ours_changed, mut theirs_changed, mut both_changed, mut settled) = (names(changed.ours), names(changed.theirs), names(changed.both), names(changed.settled));
+    let mut units = MergedUnits { ours: names(changed.ours), theirs: names(changed.theirs), both: names(changed.both), settled: names(changed.settled) };
     // The file is its header, then the pixel part of the side it comes from.
     let (from, from_header) = if pixels_from_theirs { (&t, &ht) } else { (&o, &ho) };
     let pixels = "pixel data".to_string();
     match (po != pb, pt != pb) {
-        (true, true) if pixel_conflict => settled.push(pixels),
-        (true, true) => both_changed.push(pixels),
-        (true, false) => ours_changed.push(pixels),
-        (false, true) => theirs_changed.push(pixels),
+        (true, true) if pixel_conflict => units.settled.push(pixels),
+        (true, true) => units.both.push(pixels),
+        (true, false) => units.ours.push(pixels),
+        (false, true) => units.theirs.push(pixels),
         (false, false) => {}
     }
     let record = DicomFile {
@@ -676,7 +675,7 @@ fn merge_dicom(repo: &Repo, base: ObjectId, ours: ObjectId, theirs: ObjectId, se
         size: from.size - from_header.len() as u64 + header.len() as u64,
         info: *info,
     };
-    Ok(FileMerge::Merged(Box::new(Spliced { header, record, ours: ours_changed, theirs: theirs_changed, both: both_changed, settled })))
+    Ok(FileMerge::Merged(Box::new(Spliced { header, record, units })))
 }
 
 /// Largest text file merged line by line (each side).
