@@ -217,6 +217,30 @@ pub struct RemoteIndex {
     pub packs: Vec<String>,
 }
 
+impl RemoteIndex {
+    /// Add the entries of pack `name` (an object in several packs is found in the first).
+    pub(crate) fn add(&mut self, name: &str, entries: &[(ObjectId, Location)]) {
+        for (id, loc) in entries {
+            self.by_id.entry(*id).or_insert_with(|| (name.to_string(), *loc));
+        }
+        self.packs.push(name.to_string());
+    }
+}
+
+/// Build a pack in `dir` with `w` (given at least one object) and take it out of `dir`: its
+/// name, pack bytes and index bytes, ready to upload.
+pub(crate) fn take_pack(w: ObjectWriter, dir: &Path) -> Result<(String, Vec<u8>, Vec<u8>), RemoteError> {
+    let name = w.pack.finish().map_err(StoreError::from)?.expect("objects were added");
+    let take = |ext: &str| -> Result<Vec<u8>, RemoteError> {
+        let file = dir.join(format!("{name}.{ext}"));
+        let bytes = std::fs::read(&file).map_err(|source| RemoteError::Io { path: file.clone(), source })?;
+        let _ = std::fs::remove_file(&file);
+        Ok(bytes)
+    };
+    let (pack, idx) = (take("pack")?, take("idx")?);
+    Ok((name, pack, idx))
+}
+
 impl Remote {
     /// Open a remote for reading and writing (a folder remote is created if missing).
     pub fn open(name: &str, spec: &RemoteSpec, creds: &Credentials) -> Result<Remote, RemoteError> {
@@ -352,23 +376,25 @@ impl Remote {
 
     /// Every pack index on the remote (indexes are immutable: cached in `cache`).
     pub fn index(&self, cache: &Path) -> Result<RemoteIndex, RemoteError> {
-        std::fs::create_dir_all(cache).map_err(|source| RemoteError::Io { path: cache.into(), source })?;
         let mut out = RemoteIndex::default();
+        self.each_pack_index(cache, |name, entries| out.add(&name, &entries))?;
+        Ok(out)
+    }
+
+    /// Call `each` with the name and entries of every pack index on the remote, in name order.
+    pub(crate) fn each_pack_index(&self, cache: &Path, mut each: impl FnMut(String, Vec<(ObjectId, Location)>)) -> Result<(), RemoteError> {
+        std::fs::create_dir_all(cache).map_err(|source| RemoteError::Io { path: cache.into(), source })?;
         for key in self.list("packs/")? {
             let Some(name) = key.strip_prefix("packs/").and_then(|k| k.strip_suffix(".idx")) else { continue };
-            let entries = self.pack_index(cache, name)?;
-            for (id, loc) in entries {
-                out.by_id.entry(id).or_insert_with(|| (name.to_string(), loc));
-            }
-            out.packs.push(name.to_string());
+            each(name.to_string(), self.pack_index(cache, name)?);
         }
-        Ok(out)
+        Ok(())
     }
 
     /// The entries of the index of pack `name`, from `cache` or downloaded (and then cached).
     /// A cached index that does not parse (written by a process killed before cache writes
     /// became atomic) is downloaded again.
-    pub(crate) fn pack_index(&self, cache: &Path, name: &str) -> Result<Vec<(ObjectId, Location)>, RemoteError> {
+    fn pack_index(&self, cache: &Path, name: &str) -> Result<Vec<(ObjectId, Location)>, RemoteError> {
         let cached = cache.join(format!("{name}.idx"));
         if let Some(entries) = std::fs::read(&cached).ok().and_then(|b| crate::pack::parse_index(&b).ok()) {
             return Ok(entries);
@@ -501,6 +527,12 @@ impl Remote {
         lock.check()?;
         Ok(lock)
     }
+
+    /// Whether the lock at `key` was renewed within the lease (an unreadable one is not).
+    pub(crate) fn lock_live(&self, key: &str, now_us: i64) -> Result<bool, RemoteError> {
+        let t = self.get(key)?.and_then(|b| String::from_utf8_lossy(&b).trim().parse::<i64>().ok());
+        Ok(t.is_some_and(|t| now_us - t < CLAIM_LEASE_US))
+    }
 }
 
 impl Lock<'_> {
@@ -513,8 +545,7 @@ impl Lock<'_> {
     fn check(&self) -> Result<(), RemoteError> {
         let now = (self.clock)();
         for k in self.remote.list(&format!("locks/{}/", self.other))? {
-            let t = self.remote.get(&k)?.and_then(|b| String::from_utf8_lossy(&b).trim().parse::<i64>().ok());
-            if t.is_some_and(|t| now - t < CLAIM_LEASE_US) {
+            if self.remote.lock_live(&k, now)? {
                 return Err(RemoteError::Locked { remote: self.remote.name.clone(), what: lock_holder(self.other), key: k });
             }
         }
@@ -701,13 +732,7 @@ fn send_reachable(repo: &Repo, remote: &Remote, remote_name: &str, commit: Objec
         for id in chunk.iter() {
             repo.store.copy_object_to(id, &mut w)?;
         }
-        let name = w.pack.finish().map_err(StoreError::from)?.expect("objects were added");
-        let pack_file = staging.path().join(format!("{name}.pack"));
-        let idx_file = staging.path().join(format!("{name}.idx"));
-        let pb = std::fs::read(&pack_file).map_err(|source| RemoteError::Io { path: pack_file.clone(), source })?;
-        let ib = std::fs::read(&idx_file).map_err(|source| RemoteError::Io { path: idx_file.clone(), source })?;
-        let _ = std::fs::remove_file(&pack_file);
-        let _ = std::fs::remove_file(&idx_file);
+        let (name, pb, ib) = take_pack(w, staging.path())?;
         ready.push((name, pb, ib, chunk.len() as u64, *chunk_bytes));
         chunk.clear();
         *chunk_bytes = 0;

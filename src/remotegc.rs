@@ -28,7 +28,7 @@ use serde::Serialize;
 use crate::id::ObjectId;
 use crate::pack::{Codec, Location};
 use crate::progress::{Progress, Unit};
-use crate::remote::{cache_dir, open_named, Credentials, RemoteError};
+use crate::remote::{cache_dir, open_named, Credentials, RemoteError, RemoteIndex};
 use crate::repo::Repo;
 use crate::store::{ObjectWriter, StoreError};
 
@@ -78,7 +78,12 @@ pub fn gc(repo: &Repo, remote_name: &str, dry_run: bool, creds: &Credentials, pr
     let mut roots: Vec<(ObjectId, String)> = remote.branches()?.into_iter().map(|(n, id)| (id, format!("branch {n}"))).collect();
     roots.extend(remote.tags()?.into_iter().map(|(n, id)| (id, format!("tag {n}"))));
     let cache = cache_dir(repo, remote_name);
-    let index = remote.index(&cache)?;
+    // Every pack's index, read once: for the walk (by id) and the plan (by pack).
+    let (mut index, mut members) = (RemoteIndex::default(), BTreeMap::new());
+    remote.each_pack_index(&cache, |name, entries| {
+        index.add(&name, &entries);
+        members.insert(name, entries);
+    })?;
 
     // 1. Everything the refs reach.
     let tips: Vec<ObjectId> = roots.iter().map(|r| r.0).collect::<HashSet<_>>().into_iter().collect();
@@ -95,10 +100,6 @@ pub fn gc(repo: &Repo, remote_name: &str, dry_run: bool, creds: &Credentials, pr
     }
 
     // 2. What becomes of each pack: whole ones first, so that what they hold is not copied.
-    let mut members: BTreeMap<String, Vec<(ObjectId, Location)>> = BTreeMap::new();
-    for name in &index.packs {
-        members.insert(name.clone(), remote.pack_index(&cache, name)?);
-    }
     let mut summary = RemoteGcSummary {
         remote: remote_name.into(),
         dry_run,
@@ -127,9 +128,10 @@ pub fn gc(repo: &Repo, remote_name: &str, dry_run: bool, creds: &Credentials, pr
         if plans.contains_key(name.as_str()) {
             continue;
         }
-        let wanted: Vec<(ObjectId, Location)> = entries.iter().filter(|(id, _)| reach.contains(id) && kept.insert(*id)).copied().collect();
-        for (id, loc) in entries {
-            if wanted.iter().any(|w| w.0 == *id) {
+        let mut wanted = Vec::new();
+        for &(id, loc) in entries {
+            if reach.contains(&id) && kept.insert(id) {
+                wanted.push((id, loc));
                 summary.bytes_kept += loc.stored_share();
             } else {
                 summary.objects_removed += 1;
@@ -154,8 +156,7 @@ pub fn gc(repo: &Repo, remote_name: &str, dry_run: bool, creds: &Credentials, pr
     let rewrites: Vec<(&str, &Vec<(ObjectId, Location)>)> = plans.iter().filter_map(|(n, p)| if let Plan::Rewrite(w) = p { Some((*n, w)) } else { None }).collect();
     progress.stage("rewriting packs", Some(rewrites.len() as u64), Unit::Objects);
     for (name, wanted) in rewrites {
-        let (pack, idx) = rewrite(&remote, repo, staging.path(), name, wanted)?;
-        remote.put_packs(vec![(pack, std::fs::read(staging.path().join("out.pack")).map_err(|source| RemoteError::Io { path: staging.path().join("out.pack"), source })?, idx)])?;
+        remote.put_packs(vec![rewrite(&remote, repo, staging.path(), name, wanted)?])?;
         lock.renew()?;
         progress.inc(1);
     }
@@ -216,8 +217,7 @@ fn stale(remote: &crate::remote::Remote, now_us: i64) -> Result<Vec<String>, Rem
     }
     for kind in ["push", "gc"] {
         for key in remote.list(&format!("locks/{kind}/"))? {
-            let t = remote.get(&key)?.and_then(|b| String::from_utf8_lossy(&b).trim().parse::<i64>().ok());
-            if t.is_none_or(|t| now_us - t >= crate::remote::CLAIM_LEASE_US) {
+            if !remote.lock_live(&key, now_us)? {
                 out.push(key);
             }
         }
@@ -226,9 +226,8 @@ fn stale(remote: &crate::remote::Remote, now_us: i64) -> Result<Vec<String>, Rem
 }
 
 /// Download pack `name` of the remote into `dir`, copy `wanted` of its objects (each checked
-/// against its id) into a new pack, and return the new pack's name and index bytes; its pack
-/// file is left at `dir/out.pack`.
-fn rewrite(remote: &crate::remote::Remote, repo: &Repo, dir: &std::path::Path, name: &str, wanted: &[(ObjectId, Location)]) -> Result<(String, Vec<u8>), RemoteError> {
+/// against its id) into a new pack, and return the new pack's name, pack and index bytes.
+fn rewrite(remote: &crate::remote::Remote, repo: &Repo, dir: &std::path::Path, name: &str, wanted: &[(ObjectId, Location)]) -> Result<(String, Vec<u8>, Vec<u8>), RemoteError> {
     let fetched = dir.join("in");
     let built = dir.join("built");
     for d in [&fetched, &built] {
@@ -255,10 +254,5 @@ fn rewrite(remote: &crate::remote::Remote, repo: &Repo, dir: &std::path::Path, n
             w.add_encoded(crate::pack::Encoded { id: *id, codec: loc.codec, raw_len: loc.raw_len, data: stored })?;
         }
     }
-    let new = w.pack.finish().map_err(StoreError::from)?.expect("objects were added");
-    let (pack_file, idx_file) = (built.join(format!("{new}.pack")), built.join(format!("{new}.idx")));
-    let out = dir.join("out.pack");
-    std::fs::rename(&pack_file, &out).map_err(|source| RemoteError::Io { path: pack_file, source })?;
-    let idx = std::fs::read(&idx_file).map_err(|source| RemoteError::Io { path: idx_file, source })?;
-    Ok((new, idx))
+    crate::remote::take_pack(w, &built)
 }
