@@ -90,11 +90,11 @@ pub fn merge_headers(base: &[u8], ours: &[u8], theirs: &[u8], settle: Option<Set
     }
     let big_endian = b.0 == walk::TS_EXPLICIT_BE;
     let (b, o, t) = (b.1, o.1, t.1);
-    let value = |m: &Units<'_>, tag| m.get(&tag).map(|v| v.to_vec());
-    if value(&b, SPECIFIC_CHARACTER_SET) != value(&o, SPECIFIC_CHARACTER_SET) || value(&o, SPECIFIC_CHARACTER_SET) != value(&t, SPECIFIC_CHARACTER_SET) {
+    let charset = SPECIFIC_CHARACTER_SET;
+    if b.get(&charset) != o.get(&charset) || o.get(&charset) != t.get(&charset) {
         return Ok(HeaderMerge::NotMergeable("Specific Character Set (0008,0005) changed".to_string()));
     }
-    if value(&o, PATIENT_IDENTITY_REMOVED) != value(&t, PATIENT_IDENTITY_REMOVED) {
+    if o.get(&PATIENT_IDENTITY_REMOVED) != t.get(&PATIENT_IDENTITY_REMOVED) {
         return Ok(HeaderMerge::NotMergeable(
             "Patient Identity Removed (0012,0062) differs: one side de-identified the instance, and the other side's changes have not been through that de-identification".to_string(),
         ));
@@ -167,11 +167,12 @@ fn is_group_length(k: (u16, u16)) -> bool {
 /// element with the group's bytes counted anew. `None` when the element is not 12 bytes (tag,
 /// VR UL or implicit, length 4, value), the only form with the value at offset 8.
 fn group_length(g: (u16, u16), units: &[((u16, u16), &[u8])], sides: [&Units<'_>; 2], big_endian: bool) -> Option<Vec<u8>> {
-    let members = |it: &mut dyn Iterator<Item = ((u16, u16), &[u8])>| it.filter(|(k, _)| k.0 == g.0 && *k != g).map(|(k, v)| (k, v.to_vec())).collect::<Vec<_>>();
-    let merged = members(&mut units.iter().copied());
+    // (Both in tag order: the merged units as the merge makes them, a side's by its map.)
+    let in_group = |k: &(u16, u16)| k.0 == g.0 && *k != g;
+    let merged = || units.iter().filter(|(k, _)| in_group(k)).map(|(k, v)| (*k, *v));
     for side in sides {
         let Some(own) = side.get(&g) else { continue };
-        if members(&mut side.iter().map(|(k, v)| (*k, *v))) == merged {
+        if side.iter().filter(|(k, _)| in_group(k)).map(|(k, v)| (*k, *v)).eq(merged()) {
             return Some(own.to_vec());
         }
     }
@@ -179,7 +180,7 @@ fn group_length(g: (u16, u16), units: &[((u16, u16), &[u8])], sides: [&Units<'_>
     if template.len() != 12 {
         return None;
     }
-    let n = u32::try_from(merged.iter().map(|(_, v)| v.len()).sum::<usize>()).ok()?;
+    let n = u32::try_from(merged().map(|(_, v)| v.len()).sum::<usize>()).ok()?;
     let mut out = template.to_vec();
     out[8..].copy_from_slice(&if big_endian { n.to_be_bytes() } else { n.to_le_bytes() });
     Some(out)
