@@ -172,12 +172,7 @@ pub(crate) fn inflate(bytes: &[u8]) -> Result<Option<Vec<u8>>, DicomError> {
 /// Walk a whole file. See the module docs for the guarantees.
 pub(crate) fn walk(bytes: &[u8]) -> Result<Walked, DicomError> {
     let mut w = Walker::new(bytes);
-    let start = meta_start(bytes)?;
-    let (pos, ts) = w.walk_meta(start)?;
-    let ts = ts.ok_or_else(no_transfer_syntax)?;
-    let syntax = syntax_of(&ts)?;
-    w.summary.transfer_syntax = Some(ts);
-    w.walk_dataset(pos, Some(bytes.len()), syntax, 0, true)?;
+    let (_, syntax) = w.walk_file()?;
     let bits = w.bits_allocated;
     Ok(Walked {
         pixel: w.pixel.map(|mut p| {
@@ -213,11 +208,9 @@ pub(crate) struct TopLevel {
 pub(crate) fn top_level(bytes: &[u8]) -> Result<TopLevel, DicomError> {
     let mut w = Walker::new(bytes);
     w.elements = Some(Vec::new());
-    let start = meta_start(bytes)?;
-    let (dataset_start, ts) = w.walk_meta(start)?;
-    let ts = ts.ok_or_else(no_transfer_syntax)?;
-    w.walk_dataset(dataset_start, Some(bytes.len()), syntax_of(&ts)?, 0, true)?;
-    Ok(TopLevel { dataset_start, transfer_syntax: ts, elements: w.elements.unwrap_or_default() })
+    let (dataset_start, _) = w.walk_file()?;
+    let transfer_syntax = w.summary.transfer_syntax.take().unwrap_or_default();
+    Ok(TopLevel { dataset_start, transfer_syntax, elements: w.elements.unwrap_or_default() })
 }
 
 /// How the data set of a file in transfer syntax `ts` is encoded.
@@ -259,6 +252,17 @@ impl<'a> Walker<'a> {
     /// A walker at the start of `bytes`, checking what dicom-object would misread.
     fn new(bytes: &'a [u8]) -> Self {
         Walker { b: bytes, summary: DicomSummary::default(), pixel: None, bits_allocated: None, checking: true, elements: None }
+    }
+
+    /// Walk the whole file: its file meta group (the transfer syntax goes into the summary),
+    /// then its data set. Returns where the data set starts and how it is encoded.
+    fn walk_file(&mut self) -> Result<(usize, Syntax), DicomError> {
+        let (pos, ts) = self.walk_meta(meta_start(self.b)?)?;
+        let ts = ts.ok_or_else(no_transfer_syntax)?;
+        let syntax = syntax_of(&ts)?;
+        self.summary.transfer_syntax = Some(ts);
+        self.walk_dataset(pos, Some(self.b.len()), syntax, 0, true)?;
+        Ok((pos, syntax))
     }
 }
 
