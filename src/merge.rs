@@ -12,7 +12,8 @@
 //! entry, unless the caller settled them ([`Resolve`]): a side for a conflict by its name, for
 //! the conflicts under a folder (a patient, a study), or for all ([`Prefer`]). Each settled
 //! conflict takes its side's version (for a DICOM instance that conflicts in some attributes
-//! or its pixel data, of those only: the other changes of both sides stay), and the merge
+//! or its pixel data, of those only, and for a text file of the lines both changed only: the
+//! other changes of both sides stay, as git's `-X ours|theirs` does), and the merge
 //! commit notes each one and how it was settled. The merge
 //! commit has two parents (ours, then theirs) and an activity of kind
 //! `merge` whose inputs name both.
@@ -261,7 +262,10 @@ impl ContentMerge {
     /// "this branch changed A; REV changed B[; both changed C alike]".
     pub fn describe(&self, rev: &str) -> String {
         if self.how == "lines" {
-            return format!("a text file: this branch's and {rev}'s changed lines, which do not overlap");
+            if self.units.settled.is_empty() {
+                return format!("a text file: this branch's and {rev}'s changed lines, which do not overlap");
+            }
+            return format!("a text file: this branch's and {rev}'s changed lines; both changed {} (a settled conflict)", self.units.settled.join(", "));
         }
         let u = &self.units;
         let list = |v: &[String]| if v.is_empty() { "nothing".to_string() } else { v.join(", ") };
@@ -280,7 +284,9 @@ impl ContentMerge {
 #[derive(Debug, Clone, Serialize)]
 pub struct ContentMerge {
     pub path: String,
-    /// "attributes" for a DICOM instance, "lines" for a text file (its unit lists are empty).
+    /// "attributes" for a DICOM instance, "lines" for a text file (whose only unit list is
+    /// `settled`: the places, as lines of the merged file, where both sides changed the same
+    /// lines and a side was chosen).
     pub how: &'static str,
     #[serde(flatten)]
     pub units: MergedUnits,
@@ -438,7 +444,9 @@ pub fn merge(repo: &Repo, rev: &str, message: Option<&str>, resolve: &Resolve, d
                 // A DICOM instance both sides changed: merged attribute by attribute when
                 // they changed different ones.
                 if let (Some(b), Some(o), Some(t)) = (was, m, new) {
-                    if [b.0, o.0, t.0].iter().all(|k| *k == EntryKind::Dicom) && b.1 != disagreed() {
+                    if b.1 == disagreed() {
+                        why.insert(path.clone(), "the merge bases of a criss-cross history disagree on it, so there is no base to merge against".to_string());
+                    } else if [b.0, o.0, t.0].iter().all(|k| *k == EntryKind::Dicom) {
                         // What both changed differently takes the side the caller chose
                         // for this path, if any (then it is a settled conflict).
                         match merge_dicom(repo, b.1, o.1, t.1, resolve.decide(path).map(|(side, _)| side))? {
@@ -454,11 +462,17 @@ pub fn merge(repo: &Repo, rev: &str, message: Option<&str>, resolve: &Resolve, d
                             }
                         }
                     } else if let Some(kind) = text_kinds(b.0, o.0, t.0) {
-                        match merge_text(repo, [b, o, t])? {
-                            Ok(bytes) => {
-                                by_lines.push((path.clone(), kind, bytes));
+                        match merge_text(repo, [b, o, t], resolve.decide(path).map(|(side, _)| side))? {
+                            // A settled merge that gives the chosen side's file as it is
+                            // settles the file as a whole (below).
+                            Ok(merged) if !merged.whole_side => {
+                                if !merged.settled.is_empty() {
+                                    paths.push(path.clone());
+                                }
+                                by_lines.push((path.clone(), kind, merged));
                                 continue;
                             }
+                            Ok(_) => {}
                             Err(reason) => {
                                 why.insert(path.clone(), reason);
                             }
@@ -512,7 +526,7 @@ pub fn merge(repo: &Repo, rev: &str, message: Option<&str>, resolve: &Resolve, d
     let mut merged_files: Vec<ContentMerge> = spliced
         .iter()
         .map(|(path, f)| ContentMerge { path: path.clone(), how: "attributes", units: f.units.clone() })
-        .chain(by_lines.iter().map(|(path, _, _)| ContentMerge { path: path.clone(), how: "lines", units: MergedUnits::default() }))
+        .chain(by_lines.iter().map(|(path, _, m)| ContentMerge { path: path.clone(), how: "lines", units: MergedUnits { settled: m.settled.clone(), ..MergedUnits::default() } }))
         .collect();
     merged_files.sort_by(|a, b| a.path.cmp(&b.path));
     if dry_run {
@@ -527,9 +541,9 @@ pub fn merge(repo: &Repo, rev: &str, message: Option<&str>, resolve: &Resolve, d
         let id = w.put(&f.record)?;
         files.insert(path, (EntryKind::Dicom, id, f.record.size));
     }
-    for (path, kind, bytes) in by_lines {
-        let id = w.put_blob(&bytes, crate::pack::Hint::Generic)?;
-        files.insert(path, (kind, id, bytes.len() as u64));
+    for (path, kind, merged) in by_lines {
+        let id = w.put_blob(&merged.bytes, crate::pack::Hint::Generic)?;
+        files.insert(path, (kind, id, merged.bytes.len() as u64));
     }
     let flat: Vec<(String, EntryKind, ObjectId, u64)> = files.into_iter().map(|(p, (k, id, size))| (p, k, id, size)).collect();
     let (tree, _) = crate::treebuild::build(&repo.store, &mut w, &flat).map_err(|source| MergeError::Tree { theirs: rev.into(), source })?;
@@ -688,11 +702,25 @@ fn text_kinds(b: EntryKind, o: EntryKind, t: EntryKind) -> Option<EntryKind> {
     (file(b) && file(o) && o == t).then_some(o)
 }
 
+/// A text file merged line by line.
+#[derive(Debug)]
+struct TextMerge {
+    bytes: Vec<u8>,
+    /// Where both sides changed the same lines and the chosen side's lines were taken, as
+    /// line numbers of the merged file ("lines 3-5").
+    settled: Vec<String>,
+    /// Settled, and the merged file is the chosen side's file: nothing of the other side's
+    /// changes is left.
+    whole_side: bool,
+}
+
 /// Three-way merge of text files line by line (diff3, as git merges them): `Ok` with the merged
-/// bytes when the two sides changed no line in common; `Err` with why not. A file is text when
-/// it is UTF-8 without NUL bytes and at most [`MAX_TEXT_MERGE`] bytes (CSV, TSV, JSON, notes;
-/// NIfTI and other binaries stay whole).
-fn merge_text(repo: &Repo, entries: [&Entry; 3]) -> Result<Result<Vec<u8>, String>, MergeError> {
+/// bytes when the two sides changed no line in common, or when `settle` chooses a side for the
+/// places where they did (that side's lines are taken there, and only there, as git's
+/// `-X ours|theirs` does); `Err` with why not. A file is text when it is UTF-8 without NUL
+/// bytes and at most [`MAX_TEXT_MERGE`] bytes (CSV, TSV, JSON, notes; NIfTI and other binaries
+/// stay whole).
+fn merge_text(repo: &Repo, entries: [&Entry; 3], settle: Option<Prefer>) -> Result<Result<TextMerge, String>, MergeError> {
     if entries.iter().any(|e| e.2 > MAX_TEXT_MERGE) {
         return Ok(Err(format!("not merged line by line: larger than {} MiB", MAX_TEXT_MERGE >> 20)));
     }
@@ -706,13 +734,91 @@ fn merge_text(repo: &Repo, entries: [&Entry; 3]) -> Result<Result<Vec<u8>, Strin
             _ => return Ok(Err("not merged line by line: not text".to_string())),
         }
     }
-    Ok(match diffy::merge(&texts[0], &texts[1], &texts[2]) {
-        Ok(merged) => Ok(merged.into_bytes()),
-        Err(marked) => {
-            let places = marked.lines().filter(|l| l.starts_with("<<<<<<<")).count();
-            Err(format!("both changed the same lines, in {places} place(s)"))
+    Ok(merge_lines(&texts[0], &texts[1], &texts[2], settle))
+}
+
+/// The line merge of [`merge_text`], on the three texts.
+fn merge_lines(base: &str, ours: &str, theirs: &str, settle: Option<Prefer>) -> Result<TextMerge, String> {
+    // Conflict markers longer than any run of marker characters that starts a line of the
+    // inputs, so that every line of the output that starts with one is a marker.
+    let longest = [base, ours, theirs]
+        .iter()
+        .flat_map(|t| t.lines())
+        .filter_map(|l| {
+            let c = l.chars().next()?;
+            "<|=>".contains(c).then(|| l.chars().take_while(|x| *x == c).count())
+        })
+        .max()
+        .unwrap_or(0);
+    let len = longest.max(6) + 1;
+    let mut options = diffy::MergeOptions::new();
+    options.set_conflict_marker_length(len).set_conflict_style(diffy::ConflictStyle::Diff3).set_incomplete_hunk_style(diffy::IncompleteHunkStyle::Git);
+    let marked = match options.merge(base, ours, theirs) {
+        Ok(merged) => return Ok(TextMerge { bytes: merged.into_bytes(), settled: Vec::new(), whole_side: false }),
+        Err(marked) => marked,
+    };
+    let marker = |line: &str, c: char| line.len() > len && line.chars().take(len).all(|x| x == c) && !line[len..].starts_with(c);
+    let Some(side) = settle else {
+        let places = marked.lines().filter(|l| marker(l, '<')).count();
+        return Err(format!("both changed the same lines, in {places} place(s)"));
+    };
+    // Read the marked text back, keeping the chosen side's lines of each conflict.
+    #[derive(PartialEq)]
+    enum Part {
+        Common,
+        Ours,
+        Base,
+        Theirs,
+    }
+    let (mut part, mut out, mut settled) = (Part::Common, String::with_capacity(marked.len()), Vec::new());
+    let (mut line_no, mut first) = (0usize, 0usize);
+    let mut ends_in_conflict = false;
+    for line in marked.split_inclusive('\n') {
+        let next = match part {
+            Part::Common if marker(line, '<') => Some(Part::Ours),
+            Part::Ours if marker(line, '|') => Some(Part::Base),
+            Part::Ours | Part::Base if marker(line, '=') => Some(Part::Theirs),
+            Part::Theirs if marker(line, '>') => Some(Part::Common),
+            _ => None,
+        };
+        match next {
+            Some(Part::Ours) => first = line_no + 1,
+            Some(Part::Common) => {
+                settled.push(match line_no + 1 - first {
+                    0 => format!("lines removed after line {line_no}"),
+                    1 => format!("line {first}"),
+                    _ => format!("lines {first}-{line_no}"),
+                });
+                ends_in_conflict = true;
+            }
+            Some(_) => {}
+            None => {
+                let keep = match part {
+                    Part::Common => true,
+                    Part::Ours => side == Prefer::Ours,
+                    Part::Theirs => side == Prefer::Theirs,
+                    Part::Base => false,
+                };
+                if keep {
+                    out.push_str(line);
+                    line_no += 1;
+                    ends_in_conflict = part != Part::Common;
+                }
+            }
         }
-    })
+        if let Some(p) = next {
+            part = p;
+        }
+    }
+    if part != Part::Common {
+        return Err("both changed the same lines, and their conflict could not be read back".to_string());
+    }
+    // The markers start lines, so a last line without a newline gained one inside a conflict.
+    let chosen = if side == Prefer::Ours { ours } else { theirs };
+    if ends_in_conflict && !chosen.ends_with('\n') && out.ends_with('\n') {
+        out.pop();
+    }
+    Ok(TextMerge { whole_side: out == chosen, bytes: out.into_bytes(), settled })
 }
 
 fn same_entry(a: &Option<Entry>, b: &Option<Entry>) -> bool {
@@ -772,4 +878,67 @@ fn merge_catalogs(repo: &Repo, base: CatalogSide<'_>, ours: &Commit, theirs: &Co
     three(&b.annotations, &o.annotations, &t.annotations, &mut merged.annotations, &mut from_theirs, &mut |(task, reader)| record(format!("annotations {task}/{reader}")));
     three(&b.splits, &o.splits, &t.splits, &mut merged.splits, &mut from_theirs, &mut |name| record(format!("split {name}")));
     Ok((Some(merged), from_theirs, conflicts))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn merged(base: &str, ours: &str, theirs: &str, settle: Option<Prefer>) -> Result<(String, Vec<String>), String> {
+        merge_lines(base, ours, theirs, settle).map(|m| (String::from_utf8(m.bytes).unwrap(), m.settled))
+    }
+
+    #[test]
+    fn a_settled_merge_that_keeps_nothing_of_the_other_side_is_the_sides_whole_file() {
+        let m = merge_lines("one line", "ours", "theirs", Some(Prefer::Theirs)).unwrap();
+        assert!(m.whole_side && m.bytes == b"theirs", "{m:?}");
+        let m = merge_lines("a\nb\nc\nd\n", "a\nb\nc\nD\n", "x\nb\nc\nX\n", Some(Prefer::Ours)).unwrap();
+        assert!(!m.whole_side && m.bytes == b"x\nb\nc\nD\n", "{m:?}");
+        let m = merge_lines("a\nb\nc\nd\n", "a\nb\nc\nD\n", "a\nb\nc\nX\n", Some(Prefer::Ours)).unwrap();
+        assert!(m.whole_side && m.bytes == b"a\nb\nc\nD\n", "{m:?}");
+    }
+
+    #[test]
+    fn lines_changed_apart_merge_and_together_conflict_unless_settled() {
+        let base = "id,label\n1,a\n2,b\n3,c\n4,d\n5,e\n";
+        let ours = "id,label\n1,A\n2,b\n3,c\n4,d\n5,x\n";
+        let theirs = "id,label\n1,a\n2,b\n3,C\n4,d\n5,y\n";
+        assert_eq!(merged(base, ours, "id,label\n1,a\n2,b\n3,C\n4,d\n5,e\n", None).unwrap().0, "id,label\n1,A\n2,b\n3,C\n4,d\n5,x\n");
+        assert_eq!(merged(base, ours, theirs, None).unwrap_err(), "both changed the same lines, in 1 place(s)");
+        // Settled: the chosen side's lines where both changed; the other side's changes elsewhere stay.
+        let (text, settled) = merged(base, ours, theirs, Some(Prefer::Theirs)).unwrap();
+        assert_eq!(text, "id,label\n1,A\n2,b\n3,C\n4,d\n5,y\n");
+        assert_eq!(settled, vec!["line 6".to_string()]);
+        let (text, settled) = merged(base, ours, theirs, Some(Prefer::Ours)).unwrap();
+        assert_eq!(text, "id,label\n1,A\n2,b\n3,C\n4,d\n5,x\n");
+        assert_eq!(settled, vec!["line 6".to_string()]);
+    }
+
+    #[test]
+    fn a_settled_conflict_keeps_the_chosen_sides_last_line_as_it_ends() {
+        let base = "a\nb\nc\nd";
+        let ours = "A\nb\nc\nx";
+        let theirs = "a\nb\nc\ny\n";
+        assert_eq!(merged(base, ours, theirs, Some(Prefer::Ours)).unwrap(), ("A\nb\nc\nx".to_string(), vec!["line 4".to_string()]));
+        assert_eq!(merged(base, ours, theirs, Some(Prefer::Theirs)).unwrap().0, "A\nb\nc\ny\n");
+        // A side that removed the conflicting lines: nothing is taken there.
+        let (text, settled) = merged("a\nb\nc\nd\ne\n", "a\nB\nc\nd\nf\n", "a\nb\nc\n", Some(Prefer::Theirs)).unwrap();
+        assert_eq!(text, "a\nB\nc\n");
+        assert_eq!(settled, vec!["lines removed after line 3".to_string()]);
+    }
+
+    #[test]
+    fn lines_that_look_like_conflict_markers_are_kept_as_text() {
+        let base = "<<<<<<< not a marker\n=======\nx\n>>>>>>>>>> also text\nend\n";
+        let ours = "<<<<<<< not a marker\n=======\nours\n>>>>>>>>>> also text\nend\n";
+        let theirs = "<<<<<<< not a marker\n=======\ntheirs\n>>>>>>>>>> also text\nEND\n";
+        assert_eq!(merged(base, ours, theirs, None).unwrap_err(), "both changed the same lines, in 1 place(s)");
+        let (text, settled) = merged(base, ours, theirs, Some(Prefer::Ours)).unwrap();
+        assert_eq!(text, "<<<<<<< not a marker\n=======\nours\n>>>>>>>>>> also text\nEND\n");
+        assert_eq!(settled, vec!["line 3".to_string()]);
+        // Two places, each settled.
+        let (text, settled) = merged("1\n2\n3\n4\n5\n6\n7\n", "1\nx\n3\n4\n5\nx\n7\n", "1\ny\n3\n4\n5\ny\n7\n", Some(Prefer::Theirs)).unwrap();
+        assert_eq!(text, "1\ny\n3\n4\n5\ny\n7\n");
+        assert_eq!(settled, vec!["line 2".to_string(), "line 6".to_string()]);
+    }
 }

@@ -332,7 +332,7 @@ fn criss_cross_merges_against_the_merge_of_their_bases() {
     let e = fails(r, &["merge", "b"]);
     assert_eq!(e.status.code(), Some(1));
     let msg = String::from_utf8_lossy(&e.stderr).into_owned();
-    assert!(msg.contains("1 conflict(s)") && msg.contains("w.csv"), "{msg}");
+    assert!(msg.contains("1 conflict(s)") && msg.contains("w.csv (the merge bases of a criss-cross history disagree on it"), "{msg}");
     assert_eq!(snapshot(r), before);
     let m = json(r, &["merge", "b", "--take", "w.csv=theirs", "--json"]);
     assert_eq!(m["outcome"], "merge", "{m}");
@@ -583,27 +583,44 @@ fn text_files_changed_on_both_sides_merge_line_by_line() {
     let d = repo();
     let r = d.path();
     write(r, "clinical.csv", b"id,label\n1,a\n2,b\n3,c\n4,d\n5,e\n6,f\n");
-    write(r, "notes.txt", b"first\nsecond\n");
+    write(r, "notes.txt", b"first\nsecond\nthird\nfourth\n");
     write(r, "mask.bin", b"\0\x01\x02 binary\n");
     ok(r, &["commit", "-m", "base"]);
     ok(r, &["branch", "rival"]);
     write(r, "clinical.csv", b"id,label\n1,A\n2,b\n3,c\n4,d\n5,e\n6,f\n7,g\n");
-    write(r, "notes.txt", b"first\nsecond, by main\n");
+    write(r, "notes.txt", b"first\nsecond, by main\nthird\nfourth, by main\n");
     write(r, "mask.bin", b"\0\x01\x02 main\n");
     ok(r, &["commit", "-m", "main"]);
     ok(r, &["checkout", "rival"]);
     write(r, "clinical.csv", b"id,label\n1,a\n2,b\n3,c\n4,D\n5,e\n6,f\n");
-    write(r, "notes.txt", b"first\nsecond, by rival\n");
+    write(r, "notes.txt", b"first\nsecond, by rival\nthird\nfourth\n");
     write(r, "mask.bin", b"\0\x01\x02 rival\n");
     ok(r, &["commit", "-m", "rival"]);
     ok(r, &["checkout", "main"]);
     let e = String::from_utf8_lossy(&fails(r, &["merge", "rival"]).stderr).into_owned();
     assert!(e.contains("2 conflict(s)") && e.contains("notes.txt (both changed the same lines, in 1 place(s))") && e.contains("mask.bin (not merged line by line: not text)") && !e.contains("clinical.csv"), "{e}");
+    // Settled: the notes take rival's line where both changed it, and keep main's other change;
+    // the binary file takes rival's whole file.
+    let dry = json(r, &["merge", "rival", "--prefer", "theirs", "--json", "--dry-run"]);
     let m = json(r, &["merge", "rival", "--prefer", "theirs", "--json"]);
-    assert_eq!(m["merged_files"], serde_json::json!([{"path": "clinical.csv", "how": "lines", "ours": [], "theirs": [], "both": [], "settled": []}]), "{m}");
+    assert_eq!(m["merged_files"], dry["merged_files"]);
+    assert_eq!(
+        m["merged_files"],
+        serde_json::json!([
+            {"path": "clinical.csv", "how": "lines", "ours": [], "theirs": [], "both": [], "settled": []},
+            {"path": "notes.txt", "how": "lines", "ours": [], "theirs": [], "both": [], "settled": ["line 2"]},
+        ]),
+        "{m}"
+    );
+    let settled: Vec<&str> = m["resolutions"].as_array().unwrap().iter().map(|x| x["conflict"].as_str().unwrap()).collect();
+    assert_eq!(settled, ["mask.bin", "notes.txt"], "{m}");
     assert_eq!(fs::read(r.join("clinical.csv")).unwrap(), b"id,label\n1,A\n2,b\n3,c\n4,D\n5,e\n6,f\n7,g\n");
-    assert_eq!(fs::read(r.join("notes.txt")).unwrap(), b"first\nsecond, by rival\n");
-    assert!(ok(r, &["show"]).contains("note: clinical.csv: changed on both sides, merged line by line: a text file: this branch's and rival's changed lines, which do not overlap"));
+    assert_eq!(fs::read(r.join("notes.txt")).unwrap(), b"first\nsecond, by rival\nthird\nfourth, by main\n");
+    assert_eq!(fs::read(r.join("mask.bin")).unwrap(), b"\0\x01\x02 rival\n");
+    let shown = ok(r, &["show"]);
+    assert!(shown.contains("note: clinical.csv: changed on both sides, merged line by line: a text file: this branch's and rival's changed lines, which do not overlap"), "{shown}");
+    assert!(shown.contains("note: notes.txt: conflict: took rival's version of line 2 (--prefer theirs)"), "{shown}");
+    assert!(shown.contains("note: notes.txt: changed on both sides, merged line by line: a text file: this branch's and rival's changed lines; both changed line 2 (a settled conflict)"), "{shown}");
     assert!(ok(r, &["status"]).contains("working tree clean"));
     ok(r, &["fsck"]);
 }
