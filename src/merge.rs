@@ -2,8 +2,9 @@
 //! other, else a three-way merge against the merge base, at the level a curator works at:
 //! - files: a path changed on one side only takes that side's version; a path changed on
 //!   both sides to the same content is kept; changed differently, it is a conflict, except
-//!   for a DICOM instance whose two sides changed different top-level attributes (or one the
-//!   pixel data): it is merged attribute by attribute ([`dicom::merge_headers`]), and for
+//!   for a DICOM instance whose two sides changed different attributes (or one the pixel
+//!   data; inside a sequence, item by item): it is merged attribute by attribute
+//!   ([`dicom::merge_headers`]), and for
 //!   a text file whose two sides changed different lines: it is merged line by line (diff3);
 //! - the catalog, entry by entry: each (task, reader) annotation set and each split is
 //!   merged like a file, so two readers annotating on two branches merge cleanly.
@@ -626,15 +627,21 @@ enum FileMerge {
 }
 
 /// How a merged unit of a DICOM instance is named: "(gggg,eeee) Keyword", "file meta group"
-/// or "pixel data".
-fn unit_name(tag: (u16, u16)) -> String {
-    if tag == dicom::FILE_META {
+/// or "pixel data"; inside a sequence, "(0040,0275) RequestAttributesSequence item 1 >
+/// (0040,0007) ScheduledProcedureStepDescription".
+fn unit_name(unit: dicom::Unit) -> String {
+    if unit.tag == dicom::FILE_META {
         return "file meta group".to_string();
     }
-    match dicom::keyword_of(tag) {
+    let name = |tag| match dicom::keyword_of(tag) {
         Some(k) => format!("{} {k}", dicom::tag_string(tag)),
         None => dicom::tag_string(tag),
+    };
+    let mut s = String::new();
+    for (sequence, item) in unit.within {
+        s.push_str(&format!("{} item {item} > ", name(sequence)));
     }
+    s + &name(unit.tag)
 }
 
 /// Merge the DICOM instances (records) `ours` and `theirs` against `base`: their headers
@@ -669,7 +676,7 @@ fn merge_dicom(repo: &Repo, base: ObjectId, ours: ObjectId, theirs: ObjectId, se
         Ok(dicom::HeaderMerge::Merged { header, summary, changed }) => (header, summary, changed),
     };
     let (header, info, changed) = merged;
-    let names = |units: Vec<(u16, u16)>| units.into_iter().map(unit_name).collect::<Vec<String>>();
+    let names = |units: Vec<dicom::Unit>| units.into_iter().map(unit_name).collect::<Vec<String>>();
     let mut units = MergedUnits { ours: names(changed.ours), theirs: names(changed.theirs), both: names(changed.both), settled: names(changed.settled) };
     // The file is its header, then the pixel part of the side it comes from.
     let (from, from_header) = if pixels_from_theirs { (&t, &ht) } else { (&o, &ho) };

@@ -364,6 +364,83 @@ fn dicom_instances_changed_on_both_sides_merge_attribute_by_attribute() {
 }
 
 /// An independent check on real-world files (pydicom's test files, MIT; tests/data/pydicom):
+/// Two curators edit different attributes inside the same sequence (items of defined and
+/// undefined length, nested three deep, big endian): the sequence is merged item by item, and
+/// the merge is byte for byte what dcmtk's dcmodify writes when it makes both edits. The same
+/// nested attribute edited differently is a conflict named down to the item, and settling it
+/// keeps the other side's change in that sequence.
+#[test]
+fn edits_inside_one_sequence_merge_item_by_item() {
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/pydicom");
+    let d = repo();
+    let r = d.path();
+    // file, this branch's edit, the rival's edit, the units each side changed (a sequence
+    // only one side changed is one unit; dcmodify writes every sequence with defined lengths,
+    // so in JPEG2000.dcm both sides changed the nested one)
+    let cases = [
+        ("rtplan.dcm", "(300a,0010)[0].(300a,0016)=MAIN'S LONGER DESCRIPTION", "(300a,0010)[0].(300a,0020)=TARGET", "(300A,0010) DoseReferenceSequence item 1 > (300A,0016) DoseReferenceDescription", "(300A,0010) DoseReferenceSequence item 1 > (300A,0020) DoseReferenceType"),
+        ("rtplan_implicit.dcm", "(300a,0010)[1].(300a,0014)=VOLUME", "(300a,0010)[0].(300a,0018)=1\\2\\3", "(300A,0010) DoseReferenceSequence item 2 > (300A,0014) DoseReferenceStructureType", "(300A,0010) DoseReferenceSequence item 1 > (300A,0018) DoseReferencePointCoordinates"),
+        ("JPEG2000.dcm", "(0008,2112)[0].(0040,a170)[0].(0008,0104)=Meaning By Main", "(0008,2112)[0].(0008,1155)=1.2.826.0.1.3680043.2.1125.42", "(0008,2112) SourceImageSequence item 1 > (0040,A170) PurposeOfReferenceCodeSequence item 1 > (0008,0104) CodeMeaning", "(0008,2112) SourceImageSequence item 1 > (0008,1155) ReferencedSOPInstanceUID"),
+        ("CT_small.dcm", "(0010,1002)[0].(0010,0020)=FAKE1", "(0010,1002)[1].(0010,0020)=FAKE-22", "(0010,1002) OtherPatientIDsSequence item 1 > (0010,0020) PatientID", "(0010,1002) OtherPatientIDsSequence item 2 > (0010,0020) PatientID"),
+        ("rtdose_expb.dcm", "(300c,0002)[0].(0008,1155)=1.2.3.44", "(300c,0002)[0].(300c,0020)[0].(300c,0004)[0].(300c,0006)=12", "(300C,0002) ReferencedRTPlanSequence item 1 > (0008,1155) ReferencedSOPInstanceUID", "(300C,0002) ReferencedRTPlanSequence item 1 > (300C,0020) ReferencedFractionGroupSequence"),
+    ];
+    for (f, ..) in &cases {
+        if let Some(source) = f.strip_suffix("_implicit.dcm") {
+            // rtplan.dcm in implicit VR, by dcmtk's dcmconv.
+            fs::create_dir_all(r.join("files")).unwrap();
+            let o = Command::new("dcmconv").arg("+ti").arg(corpus.join(format!("{source}.dcm"))).arg(r.join("files").join(f)).output().expect("dcmconv (dcmtk)");
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        } else {
+            write(r, &format!("files/{f}"), &fs::read(corpus.join(f)).unwrap());
+        }
+    }
+    ok(r, &["commit", "-m", "import"]);
+    let dcmodify = |path: &Path, edit: &str| {
+        let o = Command::new("dcmodify").args(["-nb", "-m", edit]).arg(path).output().expect("dcmodify (dcmtk; .ci/run installs it)");
+        assert!(o.status.success(), "dcmodify {edit} {}: {}", path.display(), String::from_utf8_lossy(&o.stderr));
+    };
+    let base: Vec<Vec<u8>> = cases.iter().map(|(f, ..)| fs::read(r.join("files").join(f)).unwrap()).collect();
+    ok(r, &["branch", "rival"]);
+    ok(r, &["branch", "rival2"]);
+    for (f, ours, ..) in &cases {
+        dcmodify(&r.join("files").join(f), ours);
+    }
+    ok(r, &["commit", "-m", "main's edits"]);
+    ok(r, &["checkout", "rival"]);
+    for (f, _, theirs, ..) in &cases {
+        dcmodify(&r.join("files").join(f), theirs);
+    }
+    ok(r, &["commit", "-m", "rival's edits"]);
+    ok(r, &["checkout", "main"]);
+    let m = json(r, &["merge", "rival", "--json"]);
+    let both = tempfile::tempdir().unwrap();
+    for ((f, ours, theirs, ours_unit, theirs_unit), b) in cases.iter().zip(&base) {
+        let x = both.path().join(f);
+        fs::write(&x, b).unwrap();
+        dcmodify(&x, ours);
+        dcmodify(&x, theirs);
+        assert!(fs::read(r.join("files").join(f)).unwrap() == fs::read(&x).unwrap(), "{f}: the merge is not what dcmodify makes with both edits");
+        let e = m["merged_files"].as_array().unwrap().iter().find(|e| e["path"] == format!("files/{f}")).unwrap_or_else(|| panic!("{f}: {m}"));
+        assert_eq!((&e["ours"], &e["theirs"]), (&serde_json::json!([ours_unit]), &serde_json::json!([theirs_unit])), "{f}: {e}");
+    }
+    assert!(ok(r, &["status"]).contains("working tree clean"));
+    // The same nested attribute, changed differently: a conflict named down to the item.
+    ok(r, &["checkout", "rival2"]);
+    dcmodify(&r.join("files/rtplan.dcm"), "(300a,0010)[0].(300a,0016)=RIVAL2");
+    ok(r, &["commit", "-m", "rival2's edit"]);
+    ok(r, &["checkout", "main"]);
+    let e = String::from_utf8_lossy(&fails(r, &["merge", "rival2"]).stderr).into_owned();
+    assert!(e.contains("files/rtplan.dcm (both changed (300A,0010) DoseReferenceSequence item 1 > (300A,0016) DoseReferenceDescription)"), "{e}");
+    // Settled for rival2: its description, and this branch's Dose Reference Type stays.
+    let m = json(r, &["merge", "rival2", "--prefer", "theirs", "--json"]);
+    let e = &m["merged_files"][0];
+    assert_eq!(e["settled"], serde_json::json!(["(300A,0010) DoseReferenceSequence item 1 > (300A,0016) DoseReferenceDescription"]), "{m}");
+    let dump = Command::new("dcmdump").args(["-q", "+P", "300a,0016", "+P", "300a,0020"]).arg(r.join("files/rtplan.dcm")).output().unwrap();
+    let dump = String::from_utf8_lossy(&dump.stdout);
+    assert!(dump.contains("[RIVAL2]") && dump.contains("[TARGET]"), "{dump}");
+    ok(r, &["fsck"]);
+}
+
 /// dcmtk's dcmodify edits one attribute of each file on one branch and another attribute on
 /// the other; the merge must be byte for byte what dcmodify writes when it makes both edits
 /// one after the other. Files dcmodify rewrites with a new random UID on each run, and the

@@ -21,7 +21,7 @@ use dicom_object::file::ReadPreamble;
 use dicom_object::{DefaultDicomObject, OpenFileOptions};
 
 pub use attrs::{diff_headers, dump_header, keyword_of, AttributeChange, AttributeRow};
-pub use splice::{merge_headers, Changed, HeaderMerge, Settle, FILE_META};
+pub use splice::{merge_headers, Changed, HeaderMerge, Settle, Unit, FILE_META};
 pub(crate) use walk::TS_DEFLATED_EXPLICIT;
 
 /// Result of [`analyze`]: either a byte-exact split of a DICOM file, or the

@@ -3,9 +3,12 @@
 //! Two curators who corrected different attributes of the same instance on two branches
 //! changed different top-level elements of its header. Each element (a sequence with all its
 //! items) is a unit: one changed on one side only takes that side's bytes, one changed on both
-//! sides to the same bytes is kept, and one changed on both sides differently is a conflict.
-//! The file meta group (with the preamble before it) is one more unit. The merged header is
-//! the units' bytes in tag order, as the data set requires, and must read as DICOM again.
+//! sides to the same bytes is kept, and one changed on both sides differently is a conflict,
+//! except for a sequence with as many items on every side: it is merged item by item, each
+//! item's elements by the same rule (down to nested sequences), and written in this branch's
+//! encoding of the sequence and its items, defined lengths counted anew. The file meta group
+//! (with the preamble before it) is one more unit. The merged header is the units' bytes in
+//! tag order, as the data set requires, and must read as DICOM again.
 //!
 //! Splicing bytes is only sound when every unit is encoded alike, so headers are not merged
 //! (the caller keeps the conflict) when:
@@ -24,6 +27,7 @@
 //! not been through that de-identification (a patient's address added there would land in
 //! the de-identified file).
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{analyze, walk, Analysis, DicomError, DicomSummary};
@@ -40,22 +44,46 @@ pub enum HeaderMerge {
     /// that only this side changed, only the other side, and both alike.
     Merged { header: Vec<u8>, summary: Box<DicomSummary>, changed: Changed },
     /// The units both sides changed, differently.
-    Conflict(Vec<(u16, u16)>),
+    Conflict(Vec<Unit>),
     /// Why these headers are not merged element by element.
     NotMergeable(String),
+}
+
+/// A unit of a merge: a top-level element ([`FILE_META`] for the file meta group), or an
+/// element inside an item of a sequence both sides changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unit {
+    /// The enclosing sequences, outermost first, each with the item's number (from 1).
+    pub within: Vec<((u16, u16), usize)>,
+    pub tag: (u16, u16),
+}
+
+impl From<(u16, u16)> for Unit {
+    fn from(tag: (u16, u16)) -> Unit {
+        Unit { within: Vec::new(), tag }
+    }
 }
 
 /// The units a merge took from each side.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Changed {
     /// Changed by this branch only.
-    pub ours: Vec<(u16, u16)>,
+    pub ours: Vec<Unit>,
     /// Changed by the other side only.
-    pub theirs: Vec<(u16, u16)>,
+    pub theirs: Vec<Unit>,
     /// Changed by both, to the same bytes.
-    pub both: Vec<(u16, u16)>,
+    pub both: Vec<Unit>,
     /// Changed by both differently, and settled with the side the caller chose.
-    pub settled: Vec<(u16, u16)>,
+    pub settled: Vec<Unit>,
+}
+
+impl Changed {
+    fn extend(&mut self, other: Changed) {
+        self.ours.extend(other.ours);
+        self.theirs.extend(other.theirs);
+        self.both.extend(other.both);
+        self.settled.extend(other.settled);
+    }
 }
 
 /// The side that takes a unit both sides changed differently.
@@ -65,19 +93,172 @@ pub enum Settle {
     Theirs,
 }
 
-/// A header's units (file meta group and top-level elements) by key.
+/// A header's units (file meta group and top-level elements), or an item's elements, by key.
 type Units<'a> = BTreeMap<(u16, u16), &'a [u8]>;
 
-/// The transfer syntax and units of one header.
-fn units(header: &[u8]) -> Result<(String, Units<'_>), DicomError> {
+/// The transfer syntax and units of one header; `None` when a tag appears twice (its units
+/// cannot be told apart).
+fn units(header: &[u8]) -> Result<(String, Option<Units<'_>>), DicomError> {
     let t = walk::top_level(header)?;
     let mut m = BTreeMap::new();
     m.insert(FILE_META, &header[..t.dataset_start]);
+    let n = t.elements.len() + 1;
     for (tag, range) in t.elements {
         m.insert(tag, &header[range]);
     }
-    Ok((t.transfer_syntax, m))
+    Ok((t.transfer_syntax, (m.len() == n).then_some(m)))
 }
+
+/// What stays the same through one merge.
+#[derive(Clone, Copy)]
+struct Ctx<'s> {
+    transfer_syntax: &'s str,
+    big_endian: bool,
+    settle: Option<Settle>,
+}
+
+/// Merged units in tag order: each a side's bytes, or made anew.
+type MergedUnits<'a> = Vec<((u16, u16), Cow<'a, [u8]>)>;
+
+/// A sequence merged item by item ([`merge_sequence`]): the merged element and what each
+/// side changed in it, or the units both changed differently.
+type SequenceMerge = Result<(Vec<u8>, Changed), Vec<Unit>>;
+
+/// The three-way merge of one level's units (a header's, or an item's).
+struct Level<'a> {
+    /// The merged units in tag order (group lengths, at the top level, apart).
+    merged: MergedUnits<'a>,
+    changed: Changed,
+    conflicts: Vec<Unit>,
+    /// Group lengths the merge has, by the three-way rule on their presence.
+    group_lengths: Vec<(u16, u16)>,
+}
+
+/// Merge one level's units: each by the three-way rule; one both sides changed differently,
+/// when it is a sequence with as many items on every side, item by item ([`merge_sequence`]),
+/// else it takes the side `ctx.settle` chooses, or is a conflict.
+fn merge_level<'a>(ctx: Ctx<'_>, within: &[((u16, u16), usize)], b: &Units<'a>, o: &Units<'a>, t: &Units<'a>, depth: usize) -> Level<'a> {
+    let unit = |tag| Unit { within: within.to_vec(), tag };
+    let keys: BTreeSet<(u16, u16)> = b.keys().chain(o.keys()).chain(t.keys()).copied().collect();
+    let mut level = Level { merged: Vec::new(), changed: Changed::default(), conflicts: Vec::new(), group_lengths: Vec::new() };
+    for k in keys {
+        let (vb, vo, vt) = (b.get(&k), o.get(&k), t.get(&k));
+        if is_group_length(k) {
+            // Present by the three-way rule on presence; its value is settled by the caller.
+            let (pb, po, pt) = (vb.is_some(), vo.is_some(), vt.is_some());
+            if if po == pb { pt } else { po } {
+                level.group_lengths.push(k);
+            }
+            continue;
+        }
+        let v = if vo == vt {
+            if vo != vb {
+                level.changed.both.push(unit(k));
+            }
+            vo
+        } else if vt == vb {
+            level.changed.ours.push(unit(k));
+            vo
+        } else if vo == vb {
+            level.changed.theirs.push(unit(k));
+            vt
+        } else {
+            let inner = match (vb, vo, vt) {
+                (Some(xb), Some(xo), Some(xt)) if depth < walk::MAX_DEPTH => merge_sequence(ctx, within, k, [xb, xo, xt], depth + 1),
+                _ => None,
+            };
+            match inner {
+                Some(Ok((bytes, changed))) => {
+                    level.changed.extend(changed);
+                    level.merged.push((k, Cow::Owned(bytes)));
+                    continue;
+                }
+                Some(Err(conflicts)) => {
+                    level.conflicts.extend(conflicts);
+                    continue;
+                }
+                None => {}
+            }
+            if let Some(side) = ctx.settle {
+                level.changed.settled.push(unit(k));
+                if side == Settle::Ours { vo } else { vt }
+            } else {
+                level.conflicts.push(unit(k));
+                continue;
+            }
+        };
+        if let Some(v) = v {
+            level.merged.push((k, Cow::Borrowed(*v)));
+        }
+    }
+    level
+}
+
+/// Merge sequence `tag`, changed differently on both sides, item by item: when base and
+/// sides are sequences with as many items, each item's elements are merged like a level
+/// ([`merge_level`]). `Ok` with the merged element (this branch's encoding: its header, and
+/// defined or undefined lengths as its sequence and items have them, counted anew) and what
+/// each side changed in it; `Err` with the units both changed differently; `None` when it is
+/// not merged inside (then the sequence is one unit).
+fn merge_sequence(ctx: Ctx<'_>, within: &[((u16, u16), usize)], tag: (u16, u16), [b, o, t]: [&[u8]; 3], depth: usize) -> Option<SequenceMerge> {
+    // The bytes walked as part of their whole header already; one that does not walk alone
+    // is left one unit.
+    let layout = |bytes: &[u8]| walk::sequence_layout(bytes, ctx.transfer_syntax).ok().flatten();
+    let (lb, lo, lt) = (layout(b)?, layout(o)?, layout(t)?);
+    if lb.items.len() != lo.items.len() || lo.items.len() != lt.items.len() {
+        return None;
+    }
+    fn item_units<'b>(bytes: &'b [u8], item: &walk::ItemLayout) -> Option<Units<'b>> {
+        let m: Units<'b> = item.elements.iter().map(|(k, r)| (*k, &bytes[r.clone()])).collect();
+        // A repeated tag, or a group length (which would have to be counted anew), leaves
+        // the sequence one unit.
+        (m.len() == item.elements.len() && !m.keys().any(|k| is_group_length(*k))).then_some(m)
+    }
+    let (mut value, mut changed, mut conflicts) = (Vec::new(), Changed::default(), Vec::new());
+    let word = |n: u32| if ctx.big_endian { n.to_be_bytes() } else { n.to_le_bytes() };
+    let tag_bytes = |(g, e): (u16, u16)| if ctx.big_endian { [g.to_be_bytes(), e.to_be_bytes()].concat() } else { [g.to_le_bytes(), e.to_le_bytes()].concat() };
+    for (i, ((ib, io), it)) in lb.items.iter().zip(&lo.items).zip(&lt.items).enumerate() {
+        let (ub, uo, ut) = (item_units(b, ib)?, item_units(o, io)?, item_units(t, it)?);
+        let mut here = within.to_vec();
+        here.push((tag, i + 1));
+        let level = merge_level(ctx, &here, &ub, &uo, &ut, depth);
+        if !level.conflicts.is_empty() {
+            conflicts.extend(level.conflicts);
+            continue;
+        }
+        changed.extend(level.changed);
+        let content: Vec<u8> = level.merged.iter().flat_map(|(_, v)| v.iter().copied()).collect();
+        value.extend(tag_bytes(ITEM));
+        if io.defined {
+            value.extend(word(u32::try_from(content.len()).ok()?));
+            value.extend(content);
+        } else {
+            value.extend(word(UNDEFINED));
+            value.extend(content);
+            value.extend(tag_bytes(ITEM_DELIM));
+            value.extend(word(0));
+        }
+    }
+    if !conflicts.is_empty() {
+        return Some(Err(conflicts));
+    }
+    let mut element = o[..lo.value_start].to_vec();
+    if lo.defined {
+        let n = u32::try_from(value.len()).ok()?;
+        element[lo.value_start - 4..].copy_from_slice(&word(n));
+        element.extend(value);
+    } else {
+        element.extend(value);
+        element.extend(tag_bytes(SEQ_DELIM));
+        element.extend(word(0));
+    }
+    Some(Ok((element, changed)))
+}
+
+const UNDEFINED: u32 = 0xFFFF_FFFF;
+const ITEM: (u16, u16) = (0xFFFE, 0xE000);
+const ITEM_DELIM: (u16, u16) = (0xFFFE, 0xE00D);
+const SEQ_DELIM: (u16, u16) = (0xFFFE, 0xE0DD);
 
 /// Merge `ours` and `theirs`, two headers (a file's bytes before its top-level pixel data)
 /// that both descend from `base`; with `settle`, a unit both changed differently takes that
@@ -88,8 +269,10 @@ pub fn merge_headers(base: &[u8], ours: &[u8], theirs: &[u8], settle: Option<Set
     if b.0 != o.0 || o.0 != t.0 {
         return Ok(HeaderMerge::NotMergeable(format!("the transfer syntax differs (base {}, this branch {}, theirs {})", b.0, o.0, t.0)));
     }
-    let big_endian = b.0 == walk::TS_EXPLICIT_BE;
-    let (b, o, t) = (b.1, o.1, t.1);
+    let ctx = Ctx { transfer_syntax: &b.0, big_endian: b.0 == walk::TS_EXPLICIT_BE, settle };
+    let (Some(b), Some(o), Some(t)) = (b.1, o.1, t.1) else {
+        return Ok(HeaderMerge::NotMergeable("a top-level tag appears twice".to_string()));
+    };
     let charset = SPECIFIC_CHARACTER_SET;
     if b.get(&charset) != o.get(&charset) || o.get(&charset) != t.get(&charset) {
         return Ok(HeaderMerge::NotMergeable("Specific Character Set (0008,0005) changed".to_string()));
@@ -99,52 +282,18 @@ pub fn merge_headers(base: &[u8], ours: &[u8], theirs: &[u8], settle: Option<Set
             "Patient Identity Removed (0012,0062) differs: one side de-identified the instance, and the other side's changes have not been through that de-identification".to_string(),
         ));
     }
-    let keys: BTreeSet<(u16, u16)> = b.keys().chain(o.keys()).chain(t.keys()).copied().collect();
-    let (mut merged, mut changed, mut conflicts) = (Vec::new(), Changed::default(), Vec::new());
-    let mut group_lengths = Vec::new();
-    for k in keys {
-        let (vb, vo, vt) = (b.get(&k), o.get(&k), t.get(&k));
-        if is_group_length(k) {
-            // Present by the three-way rule on presence; its value is settled below.
-            let (pb, po, pt) = (vb.is_some(), vo.is_some(), vt.is_some());
-            if if po == pb { pt } else { po } {
-                group_lengths.push(k);
-            }
-            continue;
-        }
-        let v = if vo == vt {
-            if vo != vb {
-                changed.both.push(k);
-            }
-            vo
-        } else if vt == vb {
-            changed.ours.push(k);
-            vo
-        } else if vo == vb {
-            changed.theirs.push(k);
-            vt
-        } else if let Some(side) = settle {
-            changed.settled.push(k);
-            if side == Settle::Ours { vo } else { vt }
-        } else {
-            conflicts.push(k);
-            continue;
-        };
-        if let Some(v) = v {
-            merged.push((k, *v));
-        }
-    }
+    let Level { mut merged, changed, conflicts, group_lengths } = merge_level(ctx, &[], &b, &o, &t, 0);
     if !conflicts.is_empty() {
         return Ok(HeaderMerge::Conflict(conflicts));
     }
     let mut counted = Vec::new();
     for g in group_lengths {
-        match group_length(g, &merged, [&o, &t], big_endian) {
+        match group_length(g, &merged, [&o, &t], ctx.big_endian) {
             Some(v) => counted.push((g, v)),
             None => return Ok(HeaderMerge::NotMergeable(format!("group length {} is not a 4-byte UL", super::tag_string(g)))),
         }
     }
-    merged.extend(counted.iter().map(|(k, v)| (*k, v.as_slice())));
+    merged.extend(counted.into_iter().map(|(k, v)| (k, Cow::Owned(v))));
     // The file meta group (every side has one, so the merge has one) first, then the data
     // set in tag order.
     merged.sort_by_key(|(k, _)| (*k != FILE_META, *k));
@@ -166,10 +315,10 @@ fn is_group_length(k: (u16, u16)) -> bool {
 /// then the other's) when the merged group is byte for byte that side's, else that side's
 /// element with the group's bytes counted anew. `None` when the element is not 12 bytes (tag,
 /// VR UL or implicit, length 4, value), the only form with the value at offset 8.
-fn group_length(g: (u16, u16), units: &[((u16, u16), &[u8])], sides: [&Units<'_>; 2], big_endian: bool) -> Option<Vec<u8>> {
+fn group_length(g: (u16, u16), units: &MergedUnits<'_>, sides: [&Units<'_>; 2], big_endian: bool) -> Option<Vec<u8>> {
     // (Both in tag order: the merged units as the merge makes them, a side's by its map.)
     let in_group = |k: &(u16, u16)| k.0 == g.0 && *k != g;
-    let merged = || units.iter().filter(|(k, _)| in_group(k)).map(|(k, v)| (*k, *v));
+    let merged = || units.iter().filter(|(k, _)| in_group(k)).map(|(k, v)| (*k, v.as_ref()));
     for side in sides {
         let Some(own) = side.get(&g) else { continue };
         if side.iter().filter(|(k, _)| in_group(k)).map(|(k, v)| (*k, *v)).eq(merged()) {
@@ -195,6 +344,10 @@ mod tests {
         let mut s = SynthSpec::ct(3, 0, 0, 1);
         (s.rows, s.columns, s.syntax) = (8, 8, syntax);
         s
+    }
+
+    fn tops(tags: &[(u16, u16)]) -> Vec<Unit> {
+        tags.iter().map(|t| Unit::from(*t)).collect()
     }
 
     /// The bytes of a file before its pixel data.
@@ -230,8 +383,8 @@ mod tests {
             assert!(h == header(&both), "{syntax:?}");
             assert_eq!((summary.patient_name.as_deref(), summary.sop_instance_uid.as_deref()), (Some("FAKE^A^LONGER^NAME"), Some("2.25.42")));
             // Private tags went with ours; the file meta (its SOP Instance UID) with theirs.
-            assert!(o.contains(&(0x0010, 0x0010)) && o.iter().any(|k| k.0 == 0x0009), "{o:?}");
-            assert_eq!(t, [FILE_META, (0x0008, 0x0018), (0x0008, 0x1030)], "{syntax:?}");
+            assert!(o.contains(&(0x0010, 0x0010).into()) && o.iter().any(|k| k.tag.0 == 0x0009), "{o:?}");
+            assert_eq!(t, tops(&[FILE_META, (0x0008, 0x0018), (0x0008, 0x1030)]), "{syntax:?}");
             // Merging in the other direction gives the same header.
             let HeaderMerge::Merged { header: back, .. } = merge_headers(&header(&base), &header(&theirs), &header(&ours), None).unwrap() else { panic!() };
             assert!(back == h);
@@ -264,7 +417,7 @@ mod tests {
         // Both sides changed group 0008: its length is counted anew; group 0010 is as it was.
         let HeaderMerge::Merged { header: h, changed, .. } = merge_headers(&gl(&base), &gl(&ours), &gl(&theirs), None).unwrap() else { panic!() };
         assert!(h == gl(&both));
-        assert_eq!(changed, Changed { ours: vec![(0x0008, 0x0080)], theirs: vec![(0x0008, 0x1030)], ..Default::default() });
+        assert_eq!(changed, Changed { ours: tops(&[(0x0008, 0x0080)]), theirs: tops(&[(0x0008, 0x1030)]), ..Default::default() });
         // Only one side changed group 0008: that side's bytes, even where the value is wrong.
         let wrong = |s: &SynthSpec| {
             let mut h = gl(s);
@@ -280,6 +433,70 @@ mod tests {
         assert!(h == wrong(&expect));
     }
 
+    /// `h` with the `nth` occurrence of `from` replaced by `to` (of the same length).
+    fn replace_nth(h: &[u8], from: &[u8], to: &[u8], nth: usize) -> Vec<u8> {
+        assert_eq!(from.len(), to.len());
+        let at = h.windows(from.len()).enumerate().filter(|(_, w)| *w == from).nth(nth).unwrap().0;
+        [&h[..at], to, &h[at + from.len()..]].concat()
+    }
+
+    #[test]
+    fn edits_inside_one_sequence_merge_item_by_item_in_every_syntax() {
+        // ReferencedImageSequence (undefined length): item 1 of undefined length holding a
+        // code sequence of defined length, item 2 the other way round.
+        for syntax in [SynthSyntax::ExplicitLE, SynthSyntax::ImplicitLE, SynthSyntax::ExplicitBE, SynthSyntax::EncapsulatedJpegBaseline] {
+            let hb = header(&spec(syntax.clone()));
+            let ho = replace_nth(&hb, b"Localizer ", b"LOCALIZER ", 0);
+            let ht = replace_nth(&hb, b"Localizer ", b"Scout view", 1);
+            let got = merge_headers(&hb, &ho, &ht, None).unwrap();
+            let HeaderMerge::Merged { header: h, changed, .. } = got else { panic!("{syntax:?}: {got:?}") };
+            assert!(h == replace_nth(&ho, b"Localizer ", b"Scout view", 0), "{syntax:?}");
+            // (The code sequence, which only one side changed, is the unit.)
+            let seq = |item| Unit { within: vec![((0x0008, 0x1140), item)], tag: (0x0040, 0xA170) };
+            let code = |item| Unit { within: vec![((0x0008, 0x1140), item), ((0x0040, 0xA170), 1)], tag: (0x0008, 0x0104) };
+            assert_eq!(changed, Changed { ours: vec![seq(1)], theirs: vec![seq(2)], ..Default::default() }, "{syntax:?}");
+            // The same nested attribute changed differently: a conflict named down to it,
+            // unless settled.
+            let hx = replace_nth(&hb, b"Localizer ", b"Topogram  ", 0);
+            assert!(matches!(merge_headers(&hb, &ho, &hx, None).unwrap(), HeaderMerge::Conflict(u) if u == [code(1)]), "{syntax:?}");
+            let HeaderMerge::Merged { header: h, changed, .. } = merge_headers(&hb, &ht, &hx, Some(Settle::Theirs)).unwrap() else { panic!() };
+            assert!(h == replace_nth(&hx, b"Localizer ", b"Scout view", 0) && changed.theirs == [seq(1)] && changed.settled.is_empty(), "{syntax:?}");
+            let HeaderMerge::Merged { header: h, changed, .. } = merge_headers(&hb, &ho, &hx, Some(Settle::Theirs)).unwrap() else { panic!() };
+            assert!(h == hx && changed.settled == [code(1)], "{syntax:?}");
+        }
+    }
+
+    #[test]
+    fn sequences_that_differ_in_items_stay_one_unit() {
+        let hb = header(&spec(SynthSyntax::ExplicitLE));
+        let ho = replace_nth(&hb, b"Localizer ", b"LOCALIZER ", 0);
+        // The other side dropped the second item (and set the sequence's length in ours'
+        // encoding: undefined, so nothing else changes).
+        let t = walk::top_level(&hb).unwrap();
+        let seq = t.elements.iter().find(|(k, _)| *k == (0x0008, 0x1140)).unwrap().1.clone();
+        let layout = walk::sequence_layout(&hb[seq.clone()], "1.2.840.10008.1.2.1").unwrap().unwrap();
+        assert_eq!((layout.defined, layout.items.len(), layout.items[0].defined, layout.items[1].defined), (false, 2, false, true));
+        let first_item_end = seq.start + layout.items[0].elements.last().unwrap().1.end + 8;
+        let end_of_items = seq.end - 8;
+        let ht = [&hb[..first_item_end], &hb[end_of_items..]].concat();
+        assert!(matches!(merge_headers(&hb, &ho, &ht, None).unwrap(), HeaderMerge::Conflict(u) if u == tops(&[(0x0008, 0x1140)])));
+        // Damaged bytes give errors, never panics.
+        for ts in ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2", "1.2.840.10008.1.2.2"] {
+            let element = &hb[seq.clone()];
+            for cut in 0..element.len() {
+                let _ = walk::sequence_layout(&element[..cut], ts);
+            }
+            for at in 0..element.len() {
+                let mut e = element.to_vec();
+                e[at] ^= 0xFF;
+                let _ = walk::sequence_layout(&e, ts);
+            }
+        }
+        // Not a sequence at all: the walker says so.
+        let name = t.elements.iter().find(|(k, _)| *k == (0x0010, 0x0010)).unwrap().1.clone();
+        assert!(walk::sequence_layout(&hb[name], "1.2.840.10008.1.2.1").unwrap().is_none());
+    }
+
     #[test]
     fn what_cannot_be_spliced_is_not_merged() {
         let base = spec(SynthSyntax::ExplicitLE);
@@ -289,11 +506,11 @@ mod tests {
         // The same element changed differently.
         let mut other = base.clone();
         other.patient_name = "FAKE^C".into();
-        assert!(matches!(merge_headers(&hb, &ho, &header(&other), None).unwrap(), HeaderMerge::Conflict(t) if t == [(0x0010, 0x0010)]));
+        assert!(matches!(merge_headers(&hb, &ho, &header(&other), None).unwrap(), HeaderMerge::Conflict(t) if t == tops(&[(0x0010, 0x0010)])));
         // ... unless settled: that side's bytes.
         for (side, want) in [(Settle::Ours, &ho), (Settle::Theirs, &header(&other))] {
             let HeaderMerge::Merged { header: h, changed, .. } = merge_headers(&hb, &ho, &header(&other), Some(side)).unwrap() else { panic!() };
-            assert!(h == *want && changed.settled == [(0x0010, 0x0010)], "{side:?}");
+            assert!(h == *want && changed.settled == tops(&[(0x0010, 0x0010)]), "{side:?}");
         }
         // Another transfer syntax.
         let implicit = header(&SynthSpec { syntax: SynthSyntax::ImplicitLE, ..base.clone() });

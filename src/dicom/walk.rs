@@ -213,6 +213,90 @@ pub(crate) fn top_level(bytes: &[u8]) -> Result<TopLevel, DicomError> {
     Ok(TopLevel { dataset_start, transfer_syntax, elements: w.elements.unwrap_or_default() })
 }
 
+/// The layout of one sequence element (header and value, as [`TopLevel`] lists them): what a
+/// three-way merge splices inside a sequence. Ranges are within the element's bytes.
+#[derive(Debug)]
+pub(crate) struct SequenceLayout {
+    /// Where the value starts: the tag, VR and length come before (the length is the four
+    /// bytes just before this).
+    pub value_start: usize,
+    /// Whether the value has a defined length (else it ends with a sequence delimitation item).
+    pub defined: bool,
+    pub items: Vec<ItemLayout>,
+}
+
+/// One item of a [`SequenceLayout`].
+#[derive(Debug)]
+pub(crate) struct ItemLayout {
+    /// Whether the item has a defined length (else it ends with an item delimitation item).
+    pub defined: bool,
+    /// Each element of the item's data set, with its bytes' range.
+    pub elements: Vec<ElementSpan>,
+}
+
+/// The items of `element`, the bytes of one element of a data set in transfer syntax `ts`,
+/// when it is a sequence (`None` for any other element, and for UN of undefined length,
+/// whose content is encoded otherwise). Errors are for bytes that do not walk as one element.
+pub(crate) fn sequence_layout(element: &[u8], ts: &str) -> Result<Option<SequenceLayout>, DicomError> {
+    let syn = syntax_of(ts)?;
+    let mut w = Walker::new(element);
+    w.checking = false;
+    let h = w.read_header(0, element.len(), syn)?;
+    let sequence = if h.len == UNDEFINED { h.vr != Some(*b"UN") && !PIXEL_TAGS.contains(&h.tag) } else { parser_vr(&h) == VR::SQ };
+    if !sequence || h.tag.0 == 0xFFFE {
+        return Ok(None);
+    }
+    let defined = h.len != UNDEFINED;
+    let limit = if defined { h.value_end() } else { element.len() };
+    let item_syn = Syntax { explicit: false, big: syn.big };
+    let (mut pos, mut items) = (h.value_start, Vec::new());
+    let malformed = |pos: usize, tag: (u16, u16), reason: &str| DicomError::Malformed { offset: pos as u64, tag: tag_string(tag), reason: reason.to_string() };
+    loop {
+        if defined && pos == limit {
+            break;
+        }
+        let ih = w.read_header(pos, limit, item_syn)?;
+        if ih.tag == SEQ_DELIM && !defined {
+            pos = ih.value_start;
+            break;
+        }
+        if ih.tag != ITEM {
+            return Err(malformed(pos, ih.tag, "expected an item (FFFE,E000) or sequence delimiter"));
+        }
+        let item_defined = ih.len != UNDEFINED;
+        let item_end = if item_defined { Some(ih.value_end()) } else { None };
+        let item_limit = item_end.unwrap_or(limit);
+        let (mut at, mut elements) = (ih.value_start, Vec::new());
+        loop {
+            if item_end == Some(at) {
+                pos = at;
+                break;
+            }
+            let eh = w.read_header(at, item_limit, syn)?;
+            if eh.tag == ITEM_DELIM && !item_defined {
+                pos = eh.value_start;
+                break;
+            }
+            if eh.tag.0 == 0xFFFE {
+                return Err(malformed(at, eh.tag, "unexpected item/delimiter tag inside a data set"));
+            }
+            let end = if eh.len == UNDEFINED {
+                let inner = if eh.vr == Some(*b"UN") { IMPLICIT_LE } else { syn };
+                w.walk_items(eh.value_start, None, inner, 1, eh.tag == PIXEL_TAGS[0])?
+            } else {
+                eh.value_end()
+            };
+            elements.push((eh.tag, at..end));
+            at = end;
+        }
+        items.push(ItemLayout { defined: item_defined, elements });
+    }
+    if pos != element.len() {
+        return Err(malformed(pos, h.tag, "bytes after the end of the sequence"));
+    }
+    Ok(Some(SequenceLayout { value_start: h.value_start, defined, items }))
+}
+
 /// How the data set of a file in transfer syntax `ts` is encoded.
 fn syntax_of(ts: &str) -> Result<Syntax, DicomError> {
     Ok(match ts {
