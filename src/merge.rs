@@ -627,21 +627,20 @@ enum FileMerge {
 }
 
 /// How a merged unit of a DICOM instance is named: "(gggg,eeee) Keyword", "file meta group"
-/// or "pixel data"; inside a sequence, "(0040,0275) RequestAttributesSequence item 1 >
-/// (0040,0007) ScheduledProcedureStepDescription".
+/// or "pixel data"; inside a sequence, the tag and the path `diff` shows:
+/// "(300A,0016) DoseReferenceSequence[0].DoseReferenceDescription".
 fn unit_name(unit: dicom::Unit) -> String {
     if unit.tag == dicom::FILE_META {
         return "file meta group".to_string();
     }
-    let name = |tag| match dicom::keyword_of(tag) {
-        Some(k) => format!("{} {k}", dicom::tag_string(tag)),
-        None => dicom::tag_string(tag),
-    };
-    let mut s = String::new();
-    for (sequence, item) in unit.within {
-        s.push_str(&format!("{} item {item} > ", name(sequence)));
+    let tag = dicom::tag_string(unit.tag);
+    if !unit.within.is_empty() {
+        return format!("{tag} {}", dicom::attribute_path(&unit.within, unit.tag));
     }
-    s + &name(unit.tag)
+    match dicom::keyword_of(unit.tag) {
+        Some(k) => format!("{tag} {k}"),
+        None => tag,
+    }
 }
 
 /// Merge the DICOM instances (records) `ours` and `theirs` against `base`: their headers

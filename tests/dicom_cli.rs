@@ -378,11 +378,11 @@ fn edits_inside_one_sequence_merge_item_by_item() {
     // only one side changed is one unit; dcmodify writes every sequence with defined lengths,
     // so in JPEG2000.dcm both sides changed the nested one)
     let cases = [
-        ("rtplan.dcm", "(300a,0010)[0].(300a,0016)=MAIN'S LONGER DESCRIPTION", "(300a,0010)[0].(300a,0020)=TARGET", "(300A,0010) DoseReferenceSequence item 1 > (300A,0016) DoseReferenceDescription", "(300A,0010) DoseReferenceSequence item 1 > (300A,0020) DoseReferenceType"),
-        ("rtplan_implicit.dcm", "(300a,0010)[1].(300a,0014)=VOLUME", "(300a,0010)[0].(300a,0018)=1\\2\\3", "(300A,0010) DoseReferenceSequence item 2 > (300A,0014) DoseReferenceStructureType", "(300A,0010) DoseReferenceSequence item 1 > (300A,0018) DoseReferencePointCoordinates"),
-        ("JPEG2000.dcm", "(0008,2112)[0].(0040,a170)[0].(0008,0104)=Meaning By Main", "(0008,2112)[0].(0008,1155)=1.2.826.0.1.3680043.2.1125.42", "(0008,2112) SourceImageSequence item 1 > (0040,A170) PurposeOfReferenceCodeSequence item 1 > (0008,0104) CodeMeaning", "(0008,2112) SourceImageSequence item 1 > (0008,1155) ReferencedSOPInstanceUID"),
-        ("CT_small.dcm", "(0010,1002)[0].(0010,0020)=FAKE1", "(0010,1002)[1].(0010,0020)=FAKE-22", "(0010,1002) OtherPatientIDsSequence item 1 > (0010,0020) PatientID", "(0010,1002) OtherPatientIDsSequence item 2 > (0010,0020) PatientID"),
-        ("rtdose_expb.dcm", "(300c,0002)[0].(0008,1155)=1.2.3.44", "(300c,0002)[0].(300c,0020)[0].(300c,0004)[0].(300c,0006)=12", "(300C,0002) ReferencedRTPlanSequence item 1 > (0008,1155) ReferencedSOPInstanceUID", "(300C,0002) ReferencedRTPlanSequence item 1 > (300C,0020) ReferencedFractionGroupSequence"),
+        ("rtplan.dcm", "(300a,0010)[0].(300a,0016)=MAIN'S LONGER DESCRIPTION", "(300a,0010)[0].(300a,0020)=TARGET", "(300A,0016) DoseReferenceSequence[0].DoseReferenceDescription", "(300A,0020) DoseReferenceSequence[0].DoseReferenceType"),
+        ("rtplan_implicit.dcm", "(300a,0010)[1].(300a,0014)=VOLUME", "(300a,0010)[0].(300a,0018)=1\\2\\3", "(300A,0014) DoseReferenceSequence[1].DoseReferenceStructureType", "(300A,0018) DoseReferenceSequence[0].DoseReferencePointCoordinates"),
+        ("JPEG2000.dcm", "(0008,2112)[0].(0040,a170)[0].(0008,0104)=Meaning By Main", "(0008,2112)[0].(0008,1155)=1.2.826.0.1.3680043.2.1125.42", "(0008,0104) SourceImageSequence[0].PurposeOfReferenceCodeSequence[0].CodeMeaning", "(0008,1155) SourceImageSequence[0].ReferencedSOPInstanceUID"),
+        ("CT_small.dcm", "(0010,1002)[0].(0010,0020)=FAKE1", "(0010,1002)[1].(0010,0020)=FAKE-22", "(0010,0020) OtherPatientIDsSequence[0].PatientID", "(0010,0020) OtherPatientIDsSequence[1].PatientID"),
+        ("rtdose_expb.dcm", "(300c,0002)[0].(0008,1155)=1.2.3.44", "(300c,0002)[0].(300c,0020)[0].(300c,0004)[0].(300c,0006)=12", "(0008,1155) ReferencedRTPlanSequence[0].ReferencedSOPInstanceUID", "(300C,0020) ReferencedRTPlanSequence[0].ReferencedFractionGroupSequence"),
     ];
     for (f, ..) in &cases {
         if let Some(source) = f.strip_suffix("_implicit.dcm") {
@@ -430,11 +430,11 @@ fn edits_inside_one_sequence_merge_item_by_item() {
     ok(r, &["commit", "-m", "rival2's edit"]);
     ok(r, &["checkout", "main"]);
     let e = String::from_utf8_lossy(&fails(r, &["merge", "rival2"]).stderr).into_owned();
-    assert!(e.contains("files/rtplan.dcm (both changed (300A,0010) DoseReferenceSequence item 1 > (300A,0016) DoseReferenceDescription)"), "{e}");
+    assert!(e.contains("files/rtplan.dcm (both changed (300A,0016) DoseReferenceSequence[0].DoseReferenceDescription)"), "{e}");
     // Settled for rival2: its description, and this branch's Dose Reference Type stays.
     let m = json(r, &["merge", "rival2", "--prefer", "theirs", "--json"]);
     let e = &m["merged_files"][0];
-    assert_eq!(e["settled"], serde_json::json!(["(300A,0010) DoseReferenceSequence item 1 > (300A,0016) DoseReferenceDescription"]), "{m}");
+    assert_eq!(e["settled"], serde_json::json!(["(300A,0016) DoseReferenceSequence[0].DoseReferenceDescription"]), "{m}");
     let dump = Command::new("dcmdump").args(["-q", "+P", "300a,0016", "+P", "300a,0020"]).arg(r.join("files/rtplan.dcm")).output().unwrap();
     let dump = String::from_utf8_lossy(&dump.stdout);
     assert!(dump.contains("[RIVAL2]") && dump.contains("[TARGET]"), "{dump}");

@@ -84,6 +84,17 @@ fn path_name(tag: (u16, u16)) -> String {
     }
 }
 
+/// The path of an attribute inside sequences, as [`diff_headers`] names it: each enclosing
+/// sequence with the item's index (from 0), then the attribute, e.g.
+/// `"DoseReferenceSequence[0].DoseReferenceDescription"`.
+pub fn attribute_path(within: &[((u16, u16), usize)], tag: (u16, u16)) -> String {
+    let mut s = String::new();
+    for (sequence, item) in within {
+        s.push_str(&format!("{}[{item}].", path_name(*sequence)));
+    }
+    s + &path_name(tag)
+}
+
 /// Cut a display value to at most [`MAX_SHOWN`] chars; control chars become spaces.
 fn shorten(s: &str) -> String {
     let clean = s.chars().map(|c| if c.is_control() { ' ' } else { c });

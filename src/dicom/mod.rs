@@ -20,7 +20,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use dicom_object::file::ReadPreamble;
 use dicom_object::{DefaultDicomObject, OpenFileOptions};
 
-pub use attrs::{diff_headers, dump_header, keyword_of, AttributeChange, AttributeRow};
+pub use attrs::{attribute_path, diff_headers, dump_header, keyword_of, AttributeChange, AttributeRow};
 pub use splice::{merge_headers, Changed, HeaderMerge, Settle, Unit, FILE_META};
 pub(crate) use walk::TS_DEFLATED_EXPLICIT;
 

@@ -53,7 +53,8 @@ pub enum HeaderMerge {
 /// element inside an item of a sequence both sides changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unit {
-    /// The enclosing sequences, outermost first, each with the item's number (from 1).
+    /// The enclosing sequences, outermost first, each with the item's index (from 0, as in
+    /// `diff`'s paths and dcmodify's).
     pub within: Vec<((u16, u16), usize)>,
     pub tag: (u16, u16),
 }
@@ -220,7 +221,7 @@ fn merge_sequence(ctx: Ctx<'_>, within: &[((u16, u16), usize)], tag: (u16, u16),
     for (i, ((ib, io), it)) in lb.items.iter().zip(&lo.items).zip(&lt.items).enumerate() {
         let (ub, uo, ut) = (item_units(b, ib)?, item_units(o, io)?, item_units(t, it)?);
         let mut here = within.to_vec();
-        here.push((tag, i + 1));
+        here.push((tag, i));
         let level = merge_level(ctx, &here, &ub, &uo, &ut, depth);
         if !level.conflicts.is_empty() {
             conflicts.extend(level.conflicts);
@@ -453,16 +454,16 @@ mod tests {
             assert!(h == replace_nth(&ho, b"Localizer ", b"Scout view", 0), "{syntax:?}");
             // (The code sequence, which only one side changed, is the unit.)
             let seq = |item| Unit { within: vec![((0x0008, 0x1140), item)], tag: (0x0040, 0xA170) };
-            let code = |item| Unit { within: vec![((0x0008, 0x1140), item), ((0x0040, 0xA170), 1)], tag: (0x0008, 0x0104) };
-            assert_eq!(changed, Changed { ours: vec![seq(1)], theirs: vec![seq(2)], ..Default::default() }, "{syntax:?}");
+            let code = |item| Unit { within: vec![((0x0008, 0x1140), item), ((0x0040, 0xA170), 0)], tag: (0x0008, 0x0104) };
+            assert_eq!(changed, Changed { ours: vec![seq(0)], theirs: vec![seq(1)], ..Default::default() }, "{syntax:?}");
             // The same nested attribute changed differently: a conflict named down to it,
             // unless settled.
             let hx = replace_nth(&hb, b"Localizer ", b"Topogram  ", 0);
-            assert!(matches!(merge_headers(&hb, &ho, &hx, None).unwrap(), HeaderMerge::Conflict(u) if u == [code(1)]), "{syntax:?}");
+            assert!(matches!(merge_headers(&hb, &ho, &hx, None).unwrap(), HeaderMerge::Conflict(u) if u == [code(0)]), "{syntax:?}");
             let HeaderMerge::Merged { header: h, changed, .. } = merge_headers(&hb, &ht, &hx, Some(Settle::Theirs)).unwrap() else { panic!() };
-            assert!(h == replace_nth(&hx, b"Localizer ", b"Scout view", 0) && changed.theirs == [seq(1)] && changed.settled.is_empty(), "{syntax:?}");
+            assert!(h == replace_nth(&hx, b"Localizer ", b"Scout view", 0) && changed.theirs == [seq(0)] && changed.settled.is_empty(), "{syntax:?}");
             let HeaderMerge::Merged { header: h, changed, .. } = merge_headers(&hb, &ho, &hx, Some(Settle::Theirs)).unwrap() else { panic!() };
-            assert!(h == hx && changed.settled == [code(1)], "{syntax:?}");
+            assert!(h == hx && changed.settled == [code(0)], "{syntax:?}");
         }
     }
 
