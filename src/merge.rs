@@ -462,6 +462,11 @@ pub fn merge(repo: &Repo, rev: &str, message: Option<&str>, resolve: &Resolve, d
                                 why.insert(path.clone(), reason);
                             }
                         }
+                    } else if [b.0, o.0, t.0].contains(&EntryKind::Dicom) {
+                        // A file committed whole on some side (not DICOM there, e.g. a bare
+                        // data set that a tool then gave a file meta group).
+                        let whole: Vec<&str> = [("the base", b.0), ("this branch", o.0), ("theirs", t.0)].into_iter().filter(|(_, k)| *k != EntryKind::Dicom).map(|(side, _)| side).collect();
+                        why.insert(path.clone(), format!("not merged attribute by attribute: stored whole, not as DICOM, in {}", whole.join(" and ")));
                     } else if let Some(kind) = text_kinds(b.0, o.0, t.0) {
                         match merge_text(repo, [b, o, t], resolve.decide(path).map(|(side, _)| side))? {
                             // A settled merge that gives the chosen side's file as it is

@@ -441,6 +441,25 @@ fn edits_inside_one_sequence_merge_item_by_item() {
     ok(r, &["fsck"]);
 }
 
+/// A file stored whole in the base (a bare data set, or a placeholder) that both sides
+/// replaced with DICOM stays a conflict, and says why.
+#[test]
+fn a_file_stored_whole_on_one_side_is_not_merged_by_attribute() {
+    let d = repo();
+    let r = d.path();
+    write(r, "IM1.dcm", b"placeholder, not DICOM yet");
+    ok(r, &["commit", "-m", "base"]);
+    ok(r, &["branch", "rival"]);
+    write(r, "IM1.dcm", &synth_instance(&small(1, 1, 1, 1)));
+    ok(r, &["commit", "-m", "main"]);
+    ok(r, &["checkout", "rival"]);
+    write(r, "IM1.dcm", &synth_instance(&small(1, 1, 1, 2)));
+    ok(r, &["commit", "-m", "rival"]);
+    ok(r, &["checkout", "main"]);
+    let e = String::from_utf8_lossy(&fails(r, &["merge", "rival"]).stderr).into_owned();
+    assert!(e.contains("IM1.dcm (not merged attribute by attribute: stored whole, not as DICOM, in the base)"), "{e}");
+}
+
 /// dcmtk's dcmodify edits one attribute of each file on one branch and another attribute on
 /// the other; the merge must be byte for byte what dcmodify writes when it makes both edits
 /// one after the other. Files dcmodify rewrites with a new random UID on each run, and the
