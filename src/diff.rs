@@ -196,6 +196,61 @@ pub struct PatientChanges {
     pub studies: Vec<StudyChanges>,
 }
 
+/// Largest text file (each side) whose changed lines [`text_patches`] shows.
+pub const MAX_PATCH_TEXT: u64 = 4 << 20;
+
+/// The changed lines of a modified text file (`cohort diff --patch`).
+#[derive(Debug, Clone, Serialize)]
+pub struct TextPatch {
+    pub path: String,
+    pub added_lines: usize,
+    pub removed_lines: usize,
+    /// A unified diff (`--- a/PATH`, `+++ b/PATH`, hunks with 3 lines of context), as
+    /// `git diff` writes; None when not shown, and `skipped` says why.
+    pub patch: Option<String>,
+    pub skipped: Option<String>,
+}
+
+/// A file's bytes as text: UTF-8 without NUL bytes (CSV, TSV, JSON, notes), as `merge`
+/// merges them line by line.
+pub fn as_text(bytes: Vec<u8>) -> Option<String> {
+    String::from_utf8(bytes).ok().filter(|t| !t.contains('\0'))
+}
+
+/// The changed lines of each modified plain file among `changes` (DICOM instances have
+/// their attribute changes instead): a patch for text files up to [`MAX_PATCH_TEXT`] bytes a
+/// side, else why not (binary, larger, or a partial clone's file not here).
+pub fn text_patches(store: &Store, changes: &[Change]) -> Result<Vec<TextPatch>, StoreError> {
+    let plain = |e: &Option<EntryRef>| e.as_ref().filter(|e| matches!(e.kind, EntryKind::File | EntryKind::Executable)).cloned();
+    let mut out = Vec::new();
+    for c in changes {
+        let (Some(old), Some(new)) = (plain(&c.old), plain(&c.new)) else { continue };
+        let skipped = |why: &str| TextPatch { path: c.path.clone(), added_lines: 0, removed_lines: 0, patch: None, skipped: Some(why.to_string()) };
+        if old.size > MAX_PATCH_TEXT || new.size > MAX_PATCH_TEXT {
+            out.push(skipped(&format!("larger than {} MiB", MAX_PATCH_TEXT >> 20)));
+            continue;
+        }
+        if !store.contains(&old.id) || !store.contains(&new.id) {
+            out.push(skipped("not in this store (a partial clone)"));
+            continue;
+        }
+        let (Some(a), Some(b)) = (as_text(store.read(&old.id)?), as_text(store.read(&new.id)?)) else {
+            out.push(skipped("binary"));
+            continue;
+        };
+        let patch = diffy::DiffOptions::new().set_original_filename(format!("a/{}", c.path)).set_modified_filename(format!("b/{}", c.path)).create_patch(&a, &b);
+        let count = |want: fn(&diffy::Line<'_, str>) -> bool| patch.hunks().iter().flat_map(|h| h.lines()).filter(|l| want(l)).count();
+        out.push(TextPatch {
+            path: c.path.clone(),
+            added_lines: count(|l| matches!(l, diffy::Line::Insert(_))),
+            removed_lines: count(|l| matches!(l, diffy::Line::Delete(_))),
+            patch: Some(diffy::PatchFormatter::new().missing_newline_message(true).fmt_patch(&patch).to_string()),
+            skipped: None,
+        });
+    }
+    Ok(out)
+}
+
 /// The full answer of `cohort diff`.
 #[derive(Debug, Clone, Serialize)]
 pub struct DiffReport {
@@ -208,6 +263,9 @@ pub struct DiffReport {
     pub dicom: Vec<PatientChanges>,
     /// Annotation and split changes.
     pub annotations: crate::annotate::AnnotationDiff,
+    /// With `--patch`: the changed lines of each modified text file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<Vec<TextPatch>>,
 }
 
 const UNKNOWN: &str = "(unknown)";

@@ -740,9 +740,9 @@ fn merge_text(repo: &Repo, entries: [&Entry; 3], settle: Option<Prefer>) -> Resu
     }
     let mut texts = Vec::new();
     for e in entries {
-        match String::from_utf8(repo.store.read(&e.1)?) {
-            Ok(t) if !t.contains('\0') => texts.push(t),
-            _ => return Ok(Err("not merged line by line: not text".to_string())),
+        match diff::as_text(repo.store.read(&e.1)?) {
+            Some(t) => texts.push(t),
+            None => return Ok(Err("not merged line by line: not text".to_string())),
         }
     }
     Ok(merge_lines(&texts[0], &texts[1], &texts[2], settle))

@@ -613,8 +613,9 @@ impl Repo {
         Ok(())
     }
 
-    /// Differences between two revisions, with the DICOM view.
-    pub fn diff(&self, a: &str, b: &str) -> Result<DiffReport, RepoError> {
+    /// Differences between two revisions, with the DICOM view; with `patch`, also the changed
+    /// lines of modified text files.
+    pub fn diff(&self, a: &str, b: &str, patch: bool) -> Result<DiffReport, RepoError> {
         let (ia, ib) = (self.resolve(a)?, self.resolve(b)?);
         let (ca, cb) = (self.store.read_commit(&ia)?, self.store.read_commit(&ib)?);
         let src = TreeSource { store: &self.store, extra: None };
@@ -632,6 +633,7 @@ impl Repo {
             added: count(Status::Added),
             removed: count(Status::Removed),
             modified: count(Status::Modified),
+            text: if patch { Some(diff::text_patches(&self.store, &files)?) } else { None },
             files,
             dicom,
             annotations,

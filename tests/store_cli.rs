@@ -578,6 +578,35 @@ fn a_tree_that_would_escape_the_export_folder_is_rejected() {
 /// Text files both sides changed (a clinical CSV, notes) merge line by line, as git merges
 /// them, when no line changed on both sides; otherwise, and for binary files, they stay
 /// conflicts that say why.
+/// `diff --patch` shows the changed lines of text files, as git does; binary files and
+/// DICOM instances (which have their attribute changes) get none.
+#[test]
+fn diff_patch_shows_the_changed_lines_of_text_files() {
+    let d = repo();
+    let r = d.path();
+    write(r, "labels.csv", b"id,label\n1,a\n2,b\n3,c\n");
+    write(r, "notes.txt", b"no newline at the end");
+    write(r, "mask.bin", b"\0\x01");
+    write(r, "same.csv", b"x\n");
+    ok(r, &["commit", "-m", "one"]);
+    write(r, "labels.csv", b"id,label\n1,a\n2,B\n3,c\n4,d\n");
+    write(r, "notes.txt", b"no newline at the end\nnow one\n");
+    write(r, "mask.bin", b"\0\x02");
+    write(r, "new.csv", b"added\n");
+    ok(r, &["commit", "-m", "two"]);
+    let plain = json(r, &["diff", "HEAD~1", "HEAD", "--json"]);
+    assert!(plain.get("text").is_none(), "{plain}");
+    let d = json(r, &["diff", "HEAD~1", "HEAD", "--patch", "--json"]);
+    let text = d["text"].as_array().unwrap();
+    assert_eq!(text.iter().map(|t| t["path"].as_str().unwrap()).collect::<Vec<_>>(), ["labels.csv", "mask.bin", "notes.txt"], "{d}");
+    assert_eq!((&text[0]["added_lines"], &text[0]["removed_lines"]), (&serde_json::json!(2), &serde_json::json!(1)));
+    assert_eq!(text[0]["patch"], "--- a/labels.csv\n+++ b/labels.csv\n@@ -1,4 +1,5 @@\n id,label\n 1,a\n-2,b\n+2,B\n 3,c\n+4,d\n");
+    assert_eq!((&text[1]["patch"], &text[1]["skipped"]), (&serde_json::Value::Null, &serde_json::json!("binary")));
+    assert!(text[2]["patch"].as_str().unwrap().contains("-no newline at the end\n\\ No newline at end of file\n+no newline at the end\n+now one\n"), "{d}");
+    let shown = ok(r, &["diff", "HEAD~1", "HEAD", "-p"]);
+    assert!(shown.contains("\n-2,b\n+2,B\n") && shown.contains("mask.bin: lines not shown: binary"), "{shown}");
+}
+
 #[test]
 fn text_files_changed_on_both_sides_merge_line_by_line() {
     let d = repo();

@@ -12,13 +12,17 @@ pub struct Args {
     a: String,
     #[arg(default_value = "HEAD")]
     b: String,
+    /// Also show the changed lines of each modified text file (CSV, TSV, JSON, notes), as a
+    /// unified diff.
+    #[arg(long, short = 'p')]
+    patch: bool,
     #[arg(long)]
     json: bool,
 }
 
 pub fn run(env: &Env, a: Args) -> CliResult {
     let repo = env.repo(Mode::Read)?;
-    let d = repo.diff(&a.a, &a.b)?;
+    let d = repo.diff(&a.a, &a.b, a.patch)?;
     if a.json {
         json(&d);
         return Ok(ExitCode::SUCCESS);
@@ -54,6 +58,15 @@ pub fn run(env: &Env, a: Args) -> CliResult {
         }
     }
     annotation_lines(&d.annotations, &mut s);
+    for t in d.text.iter().flatten() {
+        match (&t.patch, &t.skipped) {
+            (Some(p), _) => {
+                s.push('\n');
+                s.push_str(p);
+            }
+            (None, why) => s.push_str(&format!("\n{}: lines not shown: {}\n", t.path, why.as_deref().unwrap_or("?"))),
+        }
+    }
     out(&s);
     Ok(ExitCode::SUCCESS)
 }
