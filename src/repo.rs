@@ -662,25 +662,35 @@ impl Repo {
         let changes = diff::diff_trees(&src, Some(snap.root), Some(target_tree))?;
         let mut to_write = Vec::new();
         let mut touched = Vec::new();
+        // What the tree had there goes first (unlinked, never truncated in place: the file
+        // may be a hard link shared with another copy), in parallel; a folder left empty by a
+        // path that goes away is removed too.
+        let old: Vec<&diff::Change> = changes.iter().filter(|c| c.old.is_some()).collect();
+        old.par_iter().try_for_each(|c| remove_path(&self.root.join(&c.path)))?;
+        for c in old.iter().filter(|c| c.new.is_none()) {
+            prune_empty_parents(&self.root, &self.root.join(&c.path));
+        }
         for c in &changes {
-            let p = self.root.join(&c.path);
-            if c.old.is_some() {
-                remove_path(&p)?;
-                prune_empty_parents(&self.root, &p);
-            }
             touched.push(c.path.clone());
             if let Some(n) = &c.new {
                 let name = c.path.rsplit('/').next().unwrap_or(&c.path).to_string();
                 to_write.push((c.path.clone(), crate::object::TreeEntry { name, kind: n.kind, id: n.id, size: n.size }));
             }
         }
-        // A path that was a folder and becomes a file (or the reverse) is cleared first.
-        for (p, _) in &to_write {
+        // A path that was a folder and becomes a file (or the reverse) is cleared first. Only
+        // a new path can meet one (a modified path was a file in folders before); each
+        // folder is looked at once.
+        let mut folders: HashSet<PathBuf> = HashSet::new();
+        for c in changes.iter().filter(|c| c.old.is_none() && c.new.is_some()) {
+            let target = self.root.join(&c.path);
             let mut cur = self.root.clone();
-            for comp in p.split('/') {
+            for comp in c.path.split('/') {
                 cur.push(comp);
+                let last = cur == target;
+                if !last && !folders.insert(cur.clone()) {
+                    continue;
+                }
                 if let Ok(m) = fs::symlink_metadata(&cur) {
-                    let last = cur == self.root.join(p);
                     if (last && m.is_dir()) || (!last && !m.is_dir()) {
                         remove_path(&cur)?;
                     }

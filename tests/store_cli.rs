@@ -578,6 +578,38 @@ fn a_tree_that_would_escape_the_export_folder_is_rejected() {
 /// Text files both sides changed (a clinical CSV, notes) merge line by line, as git merges
 /// them, when no line changed on both sides; otherwise, and for binary files, they stay
 /// conflicts that say why.
+/// Checkout between trees where a folder becomes a file and a file a folder, and a folder
+/// empties: the working tree is each tree exactly, with no folder left behind.
+#[test]
+fn checkout_turns_folders_into_files_and_back() {
+    let d = repo();
+    let r = d.path();
+    write(r, "a/x.csv", b"a folder's file");
+    write(r, "a/deep/y.csv", b"deeper");
+    write(r, "b", b"a file");
+    write(r, "gone/z.csv", b"goes away");
+    write(r, "kept/k.csv", b"one");
+    let one = ok(r, &["commit", "-m", "one"]).trim().to_string();
+    let first = snapshot(r);
+    fs::remove_dir_all(r.join("a")).unwrap();
+    fs::remove_dir_all(r.join("gone")).unwrap();
+    fs::remove_file(r.join("b")).unwrap();
+    write(r, "a", b"now a file");
+    write(r, "b/inside.csv", b"now a folder");
+    write(r, "kept/k.csv", b"two");
+    let two = ok(r, &["commit", "-m", "two"]).trim().to_string();
+    let second = snapshot(r);
+    for _ in 0..2 {
+        ok(r, &["checkout", &one]);
+        assert_eq!(snapshot(r), first);
+        assert!(ok(r, &["status"]).contains("working tree clean"));
+        ok(r, &["checkout", &two]);
+        assert_eq!(snapshot(r), second);
+        assert!(!r.join("gone").exists(), "an emptied folder is removed");
+        assert!(ok(r, &["status"]).contains("working tree clean"));
+    }
+}
+
 /// `diff --patch` shows the changed lines of text files, as git does; binary files and
 /// DICOM instances (which have their attribute changes) get none.
 #[test]
