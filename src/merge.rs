@@ -26,6 +26,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
+use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::catalog::Catalog;
@@ -432,6 +433,21 @@ pub fn merge(repo: &Repo, rev: &str, message: Option<&str>, resolve: &Resolve, d
         Ok(m)
     };
     let (mine, yours) = (changes(co.tree)?, changes(ct.tree)?);
+    // The DICOM instances both sides changed (each in its own way) are merged attribute by
+    // attribute, in parallel; what both changed differently takes the side the caller chose
+    // for the path, if any (then it is a settled conflict).
+    let both_dicom = |path: &String, new: &Option<Entry>| -> Option<[ObjectId; 3]> {
+        let (was, m) = mine.get(path)?;
+        match (was, m, new) {
+            (Some(b), Some(o), Some(t)) if !same_entry(m, new) && [b.0, o.0, t.0].iter().all(|k| *k == EntryKind::Dicom) && b.1 != disagreed() => Some([b.1, o.1, t.1]),
+            _ => None,
+        }
+    };
+    let mut dicom_merges: BTreeMap<&String, FileMerge> = yours
+        .par_iter()
+        .filter_map(|(path, (_, new))| both_dicom(path, new).map(|ids| (path, ids)))
+        .map(|(path, [b, o, t])| Ok((path, merge_dicom(repo, b, o, t, resolve.decide(path).map(|(side, _)| side))?)))
+        .collect::<Result<_, MergeError>>()?;
     let mut paths = Vec::new();
     let mut why = BTreeMap::new();
     let mut take = Vec::new();
@@ -447,10 +463,8 @@ pub fn merge(repo: &Repo, rev: &str, message: Option<&str>, resolve: &Resolve, d
                 if let (Some(b), Some(o), Some(t)) = (was, m, new) {
                     if b.1 == disagreed() {
                         why.insert(path.clone(), "the merge bases of a criss-cross history disagree on it, so there is no base to merge against".to_string());
-                    } else if [b.0, o.0, t.0].iter().all(|k| *k == EntryKind::Dicom) {
-                        // What both changed differently takes the side the caller chose
-                        // for this path, if any (then it is a settled conflict).
-                        match merge_dicom(repo, b.1, o.1, t.1, resolve.decide(path).map(|(side, _)| side))? {
+                    } else if let Some(merged) = dicom_merges.remove(path) {
+                        match merged {
                             FileMerge::Merged(f) => {
                                 if !f.units.settled.is_empty() {
                                     paths.push(path.clone());
