@@ -443,11 +443,17 @@ pub fn merge(repo: &Repo, rev: &str, message: Option<&str>, resolve: &Resolve, d
             _ => None,
         }
     };
-    let mut dicom_merges: BTreeMap<&String, FileMerge> = yours
-        .par_iter()
-        .filter_map(|(path, (_, new))| both_dicom(path, new).map(|ids| (path, ids)))
-        .map(|(path, [b, o, t])| Ok((path, merge_dicom(repo, b, o, t, resolve.decide(path).map(|(side, _)| side))?)))
+    let to_merge: Vec<(&String, [ObjectId; 3])> = yours.iter().filter_map(|(path, (_, new))| both_dicom(path, new).map(|ids| (path, ids))).collect();
+    progress.stage("merging instances", Some(to_merge.len() as u64), crate::progress::Unit::Files);
+    let mut dicom_merges: BTreeMap<&String, FileMerge> = to_merge
+        .into_par_iter()
+        .map(|(path, [b, o, t])| {
+            let merged = merge_dicom(repo, b, o, t, resolve.decide(path).map(|(side, _)| side))?;
+            progress.inc(1);
+            Ok((path, merged))
+        })
         .collect::<Result<_, MergeError>>()?;
+    progress.finish_stage();
     let mut paths = Vec::new();
     let mut why = BTreeMap::new();
     let mut take = Vec::new();

@@ -28,11 +28,15 @@ impl Progress for Bars {
         };
         let tmpl = match unit {
             Unit::Bytes => "{msg:>12} [{bar:40}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta})",
-            Unit::Files => "{msg:>12} [{bar:40}] {pos}/{len} files ({per_sec}, {eta})",
+            Unit::Files => "{msg:>12} [{bar:40}] {pos}/{len} files ({files_per_sec}, {eta})",
             Unit::Objects => "{msg:>12} [{bar:40}] {pos}/{len} objects ({eta})",
         };
         if let Ok(style) = ProgressStyle::with_template(tmpl) {
-            pb.set_style(style.progress_chars("=> "));
+            // (indicatif's own {per_sec} shows four decimals: "507,301.2238/s".)
+            let per_sec = |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{:.0}/s", state.per_sec());
+            };
+            pb.set_style(style.with_key("files_per_sec", per_sec).progress_chars("=> "));
         }
         pb.set_message(name.to_string());
         *self.bar.lock().expect("bar lock") = Some(pb);
