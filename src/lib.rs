@@ -41,6 +41,7 @@ pub mod remotegc;
 pub mod repo;
 pub mod seg;
 pub mod stats;
+mod tablemerge;
 pub mod run;
 pub mod sign;
 pub mod split;

@@ -5,7 +5,8 @@
 //!   for a DICOM instance whose two sides changed different attributes (or one the pixel
 //!   data; inside a sequence, item by item): it is merged attribute by attribute
 //!   ([`dicom::merge_headers`]), and for
-//!   a text file whose two sides changed different lines: it is merged line by line (diff3);
+//!   a text file whose two sides changed different lines: it is merged line by line (diff3),
+//!   or, a CSV or TSV table, row by row keyed by its first column ([`crate::tablemerge`]);
 //! - the catalog, entry by entry: each (task, reader) annotation set and each split is
 //!   merged like a file, so two readers annotating on two branches merge cleanly.
 //!
@@ -262,7 +263,23 @@ pub struct MergeSummary {
 
 impl ContentMerge {
     /// "this branch changed A; REV changed B[; both changed C alike]".
+    /// "attribute by attribute", "line by line" or "row by row".
+    pub fn how_said(&self) -> &'static str {
+        match self.how {
+            "lines" => "line by line",
+            "rows" => "row by row",
+            _ => "attribute by attribute",
+        }
+    }
+
     pub fn describe(&self, rev: &str) -> String {
+        if self.how == "rows" {
+            let mut s = format!("a table: this branch's and {rev}'s rows, keyed by its first column");
+            if !self.units.settled.is_empty() {
+                s.push_str(&format!("; both changed {} differently (a settled conflict)", self.units.settled.join(", ")));
+            }
+            return s;
+        }
         if self.how == "lines" {
             if self.units.settled.is_empty() {
                 return format!("a text file: this branch's and {rev}'s changed lines, which do not overlap");
@@ -288,7 +305,8 @@ pub struct ContentMerge {
     pub path: String,
     /// "attributes" for a DICOM instance, "lines" for a text file (whose only unit list is
     /// `settled`: the places, as lines of the merged file, where both sides changed the same
-    /// lines and a side was chosen).
+    /// lines and a side was chosen), "rows" for a CSV or TSV table merged row by row (`settled`:
+    /// the rows, "column=key", both changed differently).
     pub how: &'static str,
     #[serde(flatten)]
     pub units: MergedUnits,
@@ -488,7 +506,7 @@ pub fn merge(repo: &Repo, rev: &str, message: Option<&str>, resolve: &Resolve, d
                         let whole: Vec<&str> = [("the base", b.0), ("this branch", o.0), ("theirs", t.0)].into_iter().filter(|(_, k)| *k != EntryKind::Dicom).map(|(side, _)| side).collect();
                         why.insert(path.clone(), format!("not merged attribute by attribute: stored whole, not as DICOM, in {}", whole.join(" and ")));
                     } else if let Some(kind) = text_kinds(b.0, o.0, t.0) {
-                        match merge_text(repo, [b, o, t], resolve.decide(path).map(|(side, _)| side))? {
+                        match merge_text(repo, path, [b, o, t], resolve.decide(path).map(|(side, _)| side))? {
                             // A settled merge that gives the chosen side's file as it is
                             // settles the file as a whole (below).
                             Ok(merged) if !merged.whole_side => {
@@ -552,7 +570,7 @@ pub fn merge(repo: &Repo, rev: &str, message: Option<&str>, resolve: &Resolve, d
     let mut merged_files: Vec<ContentMerge> = spliced
         .iter()
         .map(|(path, f)| ContentMerge { path: path.clone(), how: "attributes", units: f.units.clone() })
-        .chain(by_lines.iter().map(|(path, _, m)| ContentMerge { path: path.clone(), how: "lines", units: MergedUnits { settled: m.settled.clone(), ..MergedUnits::default() } }))
+        .chain(by_lines.iter().map(|(path, _, m)| ContentMerge { path: path.clone(), how: m.how, units: MergedUnits { settled: m.settled.clone(), ..MergedUnits::default() } }))
         .collect();
     merged_files.sort_by(|a, b| a.path.cmp(&b.path));
     if dry_run {
@@ -608,7 +626,7 @@ pub fn merge(repo: &Repo, rev: &str, message: Option<&str>, resolve: &Resolve, d
             CommitNote { path: String::new(), note: format!("{}: {}", r.conflict, said(r)) }
         })
         .collect();
-    notes.extend(merged_files.iter().map(|m| CommitNote { path: m.path.clone(), note: format!("changed on both sides, merged {}: {}", if m.how == "lines" { "line by line" } else { "attribute by attribute" }, m.describe(rev)) }));
+    notes.extend(merged_files.iter().map(|m| CommitNote { path: m.path.clone(), note: format!("changed on both sides, merged {}: {}", m.how_said(), m.describe(rev)) }));
     let mut commit: Commit = repo.draft_commit(CommitDraft {
         tree,
         parent: Some(ours),
@@ -743,6 +761,8 @@ struct TextMerge {
     /// Settled, and the merged file is the chosen side's file: nothing of the other side's
     /// changes is left.
     whole_side: bool,
+    /// "lines", or "rows" for a CSV or TSV table merged row by row ([`crate::tablemerge`]).
+    how: &'static str,
 }
 
 /// Three-way merge of text files line by line (diff3, as git merges them): `Ok` with the merged
@@ -751,7 +771,7 @@ struct TextMerge {
 /// `-X ours|theirs` does); `Err` with why not. A file is text when it is UTF-8 without NUL
 /// bytes and at most [`MAX_TEXT_MERGE`] bytes (CSV, TSV, JSON, notes; NIfTI and other binaries
 /// stay whole).
-fn merge_text(repo: &Repo, entries: [&Entry; 3], settle: Option<Prefer>) -> Result<Result<TextMerge, String>, MergeError> {
+fn merge_text(repo: &Repo, path: &str, entries: [&Entry; 3], settle: Option<Prefer>) -> Result<Result<TextMerge, String>, MergeError> {
     if entries.iter().any(|e| e.2 > MAX_TEXT_MERGE) {
         return Ok(Err(format!("not merged line by line: larger than {} MiB", MAX_TEXT_MERGE >> 20)));
     }
@@ -765,7 +785,31 @@ fn merge_text(repo: &Repo, entries: [&Entry; 3], settle: Option<Prefer>) -> Resu
             None => return Ok(Err("not merged line by line: not text".to_string())),
         }
     }
-    Ok(merge_lines(&texts[0], &texts[1], &texts[2], settle))
+    let (b, o, t) = (&texts[0], &texts[1], &texts[2]);
+    let by_lines = merge_lines(b, o, t, None);
+    if by_lines.is_ok() {
+        return Ok(by_lines);
+    }
+    // A CSV or TSV table whose sides changed neighbouring lines (both added rows at its end,
+    // say): merged row by row, keyed by its first column, where that is sound.
+    let lower = path.to_ascii_lowercase();
+    let delimiter = if lower.ends_with(".csv") { Some(b',') } else if lower.ends_with(".tsv") { Some(b'\t') } else { None };
+    if let Some(d) = delimiter {
+        match crate::tablemerge::merge_rows(b, o, t, d, settle.map(|p| p == Prefer::Theirs)) {
+            Some(crate::tablemerge::RowMerge::Merged { text, settled }) => {
+                let chosen = if settle == Some(Prefer::Theirs) { t } else { o };
+                let whole_side = !settled.is_empty() && text == *chosen;
+                return Ok(Ok(TextMerge { bytes: text.into_bytes(), settled, whole_side, how: "rows" }));
+            }
+            Some(crate::tablemerge::RowMerge::Conflict(rows)) => {
+                let shown: Vec<&str> = rows.iter().take(5).map(String::as_str).collect();
+                let more = if rows.len() > 5 { format!(" and {} more", rows.len() - 5) } else { String::new() };
+                return Ok(Err(format!("both changed the row(s) {}{more}", shown.join(", "))));
+            }
+            None => {}
+        }
+    }
+    Ok(merge_lines(b, o, t, settle))
 }
 
 /// The line merge of [`merge_text`], on the three texts.
@@ -785,7 +829,7 @@ fn merge_lines(base: &str, ours: &str, theirs: &str, settle: Option<Prefer>) -> 
     let mut options = diffy::MergeOptions::new();
     options.set_conflict_marker_length(len).set_conflict_style(diffy::ConflictStyle::Diff3).set_incomplete_hunk_style(diffy::IncompleteHunkStyle::Git);
     let marked = match options.merge(base, ours, theirs) {
-        Ok(merged) => return Ok(TextMerge { bytes: merged.into_bytes(), settled: Vec::new(), whole_side: false }),
+        Ok(merged) => return Ok(TextMerge { bytes: merged.into_bytes(), settled: Vec::new(), whole_side: false, how: "lines" }),
         Err(marked) => marked,
     };
     let marker = |line: &str, c: char| line.len() > len && line.chars().take(len).all(|x| x == c) && !line[len..].starts_with(c);
@@ -849,7 +893,7 @@ fn merge_lines(base: &str, ours: &str, theirs: &str, settle: Option<Prefer>) -> 
     if ends_in_conflict && !chosen.ends_with('\n') && out.ends_with('\n') {
         out.pop();
     }
-    Ok(TextMerge { whole_side: out == chosen, bytes: out.into_bytes(), settled })
+    Ok(TextMerge { whole_side: out == chosen, bytes: out.into_bytes(), settled, how: "lines" })
 }
 
 fn same_entry(a: &Option<Entry>, b: &Option<Entry>) -> bool {

@@ -639,6 +639,48 @@ fn diff_patch_shows_the_changed_lines_of_text_files() {
     assert!(shown.contains("\n-2,b\n+2,B\n") && shown.contains("mask.bin: lines not shown: binary"), "{shown}");
 }
 
+/// Two sites each add patients at the end of the same CSV: a line merge sees one place
+/// changed on both sides, a merge by rows (keyed by the first column) takes both.
+#[test]
+fn tables_both_sides_added_rows_to_merge_row_by_row() {
+    let d = repo();
+    let r = d.path();
+    write(r, "clinical.csv", b"patient_id,age,site\nP001,50,A\nP002,61,A\n");
+    write(r, "labels.tsv", b"sop\tlabel\n1.2.3\tnodule\n");
+    ok(r, &["commit", "-m", "base"]);
+    ok(r, &["branch", "site-b"]);
+    write(r, "clinical.csv", b"patient_id,age,site\nP001,50,A\nP002,62,A\nP003,44,A\n");
+    write(r, "labels.tsv", b"sop\tlabel\n1.2.3\tnodule\n1.2.4\tnormal\n");
+    ok(r, &["commit", "-m", "site A adds P003, corrects P002"]);
+    ok(r, &["checkout", "site-b"]);
+    write(r, "clinical.csv", b"patient_id,age,site\nP001,50,A\nP002,61,A\nP004,39,B\nP005,70,B\n");
+    write(r, "labels.tsv", b"sop\tlabel\n1.2.3\tmass\n1.2.5\tnormal\n");
+    ok(r, &["commit", "-m", "site B adds P004 and P005"]);
+    ok(r, &["checkout", "main"]);
+    let m = json(r, &["merge", "site-b", "--json"]);
+    assert_eq!(m["merged_files"], serde_json::json!([
+        {"path": "clinical.csv", "how": "rows", "ours": [], "theirs": [], "both": [], "settled": []},
+        {"path": "labels.tsv", "how": "rows", "ours": [], "theirs": [], "both": [], "settled": []},
+    ]), "{m}");
+    assert_eq!(fs::read_to_string(r.join("clinical.csv")).unwrap(), "patient_id,age,site\nP001,50,A\nP002,62,A\nP003,44,A\nP004,39,B\nP005,70,B\n");
+    assert_eq!(fs::read_to_string(r.join("labels.tsv")).unwrap(), "sop\tlabel\n1.2.3\tmass\n1.2.4\tnormal\n1.2.5\tnormal\n");
+    assert!(ok(r, &["show"]).contains("note: clinical.csv: changed on both sides, merged row by row: a table: this branch's and site-b's rows, keyed by its first column"));
+    // The same row changed differently: a conflict naming it, settled row by row.
+    ok(r, &["branch", "site-c", "HEAD~2"]);
+    ok(r, &["checkout", "site-c"]);
+    write(r, "clinical.csv", b"patient_id,age,site\nP001,50,A\nP002,63,C\nP006,20,C\n");
+    ok(r, &["commit", "-m", "site C"]);
+    ok(r, &["checkout", "main"]);
+    let e = String::from_utf8_lossy(&fails(r, &["merge", "site-c"]).stderr).into_owned();
+    assert!(e.contains("clinical.csv (both changed the row(s) patient_id=P002)"), "{e}");
+    let m = json(r, &["merge", "site-c", "--prefer", "theirs", "--json"]);
+    assert_eq!(m["merged_files"][0]["settled"], serde_json::json!(["patient_id=P002"]), "{m}");
+    assert_eq!(fs::read_to_string(r.join("clinical.csv")).unwrap(), "patient_id,age,site\nP001,50,A\nP002,63,C\nP003,44,A\nP004,39,B\nP005,70,B\nP006,20,C\n");
+    assert!(ok(r, &["show"]).contains("note: clinical.csv: conflict: took site-c's version of patient_id=P002 (--prefer theirs)"));
+    assert!(ok(r, &["status"]).contains("working tree clean"));
+    ok(r, &["fsck"]);
+}
+
 #[test]
 fn text_files_changed_on_both_sides_merge_line_by_line() {
     let d = repo();

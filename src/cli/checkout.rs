@@ -121,8 +121,8 @@ pub fn merge_into_head(env: &Env, repo: &cohort::Repo, rev: &str, message: Optio
         let text = s.merged_files.len() - dicom;
         match (dicom, text) {
             (_, 0) => eprintln!("{dicom} DICOM instance(s) changed on both sides, merged attribute by attribute:"),
-            (0, _) => eprintln!("{text} text file(s) changed on both sides, merged line by line:"),
-            _ => eprintln!("{dicom} DICOM instance(s) changed on both sides, merged attribute by attribute, and {text} text file(s) line by line:"),
+            (0, _) => eprintln!("{text} text file(s) changed on both sides, merged line by line (tables row by row):"),
+            _ => eprintln!("{dicom} DICOM instance(s) changed on both sides, merged attribute by attribute, and {text} text file(s) line by line (tables row by row):"),
         }
         for m in &s.merged_files {
             eprintln!("  {}: {}", m.path, m.describe(rev));
