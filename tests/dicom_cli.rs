@@ -380,9 +380,9 @@ fn edits_inside_one_sequence_merge_item_by_item() {
     let cases = [
         ("rtplan.dcm", "(300a,0010)[0].(300a,0016)=MAIN'S LONGER DESCRIPTION", "(300a,0010)[0].(300a,0020)=TARGET", "(300A,0016) DoseReferenceSequence[0].DoseReferenceDescription", "(300A,0020) DoseReferenceSequence[0].DoseReferenceType"),
         ("rtplan_implicit.dcm", "(300a,0010)[1].(300a,0014)=VOLUME", "(300a,0010)[0].(300a,0018)=1\\2\\3", "(300A,0014) DoseReferenceSequence[1].DoseReferenceStructureType", "(300A,0018) DoseReferenceSequence[0].DoseReferencePointCoordinates"),
-        ("JPEG2000.dcm", "(0008,2112)[0].(0040,a170)[0].(0008,0104)=Meaning By Main", "(0008,2112)[0].(0008,1155)=1.2.826.0.1.3680043.2.1125.42", "(0008,0104) SourceImageSequence[0].PurposeOfReferenceCodeSequence[0].CodeMeaning", "(0008,1155) SourceImageSequence[0].ReferencedSOPInstanceUID"),
+        ("JPEG2000.dcm", "(0008,2112)[0].(0040,a170)[0].(0008,0104)=Meaning By Main", "(0008,2112)[0].(0008,1150)=1.2.840.10008.5.1.4.1.1.7.4", "(0008,0104) SourceImageSequence[0].PurposeOfReferenceCodeSequence[0].CodeMeaning", "(0008,1150) SourceImageSequence[0].ReferencedSOPClassUID"),
         ("CT_small.dcm", "(0010,1002)[0].(0010,0020)=FAKE1", "(0010,1002)[1].(0010,0020)=FAKE-22", "(0010,0020) OtherPatientIDsSequence[0].PatientID", "(0010,0020) OtherPatientIDsSequence[1].PatientID"),
-        ("rtdose_expb.dcm", "(300c,0002)[0].(0008,1155)=1.2.3.44", "(300c,0002)[0].(300c,0020)[0].(300c,0004)[0].(300c,0006)=12", "(0008,1155) ReferencedRTPlanSequence[0].ReferencedSOPInstanceUID", "(300C,0020) ReferencedRTPlanSequence[0].ReferencedFractionGroupSequence"),
+        ("rtdose_expb.dcm", "(300c,0002)[0].(0008,1150)=1.2.840.10008.5.1.4.1.1.481.8", "(300c,0002)[0].(300c,0020)[0].(300c,0004)[0].(300c,0006)=12", "(0008,1150) ReferencedRTPlanSequence[0].ReferencedSOPClassUID", "(300C,0020) ReferencedRTPlanSequence[0].ReferencedFractionGroupSequence"),
     ];
     for (f, ..) in &cases {
         if let Some(source) = f.strip_suffix("_implicit.dcm") {

@@ -6,7 +6,9 @@
 //! sides to the same bytes is kept, and one changed on both sides differently is a conflict,
 //! except for a sequence with as many items on every side: it is merged item by item, each
 //! item's elements by the same rule (down to nested sequences), and written in this branch's
-//! encoding of the sequence and its items, defined lengths counted anew. The file meta group
+//! encoding of the sequence and its items, defined lengths counted anew. An item both sides
+//! changed whose identifying UID (what it references) one side changed is another item, not
+//! merged inside: the sequence is one unit then. The file meta group
 //! (with the preamble before it) is one more unit. The merged header is the units' bytes in
 //! tag order, as the data set requires, and must read as DICOM again.
 //!
@@ -220,6 +222,14 @@ fn merge_sequence(ctx: Ctx<'_>, within: &[((u16, u16), usize)], tag: (u16, u16),
     let tag_bytes = |(g, e): (u16, u16)| if ctx.big_endian { [g.to_be_bytes(), e.to_be_bytes()].concat() } else { [g.to_le_bytes(), e.to_le_bytes()].concat() };
     for (i, ((ib, io), it)) in lb.items.iter().zip(&lo.items).zip(&lt.items).enumerate() {
         let (ub, uo, ut) = (item_units(b, ib)?, item_units(o, io)?, item_units(t, it)?);
+        // An item both sides changed is merged inside only if it still is the same item: a
+        // side that changed the UID it is about (removed one reference and added another in
+        // its place, say) made another item, and mixing the other side's changes to the old
+        // one into it would be wrong. Then the sequence stays one unit.
+        let changed_by_both = uo != ub && ut != ub && uo != ut;
+        if changed_by_both && IDENTITY.iter().any(|k| ub.get(k) != uo.get(k) || ub.get(k) != ut.get(k)) {
+            return None;
+        }
         let mut here = within.to_vec();
         here.push((tag, i));
         let level = merge_level(ctx, &here, &ub, &uo, &ut, depth);
@@ -255,6 +265,10 @@ fn merge_sequence(ctx: Ctx<'_>, within: &[((u16, u16), usize)], tag: (u16, u16),
     }
     Some(Ok((element, changed)))
 }
+
+/// The attributes that say which object an item is about (Referenced SOP Instance UID, SOP
+/// Instance UID, Study and Series Instance UID, UID): an item whose one changed is another item.
+const IDENTITY: [(u16, u16); 5] = [(0x0008, 0x1155), (0x0008, 0x0018), (0x0020, 0x000D), (0x0020, 0x000E), (0x0040, 0xA124)];
 
 const UNDEFINED: u32 = 0xFFFF_FFFF;
 const ITEM: (u16, u16) = (0xFFFE, 0xE000);
@@ -468,6 +482,26 @@ mod tests {
     }
 
     #[test]
+    fn an_item_one_side_made_about_another_object_is_not_merged_inside() {
+        // This branch points item 1 at another image (its Referenced SOP Instance UID); the
+        // other side corrects item 1's code: the sequence is one unit, a conflict.
+        let hb = header(&spec(SynthSyntax::ExplicitLE));
+        let t = walk::top_level(&hb).unwrap();
+        let seq = t.elements.iter().find(|(k, _)| *k == (0x0008, 0x1140)).unwrap().1.clone();
+        let layout = walk::sequence_layout(&hb[seq.clone()], "1.2.840.10008.1.2.1").unwrap().unwrap();
+        let uid = layout.items[0].elements.iter().find(|(k, _)| *k == (0x0008, 0x1155)).unwrap().1.clone();
+        let mut ho = hb.clone();
+        let last = seq.start + uid.end - 2;
+        ho[last] = if ho[last] == b'1' { b'2' } else { b'1' };
+        let ht = replace_nth(&hb, b"Localizer ", b"LOCALIZER ", 0);
+        assert!(matches!(merge_headers(&hb, &ho, &ht, None).unwrap(), HeaderMerge::Conflict(u) if u == tops(&[(0x0008, 0x1140)])));
+        // The same UID change with the other side's change in the other item merges.
+        let ht = replace_nth(&hb, b"Localizer ", b"LOCALIZER ", 1);
+        let HeaderMerge::Merged { header: h, .. } = merge_headers(&hb, &ho, &ht, None).unwrap() else { panic!() };
+        assert!(h == replace_nth(&ho, b"Localizer ", b"LOCALIZER ", 1));
+    }
+
+    #[test]
     fn sequences_that_differ_in_items_stay_one_unit() {
         let hb = header(&spec(SynthSyntax::ExplicitLE));
         let ho = replace_nth(&hb, b"Localizer ", b"LOCALIZER ", 0);
@@ -496,6 +530,33 @@ mod tests {
         // Not a sequence at all: the walker says so.
         let name = t.elements.iter().find(|(k, _)| *k == (0x0010, 0x0010)).unwrap().1.clone();
         assert!(walk::sequence_layout(&hb[name], "1.2.840.10008.1.2.1").unwrap().is_none());
+    }
+
+    /// Headers damaged at random (every side, each syntax) give a merge, a conflict, a refusal
+    /// or an error, never a panic; whatever merges reads as DICOM.
+    #[test]
+    fn damaged_headers_never_panic() {
+        let mut rng = 0x5eed_u64;
+        let mut next = || {
+            rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (rng >> 33) as usize
+        };
+        for syntax in [SynthSyntax::ExplicitLE, SynthSyntax::ImplicitLE, SynthSyntax::ExplicitBE] {
+            let hb = header(&spec(syntax));
+            let ho = replace_nth(&hb, b"Localizer ", b"LOCALIZER ", 0);
+            let ht = replace_nth(&hb, b"Localizer ", b"Scout view", 1);
+            for round in 0..400 {
+                let mut sides = [hb.clone(), ho.clone(), ht.clone()];
+                let side = &mut sides[round % 3];
+                for _ in 0..1 + next() % 3 {
+                    let at = next() % side.len();
+                    side[at] = (next() & 0xFF) as u8;
+                }
+                if let Ok(HeaderMerge::Merged { header, .. }) = merge_headers(&sides[0], &sides[1], &sides[2], [None, Some(Settle::Ours)][round % 2]) {
+                    assert!(matches!(analyze(&header), Analysis::Dicom(_)));
+                }
+            }
+        }
     }
 
     #[test]
