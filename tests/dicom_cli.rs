@@ -365,7 +365,8 @@ fn dicom_instances_changed_on_both_sides_merge_attribute_by_attribute() {
 
 /// An independent check on real-world files (pydicom's test files, MIT; tests/data/pydicom):
 /// Two curators edit different attributes inside the same sequence (items of defined and
-/// undefined length, nested three deep, big endian): the sequence is merged item by item, and
+/// undefined length, nested three deep, big endian), or one adds an item: the sequence is
+/// merged item by item, and
 /// the merge is byte for byte what dcmtk's dcmodify writes when it makes both edits. The same
 /// nested attribute edited differently is a conflict named down to the item, and settling it
 /// keeps the other side's change in that sequence.
@@ -381,6 +382,8 @@ fn edits_inside_one_sequence_merge_item_by_item() {
         ("rtplan.dcm", "(300a,0010)[0].(300a,0016)=MAIN'S LONGER DESCRIPTION", "(300a,0010)[0].(300a,0020)=TARGET", "(300A,0016) DoseReferenceSequence[0].DoseReferenceDescription", "(300A,0020) DoseReferenceSequence[0].DoseReferenceType"),
         ("rtplan_implicit.dcm", "(300a,0010)[1].(300a,0014)=VOLUME", "(300a,0010)[0].(300a,0018)=1\\2\\3", "(300A,0014) DoseReferenceSequence[1].DoseReferenceStructureType", "(300A,0018) DoseReferenceSequence[0].DoseReferencePointCoordinates"),
         ("JPEG2000.dcm", "(0008,2112)[0].(0040,a170)[0].(0008,0104)=Meaning By Main", "(0008,2112)[0].(0008,1150)=1.2.840.10008.5.1.4.1.1.7.4", "(0008,0104) SourceImageSequence[0].PurposeOfReferenceCodeSequence[0].CodeMeaning", "(0008,1150) SourceImageSequence[0].ReferencedSOPClassUID"),
+        // The rival adds a second item: items are matched by their Referenced SOP Instance UID.
+        ("JPEG-lossy.dcm", "(0008,2112)[0].(0040,a170)[0].(0008,0104)=Meaning By Main", "(0008,2112)[1].(0008,1155)=1.2.826.0.1.3680043.2.1125.43", "(0008,0104) SourceImageSequence[0].PurposeOfReferenceCodeSequence[0].CodeMeaning", "(0008,1155) SourceImageSequence[1].ReferencedSOPInstanceUID"),
         ("CT_small.dcm", "(0010,1002)[0].(0010,0020)=FAKE1", "(0010,1002)[1].(0010,0020)=FAKE-22", "(0010,0020) OtherPatientIDsSequence[0].PatientID", "(0010,0020) OtherPatientIDsSequence[1].PatientID"),
         ("rtdose_expb.dcm", "(300c,0002)[0].(0008,1150)=1.2.840.10008.5.1.4.1.1.481.8", "(300c,0002)[0].(300c,0020)[0].(300c,0004)[0].(300c,0006)=12", "(0008,1150) ReferencedRTPlanSequence[0].ReferencedSOPClassUID", "(300C,0020) ReferencedRTPlanSequence[0].ReferencedFractionGroupSequence"),
     ];
@@ -396,7 +399,7 @@ fn edits_inside_one_sequence_merge_item_by_item() {
     }
     ok(r, &["commit", "-m", "import"]);
     let dcmodify = |path: &Path, edit: &str| {
-        let o = Command::new("dcmodify").args(["-nb", "-m", edit]).arg(path).output().expect("dcmodify (dcmtk; .ci/run installs it)");
+        let o = Command::new("dcmodify").args(["-nb", "-i", edit]).arg(path).output().expect("dcmodify (dcmtk; .ci/run installs it)");
         assert!(o.status.success(), "dcmodify {edit} {}: {}", path.display(), String::from_utf8_lossy(&o.stderr));
     };
     let base: Vec<Vec<u8>> = cases.iter().map(|(f, ..)| fs::read(r.join("files").join(f)).unwrap()).collect();

@@ -4,11 +4,10 @@
 //! changed different top-level elements of its header. Each element (a sequence with all its
 //! items) is a unit: one changed on one side only takes that side's bytes, one changed on both
 //! sides to the same bytes is kept, and one changed on both sides differently is a conflict,
-//! except for a sequence with as many items on every side: it is merged item by item, each
-//! item's elements by the same rule (down to nested sequences), and written in this branch's
-//! encoding of the sequence and its items, defined lengths counted anew. An item both sides
-//! changed whose identifying UID (what it references) one side changed is another item, not
-//! merged inside: the sequence is one unit then. The file meta group
+//! except for a sequence whose items can be matched ([`merge_sequence`]: by the UID that says
+//! what each is about, or by place): it is merged item by item, each item's elements by the
+//! same rule (down to nested sequences), and written in this branch's encoding of the
+//! sequence and its items, defined lengths counted anew. The file meta group
 //! (with the preamble before it) is one more unit. The merged header is the units' bytes in
 //! tag order, as the data set requires, and must read as DICOM again.
 //!
@@ -197,58 +196,118 @@ fn merge_level<'a>(ctx: Ctx<'_>, within: &[((u16, u16), usize)], b: &Units<'a>, 
     level
 }
 
-/// Merge sequence `tag`, changed differently on both sides, item by item: when base and
-/// sides are sequences with as many items, each item's elements are merged like a level
-/// ([`merge_level`]). `Ok` with the merged element (this branch's encoding: its header, and
-/// defined or undefined lengths as its sequence and items have them, counted anew) and what
-/// each side changed in it; `Err` with the units both changed differently; `None` when it is
-/// not merged inside (then the sequence is one unit).
+/// Merge sequence `tag`, changed differently on both sides, item by item. Items are matched
+/// by what they are about when every item of every side has the same identifying UID
+/// ([`IDENTITY`], the first that does) and no side repeats one: then items added or removed
+/// on one side come in too, and an item removed on one side and changed on the other, or
+/// added on both differently, is a conflict. Otherwise items are matched by place, when
+/// every side has as many; an item both changed whose identifying UID one side changed is
+/// then another item, and the sequence is not merged inside. Each item both changed has its
+/// elements merged like a level ([`merge_level`]).
+///
+/// `Ok` with the merged element (this branch's encoding: its header, and defined or
+/// undefined lengths as its sequence and items have them, counted anew; an item only the
+/// other side has keeps its own) and what each side changed in it; `Err` with the units both
+/// changed differently; `None` when it is not merged inside (then the sequence is one unit).
 fn merge_sequence(ctx: Ctx<'_>, within: &[((u16, u16), usize)], tag: (u16, u16), [b, o, t]: [&[u8]; 3], depth: usize) -> Option<SequenceMerge> {
     // The bytes walked as part of their whole header already; one that does not walk alone
     // is left one unit.
     let layout = |bytes: &[u8]| walk::sequence_layout(bytes, ctx.transfer_syntax).ok().flatten();
     let (lb, lo, lt) = (layout(b)?, layout(o)?, layout(t)?);
-    if lb.items.len() != lo.items.len() || lo.items.len() != lt.items.len() {
-        return None;
-    }
     fn item_units<'b>(bytes: &'b [u8], item: &walk::ItemLayout) -> Option<Units<'b>> {
         let m: Units<'b> = item.elements.iter().map(|(k, r)| (*k, &bytes[r.clone()])).collect();
         // A repeated tag, or a group length (which would have to be counted anew), leaves
         // the sequence one unit.
         (m.len() == item.elements.len() && !m.keys().any(|k| is_group_length(*k))).then_some(m)
     }
+    // Each side's items: their elements, and whether the item has a defined length.
+    let items = |bytes, l: &walk::SequenceLayout| l.items.iter().map(|i| Some((item_units(bytes, i)?, i.defined))).collect::<Option<Vec<_>>>();
+    let (ib, io, it) = (items(b, &lb)?, items(o, &lo)?, items(t, &lt)?);
+    // Matched items: (base, ours, theirs), each an index into its side's items.
+    type Slot = (Option<usize>, Option<usize>, Option<usize>);
+    let identity = IDENTITY.into_iter().find(|k| {
+        [&ib, &io, &it].iter().all(|side| {
+            let mut seen = BTreeSet::new();
+            side.iter().all(|(u, _)| u.get(k).is_some_and(|v| seen.insert(*v)))
+        })
+    });
+    let slots: Vec<Slot> = match identity {
+        Some(k) => {
+            fn key_of<'s>(side: &'s [(Units<'_>, bool)], i: usize, k: (u16, u16)) -> &'s [u8] {
+                side[i].0[&k]
+            }
+            let key_of = |side: &[(Units<'_>, bool)], i: usize| -> Vec<u8> { key_of(side, i, k).to_vec() };
+            let find = |side: &[(Units<'_>, bool)], key: &[u8]| (0..side.len()).find(|&i| key_of(side, i) == key);
+            // This branch's items in their order, then the other side's new ones in theirs.
+            let mut slots: Vec<Slot> = (0..io.len()).map(|i| (find(&ib, &key_of(&io, i)), Some(i), find(&it, &key_of(&io, i)))).collect();
+            slots.extend((0..it.len()).filter(|&i| find(&io, &key_of(&it, i)).is_none()).map(|i| (find(&ib, &key_of(&it, i)), None, Some(i))));
+            // Base items neither side has any more.
+            slots.extend((0..ib.len()).filter(|&i| find(&io, &key_of(&ib, i)).is_none() && find(&it, &key_of(&ib, i)).is_none()).map(|i| (Some(i), None, None)));
+            slots
+        }
+        None if ib.len() == io.len() && io.len() == it.len() => (0..ib.len()).map(|i| (Some(i), Some(i), Some(i))).collect(),
+        None => return None,
+    };
     let (mut value, mut changed, mut conflicts) = (Vec::new(), Changed::default(), Vec::new());
     let word = |n: u32| if ctx.big_endian { n.to_be_bytes() } else { n.to_le_bytes() };
     let tag_bytes = |(g, e): (u16, u16)| if ctx.big_endian { [g.to_be_bytes(), e.to_be_bytes()].concat() } else { [g.to_le_bytes(), e.to_le_bytes()].concat() };
-    for (i, ((ib, io), it)) in lb.items.iter().zip(&lo.items).zip(&lt.items).enumerate() {
-        let (ub, uo, ut) = (item_units(b, ib)?, item_units(o, io)?, item_units(t, it)?);
-        // An item both sides changed is merged inside only if it still is the same item: a
-        // side that changed the UID it is about (removed one reference and added another in
-        // its place, say) made another item, and mixing the other side's changes to the old
-        // one into it would be wrong. Then the sequence stays one unit.
-        let changed_by_both = uo != ub && ut != ub && uo != ut;
-        if changed_by_both && IDENTITY.iter().any(|k| ub.get(k) != uo.get(k) || ub.get(k) != ut.get(k)) {
-            return None;
-        }
+    let mut place = 0;
+    for (sb, so, st) in slots {
+        let (ub, uo, ut) = (sb.map(|i| &ib[i].0), so.map(|i| &io[i].0), st.map(|i| &it[i].0));
         let mut here = within.to_vec();
-        here.push((tag, i));
-        let level = merge_level(ctx, &here, &ub, &uo, &ut, depth);
-        if !level.conflicts.is_empty() {
-            conflicts.extend(level.conflicts);
+        here.push((tag, place));
+        // What an item added or removed as a whole is named by: its identifying UID.
+        let whole = |here: &[((u16, u16), usize)]| Unit { within: here.to_vec(), tag: identity.unwrap_or(tag) };
+        let merged: Option<(Cow<'_, [u8]>, bool)> = if let (Some(xb), Some(xo), Some(xt)) = (ub, uo, ut) {
+            // On every side: its elements merged (what one side changed comes from it).
+            if identity.is_none() && xo != xb && xt != xb && IDENTITY.iter().any(|k| xb.get(k) != xo.get(k) || xb.get(k) != xt.get(k)) {
+                // Matched by place, both changed it, and one side made it about another
+                // object.
+                return None;
+            }
+            let level = merge_level(ctx, &here, xb, xo, xt, depth);
+            if !level.conflicts.is_empty() {
+                conflicts.extend(level.conflicts);
+                continue;
+            }
+            changed.extend(level.changed);
+            let content: Vec<u8> = level.merged.iter().flat_map(|(_, v)| v.iter().copied()).collect();
+            Some((Cow::Owned(content), so.is_none_or(|i| io[i].1)))
+        } else if uo == ut {
+            // Added alike, removed on both, or never there.
+            if uo != ub {
+                changed.both.push(whole(&here));
+            }
+            so.map(|i| (item_content(&io[i].0), io[i].1))
+        } else if ut == ub {
+            changed.ours.push(whole(&here));
+            so.map(|i| (item_content(&io[i].0), io[i].1))
+        } else if uo == ub {
+            changed.theirs.push(whole(&here));
+            st.map(|i| (item_content(&it[i].0), it[i].1))
+        } else if let Some(side) = ctx.settle {
+            // Removed on one side and changed on the other, or added on both differently.
+            changed.settled.push(whole(&here));
+            match side {
+                Settle::Ours => so.map(|i| (item_content(&io[i].0), io[i].1)),
+                Settle::Theirs => st.map(|i| (item_content(&it[i].0), it[i].1)),
+            }
+        } else {
+            conflicts.push(whole(&here));
             continue;
-        }
-        changed.extend(level.changed);
-        let content: Vec<u8> = level.merged.iter().flat_map(|(_, v)| v.iter().copied()).collect();
+        };
+        let Some((content, defined)) = merged else { continue };
         value.extend(tag_bytes(ITEM));
-        if io.defined {
+        if defined {
             value.extend(word(u32::try_from(content.len()).ok()?));
-            value.extend(content);
+            value.extend(content.iter());
         } else {
             value.extend(word(UNDEFINED));
-            value.extend(content);
+            value.extend(content.iter());
             value.extend(tag_bytes(ITEM_DELIM));
             value.extend(word(0));
         }
+        place += 1;
     }
     if !conflicts.is_empty() {
         return Some(Err(conflicts));
@@ -264,6 +323,11 @@ fn merge_sequence(ctx: Ctx<'_>, within: &[((u16, u16), usize)], tag: (u16, u16),
         element.extend(word(0));
     }
     Some(Ok((element, changed)))
+}
+
+/// An item's data set: its elements' bytes in tag order.
+fn item_content<'a>(units: &Units<'a>) -> Cow<'a, [u8]> {
+    Cow::Owned(units.values().flat_map(|v| v.iter().copied()).collect())
 }
 
 /// The attributes that say which object an item is about (Referenced SOP Instance UID, SOP
@@ -483,8 +547,9 @@ mod tests {
 
     #[test]
     fn an_item_one_side_made_about_another_object_is_not_merged_inside() {
-        // This branch points item 1 at another image (its Referenced SOP Instance UID); the
-        // other side corrects item 1's code: the sequence is one unit, a conflict.
+        // This branch points the first item at another image (its Referenced SOP Instance
+        // UID); the other side corrects that item's code. Matched by what they reference, the
+        // old item is removed on one side and changed on the other: a conflict.
         let hb = header(&spec(SynthSyntax::ExplicitLE));
         let t = walk::top_level(&hb).unwrap();
         let seq = t.elements.iter().find(|(k, _)| *k == (0x0008, 0x1140)).unwrap().1.clone();
@@ -494,7 +559,11 @@ mod tests {
         let last = seq.start + uid.end - 2;
         ho[last] = if ho[last] == b'1' { b'2' } else { b'1' };
         let ht = replace_nth(&hb, b"Localizer ", b"LOCALIZER ", 0);
-        assert!(matches!(merge_headers(&hb, &ho, &ht, None).unwrap(), HeaderMerge::Conflict(u) if u == tops(&[(0x0008, 0x1140)])));
+        let old_item = Unit { within: vec![((0x0008, 0x1140), 2)], tag: (0x0008, 0x1155) };
+        assert!(matches!(merge_headers(&hb, &ho, &ht, None).unwrap(), HeaderMerge::Conflict(u) if u == [old_item.clone()]));
+        // Settled for this branch: its item stays, the old one is gone.
+        let HeaderMerge::Merged { header: h, changed, .. } = merge_headers(&hb, &ho, &ht, Some(Settle::Ours)).unwrap() else { panic!() };
+        assert!(h == ho && changed.settled == [old_item]);
         // The same UID change with the other side's change in the other item merges.
         let ht = replace_nth(&hb, b"Localizer ", b"LOCALIZER ", 1);
         let HeaderMerge::Merged { header: h, .. } = merge_headers(&hb, &ho, &ht, None).unwrap() else { panic!() };
@@ -502,11 +571,11 @@ mod tests {
     }
 
     #[test]
-    fn sequences_that_differ_in_items_stay_one_unit() {
+    fn items_are_matched_by_what_they_reference() {
         let hb = header(&spec(SynthSyntax::ExplicitLE));
         let ho = replace_nth(&hb, b"Localizer ", b"LOCALIZER ", 0);
-        // The other side dropped the second item (and set the sequence's length in ours'
-        // encoding: undefined, so nothing else changes).
+        // The other side dropped the second item (the sequence has undefined length, so
+        // nothing else changes); this branch corrected the first one's code. Both land.
         let t = walk::top_level(&hb).unwrap();
         let seq = t.elements.iter().find(|(k, _)| *k == (0x0008, 0x1140)).unwrap().1.clone();
         let layout = walk::sequence_layout(&hb[seq.clone()], "1.2.840.10008.1.2.1").unwrap().unwrap();
@@ -514,7 +583,13 @@ mod tests {
         let first_item_end = seq.start + layout.items[0].elements.last().unwrap().1.end + 8;
         let end_of_items = seq.end - 8;
         let ht = [&hb[..first_item_end], &hb[end_of_items..]].concat();
-        assert!(matches!(merge_headers(&hb, &ho, &ht, None).unwrap(), HeaderMerge::Conflict(u) if u == tops(&[(0x0008, 0x1140)])));
+        let HeaderMerge::Merged { header: h, changed, .. } = merge_headers(&hb, &ho, &ht, None).unwrap() else { panic!() };
+        assert!(h == [&ho[..first_item_end], &ho[end_of_items..]].concat());
+        let item = |place, tag| Unit { within: vec![((0x0008, 0x1140), place)], tag };
+        assert_eq!(changed, Changed { ours: vec![item(0, (0x0040, 0xA170))], theirs: vec![item(1, (0x0008, 0x1155))], ..Default::default() });
+        // And in the other direction: the same header.
+        let HeaderMerge::Merged { header: back, .. } = merge_headers(&hb, &ht, &ho, None).unwrap() else { panic!() };
+        assert!(back == h);
         // Damaged bytes give errors, never panics.
         for ts in ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2", "1.2.840.10008.1.2.2"] {
             let element = &hb[seq.clone()];
