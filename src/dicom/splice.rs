@@ -233,16 +233,17 @@ fn merge_sequence(ctx: Ctx<'_>, within: &[((u16, u16), usize)], tag: (u16, u16),
     });
     let slots: Vec<Slot> = match identity {
         Some(k) => {
-            fn key_of<'s>(side: &'s [(Units<'_>, bool)], i: usize, k: (u16, u16)) -> &'s [u8] {
-                side[i].0[&k]
-            }
-            let key_of = |side: &[(Units<'_>, bool)], i: usize| -> Vec<u8> { key_of(side, i, k).to_vec() };
-            let find = |side: &[(Units<'_>, bool)], key: &[u8]| (0..side.len()).find(|&i| key_of(side, i) == key);
+            // Each side's items by their identifying element (present and unique, checked
+            // above).
+            let keys = |side: &[(Units<'_>, bool)]| side.iter().map(|(u, _)| u[&k].to_vec()).collect::<Vec<Vec<u8>>>();
+            let (kb, ko, kt) = (keys(&ib), keys(&io), keys(&it));
+            let by_key = |ks: &[Vec<u8>]| ks.iter().enumerate().map(|(i, key)| (key.clone(), i)).collect::<BTreeMap<Vec<u8>, usize>>();
+            let (mb, mo, mt) = (by_key(&kb), by_key(&ko), by_key(&kt));
             // This branch's items in their order, then the other side's new ones in theirs.
-            let mut slots: Vec<Slot> = (0..io.len()).map(|i| (find(&ib, &key_of(&io, i)), Some(i), find(&it, &key_of(&io, i)))).collect();
-            slots.extend((0..it.len()).filter(|&i| find(&io, &key_of(&it, i)).is_none()).map(|i| (find(&ib, &key_of(&it, i)), None, Some(i))));
+            let mut slots: Vec<Slot> = ko.iter().enumerate().map(|(i, key)| (mb.get(key).copied(), Some(i), mt.get(key).copied())).collect();
+            slots.extend(kt.iter().enumerate().filter(|(_, key)| !mo.contains_key(*key)).map(|(i, key)| (mb.get(key).copied(), None, Some(i))));
             // Base items neither side has any more.
-            slots.extend((0..ib.len()).filter(|&i| find(&io, &key_of(&ib, i)).is_none() && find(&it, &key_of(&ib, i)).is_none()).map(|i| (Some(i), None, None)));
+            slots.extend(kb.iter().enumerate().filter(|(_, key)| !mo.contains_key(*key) && !mt.contains_key(*key)).map(|(i, _)| (Some(i), None, None)));
             slots
         }
         None if ib.len() == io.len() && io.len() == it.len() => (0..ib.len()).map(|i| (Some(i), Some(i), Some(i))).collect(),
