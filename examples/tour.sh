@@ -51,6 +51,19 @@ cohort checkout main
 cohort merge site-fix
 cohort diff HEAD~1 HEAD
 
+step "two sites add patients to clinical.csv on two branches: the table merges row by row"
+printf 'patient_id,age,site\nFAKE0000,54,A\n' > clinical.csv
+cohort commit -m "clinical data"
+cohort branch site-b
+printf 'FAKE0001,61,A\n' >> clinical.csv
+cohort commit -m "site A: FAKE0001"
+cohort checkout site-b
+printf 'FAKE0002,47,B\n' >> clinical.csv
+cohort commit -m "site B: FAKE0002"
+cohort checkout main
+cohort merge site-b
+cohort diff -p HEAD~1 HEAD
+
 ann="$here/examples/annotations"
 step "annotate: two readers label every CT series; agreement; majority consensus"
 for r in a b; do
