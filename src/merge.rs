@@ -786,14 +786,19 @@ fn merge_text(repo: &Repo, path: &str, entries: [&Entry; 3], settle: Option<Pref
         }
     }
     let (b, o, t) = (&texts[0], &texts[1], &texts[2]);
+    let lower = path.to_ascii_lowercase();
+    let delimiter = if lower.ends_with(".csv") { Some(b',') } else if lower.ends_with(".tsv") { Some(b'\t') } else { None };
     let by_lines = merge_lines(b, o, t, None);
-    if by_lines.is_ok() {
-        return Ok(by_lines);
+    if let Ok(merged) = &by_lines {
+        // A clean line merge of a keyed table that repeats a key (both sides added the same
+        // patient, in different places) is no table any more: merged row by row instead.
+        let broken = |d| [b, o, t].iter().all(|x| crate::tablemerge::is_keyed(x, d)) && !std::str::from_utf8(&merged.bytes).is_ok_and(|m| crate::tablemerge::is_keyed(m, d));
+        if !delimiter.is_some_and(broken) {
+            return Ok(by_lines);
+        }
     }
     // A CSV or TSV table whose sides changed neighbouring lines (both added rows at its end,
     // say): merged row by row, keyed by its first column, where that is sound.
-    let lower = path.to_ascii_lowercase();
-    let delimiter = if lower.ends_with(".csv") { Some(b',') } else if lower.ends_with(".tsv") { Some(b'\t') } else { None };
     if let Some(d) = delimiter {
         match crate::tablemerge::merge_rows(b, o, t, d, settle.map(|p| p == Prefer::Theirs)) {
             Some(crate::tablemerge::RowMerge::Merged { text, settled }) => {

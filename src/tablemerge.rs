@@ -82,6 +82,12 @@ fn key_order<'k>(keys: impl Iterator<Item = &'k [u8]> + Clone) -> impl Fn(&[u8],
     move |a: &[u8], b: &[u8]| if numeric { number(a).partial_cmp(&number(b)).unwrap_or(Ordering::Equal).then_with(|| a.cmp(b)) } else { a.cmp(b) }
 }
 
+/// Whether `text` is a table this merge can key: a header row, then rows named by different
+/// first fields.
+pub(crate) fn is_keyed(text: &str, delimiter: u8) -> bool {
+    table(text, delimiter).as_ref().and_then(index).is_some()
+}
+
 /// Merge three versions of a table (`delimiter` `,` or tab); `None` when they are not tables
 /// this merge can key (see the module docs). With `settle`, a row both changed differently
 /// takes that side's version (`true`: theirs).
@@ -197,6 +203,13 @@ mod tests {
         assert_eq!(merged(base, "id,label\n2,b\n", "id,label\n1,z\n2,b\n"), Some(RowMerge::Conflict(vec!["id=1".into()])));
         // Removed on one side only: removed.
         assert_eq!(text(merged(base, "id,label\n2,b\n", "id,label\n1,a\n2,b\n4,e\n")), "id,label\n2,b\n4,e\n");
+    }
+
+    #[test]
+    fn keyed_tables_are_told_apart() {
+        assert!(is_keyed("id,v\n1,a\n2,b\n", b','));
+        assert!(!is_keyed("id,v\n1,a\n1,b\n", b','));
+        assert!(!is_keyed("", b','));
     }
 
     #[test]

@@ -679,6 +679,19 @@ fn tables_both_sides_added_rows_to_merge_row_by_row() {
     assert!(ok(r, &["show"]).contains("note: clinical.csv: conflict: took site-c's version of patient_id=P002 (--prefer theirs)"));
     assert!(ok(r, &["status"]).contains("working tree clean"));
     ok(r, &["fsck"]);
+    // Both add the same patient in different places: the lines merge cleanly, but the table
+    // would hold P009 twice; row by row it is a conflict.
+    write(r, "visits.csv", b"patient_id,visit\nP001,1\nP002,1\nP003,1\nP004,1\n");
+    ok(r, &["commit", "-m", "visits"]);
+    ok(r, &["branch", "site-d"]);
+    write(r, "visits.csv", b"patient_id,visit\nP001,1\nP009,2\nP002,1\nP003,1\nP004,1\n");
+    ok(r, &["commit", "-m", "P009 here"]);
+    ok(r, &["checkout", "site-d"]);
+    write(r, "visits.csv", b"patient_id,visit\nP001,1\nP002,1\nP003,1\nP004,1\nP009,3\n");
+    ok(r, &["commit", "-m", "P009 there"]);
+    ok(r, &["checkout", "main"]);
+    let e = String::from_utf8_lossy(&fails(r, &["merge", "site-d"]).stderr).into_owned();
+    assert!(e.contains("visits.csv (both changed the row(s) patient_id=P009)"), "{e}");
 }
 
 #[test]
