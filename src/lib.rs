@@ -42,6 +42,7 @@ pub mod repo;
 pub mod seg;
 pub mod stats;
 mod tablemerge;
+mod threeway;
 pub mod run;
 pub mod sign;
 pub mod split;

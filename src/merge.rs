@@ -38,6 +38,7 @@ use crate::object::{ActivityRef, Commit, CommitNote, DicomFile, EntryKind, Head,
 use crate::progress::Progress;
 use crate::repo::{CommitDraft, Repo, RepoError};
 use crate::store::StoreError;
+use crate::threeway::{pick, Pick};
 use crate::treebuild::TreeBuildError;
 
 /// Errors of a merge.
@@ -172,12 +173,10 @@ fn merge_map<K: Ord + Clone, V: Clone + PartialEq>(b: &BTreeMap<K, V>, o: &BTree
     let mut out = BTreeMap::new();
     for k in keys {
         let (vb, vo, vt) = (b.get(k), o.get(k), t.get(k));
-        let v = if vo == vt || vt == vb {
-            vo.cloned()
-        } else if vo == vb {
-            vt.cloned()
-        } else {
-            vo.or(vt).map(&conflict)
+        let v = match pick(vb, vo, vt) {
+            Pick::Unchanged | Pick::Both | Pick::Ours => vo.cloned(),
+            Pick::Theirs => vt.cloned(),
+            Pick::Conflict => vo.or(vt).map(&conflict),
         };
         if let Some(v) = v {
             out.insert(k.clone(), v);
@@ -937,11 +936,12 @@ fn merge_catalogs(repo: &Repo, base: CatalogSide<'_>, ours: &Commit, theirs: &Co
         let keys: BTreeSet<&K> = b.keys().chain(o.keys()).chain(t.keys()).collect();
         for k in keys {
             let (vb, vo, vt) = (b.get(k), o.get(k), t.get(k));
-            if vt == vb || vt == vo {
-                continue;
-            }
-            let conflicting = vo != vb;
-            if !conflicting || conflict(k) {
+            let take = match pick(vb, vo, vt) {
+                Pick::Theirs => true,
+                Pick::Conflict => conflict(k),
+                Pick::Unchanged | Pick::Both | Pick::Ours => false,
+            };
+            if take {
                 match vt {
                     Some(v) => out.insert(k.clone(), *v),
                     None => out.remove(k),

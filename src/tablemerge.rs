@@ -19,6 +19,8 @@
 use std::cmp::Ordering;
 use std::collections::{BTreeSet, HashMap, HashSet};
 
+use crate::threeway::{pick, Pick};
+
 /// The outcome of [`merge_rows`].
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum RowMerge {
@@ -103,16 +105,17 @@ pub(crate) fn merge_rows(base: &str, ours: &str, theirs: &str, delimiter: u8, se
     let (mut merged, mut conflicts, mut settled) = (HashMap::new(), Vec::new(), Vec::new());
     for k in &keys {
         let (vb, vo, vt) = (ib.get(k), io.get(k), it.get(k));
-        let v = if vo == vt || vt == vb {
-            vo
-        } else if vo == vb {
-            vt
-        } else if let Some(theirs_side) = settle_theirs {
-            settled.push(name(k));
-            if theirs_side { vt } else { vo }
-        } else {
-            conflicts.push(name(k));
-            continue;
+        let v = match (pick(vb, vo, vt), settle_theirs) {
+            (Pick::Unchanged | Pick::Both | Pick::Ours, _) => vo,
+            (Pick::Theirs, _) => vt,
+            (Pick::Conflict, Some(theirs_side)) => {
+                settled.push(name(k));
+                if theirs_side { vt } else { vo }
+            }
+            (Pick::Conflict, None) => {
+                conflicts.push(name(k));
+                continue;
+            }
         };
         if let Some(v) = v {
             merged.insert(*k, *v);

@@ -32,6 +32,7 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{analyze, walk, Analysis, DicomError, DicomSummary};
+use crate::threeway::{pick, Pick};
 
 /// The key of the file meta group unit: no data set element has group 0002.
 pub const FILE_META: (u16, u16) = (0x0002, 0x0000);
@@ -153,40 +154,44 @@ fn merge_level<'a>(ctx: Ctx<'_>, within: &[((u16, u16), usize)], b: &Units<'a>, 
             }
             continue;
         }
-        let v = if vo == vt {
-            if vo != vb {
+        let v = match pick(vb, vo, vt) {
+            Pick::Unchanged => vo,
+            Pick::Both => {
                 level.changed.both.push(unit(k));
+                vo
             }
-            vo
-        } else if vt == vb {
-            level.changed.ours.push(unit(k));
-            vo
-        } else if vo == vb {
-            level.changed.theirs.push(unit(k));
-            vt
-        } else {
-            let inner = match (vb, vo, vt) {
-                (Some(xb), Some(xo), Some(xt)) if depth < walk::MAX_DEPTH => merge_sequence(ctx, within, k, [xb, xo, xt], depth + 1),
-                _ => None,
-            };
-            match inner {
-                Some(Ok((bytes, changed))) => {
-                    level.changed.extend(changed);
-                    level.merged.push((k, Cow::Owned(bytes)));
+            Pick::Ours => {
+                level.changed.ours.push(unit(k));
+                vo
+            }
+            Pick::Theirs => {
+                level.changed.theirs.push(unit(k));
+                vt
+            }
+            Pick::Conflict => {
+                let inner = match (vb, vo, vt) {
+                    (Some(xb), Some(xo), Some(xt)) if depth < walk::MAX_DEPTH => merge_sequence(ctx, within, k, [xb, xo, xt], depth + 1),
+                    _ => None,
+                };
+                match inner {
+                    Some(Ok((bytes, changed))) => {
+                        level.changed.extend(changed);
+                        level.merged.push((k, Cow::Owned(bytes)));
+                        continue;
+                    }
+                    Some(Err(conflicts)) => {
+                        level.conflicts.extend(conflicts);
+                        continue;
+                    }
+                    None => {}
+                }
+                if let Some(side) = ctx.settle {
+                    level.changed.settled.push(unit(k));
+                    if side == Settle::Ours { vo } else { vt }
+                } else {
+                    level.conflicts.push(unit(k));
                     continue;
                 }
-                Some(Err(conflicts)) => {
-                    level.conflicts.extend(conflicts);
-                    continue;
-                }
-                None => {}
-            }
-            if let Some(side) = ctx.settle {
-                level.changed.settled.push(unit(k));
-                if side == Settle::Ours { vo } else { vt }
-            } else {
-                level.conflicts.push(unit(k));
-                continue;
             }
         };
         if let Some(v) = v {
@@ -259,7 +264,7 @@ fn merge_sequence(ctx: Ctx<'_>, within: &[((u16, u16), usize)], tag: (u16, u16),
         here.push((tag, place));
         // What an item added or removed as a whole is named by: its identifying UID.
         let whole = |here: &[((u16, u16), usize)]| Unit { within: here.to_vec(), tag: identity.unwrap_or(tag) };
-        let merged: Option<(Cow<'_, [u8]>, bool)> = if let (Some(xb), Some(xo), Some(xt)) = (ub, uo, ut) {
+        let merged: Option<(Vec<u8>, bool)> = if let (Some(xb), Some(xo), Some(xt)) = (ub, uo, ut) {
             // On every side: its elements merged (what one side changed comes from it).
             if identity.is_none() && xo != xb && xt != xb && IDENTITY.iter().any(|k| xb.get(k) != xo.get(k) || xb.get(k) != xt.get(k)) {
                 // Matched by place, both changed it, and one side made it about another
@@ -273,38 +278,45 @@ fn merge_sequence(ctx: Ctx<'_>, within: &[((u16, u16), usize)], tag: (u16, u16),
             }
             changed.extend(level.changed);
             let content: Vec<u8> = level.merged.iter().flat_map(|(_, v)| v.iter().copied()).collect();
-            Some((Cow::Owned(content), so.is_none_or(|i| io[i].1)))
-        } else if uo == ut {
-            // Added alike, removed on both, or never there.
-            if uo != ub {
-                changed.both.push(whole(&here));
-            }
-            so.map(|i| (item_content(&io[i].0), io[i].1))
-        } else if ut == ub {
-            changed.ours.push(whole(&here));
-            so.map(|i| (item_content(&io[i].0), io[i].1))
-        } else if uo == ub {
-            changed.theirs.push(whole(&here));
-            st.map(|i| (item_content(&it[i].0), it[i].1))
-        } else if let Some(side) = ctx.settle {
-            // Removed on one side and changed on the other, or added on both differently.
-            changed.settled.push(whole(&here));
-            match side {
-                Settle::Ours => so.map(|i| (item_content(&io[i].0), io[i].1)),
-                Settle::Theirs => st.map(|i| (item_content(&it[i].0), it[i].1)),
-            }
+            // (This branch has the item: it is on every side.)
+            Some((content, so.is_none_or(|i| io[i].1)))
         } else {
-            conflicts.push(whole(&here));
-            continue;
+            // Missing on some side: added or removed as a whole.
+            let ours_item = || so.map(|i| (item_content(&io[i].0), io[i].1));
+            let theirs_item = || st.map(|i| (item_content(&it[i].0), it[i].1));
+            match (pick(ub, uo, ut), ctx.settle) {
+                (Pick::Unchanged, _) => ours_item(),
+                (Pick::Both, _) => {
+                    changed.both.push(whole(&here));
+                    ours_item()
+                }
+                (Pick::Ours, _) => {
+                    changed.ours.push(whole(&here));
+                    ours_item()
+                }
+                (Pick::Theirs, _) => {
+                    changed.theirs.push(whole(&here));
+                    theirs_item()
+                }
+                // Removed on one side and changed on the other, or added on both differently.
+                (Pick::Conflict, Some(side)) => {
+                    changed.settled.push(whole(&here));
+                    if side == Settle::Ours { ours_item() } else { theirs_item() }
+                }
+                (Pick::Conflict, None) => {
+                    conflicts.push(whole(&here));
+                    continue;
+                }
+            }
         };
         let Some((content, defined)) = merged else { continue };
         value.extend(tag_bytes(ITEM));
         if defined {
             value.extend(word(u32::try_from(content.len()).ok()?));
-            value.extend(content.iter());
+            value.extend(&content);
         } else {
             value.extend(word(UNDEFINED));
-            value.extend(content.iter());
+            value.extend(&content);
             value.extend(tag_bytes(ITEM_DELIM));
             value.extend(word(0));
         }
@@ -327,8 +339,8 @@ fn merge_sequence(ctx: Ctx<'_>, within: &[((u16, u16), usize)], tag: (u16, u16),
 }
 
 /// An item's data set: its elements' bytes in tag order.
-fn item_content<'a>(units: &Units<'a>) -> Cow<'a, [u8]> {
-    Cow::Owned(units.values().flat_map(|v| v.iter().copied()).collect())
+fn item_content(units: &Units<'_>) -> Vec<u8> {
+    units.values().flat_map(|v| v.iter().copied()).collect()
 }
 
 /// The attributes that say which object an item is about (Referenced SOP Instance UID, SOP
