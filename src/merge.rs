@@ -260,40 +260,55 @@ pub struct MergeSummary {
     pub dry_run: bool,
 }
 
-impl ContentMerge {
-    /// "this branch changed A; REV changed B[; both changed C alike]".
+/// How a file both sides changed was merged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MergedBy {
+    /// A DICOM instance, attribute by attribute.
+    Attributes,
+    /// A text file, line by line: its only unit list is `settled`, the places, as lines of
+    /// the merged file, where both sides changed the same lines and a side was chosen.
+    Lines,
+    /// A CSV or TSV table, row by row: `settled` names the rows ("column=key") both changed
+    /// differently.
+    Rows,
+}
+
+impl MergedBy {
     /// "attribute by attribute", "line by line" or "row by row".
-    pub fn how_said(&self) -> &'static str {
-        match self.how {
-            "lines" => "line by line",
-            "rows" => "row by row",
-            _ => "attribute by attribute",
+    pub fn said(self) -> &'static str {
+        match self {
+            MergedBy::Attributes => "attribute by attribute",
+            MergedBy::Lines => "line by line",
+            MergedBy::Rows => "row by row",
         }
     }
+}
 
+impl ContentMerge {
+    /// What each side changed: "this branch changed A; REV changed B[; both changed C
+    /// alike]", or for a text file or table, what was merged and settled.
     pub fn describe(&self, rev: &str) -> String {
-        if self.how == "rows" {
-            let mut s = format!("a table: this branch's and {rev}'s rows, keyed by its first column");
-            if !self.units.settled.is_empty() {
-                s.push_str(&format!("; both changed {} differently (a settled conflict)", self.units.settled.join(", ")));
-            }
-            return s;
-        }
-        if self.how == "lines" {
-            if self.units.settled.is_empty() {
-                return format!("a text file: this branch's and {rev}'s changed lines, which do not overlap");
-            }
-            return format!("a text file: this branch's and {rev}'s changed lines; both changed {} (a settled conflict)", self.units.settled.join(", "));
-        }
         let u = &self.units;
-        let list = |v: &[String]| if v.is_empty() { "nothing".to_string() } else { v.join(", ") };
-        let mut s = format!("this branch changed {}; {rev} changed {}", list(&u.ours), list(&u.theirs));
-        if !u.both.is_empty() {
-            s.push_str(&format!("; both changed {} alike", u.both.join(", ")));
-        }
-        if !u.settled.is_empty() {
-            s.push_str(&format!("; both changed {} differently (a settled conflict)", u.settled.join(", ")));
-        }
+        let settled = |s: &mut String, how: &str| {
+            if !u.settled.is_empty() {
+                s.push_str(&format!("; both changed {}{how} (a settled conflict)", u.settled.join(", ")));
+            }
+        };
+        let mut s = match self.how {
+            MergedBy::Rows => format!("a table: this branch's and {rev}'s rows, keyed by its first column"),
+            MergedBy::Lines if u.settled.is_empty() => format!("a text file: this branch's and {rev}'s changed lines, which do not overlap"),
+            MergedBy::Lines => format!("a text file: this branch's and {rev}'s changed lines"),
+            MergedBy::Attributes => {
+                let list = |v: &[String]| if v.is_empty() { "nothing".to_string() } else { v.join(", ") };
+                let mut s = format!("this branch changed {}; {rev} changed {}", list(&u.ours), list(&u.theirs));
+                if !u.both.is_empty() {
+                    s.push_str(&format!("; both changed {} alike", u.both.join(", ")));
+                }
+                s
+            }
+        };
+        settled(&mut s, if self.how == MergedBy::Lines { "" } else { " differently" });
         s
     }
 }
@@ -302,11 +317,7 @@ impl ContentMerge {
 #[derive(Debug, Clone, Serialize)]
 pub struct ContentMerge {
     pub path: String,
-    /// "attributes" for a DICOM instance, "lines" for a text file (whose only unit list is
-    /// `settled`: the places, as lines of the merged file, where both sides changed the same
-    /// lines and a side was chosen), "rows" for a CSV or TSV table merged row by row (`settled`:
-    /// the rows, "column=key", both changed differently).
-    pub how: &'static str,
+    pub how: MergedBy,
     #[serde(flatten)]
     pub units: MergedUnits,
 }
@@ -568,7 +579,7 @@ pub fn merge(repo: &Repo, rev: &str, message: Option<&str>, resolve: &Resolve, d
     }
     let mut merged_files: Vec<ContentMerge> = spliced
         .iter()
-        .map(|(path, f)| ContentMerge { path: path.clone(), how: "attributes", units: f.units.clone() })
+        .map(|(path, f)| ContentMerge { path: path.clone(), how: MergedBy::Attributes, units: f.units.clone() })
         .chain(by_lines.iter().map(|(path, _, m)| ContentMerge { path: path.clone(), how: m.how, units: MergedUnits { settled: m.settled.clone(), ..MergedUnits::default() } }))
         .collect();
     merged_files.sort_by(|a, b| a.path.cmp(&b.path));
@@ -625,7 +636,7 @@ pub fn merge(repo: &Repo, rev: &str, message: Option<&str>, resolve: &Resolve, d
             CommitNote { path: String::new(), note: format!("{}: {}", r.conflict, said(r)) }
         })
         .collect();
-    notes.extend(merged_files.iter().map(|m| CommitNote { path: m.path.clone(), note: format!("changed on both sides, merged {}: {}", m.how_said(), m.describe(rev)) }));
+    notes.extend(merged_files.iter().map(|m| CommitNote { path: m.path.clone(), note: format!("changed on both sides, merged {}: {}", m.how.said(), m.describe(rev)) }));
     let mut commit: Commit = repo.draft_commit(CommitDraft {
         tree,
         parent: Some(ours),
@@ -760,8 +771,8 @@ struct TextMerge {
     /// Settled, and the merged file is the chosen side's file: nothing of the other side's
     /// changes is left.
     whole_side: bool,
-    /// "lines", or "rows" for a CSV or TSV table merged row by row ([`crate::tablemerge`]).
-    how: &'static str,
+    /// By lines, or by rows for a CSV or TSV table ([`crate::tablemerge`]).
+    how: MergedBy,
 }
 
 /// Three-way merge of text files line by line (diff3, as git merges them): `Ok` with the merged
@@ -803,7 +814,7 @@ fn merge_text(repo: &Repo, path: &str, entries: [&Entry; 3], settle: Option<Pref
             Some(crate::tablemerge::RowMerge::Merged { text, settled }) => {
                 let chosen = if settle == Some(Prefer::Theirs) { t } else { o };
                 let whole_side = !settled.is_empty() && text == *chosen;
-                return Ok(Ok(TextMerge { bytes: text.into_bytes(), settled, whole_side, how: "rows" }));
+                return Ok(Ok(TextMerge { bytes: text.into_bytes(), settled, whole_side, how: MergedBy::Rows }));
             }
             Some(crate::tablemerge::RowMerge::Conflict(rows)) => {
                 let shown: Vec<&str> = rows.iter().take(5).map(String::as_str).collect();
@@ -813,7 +824,9 @@ fn merge_text(repo: &Repo, path: &str, entries: [&Entry; 3], settle: Option<Pref
             None => {}
         }
     }
-    Ok(merge_lines(b, o, t, settle))
+    // Settled, the line merge is made again, keeping the chosen side's lines where both
+    // changed; else its conflict stands.
+    Ok(if settle.is_some() { merge_lines(b, o, t, settle) } else { by_lines })
 }
 
 /// The line merge of [`merge_text`], on the three texts.
@@ -833,7 +846,7 @@ fn merge_lines(base: &str, ours: &str, theirs: &str, settle: Option<Prefer>) -> 
     let mut options = diffy::MergeOptions::new();
     options.set_conflict_marker_length(len).set_conflict_style(diffy::ConflictStyle::Diff3).set_incomplete_hunk_style(diffy::IncompleteHunkStyle::Git);
     let marked = match options.merge(base, ours, theirs) {
-        Ok(merged) => return Ok(TextMerge { bytes: merged.into_bytes(), settled: Vec::new(), whole_side: false, how: "lines" }),
+        Ok(merged) => return Ok(TextMerge { bytes: merged.into_bytes(), settled: Vec::new(), whole_side: false, how: MergedBy::Lines }),
         Err(marked) => marked,
     };
     let marker = |line: &str, c: char| line.len() > len && line.chars().take(len).all(|x| x == c) && !line[len..].starts_with(c);
@@ -897,7 +910,7 @@ fn merge_lines(base: &str, ours: &str, theirs: &str, settle: Option<Prefer>) -> 
     if ends_in_conflict && !chosen.ends_with('\n') && out.ends_with('\n') {
         out.pop();
     }
-    Ok(TextMerge { whole_side: out == chosen, bytes: out.into_bytes(), settled, how: "lines" })
+    Ok(TextMerge { whole_side: out == chosen, bytes: out.into_bytes(), settled, how: MergedBy::Lines })
 }
 
 fn same_entry(a: &Option<Entry>, b: &Option<Entry>) -> bool {

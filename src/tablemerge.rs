@@ -58,14 +58,14 @@ fn table(text: &str, delimiter: u8) -> Option<Table<'_>> {
         let key = text.as_bytes().get(start..start + key.len()).filter(|raw| *raw == key)?;
         spans.push((start, key));
     }
+    // The header is the first line (nothing before it is kept).
+    if spans.first()?.0 != 0 {
+        return None;
+    }
     let ends = spans.iter().skip(1).map(|(s, _)| *s).chain([text.len()]);
     let mut rows = Vec::with_capacity(spans.len());
     for ((start, key), end) in spans.iter().zip(ends) {
         rows.push((*key, strip_line_end(text.get(*start..end)?)?));
-    }
-    // The header is the first line (nothing before it is kept).
-    if spans.first()?.0 != 0 {
-        return None;
     }
     let (_, header) = rows.remove(0);
     Some(Table { header, rows })
@@ -78,9 +78,9 @@ fn index<'a>(tb: &Table<'a>) -> Option<HashMap<&'a [u8], &'a str>> {
 }
 
 /// The order of keys: as numbers when every key is one, else bytewise.
-fn key_order<'k>(keys: impl Iterator<Item = &'k [u8]> + Clone) -> impl Fn(&[u8], &[u8]) -> Ordering {
+fn key_order<'k>(mut keys: impl Iterator<Item = &'k [u8]>) -> impl Fn(&[u8], &[u8]) -> Ordering {
     let number = |k: &[u8]| std::str::from_utf8(k).ok().and_then(|s| s.trim().parse::<f64>().ok()).filter(|v| v.is_finite());
-    let numeric = keys.clone().all(|k| number(k).is_some());
+    let numeric = keys.all(|k| number(k).is_some());
     move |a: &[u8], b: &[u8]| if numeric { number(a).partial_cmp(&number(b)).unwrap_or(Ordering::Equal).then_with(|| a.cmp(b)) } else { a.cmp(b) }
 }
 

@@ -117,7 +117,7 @@ pub fn merge_into_head(env: &Env, repo: &cohort::Repo, rev: &str, message: Optio
         _ => eprintln!("{}: already up to date with {rev}", s.branch),
     }
     if !s.merged_files.is_empty() {
-        let dicom = s.merged_files.iter().filter(|m| m.how == "attributes").count();
+        let dicom = s.merged_files.iter().filter(|m| m.how == cohort::merge::MergedBy::Attributes).count();
         let text = s.merged_files.len() - dicom;
         match (dicom, text) {
             (_, 0) => eprintln!("{dicom} DICOM instance(s) changed on both sides, merged attribute by attribute:"),
