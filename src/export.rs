@@ -225,11 +225,16 @@ pub fn into_new_folder<T, E: From<ExportError>>(out: &Path, write: impl FnOnce()
 /// Export the files of a tree into `out` (which must not exist or be empty; see
 /// [`into_new_folder`] for what a failure leaves).
 pub fn export_tree(store: &Store, tree: ObjectId, out: &Path, mode: LinkMode, progress: &dyn Progress) -> Result<ExportSummary, ExportError> {
+    let mut files = Vec::new();
+    list_files(&TreeSource { store, extra: None }, &tree, "", &mut files)?;
+    export_files(store, &files, out, mode, progress)
+}
+
+/// Export `files` (paths and entries, as [`crate::pathsel::files_under`] lists them) into
+/// `out`, as [`export_tree`] does.
+pub fn export_files(store: &Store, files: &[(String, TreeEntry)], out: &Path, mode: LinkMode, progress: &dyn Progress) -> Result<ExportSummary, ExportError> {
     into_new_folder(out, || {
-        let src = TreeSource { store, extra: None };
-        let mut files = Vec::new();
-        list_files(&src, &tree, "", &mut files)?;
-        write_files(store, out, &files, mode, progress)?;
+        write_files(store, out, files, mode, progress)?;
         Ok(ExportSummary { files: files.len() as u64, bytes: files.iter().map(|(_, e)| e.size).sum(), link: mode })
     })
 }

@@ -33,6 +33,7 @@ pub mod mlexport;
 pub mod nifti;
 pub mod object;
 pub mod pack;
+pub mod pathsel;
 pub mod progress;
 pub mod prov;
 pub mod provgraph;

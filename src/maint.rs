@@ -55,6 +55,11 @@ pub fn reachable_from_trees(store: &Store, roots: &[Edge], missing: &mut Vec<Pro
     reachable_as(store, roots, b't', missing, None, None)
 }
 
+/// [`reachable`] from DICOM records (a file's header and pixel data).
+pub fn reachable_from_records(store: &Store, roots: &[Edge], missing: &mut Vec<Problem>) -> HashSet<ObjectId> {
+    reachable_as(store, roots, b'd', missing, None, None)
+}
+
 /// Where the walk met an object, for the report of one that is missing or unreadable. Only
 /// formatted then: a walk meets every object of a store, and nearly all are fine.
 enum Place {

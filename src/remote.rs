@@ -1056,19 +1056,50 @@ pub fn fetch(repo: &Repo, remote_name: &str, creds: &Credentials, partial: Optio
 /// remote: every file of the commit, or with `part` only the instances of that split part.
 /// Returns how many objects were fetched.
 pub fn fill_missing(repo: &Repo, rev: &str, part: Option<&PartialSpec>, creds: &Credentials, progress: &dyn Progress) -> Result<u64, RemoteError> {
+    fill(repo, rev, part.map_or(Scope::All, Scope::Part), creds, progress)
+}
+
+/// [`fill_missing`] for the files at and under `paths` of the commit only (`cat`, `restore`,
+/// `export REV OUT PATH...`). A path the commit lacks is left to the command to report.
+pub fn fill_missing_paths(repo: &Repo, rev: &str, paths: &[String], creds: &Credentials, progress: &dyn Progress) -> Result<u64, RemoteError> {
+    fill(repo, rev, Scope::Paths(paths), creds, progress)
+}
+
+/// Which files of a commit a partial clone fetches.
+enum Scope<'a> {
+    All,
+    Part(&'a PartialSpec),
+    Paths(&'a [String]),
+}
+
+fn fill(repo: &Repo, rev: &str, scope: Scope, creds: &Credentials, progress: &dyn Progress) -> Result<u64, RemoteError> {
     let promisor = list_remotes(repo)?.into_iter().find(|(_, s)| s.promisor);
     let Some((name, spec)) = promisor else { return Ok(0) };
     let id = repo.resolve(rev)?;
     let c = repo.store.read_commit(&id)?;
     let wanted = |repo: &Repo| -> Result<Vec<ObjectId>, RemoteError> {
-        match part {
-            None => {
-                let mut missing = Vec::new();
+        let mut missing = Vec::new();
+        match scope {
+            Scope::All => {
                 crate::maint::reachable_from_trees(&repo.store, &[(c.tree, format!("tree of {rev}"))], &mut missing);
-                Ok(missing.into_iter().filter(|p| p.problem == "missing").map(|p| p.id).collect())
             }
-            Some(spec) => Ok(part_objects(repo, id, spec)?.into_iter().filter(|i| !repo.store.contains(i)).collect()),
+            Scope::Part(spec) => return Ok(part_objects(repo, id, spec)?.into_iter().filter(|i| !repo.store.contains(i)).collect()),
+            Scope::Paths(paths) => {
+                let src = crate::diff::TreeSource { store: &repo.store, extra: None };
+                let (mut trees, mut records) = (Vec::new(), Vec::new());
+                for p in paths {
+                    match crate::pathsel::entry_at(&src, c.tree, p)? {
+                        Some(e) if e.kind == EntryKind::Tree => trees.push((e.id, p.clone())),
+                        Some(e) if e.kind == EntryKind::Dicom => records.push((e.id, p.clone())),
+                        Some(e) if !repo.store.contains(&e.id) => missing.push(crate::maint::Problem { id: e.id, place: p.clone(), problem: "missing".into() }),
+                        _ => {}
+                    }
+                }
+                crate::maint::reachable_from_trees(&repo.store, &trees, &mut missing);
+                crate::maint::reachable_from_records(&repo.store, &records, &mut missing);
+            }
         }
+        Ok(missing.into_iter().filter(|p| p.problem == "missing").map(|p| p.id).collect())
     };
     let mut ids = wanted(repo)?;
     if ids.is_empty() {

@@ -14,6 +14,7 @@ use crate::diff::{self, Change, DiffReport, Status, TreeSource};
 use crate::export::{self, ExportError, ExportSummary, LinkMode};
 use crate::id::ObjectId;
 use crate::index::UidKind;
+use crate::pathsel::{self, PathSelError};
 use crate::object::{Activity, ActivityRef, Agent, Commit, CommitNote, EntryKind, Head, InstanceInfo, Operation, View};
 use crate::progress::Progress;
 use crate::store::{Mode, ObjectWriter, OpMeta, Store, StoreError, STORE_DIR};
@@ -57,8 +58,18 @@ pub enum RepoError {
     NothingToUndo,
     #[error("{rev:?} is not a branch tip: annotations and splits are committed on top of a branch (name the branch, or check it out)")]
     NotATip { rev: String },
+    #[error(transparent)]
+    PathSel(#[from] PathSelError),
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+}
+
+/// What `restore` did: the paths it wrote and those it removed.
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoreSummary {
+    pub commit: ObjectId,
+    pub written: Vec<String>,
+    pub removed: Vec<String>,
 }
 
 /// The activity of a commit that changes only the catalog (annotations, splits).
@@ -658,8 +669,17 @@ impl Repo {
     /// Make the working tree (as `snap` found it) hold tree `target_tree`: write what differs,
     /// remove what it lacks. Refs are left to the caller.
     pub(crate) fn write_worktree(&self, snap: &worktree::Snapshot, target_tree: ObjectId, progress: &dyn Progress) -> Result<(), RepoError> {
+        self.write_worktree_within(snap, target_tree, None, progress).map(|_| ())
+    }
+
+    /// [`Repo::write_worktree`], only at and under `within` (every path when None); returns
+    /// the paths it changed.
+    fn write_worktree_within(&self, snap: &worktree::Snapshot, target_tree: ObjectId, within: Option<&[String]>, progress: &dyn Progress) -> Result<Vec<Change>, RepoError> {
         let src = TreeSource { store: &self.store, extra: Some(&snap.trees) };
-        let changes = diff::diff_trees(&src, Some(snap.root), Some(target_tree))?;
+        let mut changes = diff::diff_trees(&src, Some(snap.root), Some(target_tree))?;
+        if let Some(within) = within {
+            changes.retain(|c| within.iter().any(|w| pathsel::is_within(&c.path, w)));
+        }
         let mut to_write = Vec::new();
         let mut touched = Vec::new();
         // What the tree had there goes first (unlinked, never truncated in place: the file
@@ -699,13 +719,56 @@ impl Repo {
         }
         export::write_files(&self.store, &self.root, &to_write, LinkMode::Copy, progress)?;
         self.store.index().update_stat(&[], &touched)?;
-        Ok(())
+        Ok(changes)
+    }
+
+    /// Set the files at and under `paths` (paths of the working tree; "" is all of it) to
+    /// what `rev` has there: files that differ are written, files `rev` lacks there are
+    /// removed. HEAD and every other path stay as they are. A path that neither `rev` nor the
+    /// working tree has is an error (a typing mistake, most likely), before anything changes.
+    pub fn restore(&self, rev: &str, paths: &[String], progress: &dyn Progress) -> Result<RestoreSummary, RepoError> {
+        let commit = self.resolve(rev)?;
+        let tree = self.store.read_commit(&commit)?.tree;
+        let (_, snap) = self.status(progress)?;
+        let here = TreeSource { store: &self.store, extra: Some(&snap.trees) };
+        let there = TreeSource { store: &self.store, extra: None };
+        for p in paths {
+            if pathsel::entry_at(&there, tree, p)?.is_none() && pathsel::entry_at(&here, snap.root, p)?.is_none() {
+                return Err(PathSelError::Nowhere { path: p.clone(), rev: rev.to_string() }.into());
+            }
+        }
+        let changes = self.write_worktree_within(&snap, tree, Some(paths), progress)?;
+        let removed = changes.iter().filter(|c| c.new.is_none()).map(|c| c.path.clone()).collect();
+        let written = changes.into_iter().filter(|c| c.new.is_some()).map(|c| c.path).collect();
+        Ok(RestoreSummary { commit, written, removed })
+    }
+
+    /// Write the exact bytes of the file at `path` of `rev` to `w` (a symbolic link: its
+    /// target); returns the file's entry.
+    pub fn cat(&self, rev: &str, path: &str, w: &mut dyn std::io::Write, sink: &Path) -> Result<crate::object::TreeEntry, RepoError> {
+        let tree = self.store.read_commit(&self.resolve(rev)?)?.tree;
+        let src = TreeSource { store: &self.store, extra: None };
+        let e = match pathsel::entry_at(&src, tree, path)? {
+            None => return Err(PathSelError::NotInRevision { path: path.to_string(), rev: rev.to_string() }.into()),
+            Some(e) if e.kind == EntryKind::Tree => return Err(PathSelError::IsFolder { path: path.to_string(), rev: rev.to_string() }.into()),
+            Some(e) => e,
+        };
+        export::write_entry_bytes(&self.store, e.kind, &e.id, w, sink)?;
+        Ok(e)
     }
 
     /// Export a revision's files into a new folder.
     pub fn export(&self, rev: &str, out: &Path, mode: LinkMode, progress: &dyn Progress) -> Result<ExportSummary, RepoError> {
         let c = self.store.read_commit(&self.resolve(rev)?)?;
         Ok(export::export_tree(&self.store, c.tree, out, mode, progress)?)
+    }
+
+    /// Export the files of `rev` at and under `paths` into a new folder, at their paths. A
+    /// path `rev` lacks is an error, before anything is written.
+    pub fn export_paths(&self, rev: &str, paths: &[String], out: &Path, mode: LinkMode, progress: &dyn Progress) -> Result<ExportSummary, RepoError> {
+        let c = self.store.read_commit(&self.resolve(rev)?)?;
+        let files = pathsel::files_under(&TreeSource { store: &self.store, extra: None }, c.tree, paths, rev)?;
+        Ok(export::export_files(&self.store, &files, out, mode, progress)?)
     }
 
     pub fn branches(&self) -> Result<RefList, RepoError> {

@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::diff::TreeSource;
 use crate::id::ObjectId;
-use crate::object::{ActivityRef, EntryKind, Tree, TreeEntry};
+use crate::object::ActivityRef;
 use crate::progress::{Progress, Silent};
 use crate::repo::{CommitOptions, Repo, RepoError};
 use crate::store::StoreError;
@@ -127,25 +127,7 @@ fn status_text(s: &std::process::ExitStatus) -> (i32, String) {
     }
 }
 
-/// The entry at `path` of a tree (None when absent).
-pub fn entry_at(src: &TreeSource, root: ObjectId, path: &str) -> Result<Option<TreeEntry>, StoreError> {
-    let mut tree: Tree = src.tree(&root)?;
-    let parts: Vec<&str> = path.trim_matches('/').split('/').filter(|p| !p.is_empty() && *p != ".").collect();
-    if parts.is_empty() {
-        return Ok(Some(TreeEntry { name: String::new(), kind: EntryKind::Tree, id: root, size: 0 }));
-    }
-    for (i, p) in parts.iter().enumerate() {
-        let Some(e) = tree.get(p).cloned() else { return Ok(None) };
-        if i + 1 == parts.len() {
-            return Ok(Some(e));
-        }
-        if e.kind != EntryKind::Tree {
-            return Ok(None);
-        }
-        tree = src.tree(&e.id)?;
-    }
-    Ok(None)
-}
+pub use crate::pathsel::entry_at;
 
 /// Run a command on the working tree and commit what it changed.
 pub fn run(repo: &Repo, req: &RunRequest, progress: &dyn Progress) -> Result<RunSummary, RunError> {

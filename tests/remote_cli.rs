@@ -416,6 +416,14 @@ fn partial_clone_fetches_only_its_part_and_the_rest_on_demand() {
     let du = json(&g, &["du", "--json"]);
     assert!(du["physical_bytes"].as_u64().unwrap() < full["physical_bytes"].as_u64().unwrap() * 4 / 5, "{du} vs {full}");
     assert!(ok(&g, &["fsck"]).contains("not fetched yet"));
+    // One file of another part comes on demand, for `cat` and for `export REV OUT PATH`.
+    let other = snapshot(&a).into_keys().find(|p| p.ends_with(".dcm") && !files.iter().any(|(q, _)| q == p)).unwrap();
+    let got = cohort(&g).args(["cat", "main", &other]).output().unwrap();
+    assert!(got.status.success(), "{}", String::from_utf8_lossy(&got.stderr));
+    assert_eq!(got.stdout, fs::read(a.join(&other)).unwrap());
+    let one = t.path().join("one");
+    ok(&g, &["export", "main", one.to_str().unwrap(), &other]);
+    assert_eq!(fs::read(one.join(&other)).unwrap(), fs::read(a.join(&other)).unwrap());
     // Checkout fetches the rest on demand.
     ok(&g, &["checkout", "remotes/origin/main"]);
     assert_eq!(snapshot(&a), snapshot(&g));

@@ -610,6 +610,117 @@ fn checkout_turns_folders_into_files_and_back() {
     }
 }
 
+/// `cat` gives one file of any commit byte for byte; paths are read as in the working tree,
+/// relative to the current folder.
+#[test]
+fn cat_writes_one_file_of_a_revision() {
+    let d = repo();
+    let r = d.path();
+    let dcm = cohort::dicom::synth::synth_instance(&fake_ct("cat", 0, 0, 0, 0, 8));
+    write(r, "P1/s/a.dcm", &dcm);
+    write(r, "P1/notes.txt", b"first\n");
+    std::os::unix::fs::symlink("s/a.dcm", r.join("P1/link")).unwrap();
+    let one = ok(r, &["commit", "-m", "one"]).trim().to_string();
+    write(r, "P1/notes.txt", b"second\n");
+    ok(r, &["commit", "-m", "two"]);
+    let cat = |dir: &std::path::Path, args: &[&str]| cohort(dir).args(args).output().unwrap();
+    let o = cat(r, &["cat", "HEAD", "P1/s/a.dcm"]);
+    assert!(o.status.success() && o.stdout == dcm, "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(cat(r, &["cat", &one, "P1/notes.txt"]).stdout, b"first\n");
+    assert_eq!(cat(&r.join("P1"), &["cat", "HEAD~1", "./s/../notes.txt"]).stdout, b"first\n");
+    assert_eq!(cat(r, &["cat", "HEAD", "P1/link"]).stdout, b"s/a.dcm", "a link gives its target");
+    let out = r.join("P1/copy.dcm");
+    ok(&r.join("P1"), &["cat", "HEAD", "s/a.dcm", "-o", "copy.dcm"]);
+    assert_eq!(fs::read(&out).unwrap(), dcm);
+    let e = String::from_utf8_lossy(&fails(r, &["cat", "HEAD", "P1/s/a.dcm", "-o", "P1/copy.dcm"]).stderr).into_owned();
+    assert!(e.contains("already exists (not overwritten)"), "{e}");
+    assert_eq!(fs::read(&out).unwrap(), dcm);
+    for (args, want) in [
+        (vec!["cat", "HEAD", "P1/s"], "P1/s: a folder in HEAD, not a file"),
+        (vec!["cat", "HEAD", "P1/copy.dcm"], "P1/copy.dcm: no such file or folder in HEAD"),
+        (vec!["cat", "HEAD", "../elsewhere"], "../elsewhere: outside the working folder"),
+        (vec!["cat", "HEAD", ".cohort/format"], "inside the store's own folder"),
+        (vec!["cat", "nope", "P1/notes.txt"], "unknown revision"),
+    ] {
+        let e = String::from_utf8_lossy(&fails(r, &args).stderr).into_owned();
+        assert!(e.contains(want), "{args:?}: {e}");
+    }
+}
+
+/// `restore` sets named files and folders back to a revision and leaves HEAD and every other
+/// path alone.
+#[test]
+fn restore_sets_paths_back_and_leaves_the_rest() {
+    let d = repo();
+    let r = d.path();
+    write(r, "P1/a.csv", b"a1");
+    write(r, "P1/deep/b.csv", b"b1");
+    write(r, "P2/c.csv", b"c1");
+    let one = ok(r, &["commit", "-m", "one"]).trim().to_string();
+    write(r, "P1/a.csv", b"a2");
+    fs::remove_file(r.join("P2/c.csv")).unwrap();
+    write(r, "P2/d.csv", b"d2");
+    let two = ok(r, &["commit", "-m", "two"]).trim().to_string();
+    // Uncommitted: a change, a removal and a new file in P1, a change in P2.
+    write(r, "P1/a.csv", b"a3");
+    fs::remove_file(r.join("P1/deep/b.csv")).unwrap();
+    write(r, "P1/new.csv", b"new");
+    write(r, "P2/d.csv", b"d3");
+    let s = json(&r.join("P1"), &["restore", ".", "--json"]);
+    assert_eq!(s["commit"], two.as_str());
+    assert_eq!(s["written"], serde_json::json!(["P1/a.csv", "P1/deep/b.csv"]), "{s}");
+    assert_eq!(s["removed"], serde_json::json!(["P1/new.csv"]), "{s}");
+    assert_eq!(fs::read(r.join("P1/a.csv")).unwrap(), b"a2");
+    assert_eq!(fs::read(r.join("P1/deep/b.csv")).unwrap(), b"b1");
+    assert!(!r.join("P1/new.csv").exists());
+    assert_eq!(fs::read(r.join("P2/d.csv")).unwrap(), b"d3", "a path not named is left alone");
+    let st = ok(r, &["status"]);
+    assert_eq!(st.lines().filter(|l| l.starts_with(['A', 'M', 'D'])).collect::<Vec<_>>(), ["M P2/d.csv"], "{st}");
+    // From an older commit: P2 as it was there (c.csv back, d.csv gone); HEAD does not move.
+    let out = ok(r, &["restore", "--source", &one, "P2"]);
+    assert!(out.contains("restored P2/c.csv") && out.contains("removed  P2/d.csv"), "{out}");
+    assert_eq!(fs::read(r.join("P2/c.csv")).unwrap(), b"c1");
+    assert!(!r.join("P2/d.csv").exists());
+    assert_eq!(json(r, &["log", "--json"])[0]["id"], two.as_str());
+    let st = ok(r, &["status"]);
+    assert!(st.contains("A P2/c.csv") && st.contains("D P2/d.csv"), "{st}");
+    // A path in neither is an error, and nothing changes (the other path named included).
+    let before = snapshot(r);
+    let e = String::from_utf8_lossy(&fails(r, &["restore", "P1", "P3"]).stderr).into_owned();
+    assert!(e.contains("P3: neither in HEAD nor in the working tree"), "{e}");
+    assert_eq!(snapshot(r), before);
+    // Nothing to do is said so.
+    let o = cohort(r).args(["restore", "P1"]).output().unwrap();
+    assert!(o.status.success() && String::from_utf8_lossy(&o.stderr).contains("nothing to restore"));
+    // The whole tree: as HEAD, like checkout --force, but HEAD stays.
+    ok(r, &["restore", "."]);
+    assert!(ok(r, &["status"]).contains("working tree clean"));
+}
+
+/// `export REV OUT PATH...` writes only the files named (and those in the folders named).
+#[test]
+fn export_of_some_paths() {
+    let d = repo();
+    let r = d.path();
+    write(r, "P1/s1/a.dcm", &cohort::dicom::synth::synth_instance(&fake_ct("exp", 0, 0, 0, 0, 8)));
+    write(r, "P1/s1/b.dcm", &cohort::dicom::synth::synth_instance(&fake_ct("exp", 0, 0, 0, 1, 8)));
+    write(r, "P1/s2/c.dcm", &cohort::dicom::synth::synth_instance(&fake_ct("exp", 0, 0, 1, 0, 8)));
+    write(r, "P2/d.dcm", &cohort::dicom::synth::synth_instance(&fake_ct("exp", 1, 0, 0, 0, 8)));
+    write(r, "labels.csv", b"id,label\n");
+    ok(r, &["commit", "-m", "one"]);
+    let o = tempfile::tempdir().unwrap();
+    let out = o.path().join("out");
+    let s = json(r, &["export", "HEAD", out.to_str().unwrap(), "P1/s1", "labels.csv", "P1/s1/a.dcm", "--json"]);
+    assert_eq!(s["files"], 3, "each file once: {s}");
+    let mut want = snapshot(r);
+    want.retain(|p, _| p.starts_with("P1/s1/") || p == "labels.csv");
+    assert_eq!(snapshot(&out), want);
+    fs::remove_dir_all(&out).unwrap();
+    let e = String::from_utf8_lossy(&fails(r, &["export", "HEAD", out.to_str().unwrap(), "P1", "P3"]).stderr).into_owned();
+    assert!(e.contains("P3: no such file or folder in HEAD"), "{e}");
+    assert!(!out.exists(), "nothing is written when a path is missing");
+}
+
 /// `diff --patch` shows the changed lines of text files, as git does; binary files and
 /// DICOM instances (which have their attribute changes) get none.
 #[test]

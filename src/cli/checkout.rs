@@ -1,5 +1,5 @@
 //! `cohort checkout` and `cohort export`.
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use cohort::export::LinkMode;
@@ -188,6 +188,10 @@ pub enum Format {
 pub struct ExportArgs {
     rev: String,
     out: PathBuf,
+    /// Only these files and folders of REV (paths as in the working tree, relative to the
+    /// current folder), at their paths.
+    #[arg(conflicts_with = "split")]
+    paths: Vec<PathBuf>,
     /// How files are made: copies, hardlinks or reflinks to the store's read-only cache.
     #[arg(long, value_enum, default_value = "copy")]
     link: Link,
@@ -215,13 +219,19 @@ pub struct ExportArgs {
 
 pub fn run_export(env: &Env, a: ExportArgs) -> CliResult {
     let mut repo = env.repo(Mode::Read)?;
-    // A partial clone fetches what the export needs first (only the part's files with --part);
-    // only then does the export need the store's write lock.
+    let paths = tree_paths(env, &repo, &a.paths)?;
+    // A partial clone fetches what the export needs first (only the part's files with --part,
+    // or the files named); only then does the export need the store's write lock.
     if cohort::remote::list_remotes(&repo)?.values().any(|r| r.promisor) {
         drop(repo);
         repo = env.repo(Mode::Write)?;
         let part = a.split.clone().zip(a.part.clone()).map(|(split, part)| cohort::remote::PartialSpec { split, part });
-        cohort::remote::fill_missing(&repo, &a.rev, part.as_ref(), &super::remote::credentials(&Default::default()), &env.progress())?;
+        let creds = super::remote::credentials(&Default::default());
+        if paths.is_empty() {
+            cohort::remote::fill_missing(&repo, &a.rev, part.as_ref(), &creds, &env.progress())?;
+        } else {
+            cohort::remote::fill_missing_paths(&repo, &a.rev, &paths, &creds, &env.progress())?;
+        }
     }
     let mode = match a.link {
         Link::Copy => LinkMode::Copy,
@@ -262,11 +272,156 @@ pub fn run_export(env: &Env, a: ExportArgs) -> CliResult {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let s = repo.export(&a.rev, &abs(env, &a.out), mode, &env.progress())?;
+    let s = if paths.is_empty() {
+        repo.export(&a.rev, &abs(env, &a.out), mode, &env.progress())?
+    } else {
+        repo.export_paths(&a.rev, &paths, &abs(env, &a.out), mode, &env.progress())?
+    };
     if a.json {
         json(&s);
     } else {
         out(&format!("exported {} files ({}) to {}\n", s.files, human_bytes(s.bytes), a.out.display()));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Path arguments as paths of the working tree (relative to the current folder).
+fn tree_paths(env: &Env, repo: &cohort::Repo, args: &[PathBuf]) -> Result<Vec<String>, super::CliError> {
+    Ok(args.iter().map(|p| cohort::pathsel::tree_path(&repo.root, &env.cwd, p)).collect::<Result<_, _>>()?)
+}
+
+/// Write one file of a revision to standard output (or to a new file with -o), byte for byte
+/// as it was committed; a symbolic link gives its target.
+#[derive(clap::Args)]
+pub struct CatArgs {
+    rev: String,
+    /// The file's path, as in the working tree (relative to the current folder).
+    path: PathBuf,
+    /// Write to this new file instead (an existing file is not overwritten).
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
+}
+
+pub fn run_cat(env: &Env, a: CatArgs) -> CliResult {
+    let mut repo = env.repo(Mode::Read)?;
+    let path = cohort::pathsel::tree_path(&repo.root, &env.cwd, &a.path)?;
+    if cohort::remote::list_remotes(&repo)?.values().any(|r| r.promisor) {
+        drop(repo);
+        repo = env.repo(Mode::Write)?;
+        cohort::remote::fill_missing_paths(&repo, &a.rev, std::slice::from_ref(&path), &super::remote::credentials(&Default::default()), &env.progress())?;
+    }
+    match &a.output {
+        Some(o) => {
+            let dest = abs(env, o);
+            let f = std::fs::OpenOptions::new().write(true).create_new(true).open(&dest).map_err(|e| super::CliError {
+                message: format!("{}: {}", dest.display(), if e.kind() == std::io::ErrorKind::AlreadyExists { "already exists (not overwritten)".to_string() } else { e.to_string() }),
+                code: 2,
+            })?;
+            let mut w = std::io::BufWriter::new(f);
+            let r = repo.cat(&a.rev, &path, &mut w, &dest).and_then(|e| {
+                use std::io::Write;
+                w.flush().map_err(|source| cohort::repo::RepoError::Io { path: dest.clone(), source })?;
+                Ok(e)
+            });
+            if let Err(e) = r {
+                drop(w);
+                let _ = std::fs::remove_file(&dest);
+                return Err(e.into());
+            }
+        }
+        None => {
+            use std::io::IsTerminal;
+            let stdout = std::io::stdout();
+            if stdout.is_terminal() {
+                // Binary bytes would garble the terminal: look before writing.
+                let mut probe = Vec::new();
+                match repo.cat(&a.rev, &path, &mut ProbeWriter(&mut probe), Path::new("standard output")) {
+                    // The probe stops the writing after 8 KiB (a real fault shows below).
+                    Ok(_) | Err(cohort::repo::RepoError::Export(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                if probe.contains(&0) {
+                    return Err(super::CliError { message: format!("{path}: binary (DICOM or other); redirect the output or use -o FILE"), code: 2 });
+                }
+            }
+            let mut w = BrokenPipeIsEnd(std::io::BufWriter::new(stdout.lock()));
+            repo.cat(&a.rev, &path, &mut w, Path::new("standard output"))?;
+            use std::io::Write;
+            w.flush().map_err(|e| super::CliError { message: format!("standard output: {e}"), code: 2 })?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Keeps the first 8 KiB written to it, then refuses more (an error the caller expects).
+struct ProbeWriter<'a>(&'a mut Vec<u8>);
+
+impl std::io::Write for ProbeWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let room = (8 << 10) - self.0.len();
+        if room == 0 {
+            return Err(std::io::Error::other("enough seen"));
+        }
+        let n = room.min(buf.len());
+        self.0.extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Standard output where a reader that went away (`| head`) ends the command quietly.
+struct BrokenPipeIsEnd<W>(W);
+
+impl<W: std::io::Write> std::io::Write for BrokenPipeIsEnd<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf).inspect_err(quit_on_broken_pipe)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush().inspect_err(quit_on_broken_pipe)
+    }
+}
+
+fn quit_on_broken_pipe(e: &std::io::Error) {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+}
+
+/// Set files or folders of the working tree back to what a revision (default HEAD) has
+/// there: changed files are written back, files the revision lacks there are removed. HEAD
+/// and every other path stay as they are.
+#[derive(clap::Args)]
+pub struct RestoreArgs {
+    /// Files or folders, as in the working tree (relative to the current folder; `.` is all
+    /// of it there).
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// The revision to take them from.
+    #[arg(long, short, default_value = "HEAD", value_name = "REV")]
+    source: String,
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run_restore(env: &Env, a: RestoreArgs) -> CliResult {
+    let repo = env.repo(Mode::Write)?;
+    let paths = tree_paths(env, &repo, &a.paths)?;
+    cohort::remote::fill_missing_paths(&repo, &a.source, &paths, &super::remote::credentials(&Default::default()), &env.progress())?;
+    let s = repo.restore(&a.source, &paths, &env.progress())?;
+    if a.json {
+        json(&s);
+    } else if s.written.is_empty() && s.removed.is_empty() {
+        eprintln!("nothing to restore: already as in {} ({})", a.source, s.commit.short());
+    } else {
+        for p in &s.written {
+            out(&format!("restored {p}\n"));
+        }
+        for p in &s.removed {
+            out(&format!("removed  {p}\n"));
+        }
+        eprintln!("{} file(s) restored and {} removed, as in {} ({})", s.written.len(), s.removed.len(), a.source, s.commit.short());
     }
     Ok(ExitCode::SUCCESS)
 }
