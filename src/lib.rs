@@ -21,6 +21,7 @@ pub mod diff;
 pub mod export;
 pub mod fsutil;
 pub mod id;
+pub mod ignorefile;
 pub mod index;
 pub mod ingest;
 pub(crate) mod jpeg12;

@@ -553,8 +553,37 @@ impl Repo {
         Ok((rep, snap))
     }
 
-    /// Commits reachable from `rev`, newest first.
-    pub fn log(&self, rev: &str, limit: Option<usize>) -> Result<Vec<LogEntry>, RepoError> {
+    /// Commits reachable from `rev`, newest first; with `paths`, only those that changed
+    /// something at or under them: against their parent, or for a merge against each parent
+    /// (a merge that took one side's version as it was is left out; that side's commit shows).
+    pub fn log(&self, rev: &str, limit: Option<usize>, paths: &[String]) -> Result<Vec<LogEntry>, RepoError> {
+        let src = TreeSource { store: &self.store, extra: None };
+        let mut seen_at: std::collections::HashMap<ObjectId, Vec<Option<ObjectId>>> = std::collections::HashMap::new();
+        // What a commit has at the paths: an entry's id names everything under it.
+        let mut at = |id: ObjectId, tree: ObjectId| -> Result<Vec<Option<ObjectId>>, RepoError> {
+            if let Some(v) = seen_at.get(&id) {
+                return Ok(v.clone());
+            }
+            let v = paths.iter().map(|p| Ok(pathsel::entry_at(&src, tree, p)?.map(|e| e.id))).collect::<Result<Vec<_>, StoreError>>()?;
+            seen_at.insert(id, v.clone());
+            Ok(v)
+        };
+        let mut changed = |id: ObjectId, c: &Commit| -> Result<bool, RepoError> {
+            if paths.is_empty() {
+                return Ok(true);
+            }
+            let here = at(id, c.tree)?;
+            if c.parents.is_empty() {
+                return Ok(here.iter().any(Option::is_some));
+            }
+            for p in &c.parents {
+                let pt = self.store.read_commit(p)?.tree;
+                if at(*p, pt)? == here {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        };
         let start = self.resolve(rev)?;
         let mut heap = BinaryHeap::new();
         let mut seen = HashSet::new();
@@ -574,6 +603,9 @@ impl Repo {
                     heap.push((pc.time_us, *p));
                     commits.insert(*p, pc);
                 }
+            }
+            if !changed(id, &c)? {
+                continue;
             }
             out.push(LogEntry {
                 id,

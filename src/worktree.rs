@@ -16,6 +16,7 @@ use rayon::prelude::*;
 
 use crate::dicom::{self, Analysis};
 use crate::id::ObjectId;
+use crate::ignorefile::{Ignore, IgnoreError};
 use crate::index::StatEntry;
 use crate::object::{valid_name, CommitNote, DicomFile, EntryKind, Structured, Tree, TreeEntry};
 use crate::pack::{self, Hint};
@@ -33,6 +34,8 @@ pub enum WorktreeError {
     BadName { path: PathBuf, name: String },
     #[error("{path}: the file changed while it was being read; run the command again")]
     Changed { path: PathBuf },
+    #[error(transparent)]
+    Ignore(#[from] IgnoreError),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -118,7 +121,7 @@ type Walked = (Vec<(String, Node)>, Vec<CommitNote>);
 
 /// Walk a folder; entries are stat'ed and subfolders walked in parallel (a tree of many small
 /// files is bound by `statx` calls, which run concurrently).
-fn walk(abs: &Path, rel: &str) -> Result<Walked, WorktreeError> {
+fn walk(abs: &Path, rel: &str, ignore: &Ignore) -> Result<Walked, WorktreeError> {
     let rd = fs::read_dir(abs).map_err(|source| WorktreeError::Read { path: abs.to_path_buf(), source })?;
     let mut names = Vec::new();
     for e in rd {
@@ -130,6 +133,12 @@ fn walk(abs: &Path, rel: &str) -> Result<Walked, WorktreeError> {
         };
         if rel.is_empty() && name == STORE_DIR {
             continue;
+        }
+        if !ignore.is_empty() {
+            let is_dir = e.file_type().map_err(|source| WorktreeError::Read { path: path.clone(), source })?.is_dir();
+            if ignore.ignored(&if rel.is_empty() { name.clone() } else { format!("{rel}/{name}") }, is_dir) {
+                continue;
+            }
         }
         if !valid_name(&name) {
             return Err(WorktreeError::BadName { path, name });
@@ -144,7 +153,7 @@ fn walk(abs: &Path, rel: &str) -> Result<Walked, WorktreeError> {
             let meta = fs::symlink_metadata(&path).map_err(|source| WorktreeError::Read { path: path.clone(), source })?;
             let ft = meta.file_type();
             Ok(if ft.is_dir() {
-                let (entries, notes) = walk(&path, &child_rel)?;
+                let (entries, notes) = walk(&path, &child_rel, ignore)?;
                 // Like git, folders are recorded through their files: an empty folder is not.
                 ((!entries.is_empty()).then_some((name, Node::Dir { entries })), notes)
             } else if ft.is_file() || ft.is_symlink() {
@@ -314,7 +323,7 @@ pub fn snapshot(
     writer: Option<&ObjectWriter>,
     progress: &dyn Progress,
 ) -> Result<Snapshot, WorktreeError> {
-    let (tree, notes) = walk(root, "")?;
+    let (tree, notes) = walk(root, "", &Ignore::load(root)?)?;
     // Depth-first over sorted entries: build_tree consumes the results in this same order.
     let mut jobs = Vec::new();
     collect_jobs(&tree, &mut jobs);

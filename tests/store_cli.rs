@@ -721,6 +721,75 @@ fn export_of_some_paths() {
     assert!(!out.exists(), "nothing is written when a path is missing");
 }
 
+/// `.cohortignore` leaves paths out of commits and status, as `.gitignore` does, and
+/// checkout leaves the ignored files alone.
+#[test]
+fn ignored_paths_are_left_out() {
+    let d = repo();
+    let r = d.path();
+    write(r, ".cohortignore", b"# viewers' litter\n.DS_Store\n*.tmp\n!keep.tmp\n/scratch/\n");
+    write(r, "P1/a.csv", b"a");
+    write(r, "P1/.DS_Store", b"litter");
+    write(r, "P1/x.tmp", b"tmp");
+    write(r, "keep.tmp", b"kept");
+    write(r, "scratch/big.bin", b"scratch");
+    write(r, "P1/scratch/y.csv", b"not the root's scratch");
+    ok(r, &["commit", "-m", "one"]);
+    let listed = json(r, &["ls", "--json"]);
+    let listed: Vec<&str> = listed.as_array().unwrap().iter().map(|e| e["path"].as_str().unwrap()).collect();
+    assert_eq!(listed, [".cohortignore", "P1/a.csv", "P1/scratch/y.csv", "keep.tmp"]);
+    // Changes to ignored files are not changes.
+    write(r, "P1/.DS_Store", b"more litter");
+    write(r, "scratch/new.bin", b"new");
+    assert!(ok(r, &["status"]).contains("working tree clean"));
+    // Checkout leaves them where they are.
+    write(r, "P1/a.csv", b"a2");
+    ok(r, &["commit", "-m", "two"]);
+    ok(r, &["checkout", "HEAD~1"]);
+    ok(r, &["checkout", "main"]);
+    assert_eq!(fs::read(r.join("P1/.DS_Store")).unwrap(), b"more litter");
+    assert_eq!(fs::read(r.join("scratch/new.bin")).unwrap(), b"new");
+    // A file committed before it was ignored is then left out of the next commit.
+    write(r, ".cohortignore", b".DS_Store\n*.tmp\n!keep.tmp\n/scratch/\nP1/scratch/\n");
+    let st = ok(r, &["status"]);
+    assert!(st.contains("D P1/scratch/y.csv") && st.contains("M .cohortignore"), "{st}");
+    assert!(r.join("P1/scratch/y.csv").exists());
+    // A bad pattern is named, and nothing is committed.
+    write(r, ".cohortignore", b".DS_Store\n[z-a\n");
+    let e = String::from_utf8_lossy(&fails(r, &["commit", "-m", "three"]).stderr).into_owned();
+    assert!(e.contains(".cohortignore: line 2: pattern \"[z-a\""), "{e}");
+    assert_eq!(json(r, &["log", "--json"]).as_array().unwrap().len(), 2);
+}
+
+/// `log -- PATH` lists the commits that changed something there; a merge that took one
+/// side's version as it was is not one of them.
+#[test]
+fn log_of_some_paths() {
+    let d = repo();
+    let r = d.path();
+    write(r, "a.csv", b"a1");
+    write(r, "P/b.csv", b"b1");
+    let one = ok(r, &["commit", "-m", "one"]).trim().to_string();
+    write(r, "a.csv", b"a2");
+    let two = ok(r, &["commit", "-m", "two"]).trim().to_string();
+    ok(r, &["branch", "side", &one]);
+    ok(r, &["checkout", "side"]);
+    write(r, "P/b.csv", b"b2");
+    let side = ok(r, &["commit", "-m", "side"]).trim().to_string();
+    ok(r, &["checkout", "main"]);
+    ok(r, &["merge", "side", "-m", "merge"]);
+    let ids = |dir: &std::path::Path, args: &[&str]| -> Vec<String> { json(dir, args).as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap().to_string()).collect() };
+    assert_eq!(ids(r, &["log", "--json", "--", "a.csv"]), [two.clone(), one.clone()]);
+    assert_eq!(ids(r, &["log", "--json", "--", "P"]), [side.clone(), one.clone()]);
+    assert_eq!(ids(&r.join("P"), &["log", "--json", "--", "b.csv"]), [side.clone(), one.clone()], "paths are relative to the current folder");
+    // Both paths: the merge differs from each parent in one of them (as git counts it).
+    let merge = ids(r, &["log", "--json", "-n", "1"]);
+    assert_eq!(ids(r, &["log", "--json", "--", "a.csv", "P/b.csv"]).len(), 4);
+    assert_eq!(ids(r, &["log", "--json", "-n", "1", "--", "a.csv", "P/b.csv"]), merge);
+    assert_eq!(ids(r, &["log", "--json", "--", "nothing"]).len(), 0);
+    assert_eq!(ids(r, &["log", "--json"]).len(), 4);
+}
+
 /// `diff --patch` shows the changed lines of text files, as git does; binary files and
 /// DICOM instances (which have their attribute changes) get none.
 #[test]

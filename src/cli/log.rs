@@ -18,11 +18,16 @@ pub struct LogArgs {
     limit: Option<usize>,
     #[arg(long)]
     json: bool,
+    /// After `--`: only commits that changed something at or under these paths (as in the
+    /// working tree, relative to the current folder).
+    #[arg(last = true, value_name = "PATH")]
+    paths: Vec<std::path::PathBuf>,
 }
 
 pub fn run_log(env: &Env, a: LogArgs) -> CliResult {
     let repo = env.repo(Mode::Read)?;
-    let log = repo.log(&a.rev, a.limit)?;
+    let paths = a.paths.iter().map(|p| cohort::pathsel::tree_path(&repo.root, &env.cwd, p)).collect::<Result<Vec<_>, _>>()?;
+    let log = repo.log(&a.rev, a.limit, &paths)?;
     if a.json {
         json(&log);
         return Ok(ExitCode::SUCCESS);
