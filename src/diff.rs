@@ -141,26 +141,38 @@ fn diff_rec(src: &TreeSource, a: Option<ObjectId>, b: Option<ObjectId>, prefix: 
             }
             std::cmp::Ordering::Equal => {
                 let (x, y) = (ea.expect("left"), eb.expect("right"));
-                let p = join(prefix, &x.name);
                 if x.id != y.id || x.kind != y.kind {
-                    match (x.kind == EntryKind::Tree, y.kind == EntryKind::Tree) {
-                        (true, true) => diff_rec(src, Some(x.id), Some(y.id), &p, out)?,
-                        (false, false) => out.push(Change {
-                            path: p,
-                            status: Status::Modified,
-                            old: Some(x.into()),
-                            new: Some(y.into()),
-                        }),
-                        _ => {
-                            side(src, x, &p, Status::Removed, out)?;
-                            side(src, y, &p, Status::Added, out)?;
-                        }
-                    }
+                    entry_pair(src, &join(prefix, &x.name), Some(x), Some(y), out)?;
                 }
                 i += 1;
                 j += 1;
             }
         }
+    }
+    Ok(())
+}
+
+/// The changes between what two trees have at one path (an entry, or nothing), in path order.
+pub fn diff_entries(src: &TreeSource, path: &str, a: Option<&TreeEntry>, b: Option<&TreeEntry>) -> Result<Vec<Change>, StoreError> {
+    let mut out = Vec::new();
+    entry_pair(src, path, a, b, &mut out)?;
+    Ok(out)
+}
+
+fn entry_pair(src: &TreeSource, p: &str, a: Option<&TreeEntry>, b: Option<&TreeEntry>, out: &mut Vec<Change>) -> Result<(), StoreError> {
+    match (a, b) {
+        (None, None) => {}
+        (Some(x), None) => side(src, x, p, Status::Removed, out)?,
+        (None, Some(y)) => side(src, y, p, Status::Added, out)?,
+        (Some(x), Some(y)) if x.id == y.id && x.kind == y.kind => {}
+        (Some(x), Some(y)) => match (x.kind == EntryKind::Tree, y.kind == EntryKind::Tree) {
+            (true, true) => diff_rec(src, Some(x.id), Some(y.id), p, out)?,
+            (false, false) => out.push(Change { path: p.to_string(), status: Status::Modified, old: Some(x.into()), new: Some(y.into()) }),
+            _ => {
+                side(src, x, p, Status::Removed, out)?;
+                side(src, y, p, Status::Added, out)?;
+            }
+        },
     }
     Ok(())
 }

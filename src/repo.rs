@@ -630,16 +630,31 @@ impl Repo {
     /// a batch of entries is held at a time (their DICOM records read in parallel), so memory
     /// stays flat whatever the number of files.
     pub fn ls_each(&self, rev: &str, each: &mut dyn FnMut(LsEntry)) -> Result<(), RepoError> {
+        self.ls_paths(rev, &[], each)
+    }
+
+    /// [`Repo::ls_each`], only the files at and under `paths` (every file when empty), path
+    /// by path as given. A path `rev` lacks is an error.
+    pub fn ls_paths(&self, rev: &str, paths: &[String], each: &mut dyn FnMut(LsEntry)) -> Result<(), RepoError> {
         let c = self.store.read_commit(&self.resolve(rev)?)?;
         let src = TreeSource { store: &self.store, extra: None };
+        let everything = [String::new()];
+        let paths = if paths.is_empty() { &everything[..] } else { paths };
         let mut batch = Vec::new();
-        diff::for_each_file(&src, &c.tree, "", &mut |path, e| {
-            batch.push((path, e));
-            if batch.len() >= LS_BATCH {
-                self.ls_flush(&mut batch, each)?;
+        for p in paths {
+            let e = pathsel::entry_at(&src, c.tree, p)?.ok_or_else(|| PathSelError::NotInRevision { path: p.clone(), rev: rev.to_string() })?;
+            if e.kind != EntryKind::Tree {
+                batch.push((p.clone(), e));
+                continue;
             }
-            Ok::<(), StoreError>(())
-        })?;
+            diff::for_each_file(&src, &e.id, p, &mut |path, e| {
+                batch.push((path, e));
+                if batch.len() >= LS_BATCH {
+                    self.ls_flush(&mut batch, each)?;
+                }
+                Ok::<(), StoreError>(())
+            })?;
+        }
         Ok(self.ls_flush(&mut batch, each)?)
     }
 
@@ -658,13 +673,27 @@ impl Repo {
 
     /// Differences between two revisions, with the DICOM view; with `patch`, also the changed
     /// lines of modified text files.
-    pub fn diff(&self, a: &str, b: &str, patch: bool) -> Result<DiffReport, RepoError> {
+    /// With `paths`, only the files at and under them (and no annotation changes, which are
+    /// not at paths).
+    pub fn diff(&self, a: &str, b: &str, patch: bool, paths: &[String]) -> Result<DiffReport, RepoError> {
         let (ia, ib) = (self.resolve(a)?, self.resolve(b)?);
         let (ca, cb) = (self.store.read_commit(&ia)?, self.store.read_commit(&ib)?);
         let src = TreeSource { store: &self.store, extra: None };
-        let files = diff::diff_trees(&src, Some(ca.tree), Some(cb.tree))?;
+        let mut files = Vec::new();
+        if paths.is_empty() {
+            files = diff::diff_trees(&src, Some(ca.tree), Some(cb.tree))?;
+        } else {
+            // Each path's subtrees are compared, so the cost follows what is there.
+            for p in paths {
+                let (ea, eb) = (pathsel::entry_at(&src, ca.tree, p)?, pathsel::entry_at(&src, cb.tree, p)?);
+                files.extend(diff::diff_entries(&src, p, ea.as_ref(), eb.as_ref())?);
+            }
+            // Paths named twice (a folder and a file in it) give their changes once.
+            files.sort_by(|x, y| x.path.cmp(&y.path));
+            files.dedup_by(|x, y| x.path == y.path && x.status == y.status);
+        }
         let dicom = diff::dicom_view(&self.store, &files)?;
-        let annotations = if ca.catalog == cb.catalog {
+        let annotations = if ca.catalog == cb.catalog || !paths.is_empty() {
             Default::default()
         } else {
             crate::annotate::diff_catalogs(&self.store, &self.store.catalog_of(&ca)?, &self.store.catalog_of(&cb)?)?

@@ -790,6 +790,33 @@ fn log_of_some_paths() {
     assert_eq!(ids(r, &["log", "--json"]).len(), 4);
 }
 
+/// `diff A B -- PATH...` and `ls REV -- PATH...` look only at the files there.
+#[test]
+fn diff_and_ls_of_some_paths() {
+    let d = repo();
+    let r = d.path();
+    write(r, "P1/a.dcm", &cohort::dicom::synth::synth_instance(&fake_ct("dls", 0, 0, 0, 0, 8)));
+    write(r, "P2/b.dcm", &cohort::dicom::synth::synth_instance(&fake_ct("dls", 1, 0, 0, 0, 8)));
+    write(r, "x", b"a file");
+    ok(r, &["commit", "-m", "one"]);
+    write(r, "P1/a.dcm", &cohort::dicom::synth::synth_instance(&fake_ct("dls", 0, 0, 0, 0, 9)));
+    write(r, "P2/b.dcm", &cohort::dicom::synth::synth_instance(&fake_ct("dls", 1, 0, 0, 0, 9)));
+    fs::remove_file(r.join("x")).unwrap();
+    write(r, "x/y.csv", b"now a folder");
+    ok(r, &["commit", "-m", "two"]);
+    let all = json(r, &["diff", "HEAD~1", "--json"]);
+    assert_eq!(all["files"].as_array().unwrap().len(), 4, "{all}");
+    let some = json(&r.join("P1"), &["diff", "HEAD~1", "--json", "--", ".", "../x", "a.dcm"]);
+    let files: Vec<(&str, &str)> = some["files"].as_array().unwrap().iter().map(|c| (c["path"].as_str().unwrap(), c["status"].as_str().unwrap())).collect();
+    assert_eq!(files, [("P1/a.dcm", "modified"), ("x", "removed"), ("x/y.csv", "added")], "{some}");
+    assert_eq!(some["dicom"].as_array().unwrap().len(), 1, "only P1's patient: {some}");
+    let ls = json(r, &["ls", "HEAD~1", "--json", "--", "x", "P2"]);
+    let paths: Vec<&str> = ls.as_array().unwrap().iter().map(|e| e["path"].as_str().unwrap()).collect();
+    assert_eq!(paths, ["x", "P2/b.dcm"]);
+    let e = String::from_utf8_lossy(&fails(r, &["ls", "--", "P3"]).stderr).into_owned();
+    assert!(e.contains("P3: no such file or folder in HEAD"), "{e}");
+}
+
 /// `diff --patch` shows the changed lines of text files, as git does; binary files and
 /// DICOM instances (which have their attribute changes) get none.
 #[test]

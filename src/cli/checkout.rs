@@ -219,7 +219,7 @@ pub struct ExportArgs {
 
 pub fn run_export(env: &Env, a: ExportArgs) -> CliResult {
     let mut repo = env.repo(Mode::Read)?;
-    let paths = tree_paths(env, &repo, &a.paths)?;
+    let paths = super::tree_paths(env, &repo, &a.paths)?;
     // A partial clone fetches what the export needs first (only the part's files with --part,
     // or the files named); only then does the export need the store's write lock.
     if cohort::remote::list_remotes(&repo)?.values().any(|r| r.promisor) {
@@ -283,11 +283,6 @@ pub fn run_export(env: &Env, a: ExportArgs) -> CliResult {
         out(&format!("exported {} files ({}) to {}\n", s.files, human_bytes(s.bytes), a.out.display()));
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Path arguments as paths of the working tree (relative to the current folder).
-fn tree_paths(env: &Env, repo: &cohort::Repo, args: &[PathBuf]) -> Result<Vec<String>, super::CliError> {
-    Ok(args.iter().map(|p| cohort::pathsel::tree_path(&repo.root, &env.cwd, p)).collect::<Result<_, _>>()?)
 }
 
 /// Write one file of a revision to standard output (or to a new file with -o), byte for byte
@@ -407,7 +402,7 @@ pub struct RestoreArgs {
 
 pub fn run_restore(env: &Env, a: RestoreArgs) -> CliResult {
     let repo = env.repo(Mode::Write)?;
-    let paths = tree_paths(env, &repo, &a.paths)?;
+    let paths = super::tree_paths(env, &repo, &a.paths)?;
     cohort::remote::fill_missing_paths(&repo, &a.source, &paths, &super::remote::credentials(&Default::default()), &env.progress())?;
     let s = repo.restore(&a.source, &paths, &env.progress())?;
     if a.json {

@@ -18,11 +18,16 @@ pub struct Args {
     patch: bool,
     #[arg(long)]
     json: bool,
+    /// After `--`: only the files at and under these paths (as in the working tree, relative
+    /// to the current folder).
+    #[arg(last = true, value_name = "PATH")]
+    paths: Vec<std::path::PathBuf>,
 }
 
 pub fn run(env: &Env, a: Args) -> CliResult {
     let repo = env.repo(Mode::Read)?;
-    let d = repo.diff(&a.a, &a.b, a.patch)?;
+    let paths = super::tree_paths(env, &repo, &a.paths)?;
+    let d = repo.diff(&a.a, &a.b, a.patch, &paths)?;
     if a.json {
         json(&d);
         return Ok(ExitCode::SUCCESS);

@@ -26,7 +26,7 @@ pub struct LogArgs {
 
 pub fn run_log(env: &Env, a: LogArgs) -> CliResult {
     let repo = env.repo(Mode::Read)?;
-    let paths = a.paths.iter().map(|p| cohort::pathsel::tree_path(&repo.root, &env.cwd, p)).collect::<Result<Vec<_>, _>>()?;
+    let paths = super::tree_paths(env, &repo, &a.paths)?;
     let log = repo.log(&a.rev, a.limit, &paths)?;
     if a.json {
         json(&log);

@@ -13,6 +13,10 @@ pub struct Args {
     rev: String,
     #[arg(long)]
     json: bool,
+    /// After `--`: only the files at and under these paths (as in the working tree, relative
+    /// to the current folder).
+    #[arg(last = true, value_name = "PATH")]
+    paths: Vec<std::path::PathBuf>,
 }
 
 pub fn run(env: &Env, a: Args) -> CliResult {
@@ -21,7 +25,8 @@ pub fn run(env: &Env, a: Args) -> CliResult {
     let mut w = Lines::default();
     let mut first = true;
     let d = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
-    repo.ls_each(&a.rev, &mut |e| {
+    let paths = super::tree_paths(env, &repo, &a.paths)?;
+    repo.ls_paths(&a.rev, &paths, &mut |e| {
         if a.json {
             // The layout of serde_json's pretty printer for the whole array, one element at a time.
             let item = serde_json::to_string_pretty(&e).expect("serializable");

@@ -243,3 +243,8 @@ pub fn run() -> ExitCode {
 pub fn abs(env: &Env, p: &Path) -> PathBuf {
     if p.is_absolute() { p.to_path_buf() } else { env.cwd.join(p) }
 }
+
+/// Path arguments as paths of the working tree (relative to the current folder).
+pub fn tree_paths(env: &Env, repo: &Repo, args: &[PathBuf]) -> Result<Vec<String>, CliError> {
+    Ok(args.iter().map(|p| cohort::pathsel::tree_path(&repo.root, &env.cwd, p)).collect::<Result<_, _>>()?)
+}
