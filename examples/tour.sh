@@ -36,6 +36,15 @@ cohort commit -m "correct series description"
 cohort diff HEAD~1 HEAD
 cohort du
 
+step "a mistake undone, an old version read, a viewer's litter ignored"
+printf 'oops' > "$f"                             # a file overwritten by mistake
+cohort restore "$f"                              # back as committed; HEAD does not move
+cohort cat HEAD~1 "$f" | cmp -s - "$f" || echo "$f now differs from its imported version"
+echo "commits that changed it: $(cohort log --json -- "$f" | grep -c '"id"')"
+printf '.DS_Store\nThumbs.db\n' > .cohortignore && touch FAKE0001/.DS_Store
+cohort status                                    # only .cohortignore is new
+cohort commit -m "ignore viewer files"
+
 step "two curators fix the same instance on two branches: the merge takes both fixes, attribute by attribute"
 # fix FILE TAG VALUE OLD NEW: set TAG to VALUE with dcmodify, or without dcmtk replace OLD by
 # NEW in place (same length).
