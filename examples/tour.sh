@@ -44,6 +44,7 @@ echo "commits that changed it: $(cohort log --json -- "$f" | grep -c '"id"')"
 printf '.DS_Store\nThumbs.db\n' > .cohortignore && touch FAKE0001/.DS_Store
 cohort status                                    # only .cohortignore is new
 cohort commit -m "ignore viewer files"
+rm FAKE0001/.DS_Store   # deid below keeps DICOM only: .cohortignore stays on this branch
 
 step "two curators fix the same instance on two branches: the merge takes both fixes, attribute by attribute"
 # fix FILE TAG VALUE OLD NEW: set TAG to VALUE with dcmodify, or without dcmtk replace OLD by
@@ -137,6 +138,7 @@ cohort remote add research "$work/remote"
 cohort push research deid
 cohort clone "$work/remote" "$work/gpu-node" --rev deid --split v1 --part train
 (cd "$work/gpu-node" && cohort du | tail -2 && cohort export deid "$work/gpu-train" --split v1 --part train --format nnunet --task lesion)
+cohort verify-export "$work/gpu-train"           # before training: still exactly what was exported
 
 step "export a state byte for byte, and check the whole store"
 cohort export deid "$work/export" --link hardlink

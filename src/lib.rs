@@ -19,6 +19,7 @@ pub mod volume;
 pub mod dataset;
 pub mod diff;
 pub mod export;
+pub mod exportcheck;
 pub mod fsutil;
 pub mod id;
 pub mod ignorefile;

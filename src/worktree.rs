@@ -206,8 +206,8 @@ impl Sink<'_> {
     }
 }
 
-/// Split file bytes into objects (DICOM parts and record, or one blob) and hand them to `sink`.
-/// Returns the entry kind (DICOM or not), the id and a note for the commit summary.
+/// Split file bytes into objects (DICOM parts and record, or one blob) and store them with
+/// `writer`. Returns the entry kind (DICOM or not), the id and a note for the commit summary.
 pub(crate) fn store_file_bytes(
     bytes: &[u8],
     rel: &str,
@@ -216,6 +216,20 @@ pub(crate) fn store_file_bytes(
     writer: Option<&ObjectWriter>,
 ) -> Result<(EntryKind, ObjectId, Option<String>), StoreError> {
     let sink = Sink { store, writer };
+    split_file(bytes, rel, executable, &|id, b, hint| sink.put(id, b, hint))
+}
+
+/// The entry kind and id a file's bytes get in a tree, as commit and status work them out,
+/// with nothing stored (`rel` is the file's path, for the DICOM-or-not guess of a note).
+pub fn file_id(bytes: &[u8], rel: &str, executable: bool) -> (EntryKind, ObjectId) {
+    match split_file(bytes, rel, executable, &|_, _, _| Ok::<(), std::convert::Infallible>(())) {
+        Ok((kind, id, _)) => (kind, id),
+        Err(never) => match never {},
+    }
+}
+
+/// Split file bytes into objects (DICOM parts and record, or one blob) and hand each to `put`.
+fn split_file<E, F: Fn(ObjectId, &[u8], Hint) -> Result<(), E>>(bytes: &[u8], rel: &str, executable: bool, put: &F) -> Result<(EntryKind, ObjectId, Option<String>), E> {
     match dicom::analyze(bytes) {
         Analysis::Dicom(layout) => {
             let rec = match layout.pixel {
@@ -232,8 +246,8 @@ pub(crate) fn store_file_bytes(
                     };
                     let hid = ObjectId::of(header);
                     let pid = ObjectId::of(pixels);
-                    sink.put(hid, header, Hint::Generic)?;
-                    sink.put(pid, pixels, hint)?;
+                    put(hid, header, Hint::Generic)?;
+                    put(pid, pixels, hint)?;
                     DicomFile {
                         header: hid,
                         pixel_element: bytes[es..vs].to_vec(),
@@ -245,7 +259,7 @@ pub(crate) fn store_file_bytes(
                 }
                 None => {
                     let hid = ObjectId::of(bytes);
-                    sink.put(hid, bytes, Hint::Generic)?;
+                    put(hid, bytes, Hint::Generic)?;
                     DicomFile {
                         header: hid,
                         pixel_element: vec![],
@@ -258,12 +272,12 @@ pub(crate) fn store_file_bytes(
             };
             let rb = rec.to_bytes();
             let rid = ObjectId::of(&rb);
-            sink.put(rid, &rb, Hint::Generic)?;
+            put(rid, &rb, Hint::Generic)?;
             Ok((EntryKind::Dicom, rid, None))
         }
         Analysis::NotDicom { reason } => {
             let id = ObjectId::of(bytes);
-            sink.put(id, bytes, Hint::Generic)?;
+            put(id, bytes, Hint::Generic)?;
             let note = looks_like_dicom(rel, bytes).then(|| format!("stored whole, not as DICOM: {reason}"));
             let kind = if executable { EntryKind::Executable } else { EntryKind::File };
             Ok((kind, id, note))

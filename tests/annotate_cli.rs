@@ -523,6 +523,42 @@ fn export_nnunet_monai_csv_files_with_manifest() {
     fs::remove_file(&cache).unwrap();
     ok(r, &["export", "HEAD", hl.to_str().unwrap(), "--split", "main", "--format", "csv", "--task", "finding", "--link", "hardlink"]);
     assert!(hl.join("cohort-manifest.json").is_file());
+
+    // verify-export: every export is as written, checked against its manifest from a folder
+    // with no store (as on a GPU box), and against the revision it came from.
+    for o in [&out1, &mo, &cs, &fo, &hl] {
+        let v = json(&d, &["verify-export", o.to_str().unwrap(), "--json"]);
+        assert_eq!((v["clean"].as_bool(), v["commit"].as_str(), v["against"].as_str()), (Some(true), Some(commit.as_str()), Some("manifest")), "{v}");
+        assert_eq!(v["same"], v["files"]);
+    }
+    assert!(ok(r, &["verify-export", out1.to_str().unwrap(), "HEAD"]).contains(&format!("as exported from commit {}", &commit[..12])));
+    let e = fails(r, &["verify-export", out1.to_str().unwrap(), "HEAD~1"]);
+    assert_eq!(e.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&e.stderr).contains(&format!("was exported from commit {}, not from HEAD~1", &commit[..12])));
+    // Tampering is found: a volume and a DICOM file changed at the same size, a file gone,
+    // one added.
+    let nii = fs::read_dir(out1.join("imagesTr")).unwrap().next().unwrap().unwrap().path();
+    let flip_last = |p: &Path| {
+        let mut b = fs::read(p).unwrap();
+        let n = b.len() - 1;
+        b[n] ^= 1;
+        fs::write(p, b).unwrap();
+    };
+    flip_last(&nii);
+    let o = fails(&d, &["verify-export", out1.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    let rel = nii.strip_prefix(&out1).unwrap().to_str().unwrap().to_string();
+    assert!(text.contains(&format!("M {rel}: content differs")) && text.contains("NOT AS EXPORTED"), "{text}");
+    let dcm = rows[0].split(',').next().unwrap();
+    flip_last(&cs.join(dcm));
+    fs::remove_file(cs.join("dataset.csv")).unwrap();
+    fs::write(cs.join("notes.txt"), b"mine").unwrap();
+    let v = cohort(&d).args(["verify-export", cs.to_str().unwrap(), "--json"]).output().unwrap();
+    assert_eq!(v.status.code(), Some(1));
+    let v: Value = serde_json::from_slice(&v.stdout).unwrap();
+    assert_eq!(v["changed"][0]["path"], dcm, "{v}");
+    assert_eq!((v["missing"].clone(), v["extra"].clone(), v["clean"].as_bool()), (serde_json::json!(["dataset.csv"]), serde_json::json!(["notes.txt"]), Some(false)), "{v}");
 }
 
 /// The DICOM files of the three patients `compressed_series_export_the_same_volumes_as_uncompressed_ones` uses.

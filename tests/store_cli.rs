@@ -817,6 +817,50 @@ fn diff_and_ls_of_some_paths() {
     assert!(e.contains("P3: no such file or folder in HEAD"), "{e}");
 }
 
+/// `verify-export DIR REV` checks a plain export against the revision's tree: DICOM files
+/// as commit hashes them, other files, links; what changed, went or was added.
+#[test]
+fn verify_export_of_a_plain_export() {
+    let d = repo();
+    let r = d.path();
+    let dcm = cohort::dicom::synth::synth_instance(&fake_ct("vex", 0, 0, 0, 0, 8));
+    write(r, "P1/a.dcm", &dcm);
+    write(r, "P1/b.dcm", &cohort::dicom::synth::synth_instance(&fake_ct("vex", 0, 0, 0, 1, 8)));
+    write(r, "notes.txt", b"notes");
+    std::os::unix::fs::symlink("P1/a.dcm", r.join("first")).unwrap();
+    ok(r, &["commit", "-m", "one"]);
+    write(r, "notes.txt", b"more notes");
+    ok(r, &["commit", "-m", "two"]);
+    let o = tempfile::tempdir().unwrap();
+    let out = o.path().join("x");
+    ok(r, &["export", "HEAD", out.to_str().unwrap()]);
+    let v = json(r, &["verify-export", out.to_str().unwrap(), "HEAD", "--json"]);
+    assert_eq!((v["clean"].as_bool(), v["files"].as_u64(), v["against"].as_str()), (Some(true), Some(4), Some("tree")), "{v}");
+    // Without a manifest the revision is needed.
+    let e = fails(o.path(), &["verify-export", "x"]);
+    assert!(String::from_utf8_lossy(&e.stderr).contains("no cohort-manifest.json here (a plain export)"));
+    // Against the older commit: notes.txt differs.
+    let text = String::from_utf8_lossy(&fails(r, &["verify-export", out.to_str().unwrap(), "HEAD~1"]).stdout).into_owned();
+    assert!(text.contains("M notes.txt: 10 bytes, 5 exported") && text.contains("1 of 4 files changed, 0 missing, 0 extra"), "{text}");
+    // One attribute of a DICOM header changed at the same length, a link re-pointed, a file
+    // gone, a folder added.
+    let pos = dcm.windows(4).position(|w| w == b"FAKE").unwrap();
+    let mut changed = dcm.clone();
+    changed[pos] = b'X';
+    fs::write(out.join("P1/a.dcm"), &changed).unwrap();
+    fs::remove_file(out.join("first")).unwrap();
+    std::os::unix::fs::symlink("P1/b.dcm", out.join("first")).unwrap();
+    fs::remove_file(out.join("P1/b.dcm")).unwrap();
+    write(&out, "extra/y.txt", b"y");
+    let o2 = fails(r, &["verify-export", out.to_str().unwrap(), "HEAD", "--json"]);
+    assert_eq!(o2.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&o2.stdout).unwrap();
+    let changed: Vec<&str> = v["changed"].as_array().unwrap().iter().map(|c| c["path"].as_str().unwrap()).collect();
+    assert_eq!(changed.len(), 2, "{v}");
+    assert!(changed.contains(&"P1/a.dcm") && changed.contains(&"first"), "{v}");
+    assert_eq!((v["missing"].clone(), v["extra"].clone()), (serde_json::json!(["P1/b.dcm"]), serde_json::json!(["extra/y.txt"])), "{v}");
+}
+
 /// `diff --patch` shows the changed lines of text files, as git does; binary files and
 /// DICOM instances (which have their attribute changes) get none.
 #[test]

@@ -77,6 +77,7 @@ enum Command {
     #[command(subcommand)]
     Split(split::SplitCommand),
     Verify(verify::VerifyArgs),
+    VerifyExport(verify::VerifyExportArgs),
     #[command(subcommand)]
     Remote(remote::RemoteCommand),
     Push(remote::PushArgs),
@@ -217,6 +218,7 @@ pub fn run() -> ExitCode {
         Command::Consensus(a) => annotate::run_consensus(&env, a),
         Command::Split(c) => split::run(&env, c),
         Command::Verify(a) => verify::run_verify(&env, a),
+        Command::VerifyExport(a) => verify::run_verify_export(&env, a),
         Command::Remote(c) => remote::run_remote(&env, c),
         Command::Push(a) => remote::run_push(&env, a),
         Command::Fetch(a) => remote::run_fetch(&env, a),
