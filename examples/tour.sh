@@ -20,6 +20,7 @@ step "init and import: commit the PACS export"
 cohort init
 cohort commit -m "import PACS export"
 cohort ls | head -4
+cohort find -w Modality=MR -w 'SliceThickness<=3' --show SeriesDescription,SliceThickness | head -3
 
 step "a correction to one header: only the header is stored again"
 # Rewrite one instance with another series description, keeping its pixel data

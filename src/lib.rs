@@ -38,6 +38,7 @@ pub mod pack;
 pub mod pathsel;
 pub mod progress;
 pub mod prov;
+pub mod query;
 pub mod provgraph;
 pub mod remote;
 pub mod remotegc;

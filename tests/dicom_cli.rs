@@ -529,3 +529,72 @@ fn merged_real_world_files_equal_dcmodify_making_both_edits() {
     assert!(ok(r, &["status"]).contains("working tree clean"));
     ok(r, &["fsck"]);
 }
+
+/// `find` selects instances by header attributes in every transfer syntax, and its list feeds
+/// `export --paths-from`.
+#[test]
+fn find_selects_instances_by_attribute() {
+    let d = repo();
+    let r = d.path();
+    let syntaxes = [SynthSyntax::ExplicitLE, SynthSyntax::ImplicitLE, SynthSyntax::ExplicitBE, SynthSyntax::EncapsulatedJpegBaseline, SynthSyntax::DeflatedExplicitLE];
+    let mut specs = Vec::new();
+    for i in 0..10usize {
+        let mut s = fake_ct("find", i % 3, 0, 0, i, 8 + (i as u16 % 2) * 8);
+        s.modality = if i % 4 == 0 { "MR".into() } else { "CT".into() };
+        s.study_date = format!("2019{:02}15", i + 1);
+        s.institution_name = if i % 2 == 0 { "Fake General Hospital".into() } else { "Other Clinic".into() };
+        s.instance_number = i as i64 * 10;
+        s.syntax = syntaxes[i % syntaxes.len()].clone();
+        let path = format!("{}/i{i}.dcm", s.patient_id);
+        write(r, &path, &synth_instance(&s));
+        specs.push((path, s));
+    }
+    write(r, "notes.txt", b"not DICOM");
+    ok(r, &["commit", "-m", "import"]);
+    let found = |args: &[&str]| -> Vec<String> {
+        let mut a = vec!["find"];
+        a.extend_from_slice(args);
+        ok(r, &a).lines().map(|l| l.split('\t').next().unwrap().to_string()).collect()
+    };
+    let want = |f: &dyn Fn(&SynthSpec) -> bool| -> Vec<String> {
+        let mut v: Vec<String> = specs.iter().filter(|(_, s)| f(s)).map(|(p, _)| p.clone()).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(found(&["-w", "Modality=CT"]), want(&|s| s.modality == "CT"));
+    assert_eq!(found(&["-w", "Modality!=CT"]), want(&|s| s.modality != "CT"));
+    assert_eq!(found(&["-w", "InstanceNumber>=50"]), want(&|s| s.instance_number >= 50), "numbers compare as numbers");
+    assert_eq!(found(&["-w", "StudyDate<20190601", "-w", "Modality=CT"]), want(&|s| s.study_date.as_str() < "20190601" && s.modality == "CT"));
+    assert_eq!(found(&["-w", "InstitutionName~*general*"]), want(&|s| s.institution_name.contains("General")));
+    assert_eq!(found(&["-w", "Rows=16"]), want(&|s| s.rows == 16));
+    assert_eq!(found(&["-w", "(0002,0010)=1.2.840.10008.1.2"]), want(&|s| matches!(s.syntax, SynthSyntax::ImplicitLE)), "file meta attributes");
+    assert_eq!(found(&["-w", "PixelData"]).len(), 10);
+    assert_eq!(found(&["-w", "!PatientID"]).len(), 0);
+    assert_eq!(found(&[]).len(), 10, "no condition: every instance");
+    assert_eq!(found(&["--", "FAKE0001"]), want(&|s| s.patient_id == "FAKE0001"));
+    // --show and --json give the values.
+    let out = ok(r, &["find", "-w", "Modality=MR", "--show", "StudyDate,(0008,0080)"]);
+    let (p0, s0) = specs.iter().find(|(_, s)| s.modality == "MR").unwrap();
+    assert!(out.lines().any(|l| l == format!("{p0}\t{}\t{}", s0.study_date, s0.institution_name)), "{out}");
+    let j = json(r, &["find", "-w", "Modality=MR", "--json"]);
+    assert_eq!(j["instances"], 10);
+    assert_eq!(j["matches"][0]["values"]["Modality"], "MR");
+    // Bad conditions are named.
+    for (cond, why) in [("Modality?CT", "no such DICOM keyword"), ("=CT", "no attribute named"), ("Modality~[", "Modality~[")] {
+        let e = String::from_utf8_lossy(&fails(r, &["find", "-w", cond]).stderr).into_owned();
+        assert!(e.contains(why), "{cond}: {e}");
+    }
+    // The list feeds an export.
+    let list = r.join("../ct-list.txt");
+    fs::write(&list, ok(r, &["find", "-w", "Modality=CT"])).unwrap();
+    let o = tempfile::tempdir().unwrap();
+    let out = o.path().join("ct");
+    ok(r, &["export", "HEAD", out.to_str().unwrap(), "--paths-from", list.to_str().unwrap()]);
+    let mut got: Vec<String> = snapshot(&out).into_keys().collect();
+    got.sort();
+    assert_eq!(got, want(&|s| s.modality == "CT"));
+    for p in &got {
+        assert_eq!(fs::read(out.join(p)).unwrap(), fs::read(r.join(p)).unwrap());
+    }
+    fs::remove_file(&list).unwrap();
+}

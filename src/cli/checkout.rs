@@ -192,6 +192,10 @@ pub struct ExportArgs {
     /// current folder), at their paths.
     #[arg(conflicts_with = "split")]
     paths: Vec<PathBuf>,
+    /// Also the paths listed in this file, one a line, as `ls` and `find` print them (paths
+    /// of the tree, from its root); `-` reads them from standard input.
+    #[arg(long, value_name = "FILE", conflicts_with = "split")]
+    paths_from: Option<PathBuf>,
     /// How files are made: copies, hardlinks or reflinks to the store's read-only cache.
     #[arg(long, value_enum, default_value = "copy")]
     link: Link,
@@ -219,7 +223,20 @@ pub struct ExportArgs {
 
 pub fn run_export(env: &Env, a: ExportArgs) -> CliResult {
     let mut repo = env.repo(Mode::Read)?;
-    let paths = super::tree_paths(env, &repo, &a.paths)?;
+    let mut paths = super::tree_paths(env, &repo, &a.paths)?;
+    if let Some(f) = &a.paths_from {
+        let text = if f.as_os_str() == "-" {
+            std::io::read_to_string(std::io::stdin()).map_err(|e| super::CliError { message: format!("standard input: {e}"), code: 2 })?
+        } else {
+            let f = abs(env, f);
+            std::fs::read_to_string(&f).map_err(|e| super::CliError { message: format!("{}: {e}", f.display()), code: 2 })?
+        };
+        let listed: Vec<String> = text.lines().map(|l| l.split('\t').next().unwrap_or("").trim_matches('/').to_string()).filter(|l| !l.is_empty()).collect();
+        if listed.is_empty() {
+            return Err(super::CliError { message: format!("{}: lists no paths; nothing to export", f.display()), code: 2 });
+        }
+        paths.extend(listed);
+    }
     // A partial clone fetches what the export needs first (only the part's files with --part,
     // or the files named); only then does the export need the store's write lock.
     if cohort::remote::list_remotes(&repo)?.values().any(|r| r.promisor) {

@@ -72,3 +72,55 @@ impl Lines {
         self.0.clear();
     }
 }
+
+/// DICOM instances whose header attributes meet every condition: `-w Modality=CT -w
+/// 'SliceThickness<=1.25' -w 'SeriesDescription~*axial*' -w '!ContrastBolusAgent'`. Prints
+/// their paths (with --show, the values too, tab-separated), ready for `export --paths-from`.
+#[derive(clap::Args)]
+pub struct FindArgs {
+    #[arg(default_value = "HEAD")]
+    rev: String,
+    /// A condition on a top-level or file meta attribute, by keyword or tag: KEY (present),
+    /// !KEY (absent), KEY=VALUE, KEY!=VALUE, KEY<N, <=, >, >= (numbers, else text order,
+    /// which orders DICOM dates and times), KEY~GLOB (any case). Repeatable: all must hold.
+    #[arg(short = 'w', long = "where", value_name = "COND")]
+    conditions: Vec<String>,
+    /// Also show these attributes' values (comma-separated keywords or tags).
+    #[arg(long, value_name = "KEYS")]
+    show: Vec<String>,
+    #[arg(long)]
+    json: bool,
+    /// After `--`: only instances at and under these paths (relative to the current folder).
+    #[arg(last = true, value_name = "PATH")]
+    paths: Vec<std::path::PathBuf>,
+}
+
+pub fn run_find(env: &Env, a: FindArgs) -> CliResult {
+    let repo = env.repo(Mode::Read)?;
+    let paths = super::tree_paths(env, &repo, &a.paths)?;
+    let conditions = a.conditions.iter().map(|c| cohort::query::Condition::parse(c)).collect::<Result<Vec<_>, _>>()?;
+    let mut show = Vec::new();
+    for list in &a.show {
+        show.extend(cohort::query::attributes(list)?);
+    }
+    let r = cohort::query::find(&repo, &a.rev, &paths, &conditions, &show, &env.progress())?;
+    if a.json {
+        super::json(&r);
+    } else {
+        let mut w = Lines::default();
+        for m in &r.matches {
+            w.push(&m.path);
+            for k in &show {
+                w.push("\t");
+                w.push(m.values.get(&k.name).and_then(|v| v.as_deref()).unwrap_or("-"));
+            }
+            w.push("\n");
+        }
+        w.flush();
+    }
+    for (p, why) in &r.unreadable {
+        eprintln!("warning: {p}: header not read: {why}");
+    }
+    eprintln!("{} of {} DICOM instances in {} match", r.matches.len(), r.instances, r.commit.short());
+    Ok(ExitCode::SUCCESS)
+}
