@@ -33,6 +33,7 @@ else
   LC_ALL=C sed -i 's/FAKE AXIAL 2.5MM/FAKE AXIAL 2.0MM/' "$f"
 fi
 cohort status
+cohort diff                                      # before committing: the attribute that changed
 cohort commit -m "correct series description"
 cohort diff HEAD~1 HEAD
 cohort du

@@ -11,8 +11,41 @@ use serde::Serialize;
 
 use crate::dicom::{self, AttributeChange};
 use crate::id::ObjectId;
-use crate::object::{EntryKind, InstanceInfo, Tree, TreeEntry};
+use crate::object::{EntryKind, InstanceInfo, Structured, Tree, TreeEntry};
 use crate::store::{Store, StoreError};
+
+/// Where the objects a diff reads come from: the store, plus objects of working-tree files
+/// that are not stored (their DICOM records, headers and text, for `diff` of the working tree).
+pub struct ObjectSource<'a> {
+    pub store: &'a Store,
+    pub extra: Option<&'a HashMap<ObjectId, Vec<u8>>>,
+}
+
+impl ObjectSource<'_> {
+    fn read(&self, id: &ObjectId) -> Result<Vec<u8>, StoreError> {
+        match self.extra.and_then(|m| m.get(id)) {
+            Some(b) => Ok(b.clone()),
+            None => self.store.read(id),
+        }
+    }
+
+    fn read_dicom(&self, id: &ObjectId) -> Result<crate::object::DicomFile, StoreError> {
+        match self.extra.and_then(|m| m.get(id)) {
+            Some(b) => Ok(crate::object::DicomFile::from_bytes(*id, b)?),
+            None => self.store.read_dicom(id),
+        }
+    }
+
+    fn contains(&self, id: &ObjectId) -> bool {
+        self.extra.is_some_and(|m| m.contains_key(id)) || self.store.contains(id)
+    }
+}
+
+impl<'a> From<&'a Store> for ObjectSource<'a> {
+    fn from(store: &'a Store) -> Self {
+        ObjectSource { store, extra: None }
+    }
+}
 
 /// Where trees come from: the store, plus trees built in memory (a working-tree snapshot).
 pub struct TreeSource<'a> {
@@ -232,7 +265,7 @@ pub fn as_text(bytes: Vec<u8>) -> Option<String> {
 /// The changed lines of each modified plain file among `changes` (DICOM instances have
 /// their attribute changes instead): a patch for text files up to [`MAX_PATCH_TEXT`] bytes a
 /// side, else why not (binary, larger, or a partial clone's file not here).
-pub fn text_patches(store: &Store, changes: &[Change]) -> Result<Vec<TextPatch>, StoreError> {
+pub fn text_patches(store: &ObjectSource, changes: &[Change]) -> Result<Vec<TextPatch>, StoreError> {
     let plain = |e: &Option<EntryRef>| e.as_ref().filter(|e| matches!(e.kind, EntryKind::File | EntryKind::Executable)).cloned();
     let mut out = Vec::new();
     for c in changes {
@@ -267,7 +300,8 @@ pub fn text_patches(store: &Store, changes: &[Change]) -> Result<Vec<TextPatch>,
 #[derive(Debug, Clone, Serialize)]
 pub struct DiffReport {
     pub from: Option<ObjectId>,
-    pub to: ObjectId,
+    /// None: the working tree.
+    pub to: Option<ObjectId>,
     pub added: usize,
     pub removed: usize,
     pub modified: usize,
@@ -286,7 +320,7 @@ const UNKNOWN: &str = "(unknown)";
 /// pixel data inside the compressed stream, so that the records' pixel objects do not tell):
 /// the pixel values of the two, inflated where need be, compared. `None` when neither side is
 /// deflated, or one cannot be inflated (the records' objects are compared then).
-fn pixel_change_of_deflated(store: &Store, a: &crate::object::DicomFile, b: &crate::object::DicomFile) -> Result<Option<bool>, StoreError> {
+fn pixel_change_of_deflated(store: &ObjectSource, a: &crate::object::DicomFile, b: &crate::object::DicomFile) -> Result<Option<bool>, StoreError> {
     let deflated = |d: &crate::object::DicomFile| d.pixel.is_none() && d.info.transfer_syntax.as_deref() == Some(crate::dicom::TS_DEFLATED_EXPLICIT);
     if !deflated(a) && !deflated(b) || a.header == b.header && a.pixel == b.pixel {
         return Ok(None);
@@ -308,7 +342,7 @@ fn pixel_change_of_deflated(store: &Store, a: &crate::object::DicomFile, b: &cra
 }
 
 /// Group DICOM changes by patient / study / series, with attribute diffs for modified instances.
-pub fn dicom_view(store: &Store, changes: &[Change]) -> Result<Vec<PatientChanges>, StoreError> {
+pub fn dicom_view(store: &ObjectSource, changes: &[Change]) -> Result<Vec<PatientChanges>, StoreError> {
     type Key = (String, String, String);
     let mut groups: BTreeMap<Key, Vec<InstanceChange>> = BTreeMap::new();
     let info_of = |r: &Option<EntryRef>| -> Result<Option<(InstanceInfo, crate::object::DicomFile)>, StoreError> {

@@ -692,7 +692,7 @@ impl Repo {
             files.sort_by(|x, y| x.path.cmp(&y.path));
             files.dedup_by(|x, y| x.path == y.path && x.status == y.status);
         }
-        let dicom = diff::dicom_view(&self.store, &files)?;
+        let dicom = diff::dicom_view(&(&self.store).into(), &files)?;
         let annotations = if ca.catalog == cb.catalog || !paths.is_empty() {
             Default::default()
         } else {
@@ -701,14 +701,64 @@ impl Repo {
         let count = |s: Status| files.iter().filter(|c| c.status == s).count();
         Ok(DiffReport {
             from: Some(ia),
-            to: ib,
+            to: Some(ib),
             added: count(Status::Added),
             removed: count(Status::Removed),
             modified: count(Status::Modified),
-            text: if patch { Some(diff::text_patches(&self.store, &files)?) } else { None },
+            text: if patch { Some(diff::text_patches(&(&self.store).into(), &files)?) } else { None },
             files,
             dicom,
             annotations,
+        })
+    }
+
+    /// Differences between HEAD and the working tree (at and under `paths`, all when empty),
+    /// with the DICOM view: a modified instance's attributes are read from its file. With
+    /// `patch`, the changed lines of modified text files too.
+    pub fn diff_worktree(&self, patch: bool, paths: &[String], progress: &dyn Progress) -> Result<DiffReport, RepoError> {
+        let (st, _) = self.status(progress)?;
+        let mut files = st.changes;
+        if !paths.is_empty() {
+            files.retain(|c| paths.iter().any(|p| pathsel::is_within(&c.path, p)));
+        }
+        // The objects of the working tree's side that a diff reads (not its pixel data).
+        let wanted = |c: &&Change| {
+            c.new.as_ref().is_some_and(|n| match n.kind {
+                EntryKind::Dicom => true,
+                EntryKind::File | EntryKind::Executable => patch && c.old.is_some() && n.size <= diff::MAX_PATCH_TEXT,
+                _ => false,
+            })
+        };
+        type Objects = Vec<(ObjectId, Vec<u8>)>;
+        let objects: Vec<Result<Objects, RepoError>> = files
+            .par_iter()
+            .filter(wanted)
+            .map(|c| {
+                let path = self.root.join(&c.path);
+                let bytes = fs::read(&path).map_err(|source| RepoError::Io { path: path.clone(), source })?;
+                let (_, id, objects) = worktree::file_objects(&bytes, &c.path);
+                if c.new.as_ref().map(|n| n.id) != Some(id) {
+                    return Err(WorktreeError::Changed { path }.into());
+                }
+                Ok(objects)
+            })
+            .collect();
+        let mut extra = std::collections::HashMap::new();
+        for o in objects {
+            extra.extend(o?);
+        }
+        let src = diff::ObjectSource { store: &self.store, extra: Some(&extra) };
+        let count = |s: Status| files.iter().filter(|c| c.status == s).count();
+        Ok(DiffReport {
+            from: st.head,
+            to: None,
+            added: count(Status::Added),
+            removed: count(Status::Removed),
+            modified: count(Status::Modified),
+            dicom: diff::dicom_view(&src, &files)?,
+            text: if patch { Some(diff::text_patches(&src, &files)?) } else { None },
+            files,
+            annotations: Default::default(),
         })
     }
 

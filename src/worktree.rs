@@ -228,6 +228,26 @@ pub fn file_id(bytes: &[u8], rel: &str, executable: bool) -> (EntryKind, ObjectI
     }
 }
 
+/// The objects a file's bytes make, as commit splits them, but for its pixel data (the
+/// DICOM record and header, or the whole file), with the entry kind and id: what a diff of
+/// the working tree reads of a file that is not stored.
+pub fn file_objects(bytes: &[u8], rel: &str) -> (EntryKind, ObjectId, Vec<(ObjectId, Vec<u8>)>) {
+    let objects = std::cell::RefCell::new(Vec::new());
+    let (kind, id) = match split_file(bytes, rel, false, &|id, b: &[u8], _| {
+        objects.borrow_mut().push((id, b.to_vec()));
+        Ok::<(), std::convert::Infallible>(())
+    }) {
+        Ok((kind, id, _)) => (kind, id),
+        Err(never) => match never {},
+    };
+    let mut objects = objects.into_inner();
+    if kind == EntryKind::Dicom {
+        let pixel = objects.iter().find(|(i, _)| *i == id).and_then(|(_, b)| DicomFile::from_bytes(id, b).ok()).and_then(|d| d.pixel);
+        objects.retain(|(i, _)| Some(*i) != pixel);
+    }
+    (kind, id, objects)
+}
+
 /// Split file bytes into objects (DICOM parts and record, or one blob) and hand each to `put`.
 fn split_file<E, F: Fn(ObjectId, &[u8], Hint) -> Result<(), E>>(bytes: &[u8], rel: &str, executable: bool, put: &F) -> Result<(EntryKind, ObjectId, Option<String>), E> {
     match dicom::analyze(bytes) {

@@ -861,6 +861,49 @@ fn verify_export_of_a_plain_export() {
     assert_eq!((v["missing"].clone(), v["extra"].clone()), (serde_json::json!(["P1/b.dcm"]), serde_json::json!(["extra/y.txt"])), "{v}");
 }
 
+/// `diff` with no revision compares HEAD with the working tree: what a curator's edit did to
+/// each attribute, before it is committed; the store is left as it was.
+#[test]
+fn diff_of_the_working_tree() {
+    let d = repo();
+    let r = d.path();
+    let spec = fake_ct("wtd", 0, 0, 0, 0, 8);
+    let dcm = cohort::dicom::synth::synth_instance(&spec);
+    write(r, "P1/a.dcm", &dcm);
+    write(r, "P1/b.dcm", &cohort::dicom::synth::synth_instance(&fake_ct("wtd", 0, 0, 0, 1, 8)));
+    write(r, "notes.txt", b"one\ntwo\n");
+    ok(r, &["commit", "-m", "one"]);
+    assert!(ok(r, &["diff"]).starts_with("0 added, 0 removed, 0 modified"));
+    // The patient's name changed in place (same length), a note edited, a file removed.
+    let name = spec.patient_name.as_bytes();
+    let pos = dcm.windows(name.len()).position(|w| w == name).unwrap();
+    let mut edited = dcm.clone();
+    edited[pos] = b'X';
+    write(r, "P1/a.dcm", &edited);
+    write(r, "notes.txt", b"one\nTWO\n");
+    fs::remove_file(r.join("P1/b.dcm")).unwrap();
+    let objects_before = fs::read_dir(r.join(".cohort/packs")).unwrap().count();
+    let v = json(r, &["diff", "-p", "--json"]);
+    assert_eq!((v["added"].as_u64(), v["removed"].as_u64(), v["modified"].as_u64(), v["to"].is_null()), (Some(0), Some(1), Some(2), true), "{v}");
+    let inst = &v["dicom"][0]["studies"][0]["series"][0]["instances"];
+    let a = inst.as_array().unwrap().iter().find(|i| i["path"] == "P1/a.dcm").unwrap();
+    assert_eq!(a["pixel_changed"], false);
+    let attrs: Vec<(&str, &str)> = a["attributes"].as_array().unwrap().iter().map(|x| (x["keyword"].as_str().unwrap(), x["new"].as_str().unwrap())).collect();
+    let mut want_name = spec.patient_name.clone();
+    want_name.replace_range(0..1, "X");
+    assert_eq!(attrs, [("PatientName", want_name.as_str())], "{a}");
+    assert!(v["text"][0]["patch"].as_str().unwrap().contains("-two\n+TWO"), "{v}");
+    // Paths narrow it; nothing was stored.
+    let v = json(r, &["diff", "--json", "--", "notes.txt"]);
+    assert_eq!(v["files"].as_array().unwrap().len(), 1);
+    assert_eq!(fs::read_dir(r.join(".cohort/packs")).unwrap().count(), objects_before);
+    // Committed, the same change shows between the two commits.
+    ok(r, &["commit", "-m", "two"]);
+    let c = json(r, &["diff", "HEAD~1", "HEAD", "--json"]);
+    assert_eq!(c["dicom"], json(r, &["diff", "HEAD~1", "--json"])["dicom"]);
+    assert_eq!(c["dicom"][0]["studies"][0]["series"][0]["instances"].as_array().unwrap().iter().find(|i| i["path"] == "P1/a.dcm").unwrap()["attributes"], a["attributes"]);
+}
+
 /// `diff --patch` shows the changed lines of text files, as git does; binary files and
 /// DICOM instances (which have their attribute changes) get none.
 #[test]

@@ -9,9 +9,10 @@ use super::{json, out, CliResult, Env};
 /// study and series, with changed attributes and whether pixel data changed.
 #[derive(clap::Args)]
 pub struct Args {
-    a: String,
-    #[arg(default_value = "HEAD")]
-    b: String,
+    /// The old revision; none: HEAD against the working tree (what is not committed yet).
+    a: Option<String>,
+    /// The new revision (default HEAD).
+    b: Option<String>,
     /// Also show the changed lines of each modified text file (CSV, TSV, JSON, notes), as a
     /// unified diff.
     #[arg(long, short = 'p')]
@@ -25,9 +26,19 @@ pub struct Args {
 }
 
 pub fn run(env: &Env, a: Args) -> CliResult {
-    let repo = env.repo(Mode::Read)?;
-    let paths = super::tree_paths(env, &repo, &a.paths)?;
-    let d = repo.diff(&a.a, &a.b, a.patch, &paths)?;
+    let d = match &a.a {
+        Some(old) => {
+            let repo = env.repo(Mode::Read)?;
+            let paths = super::tree_paths(env, &repo, &a.paths)?;
+            repo.diff(old, a.b.as_deref().unwrap_or("HEAD"), a.patch, &paths)?
+        }
+        None => {
+            // The stat cache is refreshed on the way, as by `status`.
+            let repo = env.repo(Mode::Write)?;
+            let paths = super::tree_paths(env, &repo, &a.paths)?;
+            repo.diff_worktree(a.patch, &paths, &env.progress())?
+        }
+    };
     if a.json {
         json(&d);
         return Ok(ExitCode::SUCCESS);
