@@ -274,6 +274,9 @@ pub fn find(repo: &Repo, rev: &str, paths: &[String], conditions: &[Condition], 
             .map(|(path, id)| {
                 let r = (|| {
                     let record = repo.store.read_dicom(id)?;
+                    if !repo.store.contains(&record.header) {
+                        return Ok(Err("header not in this store (a partial clone that could not fetch it)".to_string()));
+                    }
                     let header = repo.store.read(&record.header)?;
                     Ok(match crate::dicom::open_header(&header) {
                         Err(e) => Err(e.to_string()),

@@ -92,6 +92,8 @@ pub enum RemoteError {
     #[error(transparent)]
     LocalStore(#[from] StoreError),
     #[error(transparent)]
+    Path(#[from] crate::pathsel::PathSelError),
+    #[error(transparent)]
     Split(#[from] crate::split::SplitError),
 }
 
@@ -1065,11 +1067,18 @@ pub fn fill_missing_paths(repo: &Repo, rev: &str, paths: &[String], creds: &Cred
     fill(repo, rev, Scope::Paths(paths), creds, progress)
 }
 
+/// [`fill_missing`] for the headers only of the DICOM instances at and under `paths` (all
+/// when empty): what `find` reads.
+pub fn fill_missing_headers(repo: &Repo, rev: &str, paths: &[String], creds: &Credentials, progress: &dyn Progress) -> Result<u64, RemoteError> {
+    fill(repo, rev, Scope::Headers(paths), creds, progress)
+}
+
 /// Which files of a commit a partial clone fetches.
 enum Scope<'a> {
     All,
     Part(&'a PartialSpec),
     Paths(&'a [String]),
+    Headers(&'a [String]),
 }
 
 fn fill(repo: &Repo, rev: &str, scope: Scope, creds: &Credentials, progress: &dyn Progress) -> Result<u64, RemoteError> {
@@ -1097,6 +1106,25 @@ fn fill(repo: &Repo, rev: &str, scope: Scope, creds: &Credentials, progress: &dy
                 }
                 crate::maint::reachable_from_trees(&repo.store, &trees, &mut missing);
                 crate::maint::reachable_from_records(&repo.store, &records, &mut missing);
+            }
+            Scope::Headers(paths) => {
+                let src = crate::diff::TreeSource { store: &repo.store, extra: None };
+                let everything = [String::new()];
+                let mut headers = Vec::new();
+                for p in if paths.is_empty() { &everything[..] } else { paths } {
+                    let files = match crate::pathsel::files_under(&src, c.tree, std::slice::from_ref(p), rev) {
+                        Ok(f) => f,
+                        Err(crate::pathsel::PathSelError::NotInRevision { .. }) => continue,
+                        Err(e) => return Err(RemoteError::Path(e)),
+                    };
+                    for (_, e) in files.into_iter().filter(|(_, e)| e.kind == EntryKind::Dicom) {
+                        let h = repo.store.read_dicom(&e.id)?.header;
+                        if !repo.store.contains(&h) {
+                            headers.push(h);
+                        }
+                    }
+                }
+                return Ok(headers);
             }
         }
         Ok(missing.into_iter().filter(|p| p.problem == "missing").map(|p| p.id).collect())

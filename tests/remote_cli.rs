@@ -424,6 +424,14 @@ fn partial_clone_fetches_only_its_part_and_the_rest_on_demand() {
     let one = t.path().join("one");
     ok(&g, &["export", "main", one.to_str().unwrap(), &other]);
     assert_eq!(fs::read(one.join(&other)).unwrap(), fs::read(a.join(&other)).unwrap());
+    // find reads every header: those of other parts come (not their pixel data).
+    let not_fetched = || json(&g, &["fsck", "--json"])["not_fetched"].as_u64().unwrap();
+    let before = not_fetched();
+    let all = ok(&g, &["find", "main", "-w", "SOPInstanceUID"]);
+    assert_eq!(all, ok(&a, &["find", "main", "-w", "SOPInstanceUID"]));
+    assert!(all.lines().count() as u64 > train_instances);
+    let after = not_fetched();
+    assert!(after < before && after > 0, "headers came, pixel data did not: {before} -> {after}");
     // Checkout fetches the rest on demand.
     ok(&g, &["checkout", "remotes/origin/main"]);
     assert_eq!(snapshot(&a), snapshot(&g));

@@ -96,8 +96,14 @@ pub struct FindArgs {
 }
 
 pub fn run_find(env: &Env, a: FindArgs) -> CliResult {
-    let repo = env.repo(Mode::Read)?;
+    let mut repo = env.repo(Mode::Read)?;
     let paths = super::tree_paths(env, &repo, &a.paths)?;
+    // A partial clone fetches the headers it lacks first (small; never pixel data).
+    if cohort::remote::list_remotes(&repo)?.values().any(|r| r.promisor) {
+        drop(repo);
+        repo = env.repo(Mode::Write)?;
+        cohort::remote::fill_missing_headers(&repo, &a.rev, &paths, &super::remote::credentials(&Default::default()), &env.progress())?;
+    }
     let conditions = a.conditions.iter().map(|c| cohort::query::Condition::parse(c)).collect::<Result<Vec<_>, _>>()?;
     let mut show = Vec::new();
     for list in &a.show {
