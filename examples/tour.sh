@@ -21,6 +21,7 @@ cohort init
 cohort commit -m "import PACS export"
 cohort ls | head -4
 cohort find -w Modality=MR -w 'SliceThickness<=3' --show SeriesDescription,SliceThickness | head -3
+cohort find --by series --show Modality,SeriesDescription | head -4     # the series, with their counts
 
 step "a correction to one header: only the header is stored again"
 # Rewrite one instance with another series description, keeping its pixel data

@@ -233,6 +233,54 @@ pub struct FindReport {
 
 const PIXEL_DATA: (u16, u16) = (0x7FE0, 0x0010);
 
+/// What `find --by` counts matches by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupBy {
+    Patient,
+    Study,
+    Series,
+}
+
+impl GroupBy {
+    /// The attribute whose value names a group.
+    pub fn keyword(self) -> &'static str {
+        match self {
+            GroupBy::Patient => "PatientID",
+            GroupBy::Study => "StudyInstanceUID",
+            GroupBy::Series => "SeriesInstanceUID",
+        }
+    }
+}
+
+/// The matches of one patient, study or series.
+#[derive(Debug, Clone, Serialize)]
+pub struct Group {
+    /// The group's PatientID, StudyInstanceUID or SeriesInstanceUID (None: absent).
+    pub key: Option<String>,
+    pub instances: usize,
+    /// The first match in path order, and the values of its attributes.
+    pub first_path: String,
+    pub values: BTreeMap<String, Option<String>>,
+}
+
+/// The matches grouped by patient, study or series, in the order their first match comes
+/// (path order). The matches must carry the group's attribute (name it to [`find`]).
+pub fn group(matches: &[Match], by: GroupBy) -> Vec<Group> {
+    let mut out: Vec<Group> = Vec::new();
+    let mut index: std::collections::HashMap<Option<String>, usize> = std::collections::HashMap::new();
+    for m in matches {
+        let key = m.values.get(by.keyword()).cloned().flatten();
+        match index.get(&key) {
+            Some(&i) => out[i].instances += 1,
+            None => {
+                index.insert(key.clone(), out.len());
+                out.push(Group { key, instances: 1, first_path: m.path.clone(), values: m.values.clone() });
+            }
+        }
+    }
+    out
+}
+
 /// How many instances are read before their headers are parsed (in parallel).
 const BATCH: usize = 4096;
 
@@ -348,6 +396,10 @@ mod tests {
         for bad in ["", "=1", "Nonsense=1", "Modality~[", "OverlayData=1"] {
             assert!(Condition::parse(bad).is_err(), "{bad:?}");
         }
+        let m = |p: &str, series: Option<&str>| Match { path: p.into(), id: ObjectId::of(p.as_bytes()), values: [("SeriesInstanceUID".to_string(), series.map(String::from))].into() };
+        let g = group(&[m("a", Some("1")), m("b", Some("2")), m("c", Some("1")), m("d", None)], GroupBy::Series);
+        let got: Vec<(Option<&str>, usize, &str)> = g.iter().map(|g| (g.key.as_deref(), g.instances, g.first_path.as_str())).collect();
+        assert_eq!(got, [(Some("1"), 2, "a"), (Some("2"), 1, "b"), (None, 1, "d")]);
         let names: Vec<String> = attributes("Rows, (0028,0030),00280011,").unwrap().into_iter().map(|a| a.name).collect();
         assert_eq!(names, ["Rows", "(0028,0030)", "00280011"]);
     }

@@ -579,6 +579,16 @@ fn find_selects_instances_by_attribute() {
     let j = json(r, &["find", "-w", "Modality=MR", "--json"]);
     assert_eq!(j["instances"], 10);
     assert_eq!(j["matches"][0]["values"]["Modality"], "MR");
+    // Counted by patient: the patient's ID, how many match, the first match's values.
+    let by = ok(r, &["find", "-w", "Modality=CT", "--by", "patient", "--show", "Modality"]);
+    let mut want_by: Vec<String> = Vec::new();
+    for p in ["FAKE0000", "FAKE0001", "FAKE0002"] {
+        let n = specs.iter().filter(|(_, s)| s.patient_id == p && s.modality == "CT").count();
+        want_by.push(format!("{p}\t{n}\tCT"));
+    }
+    assert_eq!(by.lines().collect::<Vec<_>>(), want_by);
+    let g = json(r, &["find", "--by", "series", "--json"]);
+    assert_eq!(g.as_array().unwrap().len(), 3, "one series per patient here: {g}");
     // Bad conditions are named.
     for (cond, why) in [("Modality?CT", "no such DICOM keyword"), ("=CT", "no attribute named"), ("Modality~[", "Modality~[")] {
         let e = String::from_utf8_lossy(&fails(r, &["find", "-w", cond]).stderr).into_owned();

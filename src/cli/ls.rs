@@ -88,6 +88,10 @@ pub struct FindArgs {
     /// Also show these attributes' values (comma-separated keywords or tags).
     #[arg(long, value_name = "KEYS")]
     show: Vec<String>,
+    /// One line per patient, study or series with matches: its PatientID or UID, how many
+    /// instances match, and the --show values of its first match.
+    #[arg(long, value_enum)]
+    by: Option<By>,
     #[arg(long)]
     json: bool,
     /// After `--`: only instances at and under these paths (relative to the current folder).
@@ -109,7 +113,42 @@ pub fn run_find(env: &Env, a: FindArgs) -> CliResult {
     for list in &a.show {
         show.extend(cohort::query::attributes(list)?);
     }
-    let r = cohort::query::find(&repo, &a.rev, &paths, &conditions, &show, &env.progress())?;
+    let by = a.by.map(|b| match b {
+        By::Patient => cohort::query::GroupBy::Patient,
+        By::Study => cohort::query::GroupBy::Study,
+        By::Series => cohort::query::GroupBy::Series,
+    });
+    let mut named = show.clone();
+    if let Some(b) = by {
+        named.push(cohort::query::attribute(b.keyword())?);
+    }
+    let r = cohort::query::find(&repo, &a.rev, &paths, &conditions, &named, &env.progress())?;
+    for (p, why) in &r.unreadable {
+        eprintln!("warning: {p}: header not read: {why}");
+    }
+    if let Some(b) = by {
+        let groups = cohort::query::group(&r.matches, b);
+        if a.json {
+            super::json(&groups);
+        } else {
+            let mut w = Lines::default();
+            for g in &groups {
+                w.push(&format!("{}\t{}", g.key.as_deref().unwrap_or("-"), g.instances));
+                for k in &show {
+                    w.push("\t");
+                    w.push(g.values.get(&k.name).and_then(|v| v.as_deref()).unwrap_or("-"));
+                }
+                w.push("\n");
+            }
+            w.flush();
+        }
+        eprintln!("{} of {} DICOM instances in {} match, in {} {}", r.matches.len(), r.instances, r.commit.short(), groups.len(), match b {
+            cohort::query::GroupBy::Patient => "patient(s)",
+            cohort::query::GroupBy::Study => "study(ies)",
+            cohort::query::GroupBy::Series => "series",
+        });
+        return Ok(ExitCode::SUCCESS);
+    }
     if a.json {
         super::json(&r);
     } else {
@@ -124,9 +163,13 @@ pub fn run_find(env: &Env, a: FindArgs) -> CliResult {
         }
         w.flush();
     }
-    for (p, why) in &r.unreadable {
-        eprintln!("warning: {p}: header not read: {why}");
-    }
     eprintln!("{} of {} DICOM instances in {} match", r.matches.len(), r.instances, r.commit.short());
     Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum By {
+    Patient,
+    Study,
+    Series,
 }
