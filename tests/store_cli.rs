@@ -788,6 +788,12 @@ fn log_of_some_paths() {
     assert_eq!(ids(r, &["log", "--json", "-n", "1", "--", "a.csv", "P/b.csv"]), merge);
     assert_eq!(ids(r, &["log", "--json", "--", "nothing"]).len(), 0);
     assert_eq!(ids(r, &["log", "--json"]).len(), 4);
+    // status -- PATH: the changes there only.
+    write(r, "a.csv", b"a3");
+    write(r, "P/b.csv", b"b3");
+    let st = ok(&r.join("P"), &["status", "--", "."]);
+    assert!(st.contains("M P/b.csv") && !st.contains("a.csv"), "{st}");
+    assert!(ok(r, &["status", "--", "P/other"]).contains("nothing changed there (2 change(s) elsewhere)"));
 }
 
 /// `diff A B -- PATH...` and `ls REV -- PATH...` look only at the files there.

@@ -11,6 +11,9 @@ use super::{json, out, CliResult, Env};
 pub struct Args {
     #[arg(long)]
     json: bool,
+    /// After `--`: only changes at and under these paths (relative to the current folder).
+    #[arg(last = true, value_name = "PATH")]
+    paths: Vec<std::path::PathBuf>,
 }
 
 pub fn letter(s: Status) -> char {
@@ -23,7 +26,12 @@ pub fn letter(s: Status) -> char {
 
 pub fn run(env: &Env, a: Args) -> CliResult {
     let repo = env.repo(Mode::Write)?;
-    let (st, _) = repo.status(&env.progress())?;
+    let paths = super::tree_paths(env, &repo, &a.paths)?;
+    let (mut st, _) = repo.status(&env.progress())?;
+    let all = st.changes.len();
+    if !paths.is_empty() {
+        st.changes.retain(|c| paths.iter().any(|p| cohort::pathsel::is_within(&c.path, p)));
+    }
     if a.json {
         json(&st);
         return Ok(ExitCode::SUCCESS);
@@ -36,6 +44,8 @@ pub fn run(env: &Env, a: Args) -> CliResult {
     };
     if st.clean {
         s.push_str("nothing to commit, working tree clean\n");
+    } else if st.changes.is_empty() {
+        s.push_str(&format!("nothing changed there ({all} change(s) elsewhere)\n"));
     }
     for c in &st.changes {
         s.push_str(&format!("{} {}\n", letter(c.status), c.path));
