@@ -60,6 +60,8 @@ pub enum RepoError {
     NotATip { rev: String },
     #[error(transparent)]
     PathSel(#[from] PathSelError),
+    #[error(transparent)]
+    TreeBuild(#[from] crate::treebuild::TreeBuildError),
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
 }
@@ -118,6 +120,9 @@ pub struct CommitOptions {
     pub outputs: Vec<ActivityRef>,
     /// Sign the commit with this key.
     pub sign: Option<crate::sign::SigningKey>,
+    /// Commit only what changed at and under these paths (paths of the tree); the rest of
+    /// the tree stays as in HEAD. Empty: the whole working tree.
+    pub paths: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -391,25 +396,61 @@ impl Repo {
         let parent_tree = self.store.tree_of(parent.as_ref())?;
         let cache = self.store.index().load_stat()?;
         let writer = self.store.writer()?;
-        let snap = worktree::snapshot(&self.root, &self.store, &cache, Some(&writer), progress)?;
+        let mut snap = worktree::snapshot(&self.root, &self.store, &cache, Some(&writer), progress)?;
         // Files were hashed either way: keep what we learned even if nothing is committed.
         self.store.index().update_stat(&snap.stat_set, &snap.stat_remove)?;
-        if parent_tree == Some(snap.root) && !opts.allow_empty {
+        let mut w = writer;
+        let src = TreeSource { store: &self.store, extra: Some(&snap.trees) };
+        let mut changes = if parent_tree == Some(snap.root) { Vec::new() } else { diff::diff_trees(&src, parent_tree, Some(snap.root))? };
+        let (mut tree, mut size, mut files) = (snap.root, snap.size, snap.files);
+        if !opts.paths.is_empty() {
+            // Only the named paths: HEAD's files elsewhere, the working tree's there.
+            let head_src = TreeSource { store: &self.store, extra: None };
+            for p in &opts.paths {
+                let in_head = match parent_tree {
+                    Some(t) => pathsel::entry_at(&head_src, t, p)?.is_some(),
+                    None => false,
+                };
+                if !in_head && pathsel::entry_at(&src, snap.root, p)?.is_none() {
+                    self.store.index().flush()?;
+                    return Err(PathSelError::Nowhere { path: p.clone(), rev: "HEAD".into() }.into());
+                }
+            }
+            let within = |path: &str| opts.paths.iter().any(|p| pathsel::is_within(path, p));
+            changes.retain(|c| within(&c.path));
+            snap.notes.retain(|n| within(&n.path));
+            let mut all = Vec::new();
+            if let Some(t) = parent_tree {
+                diff::for_each_file(&head_src, &t, "", &mut |path, e| -> Result<(), StoreError> {
+                    if !within(&path) {
+                        all.push((path, e.kind, e.id, e.size));
+                    }
+                    Ok(())
+                })?;
+            }
+            diff::for_each_file(&src, &snap.root, "", &mut |path, e| -> Result<(), StoreError> {
+                if within(&path) {
+                    all.push((path, e.kind, e.id, e.size));
+                }
+                Ok(())
+            })?;
+            all.sort_by(|a, b| a.0.cmp(&b.0));
+            files = all.len() as u64;
+            (tree, size) = crate::treebuild::build(&self.store, &mut w, &all)?;
+        }
+        if changes.is_empty() && !opts.allow_empty {
             self.store.index().flush()?;
             return Err(RepoError::NothingToCommit);
         }
-        let mut w = writer;
-        let src = TreeSource { store: &self.store, extra: Some(&snap.trees) };
-        let changes = diff::diff_trees(&src, parent_tree, Some(snap.root))?;
         let commit = self.draft_commit(CommitDraft {
-            tree: snap.root,
+            tree,
             parent,
             author: opts.author.clone().unwrap_or_else(|| self.ctx.user.clone()),
             message: opts.message.clone(),
             kind: if opts.kind.is_empty() { "commit".into() } else { opts.kind.clone() },
             parameters: opts.parameters.clone(),
             inputs: opts.inputs.clone(),
-            outputs: std::iter::once(ActivityRef { role: "tree".into(), value: snap.root.hex() }).chain(opts.outputs.iter().cloned()).collect(),
+            outputs: std::iter::once(ActivityRef { role: "tree".into(), value: tree.hex() }).chain(opts.outputs.iter().cloned()).collect(),
             started_us: started,
             notes: snap.notes.clone(),
             // Annotations and splits stay with the dataset when its files change.
@@ -436,13 +477,13 @@ impl Repo {
         let count = |s: Status| changes.iter().filter(|c| c.status == s).count();
         Ok(CommitSummary {
             id,
-            tree: snap.root,
+            tree,
             parent,
             branch,
-            files: snap.files,
+            files,
             files_read: snap.files_read,
             bytes_read: snap.bytes_read,
-            logical_bytes: snap.size,
+            logical_bytes: size,
             new_objects,
             pack_bytes,
             added: count(Status::Added),

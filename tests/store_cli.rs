@@ -910,6 +910,39 @@ fn diff_of_the_working_tree() {
     assert_eq!(c["dicom"][0]["studies"][0]["series"][0]["instances"].as_array().unwrap().iter().find(|i| i["path"] == "P1/a.dcm").unwrap()["attributes"], a["attributes"]);
 }
 
+/// `commit -m MSG -- PATH...` commits the changes there and leaves the others uncommitted.
+#[test]
+fn commit_of_some_paths() {
+    let d = repo();
+    let r = d.path();
+    write(r, "P1/a.csv", b"a1");
+    write(r, "P2/b.csv", b"b1");
+    write(r, "c.csv", b"c1");
+    ok(r, &["commit", "-m", "one"]);
+    write(r, "P1/a.csv", b"a2");
+    write(r, "P1/new.csv", b"new");
+    write(r, "P2/b.csv", b"b2");
+    fs::remove_file(r.join("c.csv")).unwrap();
+    let s = json(&r.join("P1"), &["commit", "-m", "P1 only", "--json", "--", "."]);
+    assert_eq!((s["added"].as_u64(), s["modified"].as_u64(), s["removed"].as_u64(), s["files"].as_u64()), (Some(1), Some(1), Some(0), Some(4)), "{s}");
+    let files = json(r, &["ls", "--json"]);
+    let got: Vec<(&str, u64)> = files.as_array().unwrap().iter().map(|e| (e["path"].as_str().unwrap(), e["size"].as_u64().unwrap())).collect();
+    assert_eq!(got, [("P1/a.csv", 2), ("P1/new.csv", 3), ("P2/b.csv", 2), ("c.csv", 2)]);
+    assert_eq!(ok(r, &["cat", "HEAD", "P2/b.csv"]), "b1", "P2's change is not in the commit");
+    let st = ok(r, &["status"]);
+    assert!(st.contains("M P2/b.csv") && st.contains("D c.csv") && !st.contains("P1"), "{st}");
+    // A removal commits too; a path with no change is nothing to commit; a typo is named.
+    ok(r, &["commit", "-m", "c gone", "--", "c.csv"]);
+    assert!(!ok(r, &["ls"]).contains("c.csv"));
+    let e = String::from_utf8_lossy(&fails(r, &["commit", "-m", "x", "--", "P1"]).stderr).into_owned();
+    assert!(e.contains("nothing to commit"), "{e}");
+    let e = String::from_utf8_lossy(&fails(r, &["commit", "-m", "x", "--", "P9"]).stderr).into_owned();
+    assert!(e.contains("P9: neither in HEAD nor in the working tree"), "{e}");
+    ok(r, &["commit", "-m", "rest"]);
+    assert!(ok(r, &["status"]).contains("working tree clean"));
+    ok(r, &["fsck"]);
+}
+
 /// `diff --patch` shows the changed lines of text files, as git does; binary files and
 /// DICOM instances (which have their attribute changes) get none.
 #[test]

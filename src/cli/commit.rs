@@ -24,12 +24,17 @@ pub struct Args {
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
+    /// After `--`: commit only the changes at and under these paths (relative to the current
+    /// folder); other changes stay uncommitted.
+    #[arg(last = true, value_name = "PATH")]
+    paths: Vec<std::path::PathBuf>,
 }
 
 pub fn run(env: &Env, a: Args) -> CliResult {
     let repo = env.repo(Mode::Write)?;
     let sign = a.sign.map(|p| cohort::sign::SigningKey::load(&super::abs(env, &p))).transpose()?;
-    let opts = CommitOptions { message: a.message, author: a.author, allow_empty: a.allow_empty, sign, ..Default::default() };
+    let paths = super::tree_paths(env, &repo, &a.paths)?;
+    let opts = CommitOptions { message: a.message, author: a.author, allow_empty: a.allow_empty, sign, paths, ..Default::default() };
     let s = repo.commit(&opts, &env.progress())?;
     if a.json {
         json(&s);
