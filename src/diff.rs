@@ -241,6 +241,74 @@ pub struct PatientChanges {
     pub studies: Vec<StudyChanges>,
 }
 
+/// The DICOM changes of a diff in figures: how many patients, studies, series and instances,
+/// and for each attribute that changed, in how many instances and series (`diff --summary`:
+/// what a correction or a tool run did to 20,000 files, on one screen).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DicomSummary {
+    pub patients: usize,
+    pub studies: usize,
+    pub series: usize,
+    pub instances_added: usize,
+    pub instances_removed: usize,
+    pub instances_modified: usize,
+    /// Modified instances whose pixel data changed.
+    pub pixel_data_changed: usize,
+    /// Modified instances whose attributes could not be compared.
+    pub not_compared: usize,
+    /// In tag order (attributes inside sequences by their path).
+    pub attributes: Vec<AttributeCount>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AttributeCount {
+    pub tag: String,
+    pub keyword: String,
+    pub path: String,
+    /// Instances in which it changed, and the series they are in.
+    pub instances: usize,
+    pub series: usize,
+    /// One change, as an example (the first in patient, study, series and path order).
+    pub example_old: Option<String>,
+    pub example_new: Option<String>,
+}
+
+/// The figures of a DICOM view.
+pub fn summarize(dicom: &[PatientChanges]) -> DicomSummary {
+    let mut s = DicomSummary { patients: dicom.len(), ..Default::default() };
+    let mut counts: BTreeMap<(String, String), (AttributeCount, std::collections::HashSet<&str>)> = BTreeMap::new();
+    for p in dicom {
+        s.studies += p.studies.len();
+        for st in &p.studies {
+            s.series += st.series.len();
+            for se in &st.series {
+                for i in &se.instances {
+                    match i.status {
+                        Status::Added => s.instances_added += 1,
+                        Status::Removed => s.instances_removed += 1,
+                        Status::Modified => s.instances_modified += 1,
+                    }
+                    s.pixel_data_changed += usize::from(i.pixel_changed == Some(true));
+                    s.not_compared += usize::from(i.attributes_error.is_some());
+                    for a in &i.attributes {
+                        let (c, series) = counts.entry((a.tag.clone(), a.path.clone())).or_insert_with(|| {
+                            let c = AttributeCount { tag: a.tag.clone(), keyword: a.keyword.clone(), path: a.path.clone(), instances: 0, series: 0, example_old: a.old.clone(), example_new: a.new.clone() };
+                            (c, std::collections::HashSet::new())
+                        });
+                        c.instances += 1;
+                        series.insert(se.series_uid.as_str());
+                    }
+                }
+            }
+        }
+    }
+    s.attributes = counts.into_values().map(|(mut c, series)| {
+        c.series = series.len();
+        c
+    }).collect();
+    s
+}
+
 /// Largest text file (each side) whose changed lines [`text_patches`] shows.
 pub const MAX_PATCH_TEXT: u64 = 4 << 20;
 

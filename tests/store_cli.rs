@@ -899,6 +899,14 @@ fn diff_of_the_working_tree() {
     want_name.replace_range(0..1, "X");
     assert_eq!(attrs, [("PatientName", want_name.as_str())], "{a}");
     assert!(v["text"][0]["patch"].as_str().unwrap().contains("-two\n+TWO"), "{v}");
+    // In figures: one instance modified (its name), one removed, in one series.
+    let sum = json(r, &["diff", "--summary", "--json"]);
+    let dcm_sum = &sum["dicom"];
+    assert_eq!((dcm_sum["instances_modified"].as_u64(), dcm_sum["instances_removed"].as_u64(), dcm_sum["series"].as_u64(), dcm_sum["pixel_data_changed"].as_u64()), (Some(1), Some(1), Some(1), Some(0)), "{sum}");
+    let counts: Vec<(&str, u64, u64)> = dcm_sum["attributes"].as_array().unwrap().iter().map(|c| (c["keyword"].as_str().unwrap(), c["instances"].as_u64().unwrap(), c["series"].as_u64().unwrap())).collect();
+    assert_eq!(counts, [("PatientName", 1, 1)]);
+    assert_eq!(dcm_sum["attributes"][0]["example_new"], want_name.as_str());
+    assert!(ok(r, &["diff", "--summary"]).contains("(0010,0010) PatientName: 1 instance(s) in 1 series"));
     // Paths narrow it; nothing was stored.
     let v = json(r, &["diff", "--json", "--", "notes.txt"]);
     assert_eq!(v["files"].as_array().unwrap().len(), 1);

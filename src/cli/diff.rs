@@ -17,6 +17,10 @@ pub struct Args {
     /// unified diff.
     #[arg(long, short = 'p')]
     patch: bool,
+    /// Figures instead of every path: patients, studies, series and instances changed, and
+    /// for each attribute that changed, in how many instances and series, with an example.
+    #[arg(long, conflicts_with = "patch")]
+    summary: bool,
     #[arg(long)]
     json: bool,
     /// After `--`: only the files at and under these paths (as in the working tree, relative
@@ -39,6 +43,44 @@ pub fn run(env: &Env, a: Args) -> CliResult {
             repo.diff_worktree(a.patch, &paths, &env.progress())?
         }
     };
+    if a.summary {
+        let sum = cohort::diff::summarize(&d.dicom);
+        if a.json {
+            #[derive(serde::Serialize)]
+            struct Summary<'a> {
+                from: Option<cohort::ObjectId>,
+                to: Option<cohort::ObjectId>,
+                added: usize,
+                removed: usize,
+                modified: usize,
+                dicom: &'a cohort::diff::DicomSummary,
+                annotations: &'a cohort::annotate::AnnotationDiff,
+            }
+            json(&Summary { from: d.from, to: d.to, added: d.added, removed: d.removed, modified: d.modified, dicom: &sum, annotations: &d.annotations });
+            return Ok(ExitCode::SUCCESS);
+        }
+        let mut s = format!("{} added, {} removed, {} modified\n", d.added, d.removed, d.modified);
+        if sum.patients > 0 {
+            s.push_str(&format!(
+                "DICOM: {} instance(s) added, {} removed, {} modified, in {} patient(s), {} study(ies), {} series; pixel data changed in {}{}\n",
+                sum.instances_added,
+                sum.instances_removed,
+                sum.instances_modified,
+                sum.patients,
+                sum.studies,
+                sum.series,
+                sum.pixel_data_changed,
+                if sum.not_compared > 0 { format!("; {} not compared", sum.not_compared) } else { String::new() }
+            ));
+        }
+        let show = |v: &Option<String>| v.as_ref().map_or("(absent)".to_string(), |x| format!("{x:?}"));
+        for at in &sum.attributes {
+            s.push_str(&format!("  {} {}: {} instance(s) in {} series, e.g. {} -> {}\n", at.tag, at.path, at.instances, at.series, show(&at.example_old), show(&at.example_new)));
+        }
+        annotation_lines(&d.annotations, &mut s);
+        out(&s);
+        return Ok(ExitCode::SUCCESS);
+    }
     if a.json {
         json(&d);
         return Ok(ExitCode::SUCCESS);
