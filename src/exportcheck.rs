@@ -119,6 +119,10 @@ pub fn check_manifest(dir: &Path, progress: &dyn Progress) -> Result<Option<Expo
     let Some(m) = read_manifest(dir)? else { return Ok(None) };
     let mut expected = BTreeMap::new();
     for f in &m.files {
+        // A manifest names files inside its folder, never elsewhere.
+        if f.path.split('/').any(|c| c.is_empty() || c == "." || c == "..") || f.path.starts_with('/') {
+            return Err(ExportCheckError::BadManifest { path: dir.join(MANIFEST), reason: format!("file path {:?} is not a path inside the export folder", f.path) });
+        }
         let (id, how) = match (f.object, f.blake3) {
             (Some(id), _) => (id, Id::Entry),
             (None, Some(id)) => (id, Id::Bytes),

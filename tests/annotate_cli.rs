@@ -559,6 +559,14 @@ fn export_nnunet_monai_csv_files_with_manifest() {
     let v: Value = serde_json::from_slice(&v.stdout).unwrap();
     assert_eq!(v["changed"][0]["path"], dcm, "{v}");
     assert_eq!((v["missing"].clone(), v["extra"].clone(), v["clean"].as_bool()), (serde_json::json!(["dataset.csv"]), serde_json::json!(["notes.txt"]), Some(false)), "{v}");
+    // A manifest naming a file outside its folder is refused, not followed.
+    let mpath = cs.join("cohort-manifest.json");
+    let mut m: Value = serde_json::from_slice(&fs::read(&mpath).unwrap()).unwrap();
+    m["files"][0]["path"] = Value::from("../ds/secret.csv");
+    fs::write(&mpath, serde_json::to_vec(&m).unwrap()).unwrap();
+    let e = fails(&d, &["verify-export", cs.to_str().unwrap()]);
+    assert_eq!(e.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&e.stderr).contains("not a cohort export manifest: file path \"../ds/secret.csv\" is not a path inside the export folder"));
 }
 
 /// The DICOM files of the three patients `compressed_series_export_the_same_volumes_as_uncompressed_ones` uses.
