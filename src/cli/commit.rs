@@ -6,7 +6,8 @@ use cohort::store::Mode;
 
 use super::{human_bytes, json, out, CliResult, Env};
 
-/// Snapshot the whole working tree (everything but .cohort/) as a new commit; prints its id.
+/// Snapshot the whole working tree (everything but .cohort/ and what .cohortignore names) as a
+/// new commit, or after `--` only the changes at some paths; prints its id.
 #[derive(clap::Args)]
 pub struct Args {
     /// Commit message.

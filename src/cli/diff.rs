@@ -5,8 +5,9 @@ use cohort::store::Mode;
 
 use super::{json, out, CliResult, Env};
 
-/// Added, removed and modified paths between two revisions; DICOM changes grouped by patient,
-/// study and series, with changed attributes and whether pixel data changed.
+/// Added, removed and modified paths between two revisions, or (no revision) between HEAD
+/// and the working tree; DICOM changes grouped by patient, study and series, with changed
+/// attributes and whether pixel data changed.
 #[derive(clap::Args)]
 pub struct Args {
     /// The old revision; none: HEAD against the working tree (what is not committed yet).
