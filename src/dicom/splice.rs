@@ -214,6 +214,9 @@ fn merge_level<'a>(ctx: Ctx<'_>, within: &[((u16, u16), usize)], b: &Units<'a>, 
 /// undefined lengths as its sequence and items have them, counted anew; an item only the
 /// other side has keeps its own) and what each side changed in it; `Err` with the units both
 /// changed differently; `None` when it is not merged inside (then the sequence is one unit).
+/// Matched items: (base, ours, theirs), each an index into its side's items.
+type Slot = (Option<usize>, Option<usize>, Option<usize>);
+
 fn merge_sequence(ctx: Ctx<'_>, within: &[((u16, u16), usize)], tag: (u16, u16), [b, o, t]: [&[u8]; 3], depth: usize) -> Option<SequenceMerge> {
     // The bytes walked as part of their whole header already; one that does not walk alone
     // is left one unit.
@@ -228,8 +231,6 @@ fn merge_sequence(ctx: Ctx<'_>, within: &[((u16, u16), usize)], tag: (u16, u16),
     // Each side's items: their elements, and whether the item has a defined length.
     let items = |bytes, l: &walk::SequenceLayout| l.items.iter().map(|i| Some((item_units(bytes, i)?, i.defined))).collect::<Option<Vec<_>>>();
     let (ib, io, it) = (items(b, &lb)?, items(o, &lo)?, items(t, &lt)?);
-    // Matched items: (base, ours, theirs), each an index into its side's items.
-    type Slot = (Option<usize>, Option<usize>, Option<usize>);
     let identity = IDENTITY.into_iter().find(|k| {
         [&ib, &io, &it].iter().all(|side| {
             let mut seen = BTreeSet::new();
@@ -252,7 +253,10 @@ fn merge_sequence(ctx: Ctx<'_>, within: &[((u16, u16), usize)], tag: (u16, u16),
             slots
         }
         None if ib.len() == io.len() && io.len() == it.len() => (0..ib.len()).map(|i| (Some(i), Some(i), Some(i))).collect(),
-        None => return None,
+        None => {
+            let (ub, uo, ut): (Vec<_>, Vec<_>, Vec<_>) = (ib.iter().map(|(u, _)| u).collect(), io.iter().map(|(u, _)| u).collect(), it.iter().map(|(u, _)| u).collect());
+            align_by_content(&ub, &uo, &ut)?
+        }
     };
     let (mut value, mut changed, mut conflicts) = (Vec::new(), Changed::default(), Vec::new());
     let word = |n: u32| if ctx.big_endian { n.to_be_bytes() } else { n.to_le_bytes() };
@@ -339,6 +343,83 @@ fn merge_sequence(ctx: Ctx<'_>, within: &[((u16, u16), usize)], tag: (u16, u16),
 }
 
 /// An item's data set: its elements' bytes in tag order.
+/// Matched items (base, ours, theirs), for a sequence whose items no UID identifies and whose
+/// sides have different numbers of items. Each side is aligned with the base by the longest
+/// common run of equal items; between two equal items, as many items on both sides are the
+/// same items changed, in place, and otherwise the base's are removed and the side's added.
+/// Items both sides added at the same place, unless the same, leave the sequence one unit
+/// (None), as does a sequence too long to align.
+fn align_by_content<T: PartialEq>(b: &[T], o: &[T], t: &[T]) -> Option<Vec<Slot>> {
+    const MAX_CELLS: usize = 1 << 20;
+    // Per base item its partner on side `x`, and per place (before base item k; k = len at the
+    // end) the items `x` added there.
+    let align = |x: &[T]| -> Option<(Vec<Option<usize>>, Vec<Vec<usize>>)> {
+        let (n, m) = (b.len(), x.len());
+        if (n + 1).saturating_mul(m + 1) > MAX_CELLS {
+            return None;
+        }
+        // lcs[i][j]: the longest common run of b[i..] and x[j..].
+        let mut lcs = vec![vec![0u32; m + 1]; n + 1];
+        for i in (0..n).rev() {
+            for j in (0..m).rev() {
+                lcs[i][j] = if b[i] == x[j] { lcs[i + 1][j + 1] + 1 } else { lcs[i + 1][j].max(lcs[i][j + 1]) };
+            }
+        }
+        let mut equal = Vec::new();
+        let (mut i, mut j) = (0, 0);
+        while i < n && j < m {
+            if b[i] == x[j] {
+                equal.push((i, j));
+                i += 1;
+                j += 1;
+            } else if lcs[i + 1][j] >= lcs[i][j + 1] {
+                i += 1;
+            } else {
+                j += 1;
+            }
+        }
+        equal.push((n, m));
+        let mut partner = vec![None; n];
+        let mut added = vec![Vec::new(); n + 1];
+        let (mut pi, mut pj) = (0, 0);
+        for (ei, ej) in equal {
+            if ei - pi == ej - pj {
+                for k in 0..ei - pi {
+                    partner[pi + k] = Some(pj + k);
+                }
+            } else {
+                added[ei].extend(pj..ej);
+            }
+            if ei < n {
+                partner[ei] = Some(ej);
+            }
+            (pi, pj) = (ei + 1, ej + 1);
+        }
+        Some((partner, added))
+    };
+    let ((po, ao), (pt, at)) = (align(o)?, align(t)?);
+    let mut slots = Vec::new();
+    for k in 0..=b.len() {
+        match (ao[k].is_empty(), at[k].is_empty()) {
+            (false, false) => {
+                // Both added here: the same items once, else no order can be chosen.
+                if ao[k].len() != at[k].len() || ao[k].iter().zip(&at[k]).any(|(x, y)| o[*x] != t[*y]) {
+                    return None;
+                }
+                slots.extend(ao[k].iter().zip(&at[k]).map(|(x, y)| (None, Some(*x), Some(*y))));
+            }
+            _ => {
+                slots.extend(ao[k].iter().map(|x| (None, Some(*x), None)));
+                slots.extend(at[k].iter().map(|y| (None, None, Some(*y))));
+            }
+        }
+        if k < b.len() {
+            slots.push((Some(k), po[k], pt[k]));
+        }
+    }
+    Some(slots)
+}
+
 fn item_content(units: &Units<'_>) -> Vec<u8> {
     units.values().flat_map(|v| v.iter().copied()).collect()
 }
@@ -618,6 +699,64 @@ mod tests {
         // Not a sequence at all: the walker says so.
         let name = t.elements.iter().find(|(k, _)| *k == (0x0010, 0x0010)).unwrap().1.clone();
         assert!(walk::sequence_layout(&hb[name], "1.2.840.10008.1.2.1").unwrap().is_none());
+    }
+
+    #[test]
+    fn items_without_uids_are_aligned_by_content() {
+        let s = |v: &[u8]| v.to_vec();
+        let slots = |b: &[u8], o: &[u8], t: &[u8]| align_by_content(&s(b), &s(o), &s(t));
+        // This branch appended an item, the other changed one.
+        assert_eq!(slots(b"abc", b"abcd", b"aXc"), Some(vec![(Some(0), Some(0), Some(0)), (Some(1), Some(1), Some(1)), (Some(2), Some(2), Some(2)), (None, Some(3), None)]));
+        // One removed an item, the other added one at the end.
+        assert_eq!(slots(b"abc", b"ac", b"abce"), Some(vec![(Some(0), Some(0), Some(0)), (Some(1), None, Some(1)), (Some(2), Some(1), Some(2)), (None, None, Some(3))]));
+        // One item became two: removed, and two added in its place.
+        assert_eq!(slots(b"abc", b"aXYc", b"abc"), Some(vec![(Some(0), Some(0), Some(0)), (Some(1), None, Some(1)), (None, Some(1), None), (None, Some(2), None), (Some(2), Some(3), Some(2))]));
+        // Both added the same item at the same place: once; different ones: no order to choose.
+        assert_eq!(slots(b"ab", b"abz", b"abz"), Some(vec![(Some(0), Some(0), Some(0)), (Some(1), Some(1), Some(1)), (None, Some(2), Some(2))]));
+        assert_eq!(slots(b"ab", b"abz", b"aby"), None);
+    }
+
+    /// A Procedure Code Sequence (no UIDs in its items) of these (value, meaning) codes, in
+    /// explicit VR little endian, undefined lengths.
+    fn code_sequence(codes: &[(&str, &str)]) -> Vec<u8> {
+        let el = |g: u16, e: u16, vr: &[u8], v: &str| {
+            let mut v = v.as_bytes().to_vec();
+            if v.len() % 2 == 1 {
+                v.push(b' ');
+            }
+            [&g.to_le_bytes()[..], &e.to_le_bytes(), vr, &(v.len() as u16).to_le_bytes(), &v].concat()
+        };
+        let mut out = [&[0x08, 0x00, 0x32, 0x10][..], b"SQ", &[0, 0, 0xFF, 0xFF, 0xFF, 0xFF]].concat();
+        for (value, meaning) in codes {
+            out.extend([0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF]);
+            out.extend(el(0x0008, 0x0100, b"SH", value));
+            out.extend(el(0x0008, 0x0102, b"SH", "FAKE"));
+            out.extend(el(0x0008, 0x0104, b"LO", meaning));
+            out.extend([0xFE, 0xFF, 0x0D, 0xE0, 0, 0, 0, 0]);
+        }
+        out.extend([0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0]);
+        out
+    }
+
+    #[test]
+    fn sequences_without_uids_merge_when_one_side_adds_an_item() {
+        let h = header(&spec(SynthSyntax::ExplicitLE));
+        // (0008,1032) goes before Series Description (0008,103E).
+        let at = h.windows(4).position(|w| w == [0x08, 0x00, 0x3E, 0x10]).unwrap();
+        let with = |codes: &[(&str, &str)]| with_element_at(&h, at, &code_sequence(codes));
+        let hb = with(&[("C1", "CT HEAD"), ("C2", "CT CHEST")]);
+        let ho = with(&[("C1", "CT HEAD"), ("C2", "CT CHEST"), ("C3", "CT ABDOMEN")]);
+        let ht = with(&[("C1", "CT HEAD"), ("C2", "CT THORAX")]);
+        let want = with(&[("C1", "CT HEAD"), ("C2", "CT THORAX"), ("C3", "CT ABDOMEN")]);
+        let HeaderMerge::Merged { header: got, changed, .. } = merge_headers(&hb, &ho, &ht, None).unwrap() else { panic!("not merged") };
+        assert!(got == want);
+        assert_eq!(changed.theirs, vec![Unit { within: vec![((0x0008, 0x1032), 1)], tag: (0x0008, 0x0104) }]);
+        assert_eq!(changed.ours, vec![Unit { within: vec![((0x0008, 0x1032), 2)], tag: (0x0008, 0x1032) }]);
+        let HeaderMerge::Merged { header: back, .. } = merge_headers(&hb, &ht, &ho, None).unwrap() else { panic!("not merged") };
+        assert!(back == want, "the same either way");
+        // Both sides added different items at the end: one unit, a conflict.
+        let hx = with(&[("C1", "CT HEAD"), ("C2", "CT CHEST"), ("C4", "CT PELVIS")]);
+        assert!(matches!(merge_headers(&hb, &ho, &hx, None).unwrap(), HeaderMerge::Conflict(c) if c == tops(&[(0x0008, 0x1032)])));
     }
 
     /// Headers damaged at random (every side, each syntax) give a merge, a conflict, a refusal
