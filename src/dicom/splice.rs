@@ -353,7 +353,8 @@ fn align_by_content<T: PartialEq>(b: &[T], o: &[T], t: &[T]) -> Option<Vec<Slot>
     const MAX_CELLS: usize = 1 << 20;
     // Per base item its partner on side `x`, and per place (before base item k; k = len at the
     // end) the items `x` added there.
-    let align = |x: &[T]| -> Option<(Vec<Option<usize>>, Vec<Vec<usize>>)> {
+    type Alignment = (Vec<Option<usize>>, Vec<Vec<usize>>);
+    let align = |x: &[T]| -> Option<Alignment> {
         let (n, m) = (b.len(), x.len());
         if (n + 1).saturating_mul(m + 1) > MAX_CELLS {
             return None;
