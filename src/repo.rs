@@ -438,7 +438,9 @@ impl Repo {
             files = all.len() as u64;
             (tree, size) = crate::treebuild::build(&self.store, &mut w, &all)?;
         }
-        if changes.is_empty() && !opts.allow_empty {
+        // (A first commit of an empty folder is a commit: there was no tree before.)
+        let nothing = if opts.paths.is_empty() { parent_tree == Some(snap.root) } else { changes.is_empty() };
+        if nothing && !opts.allow_empty {
             self.store.index().flush()?;
             return Err(RepoError::NothingToCommit);
         }
