@@ -174,9 +174,8 @@ fn diff_rec(src: &TreeSource, a: Option<ObjectId>, b: Option<ObjectId>, prefix: 
             }
             std::cmp::Ordering::Equal => {
                 let (x, y) = (ea.expect("left"), eb.expect("right"));
-                if x.id != y.id || x.kind != y.kind {
-                    entry_pair(src, &join(prefix, &x.name), Some(x), Some(y), out)?;
-                }
+                // (Equal entries give nothing.)
+                entry_pair(src, &join(prefix, &x.name), Some(x), Some(y), out)?;
                 i += 1;
                 j += 1;
             }

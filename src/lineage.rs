@@ -217,10 +217,10 @@ fn image_lineage(repo: &Repo, target: &str, start: ObjectId, mut it: Item) -> Re
             continue;
         }
         let src = crate::diff::TreeSource { store: &repo.store, extra: None };
-        let (parent_id, parent) = follow_parent(repo, &c, |p| Ok(crate::run::entry_at(&src, p.tree, &it.path)?.map(|e| e.id) == Some(it.entry.id)))?.unzip();
+        let (parent_id, parent) = follow_parent(repo, &c, |p| Ok(crate::pathsel::entry_at(&src, p.tree, &it.path)?.map(|e| e.id) == Some(it.entry.id)))?.unzip();
         catalog_events(repo, id, &c, parent.as_ref(), &it, &mut events)?;
         let before = match &parent {
-            Some(p) => crate::run::entry_at(&src, p.tree, &it.path)?,
+            Some(p) => crate::pathsel::entry_at(&src, p.tree, &it.path)?,
             None => None,
         };
         match before {

@@ -65,6 +65,29 @@ pub fn is_within(path: &str, under: &str) -> bool {
     under.is_empty() || path == under || (path.starts_with(under) && path.as_bytes().get(under.len()) == Some(&b'/'))
 }
 
+/// Whether `path` is at or under any of `paths`.
+pub fn is_within_any(path: &str, paths: &[String]) -> bool {
+    paths.iter().any(|p| is_within(path, p))
+}
+
+/// An error naming the first of `paths` that neither tree has (None: a tree that does not
+/// exist, as HEAD before the first commit): a typing mistake, most likely, caught before a
+/// command that acts on the paths of both changes anything.
+pub fn in_either(paths: &[String], rev: &str, a: (&TreeSource, Option<ObjectId>), b: (&TreeSource, Option<ObjectId>)) -> Result<(), PathSelError> {
+    let has = |(src, root): (&TreeSource, Option<ObjectId>), p: &str| -> Result<bool, StoreError> {
+        Ok(match root {
+            Some(r) => entry_at(src, r, p)?.is_some(),
+            None => false,
+        })
+    };
+    for p in paths {
+        if !has(a, p)? && !has(b, p)? {
+            return Err(PathSelError::Nowhere { path: p.clone(), rev: rev.to_string() });
+        }
+    }
+    Ok(())
+}
+
 /// The entry at `path` of the tree `root` (None when absent; the root itself for "").
 pub fn entry_at(src: &TreeSource, root: ObjectId, path: &str) -> Result<Option<TreeEntry>, StoreError> {
     let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty() && *p != ".").collect();
@@ -85,24 +108,29 @@ pub fn entry_at(src: &TreeSource, root: ObjectId, path: &str) -> Result<Option<T
     Ok(None)
 }
 
-/// The files of tree `root` at or under each of `paths`, in path order, each once. A path
-/// the tree lacks is an error naming it and `rev`.
-pub fn files_under(src: &TreeSource, root: ObjectId, paths: &[String], rev: &str) -> Result<Vec<(String, TreeEntry)>, PathSelError> {
-    let mut out = BTreeMap::new();
-    for p in paths {
+/// Hand each file of tree `root` at or under each of `paths` (every file when `paths` is
+/// empty) to `f`, path by path as given, in path order within each. A path the tree lacks is
+/// an error naming it and `rev`.
+pub fn for_each_file_under<E: From<StoreError> + From<PathSelError>>(src: &TreeSource, root: ObjectId, paths: &[String], rev: &str, f: &mut dyn FnMut(String, TreeEntry) -> Result<(), E>) -> Result<(), E> {
+    let everything = [String::new()];
+    for p in if paths.is_empty() { &everything[..] } else { paths } {
         match entry_at(src, root, p)? {
-            None => return Err(PathSelError::NotInRevision { path: p.clone(), rev: rev.to_string() }),
-            Some(e) if e.kind == EntryKind::Tree => {
-                diff::for_each_file(src, &e.id, p, &mut |path, e| -> Result<(), StoreError> {
-                    out.insert(path, e);
-                    Ok(())
-                })?;
-            }
-            Some(e) => {
-                out.insert(p.clone(), e);
-            }
+            None => return Err(PathSelError::NotInRevision { path: p.clone(), rev: rev.to_string() }.into()),
+            Some(e) if e.kind == EntryKind::Tree => diff::for_each_file(src, &e.id, p, f)?,
+            Some(e) => f(p.clone(), e)?,
         }
     }
+    Ok(())
+}
+
+/// The files of tree `root` at or under each of `paths` (every file when empty), in path
+/// order, each once. A path the tree lacks is an error naming it and `rev`.
+pub fn files_under(src: &TreeSource, root: ObjectId, paths: &[String], rev: &str) -> Result<Vec<(String, TreeEntry)>, PathSelError> {
+    let mut out = BTreeMap::new();
+    for_each_file_under(src, root, paths, rev, &mut |path, e| -> Result<(), PathSelError> {
+        out.insert(path, e);
+        Ok(())
+    })?;
     Ok(out.into_iter().collect())
 }
 

@@ -13,7 +13,7 @@ use dicom_dictionary_std::StandardDataDictionary;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::diff::{self, TreeSource};
+use crate::diff::TreeSource;
 use crate::id::ObjectId;
 use crate::object::EntryKind;
 use crate::pathsel::{self, PathSelError};
@@ -290,23 +290,7 @@ pub fn find(repo: &Repo, rev: &str, paths: &[String], conditions: &[Condition], 
     let commit = repo.resolve(rev)?;
     let tree = repo.store.read_commit(&commit)?.tree;
     let src = TreeSource { store: &repo.store, extra: None };
-    let mut instances = Vec::new();
-    let everything = [String::new()];
-    for p in if paths.is_empty() { &everything[..] } else { paths } {
-        let e = pathsel::entry_at(&src, tree, p)?.ok_or_else(|| PathSelError::NotInRevision { path: p.clone(), rev: rev.to_string() })?;
-        if e.kind == EntryKind::Tree {
-            diff::for_each_file(&src, &e.id, p, &mut |path, e| -> Result<(), StoreError> {
-                if e.kind == EntryKind::Dicom {
-                    instances.push((path, e.id));
-                }
-                Ok(())
-            })?;
-        } else if e.kind == EntryKind::Dicom {
-            instances.push((p.clone(), e.id));
-        }
-    }
-    instances.sort();
-    instances.dedup();
+    let instances: Vec<(String, ObjectId)> = pathsel::files_under(&src, tree, paths, rev)?.into_iter().filter(|(_, e)| e.kind == EntryKind::Dicom).map(|(p, e)| (p, e.id)).collect();
     let mut named: Vec<&Attribute> = Vec::new();
     for a in conditions.iter().map(|c| &c.attribute).chain(show) {
         if !named.iter().any(|n| n.name == a.name) {

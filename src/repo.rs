@@ -406,17 +406,11 @@ impl Repo {
         if !opts.paths.is_empty() {
             // Only the named paths: HEAD's files elsewhere, the working tree's there.
             let head_src = TreeSource { store: &self.store, extra: None };
-            for p in &opts.paths {
-                let in_head = match parent_tree {
-                    Some(t) => pathsel::entry_at(&head_src, t, p)?.is_some(),
-                    None => false,
-                };
-                if !in_head && pathsel::entry_at(&src, snap.root, p)?.is_none() {
-                    self.store.index().flush()?;
-                    return Err(PathSelError::Nowhere { path: p.clone(), rev: "HEAD".into() }.into());
-                }
+            if let Err(e) = pathsel::in_either(&opts.paths, "HEAD", (&head_src, parent_tree), (&src, Some(snap.root))) {
+                self.store.index().flush()?;
+                return Err(e.into());
             }
-            let within = |path: &str| opts.paths.iter().any(|p| pathsel::is_within(path, p));
+            let within = |path: &str| pathsel::is_within_any(path, &opts.paths);
             changes.retain(|c| within(&c.path));
             snap.notes.retain(|n| within(&n.path));
             let mut all = Vec::new();
@@ -681,23 +675,14 @@ impl Repo {
     pub fn ls_paths(&self, rev: &str, paths: &[String], each: &mut dyn FnMut(LsEntry)) -> Result<(), RepoError> {
         let c = self.store.read_commit(&self.resolve(rev)?)?;
         let src = TreeSource { store: &self.store, extra: None };
-        let everything = [String::new()];
-        let paths = if paths.is_empty() { &everything[..] } else { paths };
         let mut batch = Vec::new();
-        for p in paths {
-            let e = pathsel::entry_at(&src, c.tree, p)?.ok_or_else(|| PathSelError::NotInRevision { path: p.clone(), rev: rev.to_string() })?;
-            if e.kind != EntryKind::Tree {
-                batch.push((p.clone(), e));
-                continue;
+        pathsel::for_each_file_under(&src, c.tree, paths, rev, &mut |path, e| -> Result<(), RepoError> {
+            batch.push((path, e));
+            if batch.len() >= LS_BATCH {
+                self.ls_flush(&mut batch, each)?;
             }
-            diff::for_each_file(&src, &e.id, p, &mut |path, e| {
-                batch.push((path, e));
-                if batch.len() >= LS_BATCH {
-                    self.ls_flush(&mut batch, each)?;
-                }
-                Ok::<(), StoreError>(())
-            })?;
-        }
+            Ok(())
+        })?;
         Ok(self.ls_flush(&mut batch, each)?)
     }
 
@@ -762,7 +747,7 @@ impl Repo {
         let (st, _) = self.status(progress)?;
         let mut files = st.changes;
         if !paths.is_empty() {
-            files.retain(|c| paths.iter().any(|p| pathsel::is_within(&c.path, p)));
+            files.retain(|c| pathsel::is_within_any(&c.path, paths));
         }
         // The objects of the working tree's side that a diff reads (not its pixel data).
         let wanted = |c: &&Change| {
@@ -832,7 +817,7 @@ impl Repo {
         let src = TreeSource { store: &self.store, extra: Some(&snap.trees) };
         let mut changes = diff::diff_trees(&src, Some(snap.root), Some(target_tree))?;
         if let Some(within) = within {
-            changes.retain(|c| within.iter().any(|w| pathsel::is_within(&c.path, w)));
+            changes.retain(|c| pathsel::is_within_any(&c.path, within));
         }
         let mut to_write = Vec::new();
         let mut touched = Vec::new();
@@ -886,11 +871,7 @@ impl Repo {
         let (_, snap) = self.status(progress)?;
         let here = TreeSource { store: &self.store, extra: Some(&snap.trees) };
         let there = TreeSource { store: &self.store, extra: None };
-        for p in paths {
-            if pathsel::entry_at(&there, tree, p)?.is_none() && pathsel::entry_at(&here, snap.root, p)?.is_none() {
-                return Err(PathSelError::Nowhere { path: p.clone(), rev: rev.to_string() }.into());
-            }
-        }
+        pathsel::in_either(paths, rev, (&there, Some(tree)), (&here, Some(snap.root)))?;
         let changes = self.write_worktree_within(&snap, tree, Some(paths), progress)?;
         let removed = changes.iter().filter(|c| c.new.is_none()).map(|c| c.path.clone()).collect();
         let written = changes.into_iter().filter(|c| c.new.is_some()).map(|c| c.path).collect();

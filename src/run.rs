@@ -16,6 +16,7 @@ use serde::Serialize;
 use crate::diff::TreeSource;
 use crate::id::ObjectId;
 use crate::object::ActivityRef;
+use crate::pathsel::entry_at;
 use crate::progress::{Progress, Silent};
 use crate::repo::{CommitOptions, Repo, RepoError};
 use crate::store::StoreError;
@@ -126,8 +127,6 @@ fn status_text(s: &std::process::ExitStatus) -> (i32, String) {
         _ => (-1, "an unknown status".into()),
     }
 }
-
-pub use crate::pathsel::entry_at;
 
 /// Run a command on the working tree and commit what it changed.
 pub fn run(repo: &Repo, req: &RunRequest, progress: &dyn Progress) -> Result<RunSummary, RunError> {

@@ -30,7 +30,7 @@ pub fn run(env: &Env, a: Args) -> CliResult {
     let (mut st, _) = repo.status(&env.progress())?;
     let all = st.changes.len();
     if !paths.is_empty() {
-        st.changes.retain(|c| paths.iter().any(|p| cohort::pathsel::is_within(&c.path, p)));
+        st.changes.retain(|c| cohort::pathsel::is_within_any(&c.path, &paths));
     }
     if a.json {
         json(&st);
