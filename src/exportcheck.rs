@@ -59,12 +59,13 @@ pub struct ChangedFile {
     pub problem: String,
 }
 
-/// The part of a manifest the check reads.
+/// The part of an export's manifest the check reads ([`read_manifest`]).
 #[derive(Deserialize)]
-struct ManifestView {
+pub struct ManifestView {
     format: String,
     version: u32,
-    commit: ObjectId,
+    /// The commit it was exported from.
+    pub commit: ObjectId,
     split: String,
     part: Option<String>,
     export_format: String,
@@ -95,12 +96,17 @@ struct Expected {
     link: bool,
 }
 
-/// The export manifest of `dir`, if it has one (its commit, for the caller to compare).
-pub fn manifest_commit(dir: &Path) -> Result<Option<ObjectId>, ExportCheckError> {
-    Ok(read_manifest(dir)?.map(|m| m.commit))
+/// What a check is against, for its report.
+struct Origin {
+    commit: ObjectId,
+    against: &'static str,
+    split: Option<String>,
+    part: Option<String>,
+    export_format: Option<String>,
 }
 
-fn read_manifest(dir: &Path) -> Result<Option<ManifestView>, ExportCheckError> {
+/// The export manifest of `dir`, if it has one.
+pub fn read_manifest(dir: &Path) -> Result<Option<ManifestView>, ExportCheckError> {
     let path = dir.join(MANIFEST);
     let bytes = match fs::read(&path) {
         Ok(b) => b,
@@ -114,9 +120,8 @@ fn read_manifest(dir: &Path) -> Result<Option<ManifestView>, ExportCheckError> {
     Ok(Some(m))
 }
 
-/// Check a training export folder against its manifest. None when it has no manifest.
-pub fn check_manifest(dir: &Path, progress: &dyn Progress) -> Result<Option<ExportCheck>, ExportCheckError> {
-    let Some(m) = read_manifest(dir)? else { return Ok(None) };
+/// Check a training export folder against its manifest (as [`read_manifest`] read it).
+pub fn check_manifest(dir: &Path, m: ManifestView, progress: &dyn Progress) -> Result<ExportCheck, ExportCheckError> {
     let mut expected = BTreeMap::new();
     for f in &m.files {
         // A manifest names files inside its folder, never elsewhere.
@@ -130,13 +135,8 @@ pub fn check_manifest(dir: &Path, progress: &dyn Progress) -> Result<Option<Expo
         };
         expected.insert(f.path.clone(), Expected { size: Some(f.size), id, how, link: false });
     }
-    let mut c = check(dir, expected, true, progress)?;
-    c.commit = m.commit;
-    c.against = "manifest";
-    c.split = Some(m.split);
-    c.part = m.part;
-    c.export_format = Some(m.export_format);
-    Ok(Some(c))
+    let origin = Origin { commit: m.commit, against: "manifest", split: Some(m.split), part: m.part, export_format: Some(m.export_format) };
+    check(dir, expected, origin, progress)
 }
 
 /// Check a plain export folder against the tree of the commit it was exported from.
@@ -151,15 +151,14 @@ pub fn check_tree(dir: &Path, store: &Store, commit: ObjectId, progress: &dyn Pr
             (p, Expected { size: (!link).then_some(e.size), id: e.id, how: Id::Entry, link })
         })
         .collect();
-    let mut c = check(dir, expected, false, progress)?;
-    c.commit = commit;
-    Ok(c)
+    check(dir, expected, Origin { commit, against: "tree", split: None, part: None, export_format: None }, progress)
 }
 
-fn check(dir: &Path, mut expected: BTreeMap<String, Expected>, has_manifest: bool, progress: &dyn Progress) -> Result<ExportCheck, ExportCheckError> {
+fn check(dir: &Path, mut expected: BTreeMap<String, Expected>, origin: Origin, progress: &dyn Progress) -> Result<ExportCheck, ExportCheckError> {
     let mut found = Vec::new();
     let mut extra = Vec::new();
-    walk(dir, "", has_manifest, &mut found, &mut extra)?;
+    // The manifest is no file of the export it describes.
+    walk(dir, "", origin.against == "manifest", &mut found, &mut extra)?;
     let files = expected.len();
     // Each file found is paired with what was expected there; the rest is extra or missing.
     let mut jobs = Vec::new();
@@ -187,13 +186,14 @@ fn check(dir: &Path, mut expected: BTreeMap<String, Expected>, has_manifest: boo
     extra.sort();
     let same = jobs.len() - changed.len();
     let clean = missing.is_empty() && changed.is_empty() && extra.is_empty();
+    let Origin { commit, against, split, part, export_format } = origin;
     Ok(ExportCheck {
         folder: dir.to_path_buf(),
-        commit: ObjectId::of(b""),
-        against: "tree",
-        split: None,
-        part: None,
-        export_format: None,
+        commit,
+        against,
+        split,
+        part,
+        export_format,
         files,
         same,
         missing,

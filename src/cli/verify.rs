@@ -63,19 +63,22 @@ pub struct VerifyExportArgs {
 pub fn run_verify_export(env: &Env, a: VerifyExportArgs) -> CliResult {
     use cohort::exportcheck;
     let dir = abs(env, &a.folder);
-    let c = match &a.rev {
-        None => exportcheck::check_manifest(&dir, &env.progress())?.ok_or_else(|| super::CliError {
-            message: format!("{}: no {} here (a plain export): name the revision it was exported from, `cohort verify-export DIR REV`", a.folder.display(), cohort::mlexport::MANIFEST),
-            code: 2,
-        })?,
-        Some(rev) => {
+    let c = match (exportcheck::read_manifest(&dir)?, &a.rev) {
+        (Some(m), None) => exportcheck::check_manifest(&dir, m, &env.progress())?,
+        (None, None) => {
+            return Err(super::CliError {
+                message: format!("{}: no {} here (a plain export): name the revision it was exported from, `cohort verify-export DIR REV`", a.folder.display(), cohort::mlexport::MANIFEST),
+                code: 2,
+            })
+        }
+        (m, Some(rev)) => {
             let repo = env.repo(Mode::Read)?;
             let id = repo.resolve(rev)?;
-            match exportcheck::manifest_commit(&dir)? {
-                Some(m) if m != id => {
-                    return Err(super::CliError { message: format!("{} was exported from commit {}, not from {rev} ({})", a.folder.display(), m.short(), id.short()), code: 1 });
+            match m {
+                Some(m) if m.commit != id => {
+                    return Err(super::CliError { message: format!("{} was exported from commit {}, not from {rev} ({})", a.folder.display(), m.commit.short(), id.short()), code: 1 });
                 }
-                Some(_) => exportcheck::check_manifest(&dir, &env.progress())?.ok_or_else(|| super::CliError { message: format!("{}: the manifest went away during the check", a.folder.display()), code: 2 })?,
+                Some(m) => exportcheck::check_manifest(&dir, m, &env.progress())?,
                 None => exportcheck::check_tree(&dir, &repo.store, id, &env.progress())?,
             }
         }
