@@ -222,7 +222,7 @@ pub struct ExportArgs {
 }
 
 pub fn run_export(env: &Env, a: ExportArgs) -> CliResult {
-    let mut repo = env.repo(Mode::Read)?;
+    let repo = env.repo(Mode::Read)?;
     let mut paths = super::tree_paths(env, &repo, &a.paths)?;
     if let Some(f) = &a.paths_from {
         let text = if f.as_os_str() == "-" {
@@ -238,18 +238,15 @@ pub fn run_export(env: &Env, a: ExportArgs) -> CliResult {
         paths.extend(listed);
     }
     // A partial clone fetches what the export needs first (only the part's files with --part,
-    // or the files named); only then does the export need the store's write lock.
-    if cohort::remote::list_remotes(&repo)?.values().any(|r| r.promisor) {
-        drop(repo);
-        repo = env.repo(Mode::Write)?;
+    // or the files named).
+    let repo = super::filled(env, repo, |repo, creds, progress| {
         let part = a.split.clone().zip(a.part.clone()).map(|(split, part)| cohort::remote::PartialSpec { split, part });
-        let creds = super::remote::credentials(&Default::default());
         if paths.is_empty() {
-            cohort::remote::fill_missing(&repo, &a.rev, part.as_ref(), &creds, &env.progress())?;
+            cohort::remote::fill_missing(repo, &a.rev, part.as_ref(), creds, progress)
         } else {
-            cohort::remote::fill_missing_paths(&repo, &a.rev, &paths, &creds, &env.progress())?;
+            cohort::remote::fill_missing_paths(repo, &a.rev, &paths, creds, progress)
         }
-    }
+    })?;
     let mode = match a.link {
         Link::Copy => LinkMode::Copy,
         Link::Hardlink => LinkMode::Hardlink,
@@ -315,13 +312,9 @@ pub struct CatArgs {
 }
 
 pub fn run_cat(env: &Env, a: CatArgs) -> CliResult {
-    let mut repo = env.repo(Mode::Read)?;
+    let repo = env.repo(Mode::Read)?;
     let path = cohort::pathsel::tree_path(&repo.root, &env.cwd, &a.path)?;
-    if cohort::remote::list_remotes(&repo)?.values().any(|r| r.promisor) {
-        drop(repo);
-        repo = env.repo(Mode::Write)?;
-        cohort::remote::fill_missing_paths(&repo, &a.rev, std::slice::from_ref(&path), &super::remote::credentials(&Default::default()), &env.progress())?;
-    }
+    let repo = super::filled(env, repo, |repo, creds, progress| cohort::remote::fill_missing_paths(repo, &a.rev, std::slice::from_ref(&path), creds, progress))?;
     match &a.output {
         Some(o) => {
             let dest = abs(env, o);

@@ -100,14 +100,10 @@ pub struct FindArgs {
 }
 
 pub fn run_find(env: &Env, a: FindArgs) -> CliResult {
-    let mut repo = env.repo(Mode::Read)?;
+    let repo = env.repo(Mode::Read)?;
     let paths = super::tree_paths(env, &repo, &a.paths)?;
     // A partial clone fetches the headers it lacks first (small; never pixel data).
-    if cohort::remote::list_remotes(&repo)?.values().any(|r| r.promisor) {
-        drop(repo);
-        repo = env.repo(Mode::Write)?;
-        cohort::remote::fill_missing_headers(&repo, &a.rev, &paths, &super::remote::credentials(&Default::default()), &env.progress())?;
-    }
+    let repo = super::filled(env, repo, |repo, creds, progress| cohort::remote::fill_missing_headers(repo, &a.rev, &paths, creds, progress))?;
     let conditions = a.conditions.iter().map(|c| cohort::query::Condition::parse(c)).collect::<Result<Vec<_>, _>>()?;
     let mut show = Vec::new();
     for list in &a.show {
@@ -133,12 +129,7 @@ pub fn run_find(env: &Env, a: FindArgs) -> CliResult {
         } else {
             let mut w = Lines::default();
             for g in &groups {
-                w.push(&format!("{}\t{}", g.key.as_deref().unwrap_or("-"), g.instances));
-                for k in &show {
-                    w.push("\t");
-                    w.push(g.values.get(&k.name).and_then(|v| v.as_deref()).unwrap_or("-"));
-                }
-                w.push("\n");
+                row(&mut w, &format!("{}\t{}", g.key.as_deref().unwrap_or("-"), g.instances), &g.values, &show);
             }
             w.flush();
         }
@@ -154,17 +145,23 @@ pub fn run_find(env: &Env, a: FindArgs) -> CliResult {
     } else {
         let mut w = Lines::default();
         for m in &r.matches {
-            w.push(&m.path);
-            for k in &show {
-                w.push("\t");
-                w.push(m.values.get(&k.name).and_then(|v| v.as_deref()).unwrap_or("-"));
-            }
-            w.push("\n");
+            row(&mut w, &m.path, &m.values, &show);
         }
         w.flush();
     }
     eprintln!("{} of {} DICOM instances in {} match", r.matches.len(), r.instances, r.commit.short());
     Ok(ExitCode::SUCCESS)
+}
+
+/// One line of `find`'s output: `lead`, then the values of the attributes shown (`-` when
+/// absent), tab-separated.
+fn row(w: &mut Lines, lead: &str, values: &std::collections::BTreeMap<String, Option<String>>, show: &[cohort::query::Attribute]) {
+    w.push(lead);
+    for k in show {
+        w.push("\t");
+        w.push(values.get(&k.name).and_then(|v| v.as_deref()).unwrap_or("-"));
+    }
+    w.push("\n");
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]

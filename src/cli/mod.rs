@@ -252,3 +252,20 @@ pub fn abs(env: &Env, p: &Path) -> PathBuf {
 pub fn tree_paths(env: &Env, repo: &Repo, args: &[PathBuf]) -> Result<Vec<String>, CliError> {
     Ok(args.iter().map(|p| cohort::pathsel::tree_path(&repo.root, &env.cwd, p)).collect::<Result<_, _>>()?)
 }
+
+/// `repo`, opened to read; in a partial clone, opened again to write, once `fill` has fetched
+/// from the promisor remote what the command is about to read (the write lock is taken only
+/// then).
+pub fn filled(
+    env: &Env,
+    repo: Repo,
+    fill: impl FnOnce(&Repo, &cohort::remote::Credentials, &dyn cohort::progress::Progress) -> Result<u64, cohort::remote::RemoteError>,
+) -> Result<Repo, CliError> {
+    if !cohort::remote::list_remotes(&repo)?.values().any(|r| r.promisor) {
+        return Ok(repo);
+    }
+    drop(repo);
+    let repo = env.repo(Mode::Write)?;
+    fill(&repo, &remote::credentials(&Default::default()), &env.progress())?;
+    Ok(repo)
+}
