@@ -134,22 +134,22 @@ fn walk(abs: &Path, rel: &str, ignore: &Ignore) -> Result<Walked, WorktreeError>
         if rel.is_empty() && name == STORE_DIR {
             continue;
         }
+        let child_rel = if rel.is_empty() { name.clone() } else { format!("{rel}/{name}") };
         if !ignore.is_empty() {
             let is_dir = e.file_type().map_err(|source| WorktreeError::Read { path: path.clone(), source })?.is_dir();
-            if ignore.ignored(&if rel.is_empty() { name.clone() } else { format!("{rel}/{name}") }, is_dir) {
+            if ignore.ignored(&child_rel, is_dir) {
                 continue;
             }
         }
         if !valid_name(&name) {
             return Err(WorktreeError::BadName { path, name });
         }
-        names.push((name, path));
+        names.push((name, path, child_rel));
     }
     type Child = (Option<(String, Node)>, Vec<CommitNote>);
     let children: Vec<Result<Child, WorktreeError>> = names
         .into_par_iter()
-        .map(|(name, path)| {
-            let child_rel = if rel.is_empty() { name.clone() } else { format!("{rel}/{name}") };
+        .map(|(name, path, child_rel)| {
             let meta = fs::symlink_metadata(&path).map_err(|source| WorktreeError::Read { path: path.clone(), source })?;
             let ft = meta.file_type();
             Ok(if ft.is_dir() {
@@ -216,13 +216,13 @@ pub(crate) fn store_file_bytes(
     writer: Option<&ObjectWriter>,
 ) -> Result<(EntryKind, ObjectId, Option<String>), StoreError> {
     let sink = Sink { store, writer };
-    split_file(bytes, rel, executable, &|id, b, hint| sink.put(id, b, hint))
+    split_file(bytes, rel, executable, &|id, b, hint, _| sink.put(id, b, hint))
 }
 
 /// The entry kind and id a file's bytes get in a tree, as commit and status work them out,
 /// with nothing stored (`rel` is the file's path, for the DICOM-or-not guess of a note).
 pub fn file_id(bytes: &[u8], rel: &str, executable: bool) -> (EntryKind, ObjectId) {
-    match split_file(bytes, rel, executable, &|_, _, _| Ok::<(), std::convert::Infallible>(())) {
+    match split_file(bytes, rel, executable, &|_, _, _, _| Ok::<(), std::convert::Infallible>(())) {
         Ok((kind, id, _)) => (kind, id),
         Err(never) => match never {},
     }
@@ -233,23 +233,21 @@ pub fn file_id(bytes: &[u8], rel: &str, executable: bool) -> (EntryKind, ObjectI
 /// the working tree reads of a file that is not stored.
 pub fn file_objects(bytes: &[u8], rel: &str) -> (EntryKind, ObjectId, Vec<(ObjectId, Vec<u8>)>) {
     let objects = std::cell::RefCell::new(Vec::new());
-    let (kind, id) = match split_file(bytes, rel, false, &|id, b: &[u8], _| {
-        objects.borrow_mut().push((id, b.to_vec()));
+    let (kind, id) = match split_file(bytes, rel, false, &|id, b: &[u8], _, pixels| {
+        if !pixels {
+            objects.borrow_mut().push((id, b.to_vec()));
+        }
         Ok::<(), std::convert::Infallible>(())
     }) {
         Ok((kind, id, _)) => (kind, id),
         Err(never) => match never {},
     };
-    let mut objects = objects.into_inner();
-    if kind == EntryKind::Dicom {
-        let pixel = objects.iter().find(|(i, _)| *i == id).and_then(|(_, b)| DicomFile::from_bytes(id, b).ok()).and_then(|d| d.pixel);
-        objects.retain(|(i, _)| Some(*i) != pixel);
-    }
-    (kind, id, objects)
+    (kind, id, objects.into_inner())
 }
 
-/// Split file bytes into objects (DICOM parts and record, or one blob) and hand each to `put`.
-fn split_file<E, F: Fn(ObjectId, &[u8], Hint) -> Result<(), E>>(bytes: &[u8], rel: &str, executable: bool, put: &F) -> Result<(EntryKind, ObjectId, Option<String>), E> {
+/// Split file bytes into objects (DICOM parts and record, or one blob) and hand each to `put`,
+/// with its compression hint and whether it is the pixel data.
+fn split_file<E, F: Fn(ObjectId, &[u8], Hint, bool) -> Result<(), E>>(bytes: &[u8], rel: &str, executable: bool, put: &F) -> Result<(EntryKind, ObjectId, Option<String>), E> {
     match dicom::analyze(bytes) {
         Analysis::Dicom(layout) => {
             let rec = match layout.pixel {
@@ -266,8 +264,8 @@ fn split_file<E, F: Fn(ObjectId, &[u8], Hint) -> Result<(), E>>(bytes: &[u8], re
                     };
                     let hid = ObjectId::of(header);
                     let pid = ObjectId::of(pixels);
-                    put(hid, header, Hint::Generic)?;
-                    put(pid, pixels, hint)?;
+                    put(hid, header, Hint::Generic, false)?;
+                    put(pid, pixels, hint, true)?;
                     DicomFile {
                         header: hid,
                         pixel_element: bytes[es..vs].to_vec(),
@@ -279,7 +277,7 @@ fn split_file<E, F: Fn(ObjectId, &[u8], Hint) -> Result<(), E>>(bytes: &[u8], re
                 }
                 None => {
                     let hid = ObjectId::of(bytes);
-                    put(hid, bytes, Hint::Generic)?;
+                    put(hid, bytes, Hint::Generic, false)?;
                     DicomFile {
                         header: hid,
                         pixel_element: vec![],
@@ -292,12 +290,12 @@ fn split_file<E, F: Fn(ObjectId, &[u8], Hint) -> Result<(), E>>(bytes: &[u8], re
             };
             let rb = rec.to_bytes();
             let rid = ObjectId::of(&rb);
-            put(rid, &rb, Hint::Generic)?;
+            put(rid, &rb, Hint::Generic, false)?;
             Ok((EntryKind::Dicom, rid, None))
         }
         Analysis::NotDicom { reason } => {
             let id = ObjectId::of(bytes);
-            put(id, bytes, Hint::Generic)?;
+            put(id, bytes, Hint::Generic, false)?;
             let note = looks_like_dicom(rel, bytes).then(|| format!("stored whole, not as DICOM: {reason}"));
             let kind = if executable { EntryKind::Executable } else { EntryKind::File };
             Ok((kind, id, note))
